@@ -1,0 +1,23 @@
+//! # aims-core
+//!
+//! The bottom of the AIMS stack (draft-ietf-wimse-aims §6, "Agent Identifier"): the identifiers every
+//! other layer names agents by, and the injectable [`Clock`] every time-dependent check reads.
+//!
+//! * [`SpiffeId`] and [`TrustDomain`]: parsed and validated exactly as the SPIFFE-ID standard §2 says
+//!   (AIMS ID-4, ID-6).
+//! * [`WorkloadIdentifier`]: the WIMSE workload identifier (draft-ietf-wimse-identifier-03), of which a
+//!   SPIFFE ID is one instance (AIMS ID-2, ID-3, ID-5).
+//! * [`Clock`], [`SystemClock`] and [`ManualClock`]: time as a dependency, so expiry, rotation and
+//!   replay windows are testable without sleeping.
+#![forbid(unsafe_code)]
+
+mod clock;
+mod spiffe_id;
+mod wimse_id;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, unix_seconds};
+pub use spiffe_id::{
+    MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME_PREFIX, SpiffeId, SpiffeIdError,
+    TrustDomain,
+};
+pub use wimse_id::{WimseIdError, WorkloadIdentifier};
