@@ -1,0 +1,173 @@
+//! X509-SVID verification (SPIFFE X509-SVID §5): RFC 5280 path validation against the bundle of
+//! the SVID's own trust domain, then the leaf rules.
+
+use std::time::{Duration, SystemTime};
+
+use aims_core::SpiffeId;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::bundle::BundleSource;
+use crate::error::VerifyError;
+use crate::jose::sha256_b64url;
+
+/// The signature algorithms accepted in X.509 chains.
+pub static SUPPORTED_SIG_ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P256_SHA384,
+    webpki::aws_lc_rs::ECDSA_P384_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// The purpose the leaf is verified for (its EKU, when it has one, must allow it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvidUsage {
+    /// A TLS client (id-kp-clientAuth).
+    Client,
+    /// A TLS server (id-kp-serverAuth).
+    Server,
+}
+
+/// The outcome of a successful X509-SVID verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedX509Svid {
+    /// The SPIFFE ID of the leaf.
+    pub spiffe_id: SpiffeId,
+    /// The leaf's `notAfter`.
+    pub not_after: SystemTime,
+    /// base64url SHA-256 of the leaf DER: the RFC 8705 `x5t#S256` confirmation value.
+    pub x5t_s256: String,
+}
+
+/// Reads the SPIFFE ID of a leaf X509-SVID and checks the leaf rules of X509-SVID §4.3 and §5.2:
+/// exactly one URI SAN holding a SPIFFE ID with a path, `cA` false, keyUsage present with
+/// digitalSignature and without keyCertSign or cRLSign.
+pub fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, VerifyError> {
+    let mut uris = Vec::new();
+    let mut key_usage = None;
+    for ext in leaf.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    if let GeneralName::URI(u) = name {
+                        uris.push(*u);
+                    }
+                }
+            }
+            ParsedExtension::KeyUsage(ku) => key_usage = Some(*ku),
+            ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                return Err(VerifyError::Certificate("leaf certificate is a CA".into()));
+            }
+            _ => {}
+        }
+    }
+    let id = match uris.as_slice() {
+        [one] => SpiffeId::parse(one)?,
+        [] => return Err(VerifyError::Certificate("leaf has no URI SAN".into())),
+        _ => {
+            return Err(VerifyError::Certificate(
+                "leaf has more than one URI SAN".into(),
+            ));
+        }
+    };
+    if id.is_trust_domain_id() {
+        return Err(VerifyError::Certificate(
+            "leaf SPIFFE ID has no path".into(),
+        ));
+    }
+    let ku = key_usage.ok_or_else(|| VerifyError::Certificate("leaf has no keyUsage".into()))?;
+    if !ku.digital_signature() {
+        return Err(VerifyError::Certificate(
+            "leaf keyUsage lacks digitalSignature".into(),
+        ));
+    }
+    if ku.key_cert_sign() || ku.crl_sign() {
+        return Err(VerifyError::Certificate(
+            "leaf keyUsage allows certificate or CRL signing".into(),
+        ));
+    }
+    Ok(id)
+}
+
+/// Verifies an X509-SVID chain (leaf first, then intermediates) at time `now`, with the bundle
+/// of the leaf's own trust domain from `bundles`.
+pub fn verify_x509_svid(
+    chain: &[CertificateDer<'_>],
+    bundles: &dyn BundleSource,
+    now: SystemTime,
+    usage: SvidUsage,
+) -> Result<VerifiedX509Svid, VerifyError> {
+    let leaf_der = chain
+        .first()
+        .ok_or_else(|| VerifyError::Certificate("empty certificate chain".into()))?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der)
+        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
+    let spiffe_id = leaf_spiffe_id(&leaf)?;
+    let bundle = bundles
+        .bundle_for(spiffe_id.trust_domain_name())
+        .ok_or_else(|| VerifyError::UntrustedDomain(spiffe_id.trust_domain_name().to_owned()))?;
+    if bundle.trust_anchors().is_empty() {
+        return Err(VerifyError::UntrustedDomain(
+            spiffe_id.trust_domain_name().to_owned(),
+        ));
+    }
+    // X509-SVID §4.1: a signing certificate that carries a SPIFFE ID names the trust domain
+    // itself, and no other.
+    for der in &chain[1..] {
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|_| VerifyError::Certificate("intermediate does not parse".into()))?;
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::URI(u) = name
+                    && let Ok(ca_id) = SpiffeId::parse(u)
+                    && (!ca_id.is_trust_domain_id()
+                        || !ca_id.is_member_of(&spiffe_id.trust_domain()))
+                {
+                    return Err(VerifyError::Certificate(format!(
+                        "signing certificate carries SPIFFE ID {ca_id}"
+                    )));
+                }
+            }
+        }
+    }
+    let ee = EndEntityCert::try_from(leaf_der)
+        .map_err(|e| VerifyError::Certificate(format!("leaf: {e:?}")))?;
+    let time = UnixTime::since_unix_epoch(
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO),
+    );
+    let key_usage = match usage {
+        SvidUsage::Client => KeyUsage::client_auth(),
+        SvidUsage::Server => KeyUsage::server_auth(),
+    };
+    ee.verify_for_usage(
+        SUPPORTED_SIG_ALGS,
+        bundle.trust_anchors(),
+        &chain[1..],
+        time,
+        key_usage,
+        None,
+        None,
+    )
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } => VerifyError::Expired,
+        webpki::Error::CertNotValidYet { .. } => VerifyError::NotYetValid,
+        other => VerifyError::Certificate(format!("{other:?}")),
+    })?;
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(leaf.validity().not_after.timestamp()).unwrap_or(0));
+    Ok(VerifiedX509Svid {
+        spiffe_id,
+        not_after,
+        x5t_s256: sha256_b64url(leaf_der),
+    })
+}
