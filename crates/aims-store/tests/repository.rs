@@ -1,0 +1,284 @@
+//! The repository suite, run unchanged against SQLite and PostgreSQL (each test in its own
+//! database).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aims_core::SpiffeId;
+use aims_store::testing::fresh_stores;
+use aims_store::{
+    AttestedNode, CredentialKind, EntryFilter, EntryUpdate, IssuedCredential, NewEntry, SlotRow,
+    SlotStatus, Store, StoreError,
+};
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+fn new_entry(spiffe: &str, selectors: &[&str]) -> NewEntry {
+    NewEntry {
+        spiffe_id: id(spiffe),
+        parent_id: id("spiffe://example.org/agent/node1"),
+        selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        dns_names: vec![],
+        admin: false,
+        hint: None,
+    }
+}
+
+async fn entries_suite(store: &Store) {
+    let a = store
+        .create_entry(new_entry(
+            "spiffe://example.org/agent/a",
+            &["unix:uid:1000", "unix:gid:1000"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(a.revision, 1);
+    // Selectors are kept sorted, so the same set in another order is a duplicate.
+    assert_eq!(a.selectors[0].to_string(), "unix:gid:1000");
+    let dup = store
+        .create_entry(new_entry(
+            "spiffe://example.org/agent/a",
+            &["unix:gid:1000", "unix:uid:1000"],
+        ))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let mut b = new_entry("spiffe://example.org/agent/b", &["unix:uid:1001"]);
+    b.dns_names = vec!["b.example.org".into()];
+    b.hint = Some("internal".into());
+    b.admin = true;
+    b.x509_svid_ttl = 600;
+    let b = store.create_entry(b).await.unwrap();
+
+    assert_eq!(store.get_entry(&a.id).await.unwrap(), a);
+    assert_eq!(store.get_entry(&b.id).await.unwrap(), b);
+    assert_eq!(
+        store
+            .list_entries(&EntryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let only_b = store
+        .list_entries(&EntryFilter {
+            spiffe_id: Some(id("spiffe://example.org/agent/b")),
+            parent_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_b, vec![b.clone()]);
+    let by_parent = store
+        .list_entries(&EntryFilter {
+            spiffe_id: None,
+            parent_id: Some(id("spiffe://example.org/agent/other")),
+        })
+        .await
+        .unwrap();
+    assert!(by_parent.is_empty());
+
+    let updated = store
+        .update_entry(
+            &b.id,
+            EntryUpdate {
+                selectors: Some(vec!["unix:uid:2000".parse().unwrap()]),
+                hint: Some(None),
+                jwt_svid_ttl: Some(120),
+                ..EntryUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.revision, 2);
+    assert_eq!(updated.hint, None);
+    assert_eq!(updated.jwt_svid_ttl, 120);
+    assert_eq!(updated.x509_svid_ttl, 600);
+    assert_eq!(store.get_entry(&b.id).await.unwrap(), updated);
+
+    // Bad input is refused with a typed error.
+    let no_selectors = store
+        .create_entry(new_entry("spiffe://example.org/x", &[]))
+        .await;
+    assert!(matches!(no_selectors, Err(StoreError::Invalid(_))));
+    let mut bad_dns = new_entry("spiffe://example.org/x", &["unix:uid:1"]);
+    bad_dns.dns_names = vec!["not a name".into()];
+    assert!(matches!(
+        store.create_entry(bad_dns).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    store.delete_entry(&a.id).await.unwrap();
+    assert!(matches!(
+        store.get_entry(&a.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_entry(&a.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.update_entry("nope", EntryUpdate::default()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn nodes_suite(store: &Store) {
+    let mut node = AttestedNode {
+        spiffe_id: id("spiffe://example.org/spire/agent/join_token/abc"),
+        attestation_type: "join_token".into(),
+        cert_serial: "01ab".into(),
+        cert_not_after: 1_900_000_000,
+        selectors: vec!["join_token:abc".parse().unwrap()],
+        banned: false,
+    };
+    store.upsert_node(&node).await.unwrap();
+    assert_eq!(store.get_node(&node.spiffe_id).await.unwrap(), node);
+    node.cert_serial = "02cd".into();
+    node.banned = true;
+    store.upsert_node(&node).await.unwrap();
+    assert_eq!(store.list_nodes().await.unwrap(), vec![node.clone()]);
+    store.delete_node(&node.spiffe_id).await.unwrap();
+    assert!(matches!(
+        store.get_node(&node.spiffe_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn ca_suite(store: &Store) {
+    let slot = |server: &str, slot: &str, status, not_after| SlotRow {
+        server_id: server.into(),
+        slot_id: slot.into(),
+        status,
+        not_after,
+        record: format!("{{\"id\":\"{slot}\"}}"),
+    };
+    store
+        .put_slot(&slot("s1", "a", SlotStatus::Active, 2000))
+        .await
+        .unwrap();
+    store
+        .put_slot(&slot("s1", "b", SlotStatus::Prepared, 3000))
+        .await
+        .unwrap();
+    store
+        .put_slot(&slot("s2", "c", SlotStatus::Active, 2500))
+        .await
+        .unwrap();
+    // Activating b retires a for s1 only.
+    store
+        .put_slot(&slot("s1", "b", SlotStatus::Active, 3000))
+        .await
+        .unwrap();
+    let live = store.live_slots(1000).await.unwrap();
+    let status = |id: &str| live.iter().find(|s| s.slot_id == id).unwrap().status;
+    assert_eq!(status("a"), SlotStatus::Retired);
+    assert_eq!(status("b"), SlotStatus::Active);
+    assert_eq!(status("c"), SlotStatus::Active);
+    assert_eq!(store.live_slots(2100).await.unwrap().len(), 2);
+    let pruned = store.prune_slots("s1", 2100).await.unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0].slot_id, "a");
+
+    // The bundle sequence moves only when the keys change.
+    let b1 = store
+        .publish_bundle("example.org", "k1", |seq| format!("doc{seq}"))
+        .await
+        .unwrap();
+    assert_eq!((b1.sequence, b1.document.as_str()), (1, "doc1"));
+    let same = store
+        .publish_bundle("example.org", "k1", |seq| format!("doc{seq}"))
+        .await
+        .unwrap();
+    assert_eq!(same.sequence, 1);
+    let b2 = store
+        .publish_bundle("example.org", "k2", |seq| format!("doc{seq}"))
+        .await
+        .unwrap();
+    assert_eq!((b2.sequence, b2.document.as_str()), (2, "doc2"));
+    assert_eq!(store.get_bundle("example.org").await.unwrap(), b2);
+    assert!(matches!(
+        store.get_bundle("other.org").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn issued_suite(store: &Store) {
+    for (i, kind) in [
+        CredentialKind::X509Svid,
+        CredentialKind::JwtSvid,
+        CredentialKind::WitSvid,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .record_issued(&IssuedCredential {
+                kind,
+                serial: format!("serial{i}"),
+                spiffe_id: id(if i == 0 {
+                    "spiffe://example.org/a"
+                } else {
+                    "spiffe://example.org/b"
+                }),
+                issued_at: 100,
+                expires_at: 200 + i as i64,
+                issuer: "slot".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let all = store.list_issued(None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].kind, CredentialKind::WitSvid, "newest first");
+    let a = store
+        .list_issued(Some(&id("spiffe://example.org/a")), 10)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].serial, "serial0");
+    assert_eq!(store.prune_issued(201).await.unwrap(), 1);
+    assert_eq!(store.list_issued(None, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn repository_suite_on_every_backend() {
+    let dbs = fresh_stores().await;
+    for db in dbs {
+        eprintln!("repository suite on {}", db.label());
+        entries_suite(&db.store).await;
+        nodes_suite(&db.store).await;
+        ca_suite(&db.store).await;
+        issued_suite(&db.store).await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aims.db");
+    let store = Store::open_sqlite(&path).await.unwrap();
+    let e = store
+        .create_entry(new_entry("spiffe://example.org/a", &["unix:uid:1"]))
+        .await
+        .unwrap();
+    store.close().await;
+    let again = Store::open_sqlite(&path).await.unwrap();
+    assert_eq!(again.get_entry(&e.id).await.unwrap(), e);
+}
+
+#[tokio::test]
+async fn bad_urls_are_clear_errors() {
+    let err = Store::connect("mysql://x").await.unwrap_err();
+    assert!(
+        err.to_string().contains("sqlite:// or postgres://"),
+        "{err}"
+    );
+    let err = Store::connect("postgres://u:hunter2@127.0.0.1:1/db")
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{msg}");
+    assert!(!msg.contains("hunter2"), "password leaked: {msg}");
+}
