@@ -246,14 +246,18 @@ impl TrustBundle {
             }
             match key_use.as_str() {
                 USE_X509_SVID => {
-                    let first = key
-                        .get("x5c")
-                        .and_then(|c| c.as_array())
-                        .and_then(|c| c.first())
-                        .and_then(|c| c.as_str())
-                        .ok_or_else(|| {
-                            VerifyError::Malformed("x509-svid key without x5c".into())
-                        })?;
+                    // SPIFFE bundle §4.2.1: exactly one certificate per x509-svid entry.
+                    let first = match key.get("x5c").and_then(|c| c.as_array()) {
+                        Some(certs) if certs.len() == 1 => certs[0].as_str(),
+                        Some(certs) => {
+                            return Err(VerifyError::Malformed(format!(
+                                "expected a single certificate in an x509-svid entry; got {}",
+                                certs.len()
+                            )));
+                        }
+                        None => None,
+                    }
+                    .ok_or_else(|| VerifyError::Malformed("x509-svid key without x5c".into()))?;
                     let der = STANDARD
                         .decode(first)
                         .map_err(|_| VerifyError::Malformed("x5c is not base64".into()))?;

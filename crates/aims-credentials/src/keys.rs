@@ -61,6 +61,7 @@ pub enum KeyType {
     /// Ed25519 (EdDSA).
     Ed25519,
     /// RSA, 2048 bits when generated; at least 2048 bits when accepted.
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
 }
 

@@ -65,14 +65,20 @@ pub fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, VerifyErro
             }
             ParsedExtension::KeyUsage(ku) => key_usage = Some(*ku),
             ParsedExtension::BasicConstraints(bc) if bc.ca => {
-                return Err(VerifyError::Certificate("leaf certificate is a CA".into()));
+                return Err(VerifyError::Certificate(
+                    "leaf certificate must not have CA flag set to true".into(),
+                ));
             }
             _ => {}
         }
     }
     let id = match uris.as_slice() {
         [one] => SpiffeId::parse(one)?,
-        [] => return Err(VerifyError::Certificate("leaf has no URI SAN".into())),
+        [] => {
+            return Err(VerifyError::Certificate(
+                "certificate contains no URI SAN".into(),
+            ));
+        }
         _ => {
             return Err(VerifyError::Certificate(
                 "leaf has more than one URI SAN".into(),
@@ -81,21 +87,75 @@ pub fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, VerifyErro
     };
     if id.is_trust_domain_id() {
         return Err(VerifyError::Certificate(
-            "leaf SPIFFE ID has no path".into(),
+            "leaf certificate SPIFFE ID must have a non-root path".into(),
         ));
     }
-    let ku = key_usage.ok_or_else(|| VerifyError::Certificate("leaf has no keyUsage".into()))?;
+    let ku = key_usage.ok_or_else(|| {
+        VerifyError::Certificate(
+            "leaf certificate must have 'digitalSignature' set as key usage".into(),
+        )
+    })?;
     if !ku.digital_signature() {
         return Err(VerifyError::Certificate(
-            "leaf keyUsage lacks digitalSignature".into(),
+            "leaf certificate must have 'digitalSignature' set as key usage".into(),
         ));
     }
-    if ku.key_cert_sign() || ku.crl_sign() {
+    if ku.key_cert_sign() {
         return Err(VerifyError::Certificate(
-            "leaf keyUsage allows certificate or CRL signing".into(),
+            "leaf certificate must not have 'keyCertSign' set as key usage".into(),
+        ));
+    }
+    if ku.crl_sign() {
+        return Err(VerifyError::Certificate(
+            "leaf certificate must not have 'cRLSign' set as key usage".into(),
         ));
     }
     Ok(id)
+}
+
+/// Checks the structure of an X509-SVID chain without a bundle (X509-SVID §4, §5): the leaf
+/// rules of [`leaf_spiffe_id`], and every signing certificate a CA with keyCertSign whose
+/// SPIFFE ID, if it has one, names the leaf's trust domain itself. Returns the leaf's ID.
+pub fn check_chain_structure(chain: &[CertificateDer<'_>]) -> Result<SpiffeId, VerifyError> {
+    let leaf_der = chain
+        .first()
+        .ok_or_else(|| VerifyError::Certificate("empty certificate chain".into()))?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der)
+        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
+    let spiffe_id = leaf_spiffe_id(&leaf)?;
+    for der in &chain[1..] {
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|_| VerifyError::Certificate("intermediate does not parse".into()))?;
+        if !cert.is_ca() {
+            return Err(VerifyError::Certificate(
+                "signing certificate must have CA flag set to true".into(),
+            ));
+        }
+        if !cert
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|ku| ku.value.key_cert_sign())
+        {
+            return Err(VerifyError::Certificate(
+                "signing certificate must have 'keyCertSign' set as key usage".into(),
+            ));
+        }
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::URI(u) = name
+                    && let Ok(ca_id) = SpiffeId::parse(u)
+                    && (!ca_id.is_trust_domain_id()
+                        || !ca_id.is_member_of(&spiffe_id.trust_domain()))
+                {
+                    return Err(VerifyError::Certificate(format!(
+                        "signing certificate carries SPIFFE ID {ca_id}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(spiffe_id)
 }
 
 /// Verifies an X509-SVID chain (leaf first, then intermediates) at time `now`, with the bundle
@@ -106,12 +166,8 @@ pub fn verify_x509_svid(
     now: SystemTime,
     usage: SvidUsage,
 ) -> Result<VerifiedX509Svid, VerifyError> {
-    let leaf_der = chain
-        .first()
-        .ok_or_else(|| VerifyError::Certificate("empty certificate chain".into()))?;
-    let (_, leaf) = X509Certificate::from_der(leaf_der)
-        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
-    let spiffe_id = leaf_spiffe_id(&leaf)?;
+    let spiffe_id = check_chain_structure(chain)?;
+    let leaf_der = &chain[0];
     let bundle = bundles
         .bundle_for(spiffe_id.trust_domain_name())
         .ok_or_else(|| VerifyError::UntrustedDomain(spiffe_id.trust_domain_name().to_owned()))?;
@@ -163,8 +219,14 @@ pub fn verify_x509_svid(
         webpki::Error::CertNotValidYet { .. } => VerifyError::NotYetValid,
         other => VerifyError::Certificate(format!("{other:?}")),
     })?;
-    let not_after = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(leaf.validity().not_after.timestamp()).unwrap_or(0));
+    let not_after = X509Certificate::from_der(leaf_der)
+        .map(|(_, leaf)| {
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(
+                    u64::try_from(leaf.validity().not_after.timestamp()).unwrap_or(0),
+                )
+        })
+        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
     Ok(VerifiedX509Svid {
         spiffe_id,
         not_after,

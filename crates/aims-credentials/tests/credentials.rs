@@ -917,3 +917,111 @@ impl BundleForTest for BundleSet {
         self.bundle_for(td).unwrap()
     }
 }
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../testdata/go-spiffe/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// go-spiffe's X509-SVID fixtures, with the errors go-spiffe expects for them.
+#[test]
+fn go_spiffe_x509_svid_fixtures() {
+    use aims_credentials::bundle::certs_from_pem;
+    use aims_credentials::x509_svid::check_chain_structure;
+    let good = certs_from_pem(&fixture("x509svid/good-cert-and-key.pem")).unwrap();
+    assert_eq!(
+        check_chain_structure(&good).unwrap().as_str(),
+        "spiffe://example.org/workload-1"
+    );
+    for (file, expect) in [
+        ("wrong-leaf-empty-id.pem", "certificate contains no URI SAN"),
+        (
+            "wrong-leaf-ca-true.pem",
+            "leaf certificate must not have CA flag set to true",
+        ),
+        (
+            "wrong-leaf-no-digital-signature.pem",
+            "leaf certificate must have 'digitalSignature' set as key usage",
+        ),
+        (
+            "wrong-leaf-cert-sign.pem",
+            "leaf certificate must not have 'keyCertSign' set as key usage",
+        ),
+        (
+            "wrong-leaf-crl-sign.pem",
+            "leaf certificate must not have 'cRLSign' set as key usage",
+        ),
+        (
+            "wrong-intermediate-no-ca.pem",
+            "signing certificate must have CA flag set to true",
+        ),
+        (
+            "wrong-intermediate-no-key-cert-sign.pem",
+            "signing certificate must have 'keyCertSign' set as key usage",
+        ),
+    ] {
+        let chain = certs_from_pem(&fixture(&format!("x509svid/{file}"))).unwrap();
+        match check_chain_structure(&chain) {
+            Err(VerifyError::Certificate(m)) => assert!(m.contains(expect), "{file}: {m}"),
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+}
+
+/// go-spiffe's bundle fixtures, with go-spiffe's expectations.
+#[test]
+fn go_spiffe_bundle_fixtures() {
+    let parse = |f: &str| {
+        TrustBundle::from_jwks(
+            td("domain.test"),
+            fixture(&format!("spiffebundle/{f}")).as_bytes(),
+        )
+    };
+    let b = parse("spiffebundle_valid_1.json").unwrap();
+    assert_eq!(
+        (
+            b.x509_authorities().len(),
+            b.jwt_authorities().count(),
+            b.wit_authorities().count()
+        ),
+        (1, 1, 0)
+    );
+    let b = parse("spiffebundle_valid_2.json").unwrap();
+    assert_eq!(
+        (b.jwt_authorities().count(), b.refresh_hint(), b.sequence()),
+        (6, Some(60), 1)
+    );
+    let b = parse("spiffebundle_valid_with_wit.json").unwrap();
+    assert_eq!(
+        (b.jwt_authorities().count(), b.wit_authorities().count()),
+        (2, 2)
+    );
+    // A round trip keeps every key.
+    let again = TrustBundle::from_jwks(td("domain.test"), b.to_jwks().unwrap().as_bytes()).unwrap();
+    assert!(again.same_keys(&b));
+    assert_eq!(
+        parse("spiffebundle_missing_kid.json").unwrap_err(),
+        VerifyError::MissingKeyId
+    );
+    assert!(matches!(
+        parse("spiffebundle_no_keys.json"),
+        Err(VerifyError::Malformed(_))
+    ));
+    assert!(
+        matches!(parse("spiffebundle_multiple_x509.json"), Err(VerifyError::Malformed(m)) if m.contains("single certificate"))
+    );
+    for f in [
+        "spiffebundle_missing_use.json",
+        "spiffebundle_unrecognized_use.json",
+    ] {
+        let b = parse(f).unwrap();
+        assert_eq!(
+            (b.x509_authorities().len(), b.jwt_authorities().count()),
+            (1, 0),
+            "{f}"
+        );
+    }
+}

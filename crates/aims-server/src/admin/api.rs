@@ -1,0 +1,106 @@
+//! The admin API's request and response bodies (JSON over the admin Unix socket).
+
+use aims_core::SpiffeId;
+use jsonwebtoken::jwk::Jwk;
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/svid/x509`: sign a CSR (the operator's `aims svid mint x509`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintX509Request {
+    /// The identity to certify.
+    pub spiffe_id: SpiffeId,
+    /// PKCS#10 request, PEM.
+    pub csr_pem: String,
+    /// Lifetime in seconds (capped by the server's maximum).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// DNS SANs to include.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+/// The minted X509-SVID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintX509Response {
+    /// The identity.
+    pub spiffe_id: SpiffeId,
+    /// Leaf and intermediate(s), PEM.
+    pub chain_pem: String,
+    /// The trust bundle's X.509 authorities, PEM.
+    pub bundle_pem: String,
+    /// Leaf expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Leaf serial, hex.
+    pub serial: String,
+}
+
+/// `POST /v1/svid/jwt`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintJwtRequest {
+    /// The identity.
+    pub spiffe_id: SpiffeId,
+    /// Audiences (at least one).
+    pub audience: Vec<String>,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A minted JWT-SVID or WIT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintTokenResponse {
+    /// The identity.
+    pub spiffe_id: SpiffeId,
+    /// The compact JWS.
+    pub token: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// `POST /v1/svid/wit`: a WIT-SVID binding a public key the caller holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MintWitRequest {
+    /// The identity.
+    pub spiffe_id: SpiffeId,
+    /// The public key to bind (`cnf.jwk`), with its `alg`.
+    pub public_jwk: Jwk,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `GET /v1/bundle`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleResponse {
+    /// Trust domain.
+    pub trust_domain: String,
+    /// `spiffe_sequence`.
+    pub sequence: u64,
+    /// The SPIFFE bundle JWK Set.
+    pub jwks: serde_json::Value,
+    /// The X.509 authorities, PEM.
+    pub pem: String,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Always "ok" when the server answers.
+    pub status: String,
+    /// Trust domain.
+    pub trust_domain: String,
+    /// This replica's id.
+    pub server_id: String,
+    /// AIMS version.
+    pub version: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code: `invalid_request`, `not_found`, `conflict`, `payload_too_large`,
+    /// `forbidden`, `unavailable`, `internal`.
+    pub error: String,
+    /// A human-readable explanation.
+    pub message: String,
+}

@@ -1,0 +1,233 @@
+//! A client for the admin API over its Unix socket, used by the CLI and by tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aims_core::SpiffeId;
+use aims_store::{EntryUpdate, IssuedCredential, NewEntry, RegistrationEntry};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::api::{
+    BundleResponse, ErrorBody, HealthResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
+    MintX509Request, MintX509Response,
+};
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The socket could not be reached.
+    #[error(
+        "cannot reach the AIMS server at {path}: {source} (is `aims server` or `aims up` running on this data directory?)"
+    )]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server answered with an error.
+    #[error("{message} ({status}, {code})")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// Error code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The exchange failed at the HTTP or JSON level.
+    #[error("admin API protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The admin API client.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+impl AdminClient {
+    /// A client for the socket at `socket`.
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Self {
+            socket: socket.as_ref().to_path_buf(),
+        }
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, AdminError> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| AdminError::Protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let body = self.call_bytes(method, path, bytes).await?;
+        let body = if body.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            body
+        };
+        serde_json::from_slice(&body).map_err(|e| AdminError::Protocol(format!("response: {e}")))
+    }
+
+    /// Sends `body` as it is to `path` and returns the response body of a successful answer.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, AdminError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| AdminError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| AdminError::Protocol(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "aims-admin")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| AdminError::Protocol(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+            .await
+            .map_err(|_| AdminError::Protocol("timed out".into()))?
+            .map_err(|e| AdminError::Protocol(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AdminError::Protocol(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let err: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
+            error: "unknown".into(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+        });
+        Err(AdminError::Api {
+            status,
+            code: err.error,
+            message: err.message,
+        })
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<HealthResponse, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/health", None).await
+    }
+
+    /// Creates a registration entry.
+    pub async fn create_entry(&self, entry: &NewEntry) -> Result<RegistrationEntry, AdminError> {
+        self.call(Method::POST, "/v1/entries", Some(entry)).await
+    }
+
+    /// Lists registration entries, optionally by SPIFFE ID or parent.
+    pub async fn list_entries(
+        &self,
+        spiffe_id: Option<&SpiffeId>,
+        parent_id: Option<&SpiffeId>,
+    ) -> Result<Vec<RegistrationEntry>, AdminError> {
+        let mut pairs = Vec::new();
+        if let Some(id) = spiffe_id {
+            pairs.push(("spiffe_id", id.as_str()));
+        }
+        if let Some(id) = parent_id {
+            pairs.push(("parent_id", id.as_str()));
+        }
+        let path = format!("/v1/entries?{}", query(&pairs));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// Shows one entry.
+    pub async fn show_entry(&self, id: &str) -> Result<RegistrationEntry, AdminError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/entries/{}", path_segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// Updates one entry.
+    pub async fn update_entry(
+        &self,
+        id: &str,
+        update: &EntryUpdate,
+    ) -> Result<RegistrationEntry, AdminError> {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/entries/{}", path_segment(id)),
+            Some(update),
+        )
+        .await
+    }
+
+    /// Deletes one entry.
+    pub async fn delete_entry(&self, id: &str) -> Result<(), AdminError> {
+        self.call::<(), ()>(
+            Method::DELETE,
+            &format!("/v1/entries/{}", path_segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// Signs a CSR into an X509-SVID.
+    pub async fn mint_x509(&self, req: &MintX509Request) -> Result<MintX509Response, AdminError> {
+        self.call(Method::POST, "/v1/svid/x509", Some(req)).await
+    }
+
+    /// Mints a JWT-SVID.
+    pub async fn mint_jwt(&self, req: &MintJwtRequest) -> Result<MintTokenResponse, AdminError> {
+        self.call(Method::POST, "/v1/svid/jwt", Some(req)).await
+    }
+
+    /// Mints a WIT-SVID.
+    pub async fn mint_wit(&self, req: &MintWitRequest) -> Result<MintTokenResponse, AdminError> {
+        self.call(Method::POST, "/v1/svid/wit", Some(req)).await
+    }
+
+    /// The trust bundle.
+    pub async fn bundle(&self) -> Result<BundleResponse, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/bundle", None).await
+    }
+
+    /// Issued-credential records, newest first.
+    pub async fn issued(
+        &self,
+        spiffe_id: Option<&SpiffeId>,
+        limit: u32,
+    ) -> Result<Vec<IssuedCredential>, AdminError> {
+        let limit = limit.to_string();
+        let mut pairs = vec![("limit", limit.as_str())];
+        if let Some(id) = spiffe_id {
+            pairs.push(("spiffe_id", id.as_str()));
+        }
+        let path = format!("/v1/issued?{}", query(&pairs));
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

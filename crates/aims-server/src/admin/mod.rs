@@ -1,0 +1,420 @@
+//! The local admin API: JSON over a Unix socket (mode 0600, like SPIRE's registration socket),
+//! used by `aims entry …` and `aims svid mint …`. Only the server's own user (or root) may call
+//! it: the socket's mode says so and every connection's peer credentials are checked again.
+
+pub mod api;
+pub mod client;
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aims_core::SpiffeId;
+use aims_credentials::bundle::cert_to_pem;
+use aims_credentials::{IssueError, PublicKey};
+use aims_store::{EntryFilter, EntryUpdate, NewEntry, StoreError};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ServerError;
+use crate::issuer::Issuer;
+use api::{
+    BundleResponse, ErrorBody, HealthResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
+    MintX509Request, MintX509Response,
+};
+
+/// Largest admin request body (64 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// An admin API error, answered as JSON with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.into(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Invalid(m) => Self::invalid(m),
+            other => {
+                tracing::error!(error = %other, "store failure in admin API");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable",
+                )
+            }
+        }
+    }
+}
+
+impl From<ServerError> for ApiError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Store(s) => s.into(),
+            ServerError::Issue(IssueError::InvalidCsr(m)) => {
+                Self::invalid(format!("invalid CSR: {m}"))
+            }
+            ServerError::Issue(IssueError::Refused(m)) => Self::invalid(m),
+            ServerError::Issue(IssueError::InvalidId(m)) => {
+                Self::invalid(format!("invalid SPIFFE ID: {m}"))
+            }
+            ServerError::Issue(IssueError::Key(k)) => Self::invalid(k.to_string()),
+            other => {
+                tracing::error!(error = %other, "admin API failure");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+/// JSON bodies with our error shape (axum's default rejection is plain text).
+struct ApiJson<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body exceeds {MAX_BODY} bytes"),
+                ))
+            }
+            Err(e) => Err(ApiError::invalid(e.body_text())),
+        }
+    }
+}
+
+/// The admin API's shared state.
+pub struct AdminState {
+    /// The issuance service.
+    pub issuer: Arc<Issuer>,
+    /// This replica's id.
+    pub server_id: String,
+}
+
+type AppState = Arc<AdminState>;
+
+/// Peer credentials of an admin connection.
+#[derive(Clone, Debug)]
+pub struct PeerCred {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+async fn only_owner(
+    State(owner): State<u32>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match peer.uid {
+        Some(uid) if uid == owner || uid == 0 => next.run(req).await,
+        _ => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin API is for the server's own user",
+        )
+        .into_response(),
+    }
+}
+
+/// The admin router.
+pub fn router(state: AppState, owner_uid: u32) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/entries", post(create_entry).get(list_entries))
+        .route(
+            "/v1/entries/{id}",
+            get(show_entry).patch(update_entry).delete(delete_entry),
+        )
+        .route("/v1/svid/x509", post(mint_x509))
+        .route("/v1/svid/jwt", post(mint_jwt))
+        .route("/v1/svid/wit", post(mint_wit))
+        .route("/v1/bundle", get(bundle))
+        .route("/v1/issued", get(issued))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(owner_uid, only_owner))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+}
+
+/// Binds the admin socket (mode 0600) and serves until `shutdown`. A stale socket from a
+/// crashed run is replaced; a live one means another server owns this data directory.
+pub async fn serve(
+    path: &Path,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::Config(format!(
+                "another AIMS server is already listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| ServerError::io(format!("remove stale socket {}", path.display()), e))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| ServerError::io(format!("bind admin socket {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::io(format!("chmod {}", path.display()), e))?;
+    let owner = std::fs::metadata(path)
+        .map_err(|e| ServerError::io(format!("stat {}", path.display()), e))?
+        .uid();
+    let app = router(state, owner).into_make_service_with_connect_info::<PeerCred>();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    }))
+}
+
+async fn health(State(s): State<AppState>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        trust_domain: s.issuer.trust_domain().to_string(),
+        server_id: s.server_id.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+fn check_in_domain(s: &AdminState, id: &SpiffeId, what: &str) -> Result<(), ApiError> {
+    if id.is_member_of(s.issuer.trust_domain()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{what} {id} is not in trust domain {}",
+            s.issuer.trust_domain()
+        )))
+    }
+}
+
+async fn create_entry(
+    State(s): State<AppState>,
+    ApiJson(new): ApiJson<NewEntry>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_in_domain(&s, &new.spiffe_id, "SPIFFE ID")?;
+    check_in_domain(&s, &new.parent_id, "parent ID")?;
+    if new.spiffe_id.is_trust_domain_id() {
+        return Err(ApiError::invalid("an entry's SPIFFE ID needs a path"));
+    }
+    let entry = s.issuer.store().create_entry(new).await?;
+    tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "registration entry created");
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+async fn list_entries(
+    State(s): State<AppState>,
+    Query(filter): Query<EntryFilter>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().list_entries(&filter).await?))
+}
+
+async fn show_entry(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().get_entry(&id).await?))
+}
+
+async fn update_entry(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    ApiJson(update): ApiJson<EntryUpdate>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(parent) = &update.parent_id {
+        check_in_domain(&s, parent, "parent ID")?;
+    }
+    let entry = s.issuer.store().update_entry(&id, update).await?;
+    tracing::info!(entry = %entry.id, revision = entry.revision, "registration entry updated");
+    Ok(Json(entry))
+}
+
+async fn delete_entry(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.issuer.store().delete_entry(&id).await?;
+    tracing::info!(entry = %id, "registration entry deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn ttl(secs: Option<u64>) -> Option<Duration> {
+    secs.map(Duration::from_secs)
+}
+
+async fn mint_x509(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<MintX509Request>,
+) -> Result<impl IntoResponse, ApiError> {
+    let csr = CertificateSigningRequestDer::from_pem_slice(req.csr_pem.as_bytes())
+        .map_err(|_| ApiError::invalid("invalid CSR: csr_pem is not a PEM CERTIFICATE REQUEST"))?;
+    let svid = s
+        .issuer
+        .issue_x509_from_csr(
+            &req.spiffe_id,
+            csr.as_ref(),
+            &req.dns_names,
+            ttl(req.ttl_seconds),
+        )
+        .await?;
+    tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial_hex(), "X509-SVID minted by operator");
+    let published = s.issuer.published();
+    Ok(Json(MintX509Response {
+        spiffe_id: svid.spiffe_id.clone(),
+        chain_pem: svid.chain.iter().map(|c| cert_to_pem(c)).collect(),
+        bundle_pem: published.bundle.to_pem(),
+        expires_at: aims_core::unix_seconds(svid.not_after),
+        serial: svid.serial_hex(),
+    }))
+}
+
+async fn mint_jwt(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<MintJwtRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let svid = s
+        .issuer
+        .mint_jwt_svid(&req.spiffe_id, &req.audience, ttl(req.ttl_seconds))
+        .await?;
+    tracing::info!(spiffe_id = %svid.spiffe_id, audience = ?svid.audience, "JWT-SVID minted by operator");
+    Ok(Json(MintTokenResponse {
+        spiffe_id: svid.spiffe_id,
+        token: svid.token,
+        expires_at: svid.expiry,
+    }))
+}
+
+async fn mint_wit(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<MintWitRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let alg = req
+        .public_jwk
+        .common
+        .key_algorithm
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| ApiError::invalid("public_jwk must carry its alg"))?;
+    let key = PublicKey::from_jwk(&req.public_jwk)
+        .map_err(|e| ApiError::invalid(format!("public_jwk: {e}")))?;
+    let wit = s
+        .issuer
+        .mint_wit_svid(&req.spiffe_id, &key, alg, ttl(req.ttl_seconds))
+        .await?;
+    Ok(Json(MintTokenResponse {
+        spiffe_id: req.spiffe_id,
+        token: wit.token,
+        expires_at: wit.expiry,
+    }))
+}
+
+async fn bundle(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let published = s.issuer.published();
+    Ok(Json(BundleResponse {
+        trust_domain: s.issuer.trust_domain().to_string(),
+        sequence: published.bundle.sequence(),
+        jwks: serde_json::from_str(&published.document)
+            .map_err(|e| ApiError::invalid(e.to_string()))?,
+        pem: published.bundle.to_pem(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct IssuedQuery {
+    spiffe_id: Option<SpiffeId>,
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+async fn issued(
+    State(s): State<AppState>,
+    Query(q): Query<IssuedQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        s.issuer
+            .store()
+            .list_issued(q.spiffe_id.as_ref(), q.limit.min(1000))
+            .await?,
+    ))
+}

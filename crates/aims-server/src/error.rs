@@ -1,0 +1,44 @@
+//! Server errors.
+
+use aims_credentials::{IssueError, KeyError, VerifyError};
+use aims_store::StoreError;
+
+/// Why the server could not start or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Issuance failed.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// A key operation failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Building or reading a bundle failed.
+    #[error("bundle: {0}")]
+    Bundle(#[from] VerifyError),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl ServerError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ServerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Starting and stopping `aims server`.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aims_credentials::{CaManager, DiskKeyManager, UpstreamAuthority};
+use aims_store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::bundle_endpoint;
+use crate::error::ServerError;
+use crate::issuer::{IssuanceLimits, Issuer};
+use crate::settings::ServerSettings;
+use crate::tls::{LocalWebPki, serve_tls, server_config_from_files};
+
+/// A running server.
+pub struct RunningServer {
+    /// The HTTPS address actually bound.
+    pub https_addr: SocketAddr,
+    /// The bundle endpoint URL.
+    pub bundle_url: String,
+    /// The admin socket.
+    pub admin_socket: PathBuf,
+    /// The local web CA certificate, when the server made its own TLS certificate.
+    pub web_ca_file: Option<PathBuf>,
+    /// This replica's id.
+    pub server_id: String,
+    /// The issuance service.
+    pub issuer: Arc<Issuer>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops every listener and task and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.issuer.store().close().await;
+        let _ = std::fs::remove_file(&self.admin_socket);
+        tracing::info!("server stopped");
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700: it holds
+/// keys and the store.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ServerError::io(format!("create data directory {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ServerError::io(format!("chmod {}", dir.display()), e))
+}
+
+fn server_id(settings: &ServerSettings) -> Result<String, ServerError> {
+    if let Some(id) = &settings.server_id {
+        return Ok(id.clone());
+    }
+    let path = settings.data_dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)
+                .map_err(|e| ServerError::io(format!("write {}", path.display()), e))?;
+            Ok(id)
+        }
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<String, ServerError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ServerError::io(format!("read {what} {}", path.display()), e))
+}
+
+/// Starts the server: store, CA, HTTPS listener (bundle endpoint) and admin socket.
+pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    ensure_private_dir(&settings.data_dir)?;
+    let server_id = server_id(&settings)?;
+    let store = Store::connect(&settings.database_url()).await?;
+    let keys = Arc::new(DiskKeyManager::open(settings.data_dir.join("keys"))?);
+    let upstream = match &settings.upstream {
+        None => None,
+        Some(files) => Some(UpstreamAuthority::from_pem(
+            &read(&files.cert_file, "upstream certificate")?,
+            &read(&files.key_file, "upstream key")?,
+            files
+                .bundle_file
+                .as_ref()
+                .map(|p| read(p, "upstream bundle"))
+                .transpose()?
+                .as_deref(),
+        )?),
+    };
+    let ca = CaManager::new(settings.trust_domain.clone(), settings.ca, keys, upstream);
+    let issuer = Arc::new(
+        Issuer::start(
+            ca,
+            store,
+            server_id.clone(),
+            settings.clock.clone(),
+            IssuanceLimits {
+                x509_svid_ttl: settings.x509_svid_ttl,
+                jwt_svid_ttl: settings.jwt_svid_ttl,
+                wit_svid_ttl: settings.wit_svid_ttl,
+                refresh_hint: settings.bundle_refresh_hint,
+            },
+        )
+        .await?,
+    );
+
+    let (tls, web_ca_file) = match &settings.tls {
+        Some(files) => (
+            server_config_from_files(&files.cert_file, &files.key_file)?,
+            None,
+        ),
+        None => {
+            let mut hosts = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            if !hosts.contains(&settings.public_host) {
+                hosts.push(settings.public_host.clone());
+            }
+            let pki = LocalWebPki::load_or_create(&settings.data_dir.join("tls"), &hosts)?;
+            (
+                server_config_from_files(&pki.cert_file, &pki.key_file)?,
+                Some(pki.ca_file),
+            )
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| ServerError::io(format!("listen on {}", settings.listen), e))?;
+    let https_addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::io("local address", e))?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve_tls(
+        listener,
+        Arc::new(tls),
+        bundle_endpoint::router(issuer.clone()),
+        shutdown.clone(),
+    )));
+    let admin_socket = settings.admin_socket_path();
+    tasks.push(
+        admin::serve(
+            &admin_socket,
+            Arc::new(AdminState {
+                issuer: issuer.clone(),
+                server_id: server_id.clone(),
+            }),
+            shutdown.clone(),
+        )
+        .await?,
+    );
+    let ticker_issuer = issuer.clone();
+    let ticker_stop = shutdown.clone();
+    let interval = settings.tick_interval;
+    tasks.push(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = ticker_stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(e) = ticker_issuer.tick().await {
+                        tracing::error!(error = %e, "CA rotation or bundle publication failed; will retry");
+                    }
+                }
+            }
+        }
+    }));
+    let host = if settings.public_host.contains(':') {
+        format!("[{}]", settings.public_host)
+    } else {
+        settings.public_host.clone()
+    };
+    let bundle_url = format!(
+        "https://{host}:{}{}",
+        https_addr.port(),
+        bundle_endpoint::BUNDLE_PATH
+    );
+    tracing::info!(
+        trust_domain = %settings.trust_domain,
+        server_id = %server_id,
+        https = %https_addr,
+        admin_socket = %admin_socket.display(),
+        store = %aims_store::redact_url(&settings.database_url()),
+        "AIMS server started"
+    );
+    Ok(RunningServer {
+        https_addr,
+        bundle_url,
+        admin_socket,
+        web_ca_file,
+        server_id,
+        issuer,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,0 +1,107 @@
+//! The server's typed settings, filled by the binary from the config file and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aims_core::{SharedClock, SystemClock, TrustDomain};
+use aims_credentials::AuthorityPolicy;
+
+/// Files of an upstream CA (SPIRE's `UpstreamAuthority "disk"`).
+#[derive(Debug, Clone)]
+pub struct UpstreamFiles {
+    /// The upstream CA certificate, optionally followed by its chain.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The roots to publish; default: the last certificate of `cert_file`.
+    pub bundle_file: Option<PathBuf>,
+}
+
+/// A TLS certificate and key for the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM.
+    pub key_file: PathBuf,
+}
+
+/// Everything `aims server` needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The trust domain served.
+    pub trust_domain: TrustDomain,
+    /// Data directory: store, keys, sockets, TLS material.
+    pub data_dir: PathBuf,
+    /// Store URL; default `sqlite://<data_dir>/aims.db`.
+    pub database_url: Option<String>,
+    /// HTTPS listen address (bundle endpoint; later the OAuth AS and console).
+    pub listen: SocketAddr,
+    /// Host name used in the URLs the server advertises.
+    pub public_host: String,
+    /// Admin API Unix socket; default `<data_dir>/admin.sock`.
+    pub admin_socket: Option<PathBuf>,
+    /// This replica's identifier; default: generated once and kept in the data directory.
+    pub server_id: Option<String>,
+    /// CA lifetime and key type.
+    pub ca: AuthorityPolicy,
+    /// An upstream CA, if the trust domain chains to one.
+    pub upstream: Option<UpstreamFiles>,
+    /// Default X509-SVID lifetime (1 h, as SPIRE).
+    pub x509_svid_ttl: Duration,
+    /// Default JWT-SVID lifetime (5 min, as SPIRE).
+    pub jwt_svid_ttl: Duration,
+    /// Default WIT-SVID lifetime (1 h).
+    pub wit_svid_ttl: Duration,
+    /// `spiffe_refresh_hint` of the published bundle (5 min, as SPIRE).
+    pub bundle_refresh_hint: Duration,
+    /// TLS certificate for the HTTPS listener; default: a local CA and certificate for
+    /// localhost made in the data directory.
+    pub tls: Option<TlsFiles>,
+    /// How often the CA rotation schedule and the store are checked.
+    pub tick_interval: Duration,
+    /// The clock.
+    pub clock: SharedClock,
+}
+
+impl ServerSettings {
+    /// Settings with AIMS's defaults for `trust_domain` and `data_dir`.
+    pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
+        Self {
+            trust_domain,
+            data_dir,
+            database_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_host: "127.0.0.1".into(),
+            admin_socket: None,
+            server_id: None,
+            ca: AuthorityPolicy::default(),
+            upstream: None,
+            x509_svid_ttl: Duration::from_secs(3600),
+            jwt_svid_ttl: Duration::from_secs(300),
+            wit_svid_ttl: Duration::from_secs(3600),
+            bundle_refresh_hint: Duration::from_secs(300),
+            tls: None,
+            tick_interval: Duration::from_secs(5),
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// The admin socket path.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    }
+
+    /// The store URL.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("aims.db").display()
+            )
+        })
+    }
+}

@@ -1,0 +1,324 @@
+//! The AIMS configuration file (TOML) and how flags override it.
+//!
+//! One file configures every component; each section is read by the command that runs that
+//! component. Unknown keys are errors, and every error names the file, the key and what was
+//! expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use aims_core::{HumanDuration, TrustDomain};
+use aims_credentials::{AuthorityPolicy, KeyType};
+use aims_server::{ServerSettings, TlsFiles, UpstreamFiles};
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".aims";
+/// The default trust domain of `aims up`.
+pub const DEFAULT_TRUST_DOMAIN: &str = "aims.local";
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The trust domain.
+    pub trust_domain: Option<TrustDomain>,
+    /// The data directory.
+    pub data_dir: Option<PathBuf>,
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// HTTPS listen address.
+    pub listen: Option<SocketAddr>,
+    /// Host name in advertised URLs.
+    pub public_host: Option<String>,
+    /// Store URL (`sqlite://…` or `postgres://…`).
+    pub database: Option<String>,
+    /// Admin socket path.
+    pub admin_socket: Option<PathBuf>,
+    /// Replica id.
+    pub server_id: Option<String>,
+    /// Default X509-SVID lifetime.
+    pub x509_svid_ttl: Option<HumanDuration>,
+    /// Default JWT-SVID lifetime.
+    pub jwt_svid_ttl: Option<HumanDuration>,
+    /// Default WIT-SVID lifetime.
+    pub wit_svid_ttl: Option<HumanDuration>,
+    /// `spiffe_refresh_hint` of the bundle.
+    pub bundle_refresh_hint: Option<HumanDuration>,
+    /// `[server.ca]`.
+    #[serde(default)]
+    pub ca: CaSection,
+    /// `[server.tls]`.
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.ca]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    /// CA lifetime.
+    pub ttl: Option<HumanDuration>,
+    /// CA key type: `ec-p256`, `ec-p384`, `ed25519` or `rsa-2048`.
+    pub key_type: Option<KeyType>,
+    /// `[server.ca.upstream]`.
+    pub upstream: Option<UpstreamSection>,
+}
+
+/// `[server.ca.upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Upstream CA certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Upstream CA key (PEM).
+    pub key_file: PathBuf,
+    /// Roots to publish (PEM).
+    pub bundle_file: Option<PathBuf>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Level or filter, e.g. `info` or `aims=debug,info`.
+    pub level: Option<String>,
+    /// `text` or `json`.
+    pub format: Option<LogFormat>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+}
+
+/// Flags that override the file, shared by `aims up` and `aims server`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerFlags {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', env = "AIMS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (store, keys, sockets) [default: ./.aims].
+    #[arg(long, env = "AIMS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Trust domain [default for `aims up`: aims.local].
+    #[arg(long, env = "AIMS_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// HTTPS listen address [default: 127.0.0.1:8443].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
+    #[arg(long, env = "AIMS_DATABASE")]
+    pub database: Option<String>,
+    /// Admin socket [default: DATA_DIR/admin.sock].
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// The config file named by the flags, or an empty one.
+pub fn load_file(flags: &ServerFlags) -> anyhow::Result<FileConfig> {
+    match &flags.config {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// The data directory: flag, then file, then `./.aims`.
+pub fn data_dir(flag: Option<&PathBuf>, file: &FileConfig) -> PathBuf {
+    flag.cloned()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Builds the server settings from file and flags (flags win).
+pub fn server_settings(
+    flags: &ServerFlags,
+    file: &FileConfig,
+    default_trust_domain: Option<&str>,
+) -> anyhow::Result<ServerSettings> {
+    let trust_domain = match (
+        &flags.trust_domain,
+        &file.trust_domain,
+        default_trust_domain,
+    ) {
+        (Some(flag), _, _) => TrustDomain::new(flag)
+            .with_context(|| format!("--trust-domain {flag:?} is not a valid trust domain"))?,
+        (None, Some(td), _) => td.clone(),
+        (None, None, Some(default)) => TrustDomain::new(default)?,
+        (None, None, None) => bail!(
+            "no trust domain: pass --trust-domain (e.g. --trust-domain example.org) or set trust_domain in the config file"
+        ),
+    };
+    let mut s = ServerSettings::new(trust_domain, data_dir(flags.data_dir.as_ref(), file));
+    let sec = &file.server;
+    if let Some(l) = flags.listen.or(sec.listen) {
+        s.listen = l;
+    }
+    if let Some(h) = &sec.public_host {
+        s.public_host = h.clone();
+    }
+    s.database_url = flags.database.clone().or_else(|| sec.database.clone());
+    s.admin_socket = flags
+        .admin_socket
+        .clone()
+        .or_else(|| sec.admin_socket.clone());
+    s.server_id = sec.server_id.clone();
+    for (field, value) in [
+        (&mut s.x509_svid_ttl, sec.x509_svid_ttl),
+        (&mut s.jwt_svid_ttl, sec.jwt_svid_ttl),
+        (&mut s.wit_svid_ttl, sec.wit_svid_ttl),
+        (&mut s.bundle_refresh_hint, sec.bundle_refresh_hint),
+    ] {
+        if let Some(v) = value {
+            *field = v.0;
+        }
+    }
+    s.ca = AuthorityPolicy {
+        ca_ttl: sec.ca.ttl.map_or(s.ca.ca_ttl, |d| d.0),
+        key_type: sec.ca.key_type.unwrap_or(s.ca.key_type),
+    };
+    if s.ca.ca_ttl < 2 * s.x509_svid_ttl {
+        bail!(
+            "server.ca.ttl ({}) must be at least twice server.x509_svid_ttl ({}) so SVIDs can rotate within a CA's life",
+            aims_core::format_duration(s.ca.ca_ttl),
+            aims_core::format_duration(s.x509_svid_ttl)
+        );
+    }
+    for (name, d) in [
+        ("server.x509_svid_ttl", s.x509_svid_ttl),
+        ("server.jwt_svid_ttl", s.jwt_svid_ttl),
+        ("server.wit_svid_ttl", s.wit_svid_ttl),
+    ] {
+        if d.as_secs() < 10 {
+            bail!("{name} must be at least 10s");
+        }
+    }
+    s.upstream = sec.ca.upstream.as_ref().map(|u| UpstreamFiles {
+        cert_file: u.cert_file.clone(),
+        key_file: u.key_file.clone(),
+        bundle_file: u.bundle_file.clone(),
+    });
+    s.tls = sec.tls.as_ref().map(|t| TlsFiles {
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+    });
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let f = FileConfig::parse(
+            r#"
+trust_domain = "example.org"
+data_dir = "/var/lib/aims"
+[server]
+listen = "0.0.0.0:8443"
+database = "postgres://aims@db/aims"
+x509_svid_ttl = "30m"
+jwt_svid_ttl = 120
+[server.ca]
+ttl = "48h"
+key_type = "ec-p384"
+[server.ca.upstream]
+cert_file = "/etc/aims/upstream.pem"
+key_file = "/etc/aims/upstream.key"
+[log]
+level = "debug"
+format = "json"
+"#,
+        )
+        .unwrap();
+        let s = server_settings(&ServerFlags::default(), &f, None).unwrap();
+        assert_eq!(s.trust_domain.name(), "example.org");
+        assert_eq!(s.x509_svid_ttl.as_secs(), 1800);
+        assert_eq!(s.jwt_svid_ttl.as_secs(), 120);
+        assert_eq!(s.ca.ca_ttl.as_secs(), 48 * 3600);
+        assert_eq!(s.ca.key_type, KeyType::EcP384);
+        assert!(s.upstream.is_some());
+        assert_eq!(f.log.format, Some(LogFormat::Json));
+        // Flags win over the file.
+        let flags = ServerFlags {
+            trust_domain: Some("other.org".into()),
+            ..ServerFlags::default()
+        };
+        assert_eq!(
+            server_settings(&flags, &f, None)
+                .unwrap()
+                .trust_domain
+                .name(),
+            "other.org"
+        );
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_expectation() {
+        for (text, expect) in [
+            ("trust_domian = \"x\"", "unknown field `trust_domian`"),
+            ("[server]\nlisten = \"nowhere\"", "listen"),
+            (
+                "[server]\nx509_svid_ttl = \"5 parsecs\"",
+                "invalid duration",
+            ),
+            ("trust_domain = \"Example.org\"", "trust domain characters"),
+            ("[server.ca]\nkey_type = \"dsa\"", "key_type"),
+            ("[server]\n[server]", "duplicate"),
+        ] {
+            let err = format!("{:#}", FileConfig::parse(text).unwrap_err());
+            assert!(err.contains(expect), "{text:?}: {err}");
+        }
+        let f =
+            FileConfig::parse("trust_domain = \"example.org\"\n[server]\nx509_svid_ttl = \"20h\"")
+                .unwrap();
+        let err = server_settings(&ServerFlags::default(), &f, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.ca.ttl"), "{err}");
+        let err = server_settings(&ServerFlags::default(), &FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--trust-domain"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! `aims`: the Agent Identity Management System in one binary.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod config;
+mod up_file;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// AIMS — identities, credentials and access for AI agents (draft-ietf-wimse-aims).
+///
+/// Every agent gets one SPIFFE ID and short-lived, key-bound credentials (X.509-SVID,
+/// JWT-SVID, WIT). Start everything locally with `aims up`.
+#[derive(Parser)]
+#[command(name = "aims", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log level or filter (e.g. `info`, `debug`, `aims_server=debug,info`); RUST_LOG works too.
+    #[arg(long, global = true, env = "AIMS_LOG")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, env = "AIMS_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the local AIMS stack (server; the agent and gateway join as they land) on one data directory.
+    Up(cmd::up::UpArgs),
+    /// Run the trust-domain server: CA, bundle endpoint, admin API.
+    Server(cmd::server::ServerArgs),
+    /// Manage registration entries (which workloads get which SPIFFE ID).
+    #[command(subcommand)]
+    Entry(cmd::entry::EntryCommand),
+    /// Mint credentials as an operator (like `spire-server x509 mint`).
+    #[command(subcommand)]
+    Svid(cmd::svid::SvidCommand),
+    /// Show the trust bundle.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
+    /// Check that the server on a data directory answers.
+    Health(cmd::AdminArgs),
+}
+
+/// Where a CLI command finds the admin socket.
+pub fn admin_socket(data_dir: Option<&PathBuf>, explicit: Option<&PathBuf>) -> PathBuf {
+    explicit.cloned().unwrap_or_else(|| {
+        data_dir
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR))
+            .join("admin.sock")
+    })
+}
+
+fn init_logging(level: Option<&str>, format: LogFormat) {
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
+            eprintln!("warning: invalid log filter {l:?} ({e}); using info");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider in the whole process: aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (file_log, long_running) = match &cli.command {
+            Command::Up(a) => (Some(config::load_file(&a.flags)?.log), true),
+            Command::Server(a) => (Some(config::load_file(&a.flags)?.log), true),
+            _ => (None, false),
+        };
+        let level = cli
+            .log_level
+            .clone()
+            .or_else(|| file_log.as_ref().and_then(|l| l.level.clone()))
+            .or_else(|| (!long_running).then(|| "warn".to_owned()));
+        let format = cli
+            .log_format
+            .or_else(|| file_log.as_ref().and_then(|l| l.format))
+            .unwrap_or(LogFormat::Text);
+        init_logging(level.as_deref(), format);
+        match cli.command {
+            Command::Up(a) => cmd::up::run(a).await,
+            Command::Server(a) => cmd::server::run(a).await,
+            Command::Entry(c) => cmd::entry::run(c).await,
+            Command::Svid(c) => cmd::svid::run(c).await,
+            Command::Bundle(c) => cmd::bundle::run(c).await,
+            Command::Health(a) => cmd::health(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `<data-dir>/up.json`: every endpoint the local stack serves, for scripts, tests and
+//! `aims demo` to find.
+
+use std::path::{Path, PathBuf};
+
+use aims_server::RunningServer;
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The file name inside the data directory.
+pub const UP_FILE: &str = "up.json";
+
+/// What `up.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpFile {
+    /// AIMS version.
+    pub version: String,
+    /// Process id of the running stack.
+    pub pid: u32,
+    /// The trust domain.
+    pub trust_domain: String,
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// The admin API socket.
+    pub admin_socket: PathBuf,
+    /// The server's endpoints.
+    pub server: ServerEndpoints,
+}
+
+/// The server's endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerEndpoints {
+    /// Base HTTPS URL.
+    pub https: String,
+    /// SPIFFE bundle endpoint (https_web profile).
+    pub bundle_endpoint: String,
+    /// The CA to trust for the HTTPS endpoints, when AIMS made its own certificate.
+    pub web_ca_file: Option<PathBuf>,
+    /// This replica's id.
+    pub server_id: String,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl UpFile {
+    /// The file for a running server on `data_dir`.
+    pub fn for_server(data_dir: &Path, server: &RunningServer) -> anyhow::Result<Self> {
+        let https = server
+            .bundle_url
+            .strip_suffix(aims_server::bundle_endpoint::BUNDLE_PATH)
+            .unwrap_or(&server.bundle_url)
+            .to_owned();
+        Ok(Self {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            trust_domain: server.issuer.trust_domain().to_string(),
+            data_dir: absolute(data_dir),
+            admin_socket: absolute(&server.admin_socket),
+            server: ServerEndpoints {
+                https,
+                bundle_endpoint: server.bundle_url.clone(),
+                web_ca_file: server.web_ca_file.as_deref().map(absolute),
+                server_id: server.server_id.clone(),
+            },
+        })
+    }
+
+    /// Writes `up.json` atomically; returns its path.
+    pub fn write(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = data_dir.join(UP_FILE);
+        let tmp = data_dir.join(".up.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Removes `up.json` at a clean stop, so no stale endpoints are left behind.
+    pub fn remove(data_dir: &Path) {
+        let _ = std::fs::remove_file(data_dir.join(UP_FILE));
+    }
+
+    /// The endpoint table printed at start.
+    pub fn table(&self) -> String {
+        let mut rows = vec![
+            ("Trust domain", self.trust_domain.clone()),
+            ("Bundle endpoint", self.server.bundle_endpoint.clone()),
+            ("Admin socket", self.admin_socket.display().to_string()),
+        ];
+        if let Some(ca) = &self.server.web_ca_file {
+            rows.push(("HTTPS trust (CA)", ca.display().to_string()));
+        }
+        rows.push(("Data directory", self.data_dir.display().to_string()));
+        let mut out = String::from("AIMS is up.\n");
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<18} {v}\n"));
+        }
+        out
+    }
+}
