@@ -1,0 +1,73 @@
+//! `aims-bench`: the AIMS benchmark harness.
+//!
+//! Every scenario measures its baseline in the same run and reports ratios, so figures compare
+//! across machines and across noisy runs. Results print as a table and are written as JSON and
+//! an SVG chart per scenario.
+#![forbid(unsafe_code)]
+
+mod measure;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::measure::Timing;
+
+/// The scenarios, in the order `all` runs them.
+const SCENARIOS: &[&str] = &["svid", "jwt-svid"];
+
+/// Run AIMS benchmarks.
+#[derive(Parser)]
+#[command(name = "aims-bench", version)]
+struct Args {
+    /// Scenarios to run (default: all): svid, jwt-svid.
+    scenarios: Vec<String>,
+    /// Measured seconds per row.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Warm-up seconds per row.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Where to write JSON and SVG results.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let timing = Timing {
+        warmup: Duration::from_secs_f64(args.warmup),
+        measure: Duration::from_secs_f64(args.seconds),
+    };
+    let selected: Vec<&str> = if args.scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        args.scenarios.iter().map(String::as_str).collect()
+    };
+    let machine = report::Machine::current();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    eprintln!(
+        "aims-bench on {} ({} CPUs), {}s per row",
+        machine.cpu, machine.cpus, args.seconds
+    );
+    let mut tables = String::new();
+    for name in selected {
+        eprintln!("scenario {name}:");
+        let r = match name {
+            "svid" => scenarios::credentials::svid(timing)?,
+            "jwt-svid" => scenarios::credentials::jwt_svid(timing)?,
+            other => anyhow::bail!(
+                "unknown scenario {other:?}; known: {}",
+                SCENARIOS.join(", ")
+            ),
+        };
+        report::write(&args.out, &machine, &command, &r)?;
+        tables.push_str(&report::table(&r));
+    }
+    println!("{tables}");
+    println!("results written to {}/", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Benchmark scenarios. Each measures its own baseline in the same run.
+
+pub mod credentials;
