@@ -149,6 +149,11 @@ impl PublicKey {
         Self::from_parsed_spki(&spki)
     }
 
+    /// Parses a PKCS#1 `RSAPublicKey` (the `RSA PUBLIC KEY` PEM type).
+    pub fn from_pkcs1_rsa_der(der: &[u8]) -> Result<Self, KeyError> {
+        Self::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&RawRsa(der)))
+    }
+
     pub(crate) fn from_parsed_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, KeyError> {
         let parsed = spki.parsed().map_err(|_| KeyError::Invalid("SPKI"))?;
         let (key_type, params) = match parsed {

@@ -117,13 +117,20 @@ pub fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, VerifyErro
 /// rules of [`leaf_spiffe_id`], and every signing certificate a CA with keyCertSign whose
 /// SPIFFE ID, if it has one, names the leaf's trust domain itself. Returns the leaf's ID.
 pub fn check_chain_structure(chain: &[CertificateDer<'_>]) -> Result<SpiffeId, VerifyError> {
-    let leaf_der = chain
-        .first()
+    let (leaf, intermediates) = chain
+        .split_first()
         .ok_or_else(|| VerifyError::Certificate("empty certificate chain".into()))?;
+    check_structure(leaf, intermediates)
+}
+
+fn check_structure(
+    leaf_der: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Result<SpiffeId, VerifyError> {
     let (_, leaf) = X509Certificate::from_der(leaf_der)
         .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
     let spiffe_id = leaf_spiffe_id(&leaf)?;
-    for der in &chain[1..] {
+    for der in intermediates {
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|_| VerifyError::Certificate("intermediate does not parse".into()))?;
         if !cert.is_ca() {
@@ -166,8 +173,21 @@ pub fn verify_x509_svid(
     now: SystemTime,
     usage: SvidUsage,
 ) -> Result<VerifiedX509Svid, VerifyError> {
-    let spiffe_id = check_chain_structure(chain)?;
-    let leaf_der = &chain[0];
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| VerifyError::Certificate("empty certificate chain".into()))?;
+    verify_x509_svid_parts(leaf, intermediates, bundles, now, usage)
+}
+
+/// [`verify_x509_svid`] with the leaf and intermediates apart, as TLS hands them over.
+pub fn verify_x509_svid_parts(
+    leaf_der: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    bundles: &dyn BundleSource,
+    now: SystemTime,
+    usage: SvidUsage,
+) -> Result<VerifiedX509Svid, VerifyError> {
+    let spiffe_id = check_structure(leaf_der, intermediates)?;
     let bundle = bundles
         .bundle_for(spiffe_id.trust_domain_name())
         .ok_or_else(|| VerifyError::UntrustedDomain(spiffe_id.trust_domain_name().to_owned()))?;
@@ -175,25 +195,6 @@ pub fn verify_x509_svid(
         return Err(VerifyError::UntrustedDomain(
             spiffe_id.trust_domain_name().to_owned(),
         ));
-    }
-    // X509-SVID §4.1: a signing certificate that carries a SPIFFE ID names the trust domain
-    // itself, and no other.
-    for der in &chain[1..] {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|_| VerifyError::Certificate("intermediate does not parse".into()))?;
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                if let GeneralName::URI(u) = name
-                    && let Ok(ca_id) = SpiffeId::parse(u)
-                    && (!ca_id.is_trust_domain_id()
-                        || !ca_id.is_member_of(&spiffe_id.trust_domain()))
-                {
-                    return Err(VerifyError::Certificate(format!(
-                        "signing certificate carries SPIFFE ID {ca_id}"
-                    )));
-                }
-            }
-        }
     }
     let ee = EndEntityCert::try_from(leaf_der)
         .map_err(|e| VerifyError::Certificate(format!("leaf: {e:?}")))?;
@@ -208,7 +209,7 @@ pub fn verify_x509_svid(
     ee.verify_for_usage(
         SUPPORTED_SIG_ALGS,
         bundle.trust_anchors(),
-        &chain[1..],
+        intermediates,
         time,
         key_usage,
         None,

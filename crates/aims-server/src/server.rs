@@ -15,7 +15,8 @@ use crate::bundle_endpoint;
 use crate::error::ServerError;
 use crate::issuer::{IssuanceLimits, Issuer};
 use crate::settings::ServerSettings;
-use crate::tls::{LocalWebPki, serve_tls, server_config_from_files};
+use crate::tls::{LocalWebPki, server_config_from_files};
+use aims_authn::transport::serve_tls;
 
 /// A running server.
 pub struct RunningServer {

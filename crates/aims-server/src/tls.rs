@@ -1,47 +1,22 @@
-//! The HTTPS listener: its certificate and the accept loop.
+//! The HTTPS listener's certificate (the accept loop is `aims_authn::transport::serve_tls`).
 //!
 //! The bundle endpoint uses the SPIFFE `https_web` profile (SPIFFE Federation §5.2.1): ordinary
 //! Web PKI server authentication. An operator configures a real certificate; without one,
 //! AIMS makes a small local CA and a certificate for localhost in the data directory, and
 //! advertises the CA file in `up.json` so local clients can trust it.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
 use crate::error::ServerError;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests get to finish at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Who is on the other end of a connection; inserted into every request's extensions.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// The peer's address.
-    pub remote: SocketAddr,
-    /// The certificates the client presented, if the listener asked for them (mTLS).
-    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
 
 /// The files of the locally made Web PKI.
 #[derive(Debug, Clone)]
@@ -213,69 +188,4 @@ pub fn server_config_from_files(
     .map_err(|e| ServerError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` fires, then drains open connections
-/// for up to five seconds. Each request carries a [`ConnectionInfo`].
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    router: Router,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let info = ConnectionInfo {
-                remote,
-                peer_certificates: stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                router.clone().oneshot(req.map(Body::new))
-            });
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some HTTPS connections did not finish within the drain timeout");
-    }
 }
