@@ -15,8 +15,10 @@
 //!   ([`client`]).
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod error;
 pub mod httpsig;
+pub mod layer;
 pub mod mtls;
 pub mod replay;
 pub mod transport;

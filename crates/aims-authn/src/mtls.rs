@@ -353,6 +353,11 @@ impl ResolvesClientCert for SvidStore {
 }
 
 /// A server configuration that presents `svid` and requires clients `authorizer` allows.
+///
+/// Session resumption is off: a resumed session skips certificate verification, so a peer
+/// whose SVID has since expired, been rotated out, or left the bundle (revocation, AIMS MO-4)
+/// could keep reconnecting on an old ticket. Every connection verifies the current SVID
+/// against the current bundle and authorizer.
 pub fn server_config(
     svid: Arc<SvidStore>,
     bundles: Arc<dyn BundleSource>,
@@ -363,10 +368,13 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(bundles, authorizer)))
         .with_cert_resolver(svid);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
 /// A client configuration that presents `svid` and accepts servers `authorizer` allows.
+/// Resumption is off, for the reason given at [`server_config`].
 pub fn client_config(
     svid: Arc<SvidStore>,
     bundles: Arc<dyn BundleSource>,
@@ -378,6 +386,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(bundles, authorizer)))
         .with_client_cert_resolver(svid);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

@@ -410,7 +410,9 @@ impl PrivateKey {
                 .map_err(|_| KeyError::Crypto)?
                 .as_ref()
                 .to_vec(),
-            KeyType::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng)
+            // PKCS#8 v1 (RFC 5208), not v2: OpenSSL 1.x, Python `cryptography` and
+            // jsonwebtoken read only v1 Ed25519 keys, and key files must be portable.
+            KeyType::Ed25519 => Ed25519KeyPair::generate_pkcs8v1(&rng)
                 .map_err(|_| KeyError::Crypto)?
                 .as_ref()
                 .to_vec(),
