@@ -23,6 +23,7 @@ pub mod mtls;
 pub mod replay;
 pub mod transport;
 pub mod wimse_sig;
+pub mod wit_cache;
 pub mod wpt;
 
 pub use error::AuthnError;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aims_core::{SharedClock, unix_seconds};
-use aims_credentials::{BundleSource, PrivateKey, PublicKey, WitProfile, verify_wit};
+use aims_credentials::{BundleSource, PrivateKey, PublicKey, WitProfile};
+
+use crate::wit_cache::WitVerifier;
 use http::{HeaderMap, HeaderValue};
 
 use crate::error::AuthnError;
@@ -407,11 +409,10 @@ pub fn verify_response_signature(
 /// Verifies WIT + HTTP-signature presentations, nonce replay included.
 #[derive(Clone)]
 pub struct WimseSigVerifier {
-    bundles: Arc<dyn BundleSource>,
+    wits: Arc<WitVerifier>,
     replay: Arc<ReplayCache>,
     clock: SharedClock,
     max_lifetime: i64,
-    profile: WitProfile,
 }
 
 impl std::fmt::Debug for WimseSigVerifier {
@@ -430,12 +431,22 @@ impl WimseSigVerifier {
         clock: SharedClock,
     ) -> Self {
         Self {
-            bundles,
+            wits: Arc::new(WitVerifier::new(bundles, WitProfile::Wimse, 10_000)),
             replay,
             clock,
             max_lifetime: 300,
-            profile: WitProfile::Wimse,
         }
+    }
+
+    /// Shares a WIT verifier (and its cache) with other verifiers.
+    pub fn with_wit_verifier(mut self, wits: Arc<WitVerifier>) -> Self {
+        self.wits = wits;
+        self
+    }
+
+    /// The WIT verifier.
+    pub fn wit_verifier(&self) -> &Arc<WitVerifier> {
+        &self.wits
     }
 
     /// Sets the longest signature lifetime accepted.
@@ -457,7 +468,9 @@ impl WimseSigVerifier {
         let wit_token = single_header(request.headers, WIT)?.ok_or_else(|| {
             AuthnError::Malformed("signature without a Workload-Identity-Token".into())
         })?;
-        let wit = verify_wit(wit_token, &*self.bundles, self.profile, now, skew)
+        let wit = self
+            .wits
+            .verify(wit_token, now, skew)
             .map_err(AuthnError::InvalidWit)?;
         let (verified, expires) = verify_request_signature(
             request,

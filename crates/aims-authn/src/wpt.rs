@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 use aims_core::{SharedClock, WorkloadIdentifier, unix_seconds};
 use aims_credentials::jose::{Audience, CompactJws, JwsHeader, sha256_b64url, sign};
 use aims_credentials::keys::jws_alg_name;
-use aims_credentials::{BundleSource, KeyError, PrivateKey, Wit, WitProfile, verify_wit};
+use aims_credentials::{BundleSource, KeyError, PrivateKey, Wit, WitProfile};
+
+use crate::wit_cache::WitVerifier;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -153,18 +155,16 @@ pub fn wpt_from_headers(headers: &HeaderMap) -> Result<Option<&str>, AuthnError>
 /// Verifies WIT + WPT presentations.
 #[derive(Clone)]
 pub struct WptVerifier {
-    bundles: Arc<dyn BundleSource>,
+    wits: Arc<WitVerifier>,
     replay: Arc<ReplayCache>,
     clock: SharedClock,
     max_lifetime: i64,
-    profile: WitProfile,
 }
 
 impl std::fmt::Debug for WptVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WptVerifier")
             .field("max_lifetime", &self.max_lifetime)
-            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -178,12 +178,22 @@ impl WptVerifier {
         clock: SharedClock,
     ) -> Self {
         Self {
-            bundles,
+            wits: Arc::new(WitVerifier::new(bundles, WitProfile::Wimse, 10_000)),
             replay,
             clock,
             max_lifetime: 300,
-            profile: WitProfile::Wimse,
         }
+    }
+
+    /// Shares a WIT verifier (and its cache) with other verifiers.
+    pub fn with_wit_verifier(mut self, wits: Arc<WitVerifier>) -> Self {
+        self.wits = wits;
+        self
+    }
+
+    /// The WIT verifier.
+    pub fn wit_verifier(&self) -> &Arc<WitVerifier> {
+        &self.wits
     }
 
     /// Sets the longest proof lifetime accepted.
@@ -194,7 +204,11 @@ impl WptVerifier {
 
     /// Requires WITs to be WIT-SVIDs.
     pub fn wit_profile(mut self, profile: WitProfile) -> Self {
-        self.profile = profile;
+        self.wits = Arc::new(WitVerifier::new(
+            self.wits.bundles().clone(),
+            profile,
+            10_000,
+        ));
         self
     }
 
@@ -210,7 +224,9 @@ impl WptVerifier {
         let wpt = wpt_from_headers(headers)?.ok_or(AuthnError::Missing)?;
         let wit_token = single_header(headers, aims_credentials::wit::WIT_HEADER)?
             .ok_or_else(|| AuthnError::Malformed("WPT without a Workload-Identity-Token".into()))?;
-        let wit = verify_wit(wit_token, &*self.bundles, self.profile, now, skew)
+        let wit = self
+            .wits
+            .verify(wit_token, now, skew)
             .map_err(AuthnError::InvalidWit)?;
 
         let jws = CompactJws::parse(wpt).map_err(|e| AuthnError::InvalidProof(e.to_string()))?;

@@ -17,20 +17,23 @@ use clap::Parser;
 use crate::measure::Timing;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: &[&str] = &["svid", "jwt-svid"];
+const SCENARIOS: &[&str] = &["svid", "jwt-svid", "mtls", "wpt", "httpsig"];
 
 /// Run AIMS benchmarks.
 #[derive(Parser)]
 #[command(name = "aims-bench", version)]
 struct Args {
-    /// Scenarios to run (default: all): svid, jwt-svid.
+    /// Scenarios to run (default: all): svid, jwt-svid, mtls, wpt, httpsig.
     scenarios: Vec<String>,
-    /// Measured seconds per row.
-    #[arg(long, default_value_t = 3.0)]
+    /// Measured seconds per row and repetition.
+    #[arg(long, default_value_t = 2.0)]
     seconds: f64,
     /// Warm-up seconds per row.
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
+    /// Repetitions per scenario; each row reports its median repetition.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
     /// Where to write JSON and SVG results.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     let timing = Timing {
         warmup: Duration::from_secs_f64(args.warmup),
         measure: Duration::from_secs_f64(args.seconds),
+        reps: args.reps,
     };
     let selected: Vec<&str> = if args.scenarios.is_empty() {
         SCENARIOS.to_vec()
@@ -56,14 +60,21 @@ fn main() -> anyhow::Result<()> {
     let mut tables = String::new();
     for name in selected {
         eprintln!("scenario {name}:");
-        let r = match name {
+        let mut r = match name {
             "svid" => scenarios::credentials::svid(timing)?,
             "jwt-svid" => scenarios::credentials::jwt_svid(timing)?,
+            "mtls" => scenarios::authn::mtls(timing)?,
+            "wpt" => scenarios::authn::wpt(timing)?,
+            "httpsig" => scenarios::authn::httpsig(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")
             ),
         };
+        r.notes.push(format!(
+            "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
+            args.seconds, args.reps
+        ));
         report::write(&args.out, &machine, &command, &r)?;
         tables.push_str(&report::table(&r));
     }

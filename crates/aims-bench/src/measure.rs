@@ -21,38 +21,85 @@ pub struct Measurement {
     pub histogram: Vec<(f64, u64)>,
 }
 
-/// How long to warm up and to measure.
+/// How long to warm up and to measure, and how many times.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// Warm-up, not measured.
     pub warmup: Duration,
-    /// Measured phase.
+    /// Measured phase of each repetition.
     pub measure: Duration,
+    /// Repetitions; each operation reports its median repetition.
+    pub reps: usize,
 }
 
-/// Runs `op` on this thread (one core) for `timing`, recording each call's latency.
-pub fn run_loop(
+/// Runs several operations on this thread, alternating between them in short slices for
+/// `timing.measure` each, so that slow drift in machine load (other processes, frequency
+/// changes) weighs on every operation alike. Returns one measurement per operation.
+pub fn run_interleaved(
     timing: Timing,
-    mut op: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<Measurement> {
-    let warm_end = Instant::now() + timing.warmup;
-    while Instant::now() < warm_end {
-        op()?;
+    ops: &mut [&mut dyn FnMut() -> anyhow::Result<()>],
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut reps: Vec<Vec<Measurement>> = Vec::with_capacity(timing.reps.max(1));
+    for rep in 0..timing.reps.max(1) {
+        let warm = if rep == 0 {
+            timing.warmup
+        } else {
+            Duration::ZERO
+        };
+        reps.push(interleaved_once(warm, timing.measure, ops)?);
     }
-    let mut samples: Vec<u32> = Vec::with_capacity(1 << 20);
-    let start = Instant::now();
-    let end = start + timing.measure;
-    loop {
-        let t = Instant::now();
-        if t >= end {
-            break;
+    // Per operation, the repetition with the median throughput.
+    Ok((0..ops.len())
+        .map(|i| {
+            let mut runs: Vec<&Measurement> = reps.iter().map(|r| &r[i]).collect();
+            runs.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            runs[runs.len() / 2].clone()
+        })
+        .collect())
+}
+
+fn interleaved_once(
+    warmup: Duration,
+    measure: Duration,
+    ops: &mut [&mut dyn FnMut() -> anyhow::Result<()>],
+) -> anyhow::Result<Vec<Measurement>> {
+    const SLICE: Duration = Duration::from_millis(100);
+    let timing = Timing {
+        warmup,
+        measure,
+        reps: 1,
+    };
+    for op in ops.iter_mut() {
+        let warm_end = Instant::now() + timing.warmup;
+        while Instant::now() < warm_end {
+            op()?;
         }
-        op()?;
-        let ns = t.elapsed().as_nanos();
-        samples.push(u32::try_from(ns).unwrap_or(u32::MAX));
     }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(summarize(samples, seconds))
+    let mut samples: Vec<Vec<u32>> = ops.iter().map(|_| Vec::with_capacity(1 << 18)).collect();
+    let mut spent = vec![Duration::ZERO; ops.len()];
+    while spent.iter().any(|s| *s < timing.measure) {
+        for (i, op) in ops.iter_mut().enumerate() {
+            if spent[i] >= timing.measure {
+                continue;
+            }
+            let start = Instant::now();
+            let end = start + SLICE.min(timing.measure - spent[i]);
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                op()?;
+                samples[i].push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+            }
+            spent[i] += start.elapsed();
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .zip(spent)
+        .map(|(s, t)| summarize(s, t.as_secs_f64()))
+        .collect())
 }
 
 /// Summarizes latency samples (nanoseconds) taken over `seconds`.

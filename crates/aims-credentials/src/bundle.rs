@@ -341,12 +341,19 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, VerifyE
 pub trait BundleSource: Send + Sync {
     /// The bundle of the trust domain named `trust_domain`, if trusted.
     fn bundle_for(&self, trust_domain: &str) -> Option<Arc<TrustBundle>>;
+
+    /// A number that changes whenever any bundle changes, so caches of verification results
+    /// know when to forget them. Sources that never change return 0.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The bundles of our own and every federated trust domain, swappable at run time.
 #[derive(Default)]
 pub struct BundleSet {
     bundles: RwLock<HashMap<String, Arc<TrustBundle>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl BundleSet {
@@ -368,6 +375,8 @@ impl BundleSet {
     pub fn put(&self, bundle: TrustBundle) {
         if let Ok(mut map) = self.bundles.write() {
             map.insert(bundle.trust_domain().name().to_owned(), Arc::new(bundle));
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -375,6 +384,8 @@ impl BundleSet {
     pub fn remove(&self, trust_domain: &str) {
         if let Ok(mut map) = self.bundles.write() {
             map.remove(trust_domain);
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -391,10 +402,18 @@ impl BundleSource for BundleSet {
     fn bundle_for(&self, trust_domain: &str) -> Option<Arc<TrustBundle>> {
         self.bundles.read().ok()?.get(trust_domain).cloned()
     }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl<T: BundleSource + ?Sized> BundleSource for Arc<T> {
     fn bundle_for(&self, trust_domain: &str) -> Option<Arc<TrustBundle>> {
         (**self).bundle_for(trust_domain)
+    }
+
+    fn generation(&self) -> u64 {
+        (**self).generation()
     }
 }

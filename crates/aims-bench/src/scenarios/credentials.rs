@@ -9,76 +9,10 @@ use aims_credentials::ca::{CertificateRequest, SubjectKey, X509SvidRequest};
 use aims_credentials::{
     AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey, verify_jwt_svid,
 };
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
-    UnparsedPublicKey,
-};
 
-use crate::measure::{Measurement, Timing, run_loop};
+use super::baseline::RawEs256;
+use crate::measure::{Timing, run_interleaved};
 use crate::report::{Row, ScenarioReport};
-
-/// A message the size of a JWT-SVID signing input.
-const MESSAGE: [u8; 320] = [0x5a; 320];
-
-struct RawEs256 {
-    key: EcdsaKeyPair,
-    rng: SystemRandom,
-    public: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-impl RawEs256 {
-    fn new() -> anyhow::Result<Self> {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| anyhow::anyhow!("keygen"))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-            .map_err(|_| anyhow::anyhow!("key"))?;
-        let public = key.public_key().as_ref().to_vec();
-        let signature = key
-            .sign(&rng, &MESSAGE)
-            .map_err(|_| anyhow::anyhow!("sign"))?
-            .as_ref()
-            .to_vec();
-        Ok(Self {
-            key,
-            rng,
-            public,
-            signature,
-        })
-    }
-
-    fn sign(&self, timing: Timing) -> anyhow::Result<Measurement> {
-        run_loop(timing, || {
-            self.key
-                .sign(&self.rng, &MESSAGE)
-                .map(|_| ())
-                .map_err(|_| anyhow::anyhow!("sign"))
-        })
-    }
-
-    fn verify(&self, timing: Timing) -> anyhow::Result<Measurement> {
-        let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.public);
-        run_loop(timing, || {
-            pk.verify(&MESSAGE, &self.signature)
-                .map_err(|_| anyhow::anyhow!("verify"))
-        })
-    }
-}
-
-/// The mean of two baseline runs taken before and after the measured work (A-B-A), so slow
-/// drift on a shared machine shows in neither direction.
-fn mean(a: &Measurement, b: &Measurement) -> Measurement {
-    let mut m = a.clone();
-    m.ops += b.ops;
-    m.seconds += b.seconds;
-    m.ops_per_sec = (a.ops_per_sec + b.ops_per_sec) / 2.0;
-    m.p50_us = (a.p50_us + b.p50_us) / 2.0;
-    m.p99_us = (a.p99_us + b.p99_us) / 2.0;
-    m.p999_us = (a.p999_us + b.p999_us) / 2.0;
-    m
-}
 
 fn manager() -> anyhow::Result<CaManager> {
     let ca = CaManager::new(
@@ -110,38 +44,42 @@ pub fn svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let subject = SubjectKey::of(&workload_key);
     let ttl = Duration::from_secs(3600);
 
-    eprintln!("  svid: raw ES256 sign and verify (baseline)…");
-    let sign_a = raw.sign(timing)?;
-    let verify_a = raw.verify(timing)?;
-    eprintln!("  svid: X.509-SVID for a key…");
-    let from_key = run_loop(timing, || {
-        slot.x509.issue(&X509SvidRequest {
-            spiffe_id: &id,
-            subject_key: &subject,
-            dns_names: &[],
-            ttl,
-            now: SystemTime::now(),
-        })?;
-        Ok(())
-    })?;
-    eprintln!("  svid: X.509-SVID from a CSR…");
+    eprintln!(
+        "  svid: raw ES256 sign and verify, X.509-SVID for a key and from a CSR (interleaved)…"
+    );
     let mut i = 0usize;
-    let from_csr = run_loop(timing, || {
-        let csr = CertificateRequest::from_der(&csrs[i % csrs.len()])?;
-        i += 1;
-        csr.check_for(&id, &[])?;
-        slot.x509.issue(&X509SvidRequest {
-            spiffe_id: &id,
-            subject_key: csr.subject_key(),
-            dns_names: &[],
-            ttl,
-            now: SystemTime::now(),
-        })?;
-        Ok(())
-    })?;
-    eprintln!("  svid: raw ES256 sign and verify again…");
-    let sign = mean(&sign_a, &raw.sign(timing)?);
-    let verify = mean(&verify_a, &raw.verify(timing)?);
+    let [sign, verify, from_key, from_csr]: [_; 4] = run_interleaved(
+        timing,
+        &mut [
+            &mut || raw.sign_once(),
+            &mut || raw.verify_once(),
+            &mut || {
+                slot.x509.issue(&X509SvidRequest {
+                    spiffe_id: &id,
+                    subject_key: &subject,
+                    dns_names: &[],
+                    ttl,
+                    now: SystemTime::now(),
+                })?;
+                Ok(())
+            },
+            &mut || {
+                let csr = CertificateRequest::from_der(&csrs[i % csrs.len()])?;
+                i += 1;
+                csr.check_for(&id, &[])?;
+                slot.x509.issue(&X509SvidRequest {
+                    spiffe_id: &id,
+                    subject_key: csr.subject_key(),
+                    dns_names: &[],
+                    ttl,
+                    now: SystemTime::now(),
+                })?;
+                Ok(())
+            },
+        ],
+    )?
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("four measurements"))?;
     let floor = 1.0 / (1.0 / sign.ops_per_sec + 1.0 / verify.ops_per_sec);
     let csr_vs_floor = from_csr.ops_per_sec / floor;
     let sign_rate = sign.ops_per_sec;
@@ -166,12 +104,9 @@ pub fn svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
                 Some(0.4),
             ),
         ],
-        notes: vec![
-            format!(
-                "a CSR carries a signature that must be verified (proof of possession): the crypto floor of CSR issuance is 1/(1/sign + 1/verify) = {floor:.0}/s, and AIMS reaches {csr_vs_floor:.2} of that floor"
-            ),
-            "baselines are measured before and after the AIMS rows and averaged (A-B-A)".into(),
-        ],
+        notes: vec![format!(
+            "a CSR carries a signature that must be verified (proof of possession): the crypto floor of CSR issuance is 1/(1/sign + 1/verify) = {floor:.0}/s, and AIMS reaches {csr_vs_floor:.2} of that floor"
+        )],
     })
 }
 
@@ -195,23 +130,25 @@ pub fn jwt_svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
         .token;
     let now = aims_core::unix_seconds(SystemTime::now());
 
-    eprintln!("  jwt-svid: raw ES256 sign and verify (baseline)…");
-    let sign_a = raw.sign(timing)?;
-    let verify_a = raw.verify(timing)?;
-    eprintln!("  jwt-svid: mint…");
-    let mint = run_loop(timing, || {
-        slot.jwt
-            .mint_jwt_svid(&id, &audience, ttl, SystemTime::now())?;
-        Ok(())
-    })?;
-    eprintln!("  jwt-svid: verify…");
-    let verify_svid = run_loop(timing, || {
-        verify_jwt_svid(&token, &bundles, &audience[0], now, 0)?;
-        Ok(())
-    })?;
-    eprintln!("  jwt-svid: raw ES256 sign and verify again…");
-    let sign = mean(&sign_a, &raw.sign(timing)?);
-    let verify = mean(&verify_a, &raw.verify(timing)?);
+    eprintln!("  jwt-svid: raw ES256 sign and verify, JWT-SVID mint and verify (interleaved)…");
+    let [sign, verify, mint, verify_svid]: [_; 4] = run_interleaved(
+        timing,
+        &mut [
+            &mut || raw.sign_once(),
+            &mut || raw.verify_once(),
+            &mut || {
+                slot.jwt
+                    .mint_jwt_svid(&id, &audience, ttl, SystemTime::now())?;
+                Ok(())
+            },
+            &mut || {
+                verify_jwt_svid(&token, &bundles, &audience[0], now, 0)?;
+                Ok(())
+            },
+        ],
+    )?
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("four measurements"))?;
     let (sign_rate, verify_rate) = (sign.ops_per_sec, verify.ops_per_sec);
     Ok(ScenarioReport {
         scenario: "jwt-svid".into(),
@@ -228,8 +165,6 @@ pub fn jwt_svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
                 None,
             ),
         ],
-        notes: vec![
-            "baselines are measured before and after the AIMS rows and averaged (A-B-A)".into(),
-        ],
+        notes: vec![],
     })
 }

@@ -1,3 +1,5 @@
 //! Benchmark scenarios. Each measures its own baseline in the same run.
 
+pub mod authn;
+mod baseline;
 pub mod credentials;
