@@ -87,6 +87,18 @@ fn key(kind: ReplayKind, issuer: &str, value: &str) -> u128 {
     u128::from_be_bytes(b)
 }
 
+/// The default capacity: one million live values.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+/// The default clock-skew tolerance, seconds.
+pub const DEFAULT_SKEW_SECS: i64 = 60;
+
+impl Default for ReplayCache {
+    /// One million entries and 60 seconds of clock skew.
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY, DEFAULT_SKEW_SECS)
+    }
+}
+
 impl ReplayCache {
     /// A cache holding at most `capacity` live values, keeping each until its expiry plus
     /// `skew_secs` seconds.

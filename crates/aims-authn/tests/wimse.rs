@@ -709,6 +709,17 @@ fn http_signature_round_trip_and_rejections() {
     assert!(
         matches!(v.verify(RequestParts::from_http(&m, &u, &with_alg, "https"), b"", AUD), Err(AuthnError::Malformed(m)) if m.contains("alg"))
     );
+    // Oversized signature fields are refused before parsing.
+    let (m, u, mut h, _) = signed_request(&w, b"", "/x", &[]);
+    let huge = format!(
+        "{}, pad=(\"{}\")",
+        h["signature-input"].to_str().unwrap(),
+        "x".repeat(9000)
+    );
+    h.insert("signature-input", huge.parse().unwrap());
+    assert!(
+        matches!(v.verify(RequestParts::from_http(&m, &u, &h, "https"), b"", AUD), Err(AuthnError::Malformed(m)) if m.contains("larger than"))
+    );
     // A required component missing from the signature (an attacker drops @query).
     let (m, u, mut h, _) = signed_request(&w, b"", "/x", &[]);
     let input = h["signature-input"]
