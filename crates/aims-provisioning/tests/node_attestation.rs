@@ -52,7 +52,9 @@ fn x509pop_accepts_a_fresh_proof_once() {
     let proof = create_x509pop_proof(&key, &td, csr, now).unwrap();
     let seen = Mutex::new(HashSet::new());
     let admit = |jti: &str, _exp: i64| seen.lock().unwrap().insert(jti.to_owned());
-    let id = v.verify(&[cert.clone()], &proof, csr, now, admit).unwrap();
+    let id = v
+        .verify(std::slice::from_ref(&cert), &proof, csr, now, admit)
+        .unwrap();
     assert!(
         id.spiffe_id
             .as_str()
@@ -67,26 +69,32 @@ fn x509pop_accepts_a_fresh_proof_once() {
     // Replayed.
     let admit = |jti: &str, _exp: i64| seen.lock().unwrap().insert(jti.to_owned());
     assert!(
-        matches!(v.verify(&[cert.clone()], &proof, csr, now, admit), Err(NodeAttestError::Proof(m)) if m == "replayed")
+        matches!(v.verify(std::slice::from_ref(&cert), &proof, csr, now, admit), Err(NodeAttestError::Proof(m)) if m == "replayed")
     );
     let fresh = |_: &str, _: i64| true;
     // Bound to another CSR.
     let proof = create_x509pop_proof(&key, &td, csr, now).unwrap();
     assert!(matches!(
-        v.verify(&[cert.clone()], &proof, b"another CSR", now, fresh),
+        v.verify(
+            std::slice::from_ref(&cert),
+            &proof,
+            b"another CSR",
+            now,
+            fresh
+        ),
         Err(NodeAttestError::Proof(_))
     ));
     // Expired.
     let old = create_x509pop_proof(&key, &td, csr, now - Duration::from_secs(600)).unwrap();
     assert!(matches!(
-        v.verify(&[cert.clone()], &old, csr, now, fresh),
+        v.verify(std::slice::from_ref(&cert), &old, csr, now, fresh),
         Err(NodeAttestError::Proof(_))
     ));
     // For another trust domain.
     let other =
         create_x509pop_proof(&key, &TrustDomain::new("other.org").unwrap(), csr, now).unwrap();
     assert!(matches!(
-        v.verify(&[cert.clone()], &other, csr, now, fresh),
+        v.verify(std::slice::from_ref(&cert), &other, csr, now, fresh),
         Err(NodeAttestError::Proof(_))
     ));
     // Signed by a key that is not the certificate's.
