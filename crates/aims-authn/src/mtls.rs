@@ -137,10 +137,21 @@ impl fmt::Debug for SvidCheck {
     }
 }
 
-/// Verifies clients' X509-SVIDs on a server (client authentication is mandatory).
+/// Verifies clients' X509-SVIDs on a server.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     check: SvidCheck,
+    mandatory: bool,
+}
+
+/// Whether a server requires a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client must present an authorized X509-SVID.
+    Required,
+    /// A client may connect without a certificate (the application then decides, per request,
+    /// what an unauthenticated caller may do); a certificate it does present must verify.
+    Optional,
 }
 
 impl SpiffeClientVerifier {
@@ -153,7 +164,14 @@ impl SpiffeClientVerifier {
                 algs: provider().signature_verification_algorithms,
                 clock: None,
             },
+            mandatory: true,
         }
+    }
+
+    /// Lets clients connect without a certificate.
+    pub fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 
     /// Uses `clock` instead of the handshake time (for tests).
@@ -166,6 +184,10 @@ impl SpiffeClientVerifier {
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(
@@ -363,9 +385,23 @@ pub fn server_config(
     bundles: Arc<dyn BundleSource>,
     authorizer: Authorizer,
 ) -> Result<ServerConfig, rustls::Error> {
+    server_config_with(svid, bundles, authorizer, ClientAuth::Required)
+}
+
+/// [`server_config`] with client authentication required or optional.
+pub fn server_config_with(
+    svid: Arc<SvidStore>,
+    bundles: Arc<dyn BundleSource>,
+    authorizer: Authorizer,
+    client_auth: ClientAuth,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut verifier = SpiffeClientVerifier::new(bundles, authorizer);
+    if client_auth == ClientAuth::Optional {
+        verifier = verifier.optional();
+    }
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(bundles, authorizer)))
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(svid);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

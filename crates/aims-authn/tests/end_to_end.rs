@@ -10,7 +10,9 @@ use aims_authn::ReplayCache;
 use aims_authn::client::{ProofMode, WimseSigner, WorkloadCredentials};
 use aims_authn::httpsig::RequestParts;
 use aims_authn::layer::{AudiencePolicy, ResponseSigner, WorkloadAuthConfig, WorkloadAuthLayer};
-use aims_authn::mtls::{Authorizer, SvidStore, client_config, server_config};
+use aims_authn::mtls::{
+    Authorizer, ClientAuth, SvidStore, client_config, server_config, server_config_with,
+};
 use aims_authn::transport::serve_tls;
 use aims_authn::wimse_sig::{SignaturePolicy, WimseSigVerifier, verify_response_signature};
 use aims_authn::wpt::{VerifiedWorkload, WptVerifier};
@@ -268,9 +270,18 @@ async fn mtls_server(
     svid: Arc<SvidStore>,
     authorizer: Authorizer,
 ) -> (String, CancellationToken) {
+    mtls_server_with(d, svid, authorizer, ClientAuth::Required).await
+}
+
+async fn mtls_server_with(
+    d: &Domain,
+    svid: Arc<SvidStore>,
+    authorizer: Authorizer,
+    client_auth: ClientAuth,
+) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
-    let tls = server_config(svid, d.bundles.clone(), authorizer).unwrap();
+    let tls = server_config_with(svid, d.bundles.clone(), authorizer, client_auth).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(serve_tls(
         listener,
@@ -342,6 +353,58 @@ async fn mtls_authorizes_by_spiffe_id() {
             .is_err()
     );
     // A client of another trust domain (its CA is not in the server's bundles).
+    let other = domain_named("other.org");
+    let (chain, key) = other.svid("spiffe://other.org/agent/a");
+    let foreign = mtls_client(
+        &d,
+        Arc::new(SvidStore::with(chain, &key).unwrap()),
+        server_id,
+    );
+    assert!(
+        foreign
+            .get(format!("{base}/api/whoami"))
+            .send()
+            .await
+            .is_err()
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn optional_client_auth_admits_anonymous_clients_but_still_verifies_presented_svids() {
+    let d = domain();
+    let (chain, key) = d.svid("spiffe://example.org/tool/whoami");
+    let server_svid = Arc::new(SvidStore::with(chain, &key).unwrap());
+    let (base, stop) = mtls_server_with(
+        &d,
+        server_svid,
+        Authorizer::MemberOf(TrustDomain::new("example.org").unwrap()),
+        ClientAuth::Optional,
+    )
+    .await;
+    let server_id = Authorizer::Exact(SpiffeId::parse("spiffe://example.org/tool/whoami").unwrap());
+    // No certificate: the handshake succeeds and the application answers 401.
+    let anonymous = mtls_client(&d, Arc::new(SvidStore::new()), server_id.clone());
+    let resp = anonymous
+        .get(format!("{base}/api/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // An SVID is still verified and identifies the client.
+    let (chain, key) = d.svid("spiffe://example.org/agent/a");
+    let client = mtls_client(
+        &d,
+        Arc::new(SvidStore::with(chain, &key).unwrap()),
+        server_id.clone(),
+    );
+    let resp = client
+        .get(format!("{base}/api/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A certificate from another trust domain fails the handshake, optional or not.
     let other = domain_named("other.org");
     let (chain, key) = other.svid("spiffe://other.org/agent/a");
     let foreign = mtls_client(

@@ -10,7 +10,7 @@ use aims_core::SpiffeId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::Row as _;
 
-use crate::{Store, StoreError, now_unix};
+use crate::{Counter, Store, StoreError, now_unix};
 
 /// Longest selector AIMS accepts.
 const MAX_SELECTOR_LEN: usize = 1024;
@@ -299,6 +299,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(concat!(
             "INSERT INTO registration_entries (",
             entry_columns!(),
@@ -316,8 +317,10 @@ impl Store {
         .bind(entry.revision)
         .bind(entry.created_at)
         .bind(entry.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        Self::bump(&mut *tx, Counter::Registration).await?;
+        tx.commit().await?;
         Ok(entry)
     }
 
@@ -387,6 +390,7 @@ impl Store {
         }
         entry.updated_at = now_unix();
         // Optimistic concurrency: the update applies only to the revision read above.
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE registration_entries SET parent_id = $1, selectors = $2, x509_svid_ttl = $3, \
              jwt_svid_ttl = $4, dns_names = $5, admin = $6, hint = $7, revision = revision + 1, \
@@ -402,26 +406,31 @@ impl Store {
         .bind(entry.updated_at)
         .bind(id)
         .bind(entry.revision)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
                 "entry {id} changed concurrently; retry"
             )));
         }
+        Self::bump(&mut *tx, Counter::Registration).await?;
+        tx.commit().await?;
         entry.revision += 1;
         Ok(entry)
     }
 
     /// Deletes the entry `id`.
     pub async fn delete_entry(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query("DELETE FROM registration_entries WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("entry {id}")));
         }
+        Self::bump(&mut *tx, Counter::Registration).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! every value crosses the `Any` driver the same way on both backends.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod ca;
 mod entries;
 mod error;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Executor as _};
 
+pub use agents::{Counter, FederatedBundleRow};
 pub use ca::{BundleRow, SlotRow, SlotStatus};
 pub use entries::{EntryFilter, EntryUpdate, NewEntry, RegistrationEntry, Selector, SelectorError};
 pub use error::StoreError;

@@ -5,8 +5,8 @@
 use aims_core::SpiffeId;
 use aims_store::testing::fresh_stores;
 use aims_store::{
-    AttestedNode, CredentialKind, EntryFilter, EntryUpdate, IssuedCredential, NewEntry, SlotRow,
-    SlotStatus, Store, StoreError,
+    AttestedNode, Counter, CredentialKind, EntryFilter, EntryUpdate, FederatedBundleRow,
+    IssuedCredential, NewEntry, SlotRow, SlotStatus, Store, StoreError,
 };
 
 fn id(s: &str) -> SpiffeId {
@@ -241,6 +241,86 @@ async fn issued_suite(store: &Store) {
     assert_eq!(store.list_issued(None, 10).await.unwrap().len(), 2);
 }
 
+async fn agents_suite(store: &Store) {
+    // Every entry change moves the registration counter (replicas poll it), inside the change's
+    // own transaction.
+    let before = store.counter(Counter::Registration).await.unwrap();
+    let e = store
+        .create_entry(new_entry("spiffe://example.org/counted", &["unix:uid:7"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counter(Counter::Registration).await.unwrap(),
+        before + 1
+    );
+    store
+        .update_entry(
+            &e.id,
+            EntryUpdate {
+                jwt_svid_ttl: Some(60),
+                ..EntryUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.delete_entry(&e.id).await.unwrap();
+    assert_eq!(
+        store.counter(Counter::Registration).await.unwrap(),
+        before + 3
+    );
+    // A failed change does not move it.
+    assert!(store.delete_entry(&e.id).await.is_err());
+    assert_eq!(
+        store.counter(Counter::Registration).await.unwrap(),
+        before + 3
+    );
+
+    // Join tokens: once, before expiry.
+    let agent = id("spiffe://example.org/aims/agent/host1");
+    store
+        .create_join_token("d1", Some(&agent), 1000)
+        .await
+        .unwrap();
+    store.create_join_token("d2", None, 1000).await.unwrap();
+    store.create_join_token("d3", None, 500).await.unwrap();
+    assert_eq!(
+        store.consume_join_token("d1", 900).await.unwrap(),
+        Some(agent)
+    );
+    assert!(matches!(
+        store.consume_join_token("d1", 900).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.consume_join_token("d2", 999).await.unwrap(), None);
+    assert!(matches!(
+        store.consume_join_token("d3", 500).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.consume_join_token("unknown", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Federated bundles: the counter moves only when a document changes.
+    let fed = store.counter(Counter::Federation).await.unwrap();
+    let mut row = FederatedBundleRow {
+        trust_domain: "other.org".into(),
+        document: "{\"keys\":[]}".into(),
+        endpoint: "https://other.org/bundle".into(),
+        sequence: 1,
+        refreshed_at: 10,
+    };
+    assert!(store.put_federated_bundle(&row).await.unwrap());
+    row.refreshed_at = 20;
+    assert!(!store.put_federated_bundle(&row).await.unwrap());
+    assert_eq!(store.counter(Counter::Federation).await.unwrap(), fed + 1);
+    row.document = "{\"keys\":[1]}".into();
+    row.sequence = 2;
+    assert!(store.put_federated_bundle(&row).await.unwrap());
+    assert_eq!(store.counter(Counter::Federation).await.unwrap(), fed + 2);
+    assert_eq!(store.federated_bundles().await.unwrap(), vec![row]);
+}
+
 #[tokio::test]
 async fn repository_suite_on_every_backend() {
     let dbs = fresh_stores().await;
@@ -250,6 +330,7 @@ async fn repository_suite_on_every_backend() {
         nodes_suite(&db.store).await;
         ca_suite(&db.store).await;
         issued_suite(&db.store).await;
+        agents_suite(&db.store).await;
         db.cleanup().await;
     }
 }

@@ -1,0 +1,25 @@
+-- Join tokens for node attestation: only a digest of each token is kept.
+CREATE TABLE join_tokens (
+    digest     TEXT PRIMARY KEY,
+    spiffe_id  TEXT,                      -- the agent ID to give; NULL: derived from the token
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT,
+    created_at BIGINT NOT NULL
+);
+
+-- Change counters: replicas sharing a store poll them to learn about changes made elsewhere.
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('registration', 0);
+INSERT INTO counters (name, value) VALUES ('federation', 0);
+
+-- Bundles of foreign trust domains, fetched from their bundle endpoints.
+CREATE TABLE federated_bundles (
+    trust_domain TEXT PRIMARY KEY,
+    document     TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    sequence     BIGINT NOT NULL,
+    refreshed_at BIGINT NOT NULL
+);
