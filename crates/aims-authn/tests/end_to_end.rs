@@ -10,9 +10,7 @@ use aims_authn::ReplayCache;
 use aims_authn::client::{ProofMode, WimseSigner, WorkloadCredentials};
 use aims_authn::httpsig::RequestParts;
 use aims_authn::layer::{AudiencePolicy, ResponseSigner, WorkloadAuthConfig, WorkloadAuthLayer};
-use aims_authn::mtls::{
-    Authorizer, ClientAuth, SvidStore, client_config, server_config, server_config_with,
-};
+use aims_authn::mtls::{Authorizer, ClientAuth, SvidStore, client_config, server_config_with};
 use aims_authn::transport::serve_tls;
 use aims_authn::wimse_sig::{SignaturePolicy, WimseSigVerifier, verify_response_signature};
 use aims_authn::wpt::{VerifiedWorkload, WptVerifier};
