@@ -318,14 +318,23 @@ impl std::fmt::Debug for TrustBundle {
 
 /// One DER certificate as a PEM block.
 pub fn cert_to_pem(der: &[u8]) -> String {
+    to_pem("CERTIFICATE", der)
+}
+
+/// A DER object as one PEM block labelled `label` (RFC 7468).
+pub fn to_pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + 70);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    let mut out = String::with_capacity(b64.len() + 2 * label.len() + 40);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
     out
 }
 

@@ -195,6 +195,32 @@ impl CertificateRequest {
     }
 }
 
+/// A PKCS#10 request (DER) for an X509-SVID certifying `key` as `id`, with `dns_names`: what an
+/// agent sends the server for a workload's fresh key or for its own (X509-SVID §2: the SPIFFE ID
+/// is the one URI SAN; the subject is left to the CA).
+pub fn svid_csr(
+    key: &PrivateKey,
+    id: &SpiffeId,
+    dns_names: &[String],
+) -> Result<Vec<u8>, IssueError> {
+    let bad = |what: &str| IssueError::Refused(format!("cannot put {what} in a CSR"));
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(
+        id.as_str().try_into().map_err(|_| bad(id.as_str()))?,
+    )];
+    for d in dns_names {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(d.as_str().try_into().map_err(|_| bad(d))?));
+    }
+    Ok(params
+        .serialize_request(key)
+        .map_err(|e| IssueError::Certificate(e.to_string()))?
+        .der()
+        .to_vec())
+}
+
 fn key_type_x509_alg(kt: KeyType) -> &'static rcgen::SignatureAlgorithm {
     match kt {
         KeyType::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,

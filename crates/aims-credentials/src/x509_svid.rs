@@ -42,6 +42,8 @@ pub enum SvidUsage {
 pub struct VerifiedX509Svid {
     /// The SPIFFE ID of the leaf.
     pub spiffe_id: SpiffeId,
+    /// The leaf's `notBefore`.
+    pub not_before: SystemTime,
     /// The leaf's `notAfter`.
     pub not_after: SystemTime,
     /// base64url SHA-256 of the leaf DER: the RFC 8705 `x5t#S256` confirmation value.
@@ -220,16 +222,21 @@ pub fn verify_x509_svid_parts(
         webpki::Error::CertNotValidYet { .. } => VerifyError::NotYetValid,
         other => VerifyError::Certificate(format!("{other:?}")),
     })?;
-    let not_after = X509Certificate::from_der(leaf_der)
+    let (not_before, not_after) = X509Certificate::from_der(leaf_der)
         .map(|(_, leaf)| {
-            SystemTime::UNIX_EPOCH
-                + Duration::from_secs(
-                    u64::try_from(leaf.validity().not_after.timestamp()).unwrap_or(0),
-                )
+            let at = |t: x509_parser::time::ASN1Time| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+            };
+            (
+                at(leaf.validity().not_before),
+                at(leaf.validity().not_after),
+            )
         })
         .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
     Ok(VerifiedX509Svid {
         spiffe_id,
+        not_before,
         not_after,
         x5t_s256: sha256_b64url(leaf_der),
     })

@@ -225,6 +225,29 @@ fn csr_issuance_and_every_bad_csr_is_a_typed_error() {
         })
         .unwrap();
     verify_x509_svid(&svid.chain, &d.bundles, t0(), SvidUsage::Client).unwrap();
+    // Our own CSR builder (what agents send), for every key type, with DNS names.
+    for kt in [
+        KeyType::EcP256,
+        KeyType::EcP384,
+        KeyType::Ed25519,
+        KeyType::Rsa2048,
+    ] {
+        let k = aims_credentials::PrivateKey::generate(kt).unwrap();
+        let dns = vec!["api.example.org".to_owned()];
+        let der = aims_credentials::ca::svid_csr(&k, &spiffe_id, &dns).unwrap();
+        let parsed = CertificateRequest::from_der(&der).unwrap();
+        parsed.check_for(&spiffe_id, &dns).unwrap();
+        assert_eq!(parsed.subject_key().public_key(), k.public_key(), "{kt:?}");
+        assert!(
+            parsed.check_for(&spiffe_id, &[]).is_err(),
+            "DNS not allowed"
+        );
+        assert!(
+            parsed
+                .check_for(&id("spiffe://example.org/agent/b"), &dns)
+                .is_err()
+        );
+    }
     // A CSR with no SAN is fine too: the CA decides the identity.
     CertificateRequest::from_der(&csr(&key, vec![], false))
         .unwrap()

@@ -35,9 +35,7 @@ pub fn svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let csrs: Vec<Vec<u8>> = (0..256)
         .map(|_| -> anyhow::Result<Vec<u8>> {
             let key = PrivateKey::generate(KeyType::EcP256)?;
-            let mut params = rcgen::CertificateParams::default();
-            params.subject_alt_names = vec![rcgen::SanType::URI(id.as_str().try_into()?)];
-            Ok(params.serialize_request(&key)?.der().to_vec())
+            Ok(aims_credentials::ca::svid_csr(&key, &id, &[])?)
         })
         .collect::<anyhow::Result<_>>()?;
     let workload_key = PrivateKey::generate(KeyType::EcP256)?;

@@ -123,14 +123,10 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
             out,
         } => {
             let key = PrivateKey::generate(key_type)?;
-            let mut params = rcgen::CertificateParams::default();
-            params.subject_alt_names = vec![rcgen::SanType::URI(spiffe_id.as_str().try_into()?)];
-            for d in &dns_names {
-                params
-                    .subject_alt_names
-                    .push(rcgen::SanType::DnsName(d.as_str().try_into()?));
-            }
-            let csr = params.serialize_request(&key)?.pem()?;
+            let csr = aims_credentials::bundle::to_pem(
+                "CERTIFICATE REQUEST",
+                &aims_credentials::ca::svid_csr(&key, &spiffe_id, &dns_names)?,
+            );
             let resp = admin
                 .client()
                 .mint_x509(&MintX509Request {
