@@ -37,6 +37,8 @@ pub enum ReplayKind {
     Dpop,
     /// A client assertion `jti` (RFC 7523 §3).
     ClientAssertion,
+    /// The `jti` of a node's x509pop proof (AIMS node attestation).
+    X509Pop,
 }
 
 #[derive(Default)]

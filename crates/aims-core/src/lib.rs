@@ -9,10 +9,12 @@
 //!   SPIFFE ID is one instance (AIMS ID-2, ID-3, ID-5).
 //! * [`Clock`], [`SystemClock`] and [`ManualClock`]: time as a dependency, so expiry, rotation and
 //!   replay windows are testable without sleeping.
+//! * [`files`]: atomic writes of key and state files with exact modes (0600 keys, 0700 directories).
 #![forbid(unsafe_code)]
 
 mod clock;
 pub mod duration;
+pub mod files;
 mod spiffe_id;
 mod wimse_id;
 

@@ -281,6 +281,30 @@ impl TrustBundle {
         Ok(bundle)
     }
 
+    /// Parses a bundle document in either form operators hand around: a SPIFFE bundle JWK Set
+    /// (`{…}`) or PEM `CERTIFICATE` blocks (X.509 authorities only).
+    pub fn from_document(trust_domain: TrustDomain, doc: &[u8]) -> Result<Self, VerifyError> {
+        if doc.len() > MAX_BUNDLE_LEN {
+            return Err(VerifyError::TooLarge);
+        }
+        if doc.trim_ascii_start().starts_with(b"{") {
+            return Self::from_jwks(trust_domain, doc);
+        }
+        let text = std::str::from_utf8(doc)
+            .map_err(|_| VerifyError::Malformed("bundle is neither a JWK Set nor PEM".into()))?;
+        let certs = certs_from_pem(text)?;
+        if certs.is_empty() {
+            return Err(VerifyError::Malformed(
+                "bundle is neither a JWK Set nor PEM certificates".into(),
+            ));
+        }
+        let mut bundle = Self::new(trust_domain);
+        for c in certs {
+            bundle.add_x509_authority(c)?;
+        }
+        Ok(bundle)
+    }
+
     /// The X.509 authorities as concatenated PEM `CERTIFICATE` blocks.
     pub fn to_pem(&self) -> String {
         self.x509_authorities
@@ -336,6 +360,21 @@ pub fn to_pem(label: &str, der: &[u8]) -> String {
     out.push_str(label);
     out.push_str("-----\n");
     out
+}
+
+/// Splits concatenated DER certificates, the Workload API's encoding of chains and bundles
+/// (SPIFFE Workload API §5.2: "ASN.1 DER encoded certificates, concatenated with no padding").
+pub fn certs_from_concat_der(der: &[u8]) -> Result<Vec<CertificateDer<'static>>, VerifyError> {
+    let mut out = Vec::new();
+    let mut rest = der;
+    while !rest.is_empty() {
+        let (next, _) = X509Certificate::from_der(rest)
+            .map_err(|_| VerifyError::Malformed("not concatenated DER certificates".into()))?;
+        let len = rest.len() - next.len();
+        out.push(CertificateDer::from(rest[..len].to_vec()));
+        rest = next;
+    }
+    Ok(out)
 }
 
 /// Parses every `CERTIFICATE` block of a PEM document.

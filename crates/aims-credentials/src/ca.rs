@@ -197,18 +197,21 @@ impl CertificateRequest {
 
 /// A PKCS#10 request (DER) for an X509-SVID certifying `key` as `id`, with `dns_names`: what an
 /// agent sends the server for a workload's fresh key or for its own (X509-SVID §2: the SPIFFE ID
-/// is the one URI SAN; the subject is left to the CA).
+/// is the one URI SAN; the subject is left to the CA). Without `id` the CA decides the identity
+/// (node attestation).
 pub fn svid_csr(
     key: &PrivateKey,
-    id: &SpiffeId,
+    id: Option<&SpiffeId>,
     dns_names: &[String],
 ) -> Result<Vec<u8>, IssueError> {
     let bad = |what: &str| IssueError::Refused(format!("cannot put {what} in a CSR"));
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        id.as_str().try_into().map_err(|_| bad(id.as_str()))?,
-    )];
+    if let Some(id) = id {
+        params.subject_alt_names = vec![SanType::URI(
+            id.as_str().try_into().map_err(|_| bad(id.as_str()))?,
+        )];
+    }
     for d in dns_names {
         params
             .subject_alt_names

@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -90,9 +89,7 @@ impl DiskKeyManager {
     /// Opens (creating if needed) a key directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, KeyError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, &e))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_err(&dir, &e))?;
+        aims_core::files::private_dir(&dir).map_err(|e| io_err(&dir, &e))?;
         Ok(Self {
             dir,
             cache: MemoryKeyManager::new(),
@@ -103,22 +100,11 @@ impl DiskKeyManager {
         self.dir.join(format!("{id}.key.pem"))
     }
 
-    /// Writes `key` under `id` atomically: a 0600 temporary file, fsync, rename.
+    /// Writes `key` under `id` atomically, mode 0600.
     fn persist(&self, id: &str, key: &PrivateKey) -> Result<(), KeyError> {
         let path = self.path(id);
-        let tmp = self.dir.join(format!(".{id}.key.pem.tmp"));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, &e))?;
-        file.write_all(key.to_pkcs8_pem().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_err(&tmp, &e))?;
-        fs::rename(&tmp, &path).map_err(|e| io_err(&path, &e))?;
-        Ok(())
+        aims_core::files::write_atomic(&path, key.to_pkcs8_pem().as_bytes(), 0o600)
+            .map_err(|e| io_err(&path, &e))
     }
 }
 

@@ -138,6 +138,40 @@ impl JwtAuthority {
     }
 }
 
+/// Reads a `cnf.jwk` (WIMSE workload-creds §3.1): a public asymmetric key carrying its `alg`,
+/// which must be in `algs` and fit the key. Used to verify a WIT and to check the key a workload
+/// asks to have bound before minting one.
+pub fn cnf_key_from_jwk(
+    jwk_value: serde_json::Value,
+    algs: &[Algorithm],
+) -> Result<(PublicKey, Algorithm), VerifyError> {
+    if jwk_value.get("d").is_some() {
+        return Err(VerifyError::Malformed("cnf.jwk holds a private key".into()));
+    }
+    let cnf_alg = jwk_value
+        .get("alg")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(VerifyError::MissingClaim("cnf.jwk.alg"))?
+        .parse::<Algorithm>()
+        .map_err(|_| VerifyError::AlgorithmNotAllowed("cnf.jwk.alg".into()))?;
+    if !algs.contains(&cnf_alg) {
+        return Err(VerifyError::AlgorithmNotAllowed(format!(
+            "cnf.jwk.alg {}",
+            jws_alg_name(cnf_alg)
+        )));
+    }
+    let jwk: Jwk = serde_json::from_value(jwk_value)
+        .map_err(|e| VerifyError::Malformed(format!("cnf.jwk: {e}")))?;
+    let cnf_key =
+        PublicKey::from_jwk(&jwk).map_err(|e| VerifyError::Malformed(format!("cnf.jwk: {e}")))?;
+    if !cnf_key.key_type().jws_algorithms().contains(&cnf_alg) {
+        return Err(VerifyError::AlgorithmNotAllowed(
+            "cnf.jwk.alg does not fit its key".into(),
+        ));
+    }
+    Ok((cnf_key, cnf_alg))
+}
+
 /// Verifies a WIT at `now` (seconds) with `leeway` seconds of skew: explicit type, algorithm
 /// allow-list, signature by a `wit-svid` key of the bundle of `sub`'s trust domain, `exp`, and a
 /// `cnf.jwk` holding a public asymmetric key with its `alg`.
@@ -195,30 +229,7 @@ pub fn verify_wit(
         .cnf
         .and_then(|c| c.jwk)
         .ok_or(VerifyError::MissingClaim("cnf.jwk"))?;
-    if jwk_value.get("d").is_some() {
-        return Err(VerifyError::Malformed("cnf.jwk holds a private key".into()));
-    }
-    let cnf_alg = jwk_value
-        .get("alg")
-        .and_then(serde_json::Value::as_str)
-        .ok_or(VerifyError::MissingClaim("cnf.jwk.alg"))?
-        .parse::<Algorithm>()
-        .map_err(|_| VerifyError::AlgorithmNotAllowed("cnf.jwk.alg".into()))?;
-    if !algs.contains(&cnf_alg) {
-        return Err(VerifyError::AlgorithmNotAllowed(format!(
-            "cnf.jwk.alg {}",
-            jws_alg_name(cnf_alg)
-        )));
-    }
-    let jwk: Jwk = serde_json::from_value(jwk_value)
-        .map_err(|e| VerifyError::Malformed(format!("cnf.jwk: {e}")))?;
-    let cnf_key =
-        PublicKey::from_jwk(&jwk).map_err(|e| VerifyError::Malformed(format!("cnf.jwk: {e}")))?;
-    if !cnf_key.key_type().jws_algorithms().contains(&cnf_alg) {
-        return Err(VerifyError::AlgorithmNotAllowed(
-            "cnf.jwk.alg does not fit its key".into(),
-        ));
-    }
+    let (cnf_key, cnf_alg) = cnf_key_from_jwk(jwk_value, algs)?;
     Ok(Wit {
         token: token.to_owned(),
         subject,

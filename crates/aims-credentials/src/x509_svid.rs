@@ -12,6 +12,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::bundle::BundleSource;
 use crate::error::VerifyError;
 use crate::jose::sha256_b64url;
+use crate::keys::PublicKey;
 
 /// The signature algorithms accepted in X.509 chains.
 pub static SUPPORTED_SIG_ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
@@ -113,6 +114,14 @@ pub fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, VerifyErro
         ));
     }
     Ok(id)
+}
+
+/// The subject public key of a certificate.
+pub fn leaf_public_key(der: &CertificateDer<'_>) -> Result<PublicKey, VerifyError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
+    PublicKey::from_spki_der(cert.public_key().raw)
+        .map_err(|e| VerifyError::Certificate(format!("leaf key: {e}")))
 }
 
 /// Checks the structure of an X509-SVID chain without a bundle (X509-SVID §4, §5): the leaf

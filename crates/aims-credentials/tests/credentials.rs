@@ -234,7 +234,7 @@ fn csr_issuance_and_every_bad_csr_is_a_typed_error() {
     ] {
         let k = aims_credentials::PrivateKey::generate(kt).unwrap();
         let dns = vec!["api.example.org".to_owned()];
-        let der = aims_credentials::ca::svid_csr(&k, &spiffe_id, &dns).unwrap();
+        let der = aims_credentials::ca::svid_csr(&k, Some(&spiffe_id), &dns).unwrap();
         let parsed = CertificateRequest::from_der(&der).unwrap();
         parsed.check_for(&spiffe_id, &dns).unwrap();
         assert_eq!(parsed.subject_key().public_key(), k.public_key(), "{kt:?}");
@@ -769,6 +769,31 @@ fn bundle_jwks_round_trip_and_rules() {
     assert_eq!(back.sequence(), 7);
     assert_eq!(back.refresh_hint(), Some(300));
     assert_eq!(back.to_pem().matches("BEGIN CERTIFICATE").count(), 1);
+    // Either document form reads back: the JWK Set whole, PEM as X.509 authorities only.
+    let doc =
+        TrustBundle::from_document(td("example.org"), format!("\n {json}").as_bytes()).unwrap();
+    assert!(doc.same_keys(&bundle));
+    let pem = TrustBundle::from_document(td("example.org"), bundle.to_pem().as_bytes()).unwrap();
+    assert_eq!(pem.x509_authorities(), bundle.x509_authorities());
+    assert_eq!(pem.jwt_authorities().count(), 0);
+    // The Workload API's concatenated DER splits back into the same certificates.
+    let concat = bundle.x509_authorities_concat_der();
+    assert_eq!(
+        aims_credentials::bundle::certs_from_concat_der(&concat).unwrap(),
+        bundle.x509_authorities()
+    );
+    assert!(aims_credentials::bundle::certs_from_concat_der(&concat[..concat.len() - 1]).is_err());
+    assert!(
+        aims_credentials::bundle::certs_from_concat_der(b"")
+            .unwrap()
+            .is_empty()
+    );
+    for junk in [&b"hello"[..], b"", b"\xff\xfe"] {
+        assert!(matches!(
+            TrustBundle::from_document(td("example.org"), junk),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
     // Only the JWT keys in the Workload API's JWT bundle.
     let jwt_only: serde_json::Value = serde_json::from_str(&bundle.to_jwt_jwks().unwrap()).unwrap();
     assert!(

@@ -204,6 +204,11 @@ impl Issuer {
         self.bundles.clone()
     }
 
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

@@ -7,10 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agent_api;
 pub mod bundle_endpoint;
+pub mod changes;
 pub mod error;
 pub mod issuer;
 pub mod server;
+pub mod server_svid;
 pub mod settings;
 pub mod tls;
 

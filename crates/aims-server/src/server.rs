@@ -1,7 +1,6 @@
 //! Starting and stopping `aims server`.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,17 +10,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::agent_api::AgentApi;
 use crate::bundle_endpoint;
+use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::{IssuanceLimits, Issuer};
+use crate::server_svid::ServerSvid;
 use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
+use aims_authn::mtls::{Authorizer, ClientAuth};
 use aims_authn::transport::serve_tls;
+use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
 pub struct RunningServer {
     /// The HTTPS address actually bound.
     pub https_addr: SocketAddr,
+    /// The agent API address actually bound.
+    pub agent_addr: SocketAddr,
     /// The bundle endpoint URL.
     pub bundle_url: String,
     /// The admin socket.
@@ -32,6 +38,8 @@ pub struct RunningServer {
     pub server_id: String,
     /// The issuance service.
     pub issuer: Arc<Issuer>,
+    /// Announces changes to agents.
+    pub changes: Arc<ChangeFeed>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -52,10 +60,8 @@ impl RunningServer {
 /// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700: it holds
 /// keys and the store.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ServerError::io(format!("create data directory {}", dir.display()), e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| ServerError::io(format!("chmod {}", dir.display()), e))
+    aims_core::files::private_dir(dir)
+        .map_err(|e| ServerError::io(format!("create data directory {}", dir.display()), e))
 }
 
 fn server_id(settings: &ServerSettings) -> Result<String, ServerError> {
@@ -79,7 +85,20 @@ fn read(path: &Path, what: &str) -> Result<String, ServerError> {
         .map_err(|e| ServerError::io(format!("read {what} {}", path.display()), e))
 }
 
-/// Starts the server: store, CA, HTTPS listener (bundle endpoint) and admin socket.
+async fn bind(
+    addr: SocketAddr,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::io(format!("{what}: listen on {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServerError::io("local address", e))?;
+    Ok((listener, bound))
+}
+
+/// Starts the server: store, CA, HTTPS listener (bundle endpoint), agent API and admin socket.
 pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
     ensure_private_dir(&settings.data_dir)?;
     let server_id = server_id(&settings)?;
@@ -136,18 +155,45 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             )
         }
     };
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| ServerError::io(format!("listen on {}", settings.listen), e))?;
-    let https_addr = listener
-        .local_addr()
-        .map_err(|e| ServerError::io("local address", e))?;
+    let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
+    let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
         bundle_endpoint::router(issuer.clone()),
+        shutdown.clone(),
+    )));
+    // The agent API: the server presents its own SVID; clients may connect without one only to
+    // attest (AIMS PR-4), and every other call checks the agent's SVID and node record.
+    let changes = Arc::new(ChangeFeed::new());
+    let server_svid = Arc::new(ServerSvid::new(&settings.trust_domain)?);
+    server_svid.refresh(&issuer, settings.clock.now()).await?;
+    let agent_tls = aims_authn::mtls::server_config_with(
+        server_svid.store(),
+        issuer.bundles(),
+        Authorizer::MemberOf(settings.trust_domain.clone()),
+        ClientAuth::Optional,
+    )
+    .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let x509pop = settings
+        .x509pop_ca_file
+        .as_ref()
+        .map(|p| {
+            X509PopVerifier::from_pem(settings.trust_domain.clone(), &read(p, "x509pop CA")?)
+                .map_err(|e| ServerError::Config(format!("x509pop CA {}: {e}", p.display())))
+        })
+        .transpose()?;
+    tasks.push(tokio::spawn(serve_tls(
+        agent_listener,
+        Arc::new(agent_tls),
+        AgentApi::new(issuer.clone(), changes.clone(), x509pop).into_router(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(changes.clone().watch_store(
+        issuer.clone(),
+        settings.change_poll_interval,
         shutdown.clone(),
     )));
     let admin_socket = settings.admin_socket_path();
@@ -157,6 +203,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             Arc::new(AdminState {
                 issuer: issuer.clone(),
                 server_id: server_id.clone(),
+                changes: changes.clone(),
             }),
             shutdown.clone(),
         )
@@ -165,6 +212,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let ticker_issuer = issuer.clone();
     let ticker_stop = shutdown.clone();
     let interval = settings.tick_interval;
+    let clock = settings.clock.clone();
     tasks.push(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,6 +222,9 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 _ = ticker.tick() => {
                     if let Err(e) = ticker_issuer.tick().await {
                         tracing::error!(error = %e, "CA rotation or bundle publication failed; will retry");
+                    }
+                    if let Err(e) = server_svid.refresh(&ticker_issuer, clock.now()).await {
+                        tracing::error!(error = %e, "server SVID renewal failed; will retry");
                     }
                 }
             }
@@ -193,17 +244,20 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         trust_domain = %settings.trust_domain,
         server_id = %server_id,
         https = %https_addr,
+        agent_api = %agent_addr,
         admin_socket = %admin_socket.display(),
         store = %aims_store::redact_url(&settings.database_url()),
         "AIMS server started"
     );
     Ok(RunningServer {
         https_addr,
+        agent_addr,
         bundle_url,
         admin_socket,
         web_ca_file,
         server_id,
         issuer,
+        changes,
         shutdown,
         tasks,
     })

@@ -38,6 +38,13 @@ pub struct ServerSettings {
     pub database_url: Option<String>,
     /// HTTPS listen address (bundle endpoint; later the OAuth AS and console).
     pub listen: SocketAddr,
+    /// Agent API listen address (gRPC over mutual TLS; SPIRE's 8081).
+    pub agent_listen: SocketAddr,
+    /// CA certificates (PEM) of node certificates accepted for x509pop node attestation; x509pop
+    /// is off without it.
+    pub x509pop_ca_file: Option<PathBuf>,
+    /// How often the store's change counters are polled for changes other replicas made.
+    pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
     pub public_host: String,
     /// Admin API Unix socket; default `<data_dir>/admin.sock`.
@@ -73,6 +80,9 @@ impl ServerSettings {
             data_dir,
             database_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            x509pop_ca_file: None,
+            change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
             admin_socket: None,
             server_id: None,

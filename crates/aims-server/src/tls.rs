@@ -5,7 +5,6 @@
 //! AIMS makes a small local CA and a certificate for localhost in the data directory, and
 //! advertises the CA file in `up.json` so local clients can trust it.
 
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,22 +29,8 @@ pub struct LocalWebPki {
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| ServerError::io(format!("write {}", tmp.display()), e))?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| ServerError::io(format!("write {}", tmp.display()), e))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| ServerError::io(format!("chmod {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| ServerError::io(format!("rename {}", path.display()), e))
+    aims_core::files::write_atomic(path, contents, mode)
+        .map_err(|e| ServerError::io(format!("write {}", path.display()), e))
 }
 
 impl LocalWebPki {

@@ -96,6 +96,10 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// The X509-SVIDs the caller is entitled to now; the first is the default identity.
     fn x509_svids(&self, caller: &Self::Caller) -> Vec<X509SvidEntry>;
 
+    /// Makes sure the caller's WIT-SVIDs exist. WIT-SVIDs are minted on first demand (most
+    /// workloads never ask for one) and kept rotated from then on; this waits for the first.
+    async fn want_wit_svids(&self, caller: &Self::Caller) -> Result<(), Status>;
+
     /// The WIT-SVIDs the caller is entitled to now.
     fn wit_svids(&self, caller: &Self::Caller) -> Vec<WitSvidEntry>;
 

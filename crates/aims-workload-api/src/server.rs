@@ -331,6 +331,7 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
                     .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?,
             ),
         };
+        self.provider.want_wit_svids(&caller).await?;
         self.wit_response(&caller, only.as_ref())?;
         let this = Self::new(self.provider.clone());
         Ok(Response::new(stream_state(

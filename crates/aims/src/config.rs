@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use aims_agent::{AgentSettings, NodeAttestation, TrustBootstrap};
 use aims_core::{HumanDuration, TrustDomain};
 use aims_credentials::{AuthorityPolicy, KeyType};
 use aims_server::{ServerSettings, TlsFiles, UpstreamFiles};
@@ -29,6 +30,9 @@ pub struct FileConfig {
     /// `[server]`.
     #[serde(default)]
     pub server: ServerSection,
+    /// `[agent]`.
+    #[serde(default)]
+    pub agent: AgentSection,
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
@@ -40,6 +44,10 @@ pub struct FileConfig {
 pub struct ServerSection {
     /// HTTPS listen address.
     pub listen: Option<SocketAddr>,
+    /// Agent API listen address.
+    pub agent_listen: Option<SocketAddr>,
+    /// CA certificates (PEM) of node certificates accepted for x509pop node attestation.
+    pub x509pop_ca_file: Option<PathBuf>,
     /// Host name in advertised URLs.
     pub public_host: Option<String>,
     /// Store URL (`sqlite://…` or `postgres://…`).
@@ -97,6 +105,34 @@ pub struct TlsSection {
     pub key_file: PathBuf,
 }
 
+/// `[agent]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// The server's agent API, `host:port`.
+    pub server_address: Option<String>,
+    /// Bundle (PEM or JWK Set) to trust the server with before the first sync.
+    pub trust_bundle: Option<PathBuf>,
+    /// The Workload API socket.
+    pub socket_path: Option<PathBuf>,
+    /// A file holding a join token (tokens are secrets: not inline in the config).
+    pub join_token_file: Option<PathBuf>,
+    /// Key type of workload SVIDs.
+    pub workload_key_type: Option<KeyType>,
+    /// `[agent.x509pop]`: node certificate and key for x509pop attestation.
+    pub x509pop: Option<X509PopSection>,
+}
+
+/// `[agent.x509pop]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopSection {
+    /// Node certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Node key (PEM).
+    pub key_file: PathBuf,
+}
+
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +182,9 @@ pub struct ServerFlags {
     /// HTTPS listen address [default: 127.0.0.1:8443].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Agent API listen address (gRPC over mTLS) [default: 127.0.0.1:8081].
+    #[arg(long)]
+    pub agent_listen: Option<SocketAddr>,
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "AIMS_DATABASE")]
     pub database: Option<String>,
@@ -169,30 +208,102 @@ pub fn data_dir(flag: Option<&PathBuf>, file: &FileConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
+/// Flags of `aims agent`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentFlags {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', env = "AIMS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (the agent's SVID, key and bundle; the Workload API socket) [default: ./.aims].
+    #[arg(long, env = "AIMS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Trust domain.
+    #[arg(long, env = "AIMS_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// The server's agent API, HOST:PORT [default: 127.0.0.1:8081].
+    #[arg(long, env = "AIMS_SERVER_ADDRESS")]
+    pub server_address: Option<String>,
+    /// Trust bundle (PEM or JWK Set, e.g. from `aims bundle show`) to verify the server with
+    /// until the first sync.
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+    /// Join token from `aims token generate` (needed only until the agent has an SVID).
+    #[arg(long, env = "AIMS_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Workload API socket [default: DATA_DIR/agent.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// The trust domain: flag, then file, then a default.
+fn trust_domain(
+    flag: Option<&String>,
+    file: &FileConfig,
+    default: Option<&str>,
+) -> anyhow::Result<TrustDomain> {
+    match (flag, &file.trust_domain, default) {
+        (Some(flag), _, _) => TrustDomain::new(flag)
+            .with_context(|| format!("--trust-domain {flag:?} is not a valid trust domain")),
+        (None, Some(td), _) => Ok(td.clone()),
+        (None, None, Some(default)) => Ok(TrustDomain::new(default)?),
+        (None, None, None) => bail!(
+            "no trust domain: pass --trust-domain (e.g. --trust-domain example.org) or set trust_domain in the config file"
+        ),
+    }
+}
+
+/// Builds the agent settings from file and flags (flags win).
+pub fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
+    let td = trust_domain(flags.trust_domain.as_ref(), file, None)?;
+    let sec = &file.agent;
+    let address = flags
+        .server_address
+        .clone()
+        .or_else(|| sec.server_address.clone())
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    let mut s = AgentSettings::new(td, data_dir(flags.data_dir.as_ref(), file), address);
+    s.trust_bootstrap = flags
+        .trust_bundle
+        .clone()
+        .or_else(|| sec.trust_bundle.clone())
+        .map(TrustBootstrap::File);
+    s.socket_path = flags.socket.clone().or_else(|| sec.socket_path.clone());
+    if let Some(kt) = sec.workload_key_type {
+        s.workload_key_type = kt;
+    }
+    s.attestation = match (&flags.join_token, &sec.join_token_file, &sec.x509pop) {
+        (Some(token), _, _) => NodeAttestation::JoinToken(token.trim().to_owned()),
+        (None, Some(path), _) => NodeAttestation::JoinToken(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read agent.join_token_file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None, Some(x)) => NodeAttestation::X509Pop {
+            cert_file: x.cert_file.clone(),
+            key_file: x.key_file.clone(),
+        },
+        (None, None, None) => NodeAttestation::None,
+    };
+    Ok(s)
+}
+
 /// Builds the server settings from file and flags (flags win).
 pub fn server_settings(
     flags: &ServerFlags,
     file: &FileConfig,
     default_trust_domain: Option<&str>,
 ) -> anyhow::Result<ServerSettings> {
-    let trust_domain = match (
-        &flags.trust_domain,
-        &file.trust_domain,
-        default_trust_domain,
-    ) {
-        (Some(flag), _, _) => TrustDomain::new(flag)
-            .with_context(|| format!("--trust-domain {flag:?} is not a valid trust domain"))?,
-        (None, Some(td), _) => td.clone(),
-        (None, None, Some(default)) => TrustDomain::new(default)?,
-        (None, None, None) => bail!(
-            "no trust domain: pass --trust-domain (e.g. --trust-domain example.org) or set trust_domain in the config file"
-        ),
-    };
+    let trust_domain = trust_domain(flags.trust_domain.as_ref(), file, default_trust_domain)?;
     let mut s = ServerSettings::new(trust_domain, data_dir(flags.data_dir.as_ref(), file));
     let sec = &file.server;
     if let Some(l) = flags.listen.or(sec.listen) {
         s.listen = l;
     }
+    if let Some(l) = flags.agent_listen.or(sec.agent_listen) {
+        s.agent_listen = l;
+    }
+    s.x509pop_ca_file = sec.x509pop_ca_file.clone();
     if let Some(h) = &sec.public_host {
         s.public_host = h.clone();
     }

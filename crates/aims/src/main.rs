@@ -32,10 +32,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the local AIMS stack (server; the agent and gateway join as they land) on one data directory.
+    /// Run the local AIMS stack (server and agent) on one data directory.
     Up(cmd::up::UpArgs),
-    /// Run the trust-domain server: CA, bundle endpoint, admin API.
+    /// Run the trust-domain server: CA, bundle endpoint, agent API, admin API.
     Server(cmd::server::ServerArgs),
+    /// Run the node agent: attests this host, serves the SPIFFE Workload API to its processes.
+    Agent(cmd::agent::AgentArgs),
+    /// Call the Workload API as this process (fetch SVIDs and bundles, validate a JWT-SVID).
+    #[command(subcommand)]
+    Api(cmd::api::ApiCommand),
     /// Manage registration entries (which workloads get which SPIFFE ID).
     #[command(subcommand)]
     Entry(cmd::entry::EntryCommand),
@@ -45,6 +50,12 @@ enum Command {
     /// Show the trust bundle.
     #[command(subcommand)]
     Bundle(cmd::bundle::BundleCommand),
+    /// Create join tokens for agents.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
+    /// List, ban or evict attested agents.
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
     /// Check that the server on a data directory answers.
     Health(cmd::AdminArgs),
 }
@@ -95,6 +106,13 @@ fn main() -> ExitCode {
         let (file_log, long_running) = match &cli.command {
             Command::Up(a) => (Some(config::load_file(&a.flags)?.log), true),
             Command::Server(a) => (Some(config::load_file(&a.flags)?.log), true),
+            Command::Agent(a) => (
+                match &a.flags.config {
+                    Some(p) => Some(config::FileConfig::load(p)?.log),
+                    None => None,
+                },
+                true,
+            ),
             _ => (None, false),
         };
         let level = cli
@@ -110,6 +128,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => cmd::up::run(a).await,
             Command::Server(a) => cmd::server::run(a).await,
+            Command::Agent(a) => cmd::agent::run(a).await,
+            Command::Api(c) => cmd::api::run(c).await,
+            Command::Token(c) => cmd::token::run(c).await,
+            Command::Node(c) => cmd::node::run(c).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use aims_agent::RunningAgent;
 use aims_server::RunningServer;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,17 @@ pub struct UpFile {
     pub admin_socket: PathBuf,
     /// The server's endpoints.
     pub server: ServerEndpoints,
+    /// The local agent, when this process runs one.
+    pub agent: Option<AgentEndpoints>,
+}
+
+/// The local agent's endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentEndpoints {
+    /// The SPIFFE Workload API socket (`SPIFFE_ENDPOINT_SOCKET` is `unix://` + this).
+    pub workload_api_socket: PathBuf,
+    /// The agent's own SPIFFE ID.
+    pub spiffe_id: Option<String>,
 }
 
 /// The server's endpoints.
@@ -34,6 +46,8 @@ pub struct ServerEndpoints {
     pub https: String,
     /// SPIFFE bundle endpoint (https_web profile).
     pub bundle_endpoint: String,
+    /// The agent API (gRPC over mutual TLS), `host:port`.
+    pub agent_api: String,
     /// The CA to trust for the HTTPS endpoints, when AIMS made its own certificate.
     pub web_ca_file: Option<PathBuf>,
     /// This replica's id.
@@ -45,8 +59,12 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 impl UpFile {
-    /// The file for a running server on `data_dir`.
-    pub fn for_server(data_dir: &Path, server: &RunningServer) -> anyhow::Result<Self> {
+    /// The file for a running server (and agent) on `data_dir`.
+    pub fn new(
+        data_dir: &Path,
+        server: &RunningServer,
+        agent: Option<&RunningAgent>,
+    ) -> anyhow::Result<Self> {
         let https = server
             .bundle_url
             .strip_suffix(aims_server::bundle_endpoint::BUNDLE_PATH)
@@ -61,19 +79,22 @@ impl UpFile {
             server: ServerEndpoints {
                 https,
                 bundle_endpoint: server.bundle_url.clone(),
+                agent_api: server.agent_addr.to_string(),
                 web_ca_file: server.web_ca_file.as_deref().map(absolute),
                 server_id: server.server_id.clone(),
             },
+            agent: agent.map(|a| AgentEndpoints {
+                workload_api_socket: absolute(&a.socket_path),
+                spiffe_id: a.agent.spiffe_id().map(|id| id.to_string()),
+            }),
         })
     }
 
     /// Writes `up.json` atomically; returns its path.
     pub fn write(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
         let path = data_dir.join(UP_FILE);
-        let tmp = data_dir.join(".up.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
+        aims_core::files::write_atomic(&path, &serde_json::to_vec_pretty(self)?, 0o644)
+            .with_context(|| format!("write {}", path.display()))?;
         Ok(path)
     }
 
@@ -87,10 +108,17 @@ impl UpFile {
         let mut rows = vec![
             ("Trust domain", self.trust_domain.clone()),
             ("Bundle endpoint", self.server.bundle_endpoint.clone()),
+            ("Agent API", self.server.agent_api.clone()),
             ("Admin socket", self.admin_socket.display().to_string()),
         ];
         if let Some(ca) = &self.server.web_ca_file {
             rows.push(("HTTPS trust (CA)", ca.display().to_string()));
+        }
+        if let Some(agent) = &self.agent {
+            rows.push((
+                "Workload API",
+                format!("unix://{}", agent.workload_api_socket.display()),
+            ));
         }
         rows.push(("Data directory", self.data_dir.display().to_string()));
         let mut out = String::from("AIMS is up.\n");

@@ -35,7 +35,7 @@ pub fn svid(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let csrs: Vec<Vec<u8>> = (0..256)
         .map(|_| -> anyhow::Result<Vec<u8>> {
             let key = PrivateKey::generate(KeyType::EcP256)?;
-            Ok(aims_credentials::ca::svid_csr(&key, &id, &[])?)
+            Ok(aims_credentials::ca::svid_csr(&key, Some(&id), &[])?)
         })
         .collect::<anyhow::Result<_>>()?;
     let workload_key = PrivateKey::generate(KeyType::EcP256)?;

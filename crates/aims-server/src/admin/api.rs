@@ -1,7 +1,6 @@
 //! The admin API's request and response bodies (JSON over the admin Unix socket).
 
 use aims_core::SpiffeId;
-use jsonwebtoken::jwk::Jwk;
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/svid/x509`: sign a CSR (the operator's `aims svid mint x509`).
@@ -62,8 +61,8 @@ pub struct MintTokenResponse {
 pub struct MintWitRequest {
     /// The identity.
     pub spiffe_id: SpiffeId,
-    /// The public key to bind (`cnf.jwk`), with its `alg`.
-    pub public_jwk: Jwk,
+    /// The public key to bind (`cnf.jwk`), a JWK with its `alg`.
+    pub public_jwk: serde_json::Value,
     /// Lifetime in seconds.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
@@ -93,6 +92,35 @@ pub struct HealthResponse {
     pub server_id: String,
     /// AIMS version.
     pub version: String,
+}
+
+/// `POST /v1/tokens`: a join token for node attestation (`aims token generate`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateJoinTokenRequest {
+    /// The SPIFFE ID the agent gets; default `spiffe://<td>/aims/agent/join_token/<digest>`.
+    #[serde(default)]
+    pub spiffe_id: Option<SpiffeId>,
+    /// Lifetime in seconds (default 1 h, at most 7 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new join token. The token is shown once; the server keeps only its digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinTokenResponse {
+    /// The token.
+    pub token: String,
+    /// The SPIFFE ID an agent attesting with it gets.
+    pub spiffe_id: SpiffeId,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// `POST /v1/agents/ban` and `/v1/agents/evict`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRequest {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
 }
 
 /// The body of every error answer.

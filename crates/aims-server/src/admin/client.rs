@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aims_core::SpiffeId;
-use aims_store::{EntryUpdate, IssuedCredential, NewEntry, RegistrationEntry};
+use aims_store::{AttestedNode, EntryUpdate, IssuedCredential, NewEntry, RegistrationEntry};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    BundleResponse, ErrorBody, HealthResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
-    MintX509Request, MintX509Response,
+    AgentRequest, BundleResponse, CreateJoinTokenRequest, ErrorBody, HealthResponse,
+    JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest, MintX509Request,
+    MintX509Response,
 };
 
 /// Why an admin call failed.
@@ -206,6 +207,36 @@ impl AdminClient {
     /// The trust bundle.
     pub async fn bundle(&self) -> Result<BundleResponse, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/bundle", None).await
+    }
+
+    /// Creates a join token.
+    pub async fn create_join_token(
+        &self,
+        req: &CreateJoinTokenRequest,
+    ) -> Result<JoinTokenResponse, AdminError> {
+        self.call(Method::POST, "/v1/tokens", Some(req)).await
+    }
+
+    /// Every attested agent.
+    pub async fn list_agents(&self) -> Result<Vec<AttestedNode>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/agents", None).await
+    }
+
+    /// Bans an agent: it may no longer call the server or re-attest.
+    pub async fn ban_agent(&self, spiffe_id: &SpiffeId) -> Result<AttestedNode, AdminError> {
+        let req = AgentRequest {
+            spiffe_id: spiffe_id.clone(),
+        };
+        self.call(Method::POST, "/v1/agents/ban", Some(&req)).await
+    }
+
+    /// Evicts an agent: its record is deleted and it must attest again.
+    pub async fn evict_agent(&self, spiffe_id: &SpiffeId) -> Result<(), AdminError> {
+        let req = AgentRequest {
+            spiffe_id: spiffe_id.clone(),
+        };
+        self.call::<_, ()>(Method::POST, "/v1/agents/evict", Some(&req))
+            .await
     }
 
     /// Issued-credential records, newest first.

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aims_core::SpiffeId;
+use aims_credentials::IssueError;
 use aims_credentials::bundle::cert_to_pem;
-use aims_credentials::{IssueError, PublicKey};
+use aims_credentials::cnf_key_from_jwk;
+use aims_credentials::jose::SPIFFE_JWT_ALGORITHMS;
 use aims_store::{EntryFilter, EntryUpdate, NewEntry, StoreError};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::JsonRejection;
@@ -29,12 +31,23 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::Issuer;
+use crate::server_svid::server_spiffe_id;
 use api::{
-    BundleResponse, ErrorBody, HealthResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
-    MintX509Request, MintX509Response,
+    AgentRequest, BundleResponse, CreateJoinTokenRequest, ErrorBody, HealthResponse,
+    JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest, MintX509Request,
+    MintX509Response,
 };
+
+/// Paths of SPIFFE IDs AIMS gives its own components (`/aims/server`, `/aims/agent/…`); no
+/// registration entry may name one, so no workload can pose as a server or an agent.
+pub const RESERVED_PATH: &str = "/aims/";
+/// Default join token lifetime.
+const JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest join token lifetime.
+const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Largest admin request body (64 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -149,6 +162,8 @@ pub struct AdminState {
     pub issuer: Arc<Issuer>,
     /// This replica's id.
     pub server_id: String,
+    /// Told about every change agents must see.
+    pub changes: Arc<ChangeFeed>,
 }
 
 type AppState = Arc<AdminState>;
@@ -198,6 +213,10 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/svid/wit", post(mint_wit))
         .route("/v1/bundle", get(bundle))
         .route("/v1/issued", get(issued))
+        .route("/v1/tokens", post(create_join_token))
+        .route("/v1/agents", get(list_agents))
+        .route("/v1/agents/ban", post(ban_agent))
+        .route("/v1/agents/evict", post(evict_agent))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -274,7 +293,13 @@ async fn create_entry(
     if new.spiffe_id.is_trust_domain_id() {
         return Err(ApiError::invalid("an entry's SPIFFE ID needs a path"));
     }
+    if new.spiffe_id.path().starts_with(RESERVED_PATH) {
+        return Err(ApiError::invalid(format!(
+            "SPIFFE IDs under {RESERVED_PATH} are reserved for AIMS's own servers and agents"
+        )));
+    }
     let entry = s.issuer.store().create_entry(new).await?;
+    s.changes.poke();
     tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "registration entry created");
     Ok((StatusCode::CREATED, Json(entry)))
 }
@@ -302,6 +327,7 @@ async fn update_entry(
         check_in_domain(&s, parent, "parent ID")?;
     }
     let entry = s.issuer.store().update_entry(&id, update).await?;
+    s.changes.poke();
     tracing::info!(entry = %entry.id, revision = entry.revision, "registration entry updated");
     Ok(Json(entry))
 }
@@ -311,6 +337,7 @@ async fn delete_entry(
     UrlPath(id): UrlPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.issuer.store().delete_entry(&id).await?;
+    s.changes.poke();
     tracing::info!(entry = %id, "registration entry deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -365,14 +392,7 @@ async fn mint_wit(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<MintWitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let alg = req
-        .public_jwk
-        .common
-        .key_algorithm
-        .and_then(|a| serde_json::to_value(a).ok())
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| ApiError::invalid("public_jwk must carry its alg"))?;
-    let key = PublicKey::from_jwk(&req.public_jwk)
+    let (key, alg) = cnf_key_from_jwk(req.public_jwk, SPIFFE_JWT_ALGORITHMS)
         .map_err(|e| ApiError::invalid(format!("public_jwk: {e}")))?;
     let wit = s
         .issuer
@@ -417,4 +437,56 @@ async fn issued(
             .list_issued(q.spiffe_id.as_ref(), q.limit.min(1000))
             .await?,
     ))
+}
+
+async fn create_join_token(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateJoinTokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ttl = req.ttl_seconds.map_or(JOIN_TOKEN_TTL, Duration::from_secs);
+    if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+        return Err(ApiError::invalid("ttl must be between 1s and 7 days"));
+    }
+    if let Some(id) = &req.spiffe_id {
+        check_in_domain(&s, id, "agent ID")?;
+        if id.is_trust_domain_id() || *id == server_spiffe_id(s.issuer.trust_domain())? {
+            return Err(ApiError::invalid(format!("{id} cannot be an agent ID")));
+        }
+    }
+    let (token, spiffe_id, expires_at) =
+        crate::agent_api::create_join_token(&s.issuer, req.spiffe_id, ttl).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenResponse {
+            token,
+            spiffe_id,
+            expires_at,
+        }),
+    ))
+}
+
+async fn list_agents(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().list_nodes().await?))
+}
+
+async fn ban_agent(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<AgentRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut node = s.issuer.store().get_node(&req.spiffe_id).await?;
+    node.banned = true;
+    s.issuer.store().upsert_node(&node).await?;
+    s.changes.poke();
+    tracing::warn!(agent = %node.spiffe_id, "agent banned");
+    Ok(Json(node))
+}
+
+async fn evict_agent(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<AgentRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.issuer.store().delete_node(&req.spiffe_id).await?;
+    s.changes.poke();
+    tracing::warn!(agent = %req.spiffe_id, "agent evicted");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,9 +1,13 @@
 //! The subcommands.
 
+pub mod agent;
+pub mod api;
 pub mod bundle;
 pub mod entry;
+pub mod node;
 pub mod server;
 pub mod svid;
+pub mod token;
 pub mod up;
 
 use std::path::PathBuf;
@@ -39,6 +43,17 @@ pub async fn health(args: AdminArgs) -> anyhow::Result<()> {
         h.trust_domain, h.server_id, h.version
     );
     Ok(())
+}
+
+/// A Unix time as RFC 3339 (UTC).
+pub fn format_time(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ts.to_string())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

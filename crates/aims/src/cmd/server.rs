@@ -20,7 +20,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let server = aims_server::start(settings)
         .await
         .context("the server could not start")?;
-    let up = UpFile::for_server(&data_dir, &server)?;
+    let up = UpFile::new(&data_dir, &server, None)?;
     up.write(&data_dir)?;
     super::shutdown_signal().await;
     server.stop().await;

@@ -2,8 +2,6 @@
 //! `spire-server x509 mint` and `jwt mint`. For X509-SVIDs and WITs the key pair is generated
 //! here and only a CSR or the public key goes to the server.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use aims_core::{HumanDuration, SpiffeId};
@@ -82,32 +80,13 @@ pub enum MintCommand {
 
 fn write(dir: &Path, name: &str, contents: &[u8], mode: u32) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&path)
+    aims_core::files::write_atomic(&path, contents, mode)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(contents)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // An existing file keeps its old mode through `open`; set it explicitly.
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     Ok(path)
 }
 
 fn out_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-fn expiry(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ts.to_string())
 }
 
 /// Runs `aims svid …`.
@@ -125,7 +104,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
             let key = PrivateKey::generate(key_type)?;
             let csr = aims_credentials::bundle::to_pem(
                 "CERTIFICATE REQUEST",
-                &aims_credentials::ca::svid_csr(&key, &spiffe_id, &dns_names)?,
+                &aims_credentials::ca::svid_csr(&key, Some(&spiffe_id), &dns_names)?,
             );
             let resp = admin
                 .client()
@@ -144,7 +123,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
                 "X509-SVID for {} (serial {}), expires {}",
                 resp.spiffe_id,
                 resp.serial,
-                expiry(resp.expires_at)
+                super::format_time(resp.expires_at)
             );
             println!(
                 "  {}\n  {}\n  {}",
@@ -184,7 +163,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
                     println!(
                         "JWT-SVID for {}, expires {}",
                         resp.spiffe_id,
-                        expiry(resp.expires_at)
+                        super::format_time(resp.expires_at)
                     );
                     println!("  {}\n  {}", token.display(), jwks.display());
                 }
@@ -206,7 +185,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
             let resp = client
                 .mint_wit(&MintWitRequest {
                     spiffe_id,
-                    public_jwk: jwk,
+                    public_jwk: serde_json::to_value(jwk)?,
                     ttl_seconds: ttl.map(|t| t.0.as_secs()),
                 })
                 .await?;
@@ -223,7 +202,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
             println!(
                 "WIT-SVID for {}, expires {}",
                 resp.spiffe_id,
-                expiry(resp.expires_at)
+                super::format_time(resp.expires_at)
             );
             println!(
                 "  {}\n  {}\n  {}",

@@ -1,15 +1,106 @@
-//! `aims up`: the local stack on one data directory.
+//! `aims up`: the local stack on one data directory: the server and an agent in one process.
 
+use std::time::Duration;
+
+use aims_agent::{AgentSettings, NodeAttestation, TrustBootstrap};
+use aims_core::{SpiffeId, TrustDomain};
+use aims_server::RunningServer;
+use aims_store::{NewEntry, Selector, StoreError};
 use anyhow::Context as _;
 
-use crate::config::{self, DEFAULT_TRUST_DOMAIN, ServerFlags};
+use crate::config::{self, DEFAULT_TRUST_DOMAIN, FileConfig, ServerFlags};
 use crate::up_file::UpFile;
+
+/// The path of the local agent's SPIFFE ID: entries for this host's workloads name it as parent.
+pub const LOCAL_AGENT_PATH: &str = "/aims/agent/local";
 
 /// Arguments of `aims up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub flags: ServerFlags,
+    /// Give the current user's processes an identity: registers
+    /// spiffe://TRUST_DOMAIN/user/<name> for selector unix:uid:<your uid>.
+    #[arg(long)]
+    pub register_self: bool,
+    /// Workload API socket [default: DATA_DIR/agent.sock].
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+}
+
+/// The local agent's settings: it talks to the server in this process over loopback mTLS,
+/// exactly as a remote agent would, and attests with a join token the server makes for it
+/// when it has no valid SVID of its own.
+async fn local_agent_settings(
+    server: &RunningServer,
+    file: &FileConfig,
+    data_dir: &std::path::Path,
+    socket: Option<std::path::PathBuf>,
+) -> anyhow::Result<AgentSettings> {
+    let td = server.issuer.trust_domain().clone();
+    let mut s = AgentSettings::new(
+        td.clone(),
+        data_dir.to_path_buf(),
+        server.agent_addr.to_string(),
+    );
+    s.trust_bootstrap = Some(TrustBootstrap::Document(
+        server.issuer.published().document.clone(),
+    ));
+    s.socket_path = socket.or_else(|| file.agent.socket_path.clone());
+    if let Some(kt) = file.agent.workload_key_type {
+        s.workload_key_type = kt;
+    }
+    if aims_agent::needs_attestation(&s)? {
+        let (token, _, _) = aims_server::agent_api::create_join_token(
+            &server.issuer,
+            Some(td.id_with_path(LOCAL_AGENT_PATH)?),
+            Duration::from_secs(600),
+        )
+        .await?;
+        s.attestation = NodeAttestation::JoinToken(token);
+    }
+    Ok(s)
+}
+
+/// The uid of this process (the owner of `/proc/self`).
+fn own_uid() -> anyhow::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata("/proc/self")
+        .context("cannot read /proc/self")?
+        .uid())
+}
+
+/// Registers `spiffe://TD/user/<name>` for the current uid, unless it exists.
+async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Result<SpiffeId> {
+    let uid = own_uid()?;
+    let name = std::env::var("USER")
+        .ok()
+        .filter(|u| {
+            !u.is_empty()
+                && u.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c))
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"));
+    let spiffe_id = td.id_with_path(&format!("/user/{name}"))?;
+    let entry = NewEntry {
+        spiffe_id: spiffe_id.clone(),
+        parent_id: td.id_with_path(LOCAL_AGENT_PATH)?,
+        selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        dns_names: vec![],
+        admin: false,
+        hint: None,
+    };
+    match server.issuer.store().create_entry(entry).await {
+        Ok(_) => {
+            server.changes.poke();
+            tracing::info!(spiffe_id = %spiffe_id, uid, "registered the current user");
+        }
+        Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(spiffe_id)
 }
 
 /// Runs the stack until Ctrl-C or SIGTERM, printing its endpoints.
@@ -17,17 +108,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let file = config::load_file(&args.flags)?;
     let settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
     let data_dir = settings.data_dir.clone();
+    let td = settings.trust_domain.clone();
     let server = aims_server::start(settings)
         .await
         .context("AIMS could not start")?;
-    let up = UpFile::for_server(&data_dir, &server)?;
+    let self_id = if args.register_self {
+        Some(register_self(&server, &td).await?)
+    } else {
+        None
+    };
+    let agent_settings = local_agent_settings(&server, &file, &data_dir, args.socket).await?;
+    let agent = match aims_agent::start(agent_settings, super::agent::FIRST_SYNC_WAIT).await {
+        Ok(a) => a,
+        Err(e) => {
+            server.stop().await;
+            return Err(anyhow::Error::new(e).context("the local agent could not start"));
+        }
+    };
+    let up = UpFile::new(&data_dir, &server, Some(&agent))?;
     let path = up.write(&data_dir)?;
     println!("{}", up.table());
+    if let Some(id) = self_id {
+        println!("Processes of your user get {id}: try `aims api fetch x509`.");
+    }
     println!(
         "Endpoints written to {}. Press Ctrl-C to stop.",
         path.display()
     );
     super::shutdown_signal().await;
+    agent.stop().await;
     server.stop().await;
     UpFile::remove(&data_dir);
     Ok(())

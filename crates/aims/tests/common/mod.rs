@@ -25,8 +25,8 @@ pub struct Aims {
 }
 
 impl Aims {
-    /// Starts `aims <subcommand> --data-dir … --listen 127.0.0.1:0 <extra>` and waits for its
-    /// up.json.
+    /// Starts `aims <subcommand> --data-dir … --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0
+    /// <extra>` and waits for its up.json.
     pub fn start(subcommand: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
@@ -47,7 +47,7 @@ impl Aims {
         cmd.arg(subcommand)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
             .args(extra)
             .env("AIMS_LOG", "info")
             .stdout(Stdio::null())
@@ -100,6 +100,19 @@ impl Aims {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    pub fn agent_api(&self) -> String {
+        self.up["server"]["agent_api"].as_str().unwrap().to_owned()
+    }
+
+    /// The Workload API socket of the stack's local agent (`aims up`).
+    pub fn workload_socket(&self) -> PathBuf {
+        PathBuf::from(
+            self.up["agent"]["workload_api_socket"]
+                .as_str()
+                .expect("no local agent"),
+        )
     }
 
     pub fn web_ca(&self) -> PathBuf {

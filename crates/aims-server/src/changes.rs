@@ -1,0 +1,87 @@
+//! Change notification for the agents' `Sync` streams.
+//!
+//! A change made through this replica's admin API is announced at once ([`ChangeFeed::poke`]);
+//! a change made by another replica sharing the store is seen by polling the store's change
+//! counters and the published bundle's sequence ([`ChangeFeed::watch_store`]), every 200 ms by
+//! default. Either way every open `Sync` stream rebuilds its agent's state and sends it if it
+//! changed, so a new entry or bundle reaches agents well within a second (AIMS PR-7).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aims_store::Counter;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::issuer::Issuer;
+
+/// A generation number that moves whenever registration entries or bundles may have changed.
+#[derive(Debug)]
+pub struct ChangeFeed {
+    tx: watch::Sender<u64>,
+}
+
+impl Default for ChangeFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChangeFeed {
+    /// A feed at generation 0.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(0),
+        }
+    }
+
+    /// Announces a change.
+    pub fn poke(&self) {
+        self.tx.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    /// Polls the store's change counters and the published bundle every `interval` until
+    /// `stop`, announcing what other replicas (or this one's CA rotation) changed.
+    pub async fn watch_store(
+        self: Arc<Self>,
+        issuer: Arc<Issuer>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut last: Option<(i64, i64, u64)> = None;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let store = issuer.store();
+            let counters = tokio::try_join!(
+                store.counter(Counter::Registration),
+                store.counter(Counter::Federation)
+            );
+            let (registration, federation) = match counters {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read change counters; will retry");
+                    continue;
+                }
+            };
+            let now = (
+                registration,
+                federation,
+                issuer.published().bundle.sequence(),
+            );
+            if last.as_ref().is_some_and(|l| *l != now) {
+                self.poke();
+            }
+            last = Some(now);
+        }
+    }
+}
