@@ -23,6 +23,7 @@ use aims_provisioning::proto::{
     SignJwtSvidRequest, SignWitSvidRequest, SignX509SvidsRequest, SyncRequest, SyncResponse,
     X509SvidCsr,
 };
+use aims_provisioning::rotation;
 use aims_store::Selector;
 use aims_workload_api::{JwtSvidEntry, WitSvidEntry, X509SvidEntry};
 use rustls_pki_types::CertificateDer;
@@ -364,7 +365,7 @@ impl Agent {
                             hint: entry.hint.clone(),
                         },
                         Validity {
-                            not_before: v.not_before,
+                            not_before: rotation::x509_issued_at(v.not_before, v.not_after),
                             not_after: v.not_after,
                             revision: entry.revision,
                         },

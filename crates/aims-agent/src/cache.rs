@@ -241,8 +241,9 @@ impl Cache {
             .collect()
     }
 
-    /// Marks the WIT-SVIDs of these entries as wanted; returns whether any is not yet issued.
-    pub fn want_wit(&self, entries: &[Arc<EntryRecord>], now: SystemTime) -> bool {
+    /// Marks the WIT-SVIDs of these entries as wanted (the agent is woken to mint those not
+    /// yet issued).
+    pub fn want_wit(&self, entries: &[Arc<EntryRecord>], now: SystemTime) {
         let mut s = self.write();
         let mut missing = false;
         for e in entries {
@@ -253,7 +254,6 @@ impl Cache {
         if missing {
             self.wit_requested.notify_one();
         }
-        missing
     }
 
     /// Waits until a workload asks for a WIT-SVID that is not issued yet.

@@ -209,7 +209,7 @@ impl AgentIdentity {
         if let Ok(mut w) = self.window.lock() {
             *w = Some(Window {
                 id: verified.spiffe_id,
-                not_before: verified.not_before,
+                not_before: rotation::x509_issued_at(verified.not_before, verified.not_after),
                 not_after: verified.not_after,
             });
         }

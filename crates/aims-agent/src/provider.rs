@@ -10,15 +10,15 @@ use aims_credentials::TrustBundle;
 use aims_provisioning::attest::AttestorSet;
 use aims_store::Selector;
 use aims_workload_api::{
-    IdentityProvider, JwtSvidEntry, PeerCredentials, WitSvidEntry, X509SvidEntry,
+    IdentityProvider, JwtSvidEntry, PeerCredentials, SvidKind, WitSvidEntry, X509SvidEntry,
 };
 use tokio::sync::watch;
 use tonic::Status;
 
 use crate::agent::Agent;
 
-/// How long a first WIT-SVID may take to arrive.
-const WIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a first call waits for SVIDs still being issued.
+const ISSUANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The agent as an [`IdentityProvider`].
 pub struct AgentProvider {
@@ -74,26 +74,30 @@ impl IdentityProvider for AgentProvider {
         self.agent.cache().x509_svids(caller, self.agent.now())
     }
 
-    async fn want_wit_svids(&self, caller: &Caller) -> Result<(), Status> {
+    async fn ready(&self, caller: &Caller, kind: SvidKind) -> Result<(), Status> {
         let cache = self.agent.cache();
         let entries = cache.matching(caller);
         if entries.is_empty() {
             return Err(Status::permission_denied("no identity issued"));
         }
         let mut changes = cache.subscribe();
-        if !cache.want_wit(&entries, self.agent.now()) {
-            return Ok(());
+        if kind == SvidKind::Wit {
+            cache.want_wit(&entries, self.agent.now());
         }
-        // Wait for the agent to mint them (or give up; the stream then answers with what exists).
+        let issued = |cache: &crate::cache::Cache| match kind {
+            SvidKind::X509 => cache.x509_svids(caller, self.agent.now()).len(),
+            SvidKind::Wit => cache.wit_svids(caller, self.agent.now()).len(),
+        };
         let wait = async {
-            while cache.wit_svids(caller, self.agent.now()).len() < entries.len() {
+            while issued(cache) < entries.len() {
                 if changes.changed().await.is_err() {
                     break;
                 }
             }
         };
-        if tokio::time::timeout(WIT_WAIT, wait).await.is_err() {
-            tracing::warn!("WIT-SVIDs not issued within {WIT_WAIT:?}");
+        // Answer with what exists if the server is slow or away.
+        if tokio::time::timeout(ISSUANCE_WAIT, wait).await.is_err() {
+            tracing::debug!(?kind, "not every SVID issued within {ISSUANCE_WAIT:?}");
         }
         Ok(())
     }

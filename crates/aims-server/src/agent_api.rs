@@ -30,6 +30,7 @@ use aims_provisioning::proto::{
 use aims_store::{AttestedNode, EntryFilter, RegistrationEntry, Selector, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -50,20 +51,25 @@ pub struct AgentApi {
     changes: Arc<ChangeFeed>,
     x509pop: Option<Arc<X509PopVerifier>>,
     replay: Arc<ReplayCache>,
+    /// Ends every `Sync` stream when the server stops.
+    shutdown: CancellationToken,
 }
 
 impl AgentApi {
-    /// A service issuing from `issuer`; `x509pop` enables x509pop attestation.
+    /// A service issuing from `issuer`; `x509pop` enables x509pop attestation; streams end
+    /// when `shutdown` fires.
     pub fn new(
         issuer: Arc<Issuer>,
         changes: Arc<ChangeFeed>,
         x509pop: Option<X509PopVerifier>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             issuer,
             changes,
             x509pop: x509pop.map(Arc::new),
             replay: Arc::new(ReplayCache::new(100_000, 60)),
+            shutdown,
         }
     }
 
@@ -389,6 +395,7 @@ impl AgentService for AgentApi {
         let first = Self::sync_state(&self.issuer, &agent).await?;
         let issuer = self.issuer.clone();
         let mut changes = self.changes.subscribe();
+        let shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(2);
         tracing::debug!(agent = %agent, entries = first.entries.len(), "agent sync stream opened");
         tokio::spawn(async move {
@@ -407,6 +414,10 @@ impl AgentService for AgentApi {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                        return;
+                    }
                     () = &mut expired => {
                         let _ = tx.send(Err(Status::unauthenticated("agent SVID expired; reconnect with the renewed one"))).await;
                         return;

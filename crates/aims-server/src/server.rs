@@ -188,7 +188,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     tasks.push(tokio::spawn(serve_tls(
         agent_listener,
         Arc::new(agent_tls),
-        AgentApi::new(issuer.clone(), changes.clone(), x509pop).into_router(),
+        AgentApi::new(issuer.clone(), changes.clone(), x509pop, shutdown.clone()).into_router(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(changes.clone().watch_store(

@@ -21,7 +21,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
-pub use provider::{IdentityProvider, JwtSvidEntry, PeerCredentials, WitSvidEntry, X509SvidEntry};
+pub use provider::{
+    IdentityProvider, JwtSvidEntry, PeerCredentials, SvidKind, WitSvidEntry, X509SvidEntry,
+};
 
 /// The metadata key every Workload API request must carry with the value `true`
 /// (SPIFFE Workload Endpoint §4).

@@ -74,6 +74,15 @@ impl std::fmt::Debug for WitSvidEntry {
     }
 }
 
+/// An SVID profile a Workload API call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvidKind {
+    /// X509-SVIDs.
+    X509,
+    /// WIT-SVIDs.
+    Wit,
+}
+
 /// The agent's side of the Workload API.
 ///
 /// `attest` identifies a caller once per call or stream; every other method answers for that
@@ -96,9 +105,11 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// The X509-SVIDs the caller is entitled to now; the first is the default identity.
     fn x509_svids(&self, caller: &Self::Caller) -> Vec<X509SvidEntry>;
 
-    /// Makes sure the caller's WIT-SVIDs exist. WIT-SVIDs are minted on first demand (most
-    /// workloads never ask for one) and kept rotated from then on; this waits for the first.
-    async fn want_wit_svids(&self, caller: &Self::Caller) -> Result<(), Status>;
+    /// Waits (bounded) until the caller's SVIDs of `kind` are issued: X509-SVIDs of an entry
+    /// created a moment ago may still be in flight, and WIT-SVIDs are minted on first demand
+    /// (most workloads never ask for one) and kept rotated from then on. A caller that matches
+    /// no entry gets `PermissionDenied` at once.
+    async fn ready(&self, caller: &Self::Caller, kind: SvidKind) -> Result<(), Status>;
 
     /// The WIT-SVIDs the caller is entitled to now.
     fn wit_svids(&self, caller: &Self::Caller) -> Vec<WitSvidEntry>;

@@ -27,22 +27,36 @@ use crate::proto::{
     Witsvid, WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid,
     X509svidRequest, X509svidResponse,
 };
-use crate::provider::{IdentityProvider, PeerCredentials};
+use crate::provider::{IdentityProvider, PeerCredentials, SvidKind};
 
 /// Messages buffered per stream before the sender waits for the client.
 const STREAM_BUFFER: usize = 4;
 /// The largest JWT-SVID or audience list accepted.
 const MAX_AUDIENCES: usize = 32;
 
+/// How long open requests get to finish at shutdown.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Workload API service.
 pub struct WorkloadApi<P> {
     provider: Arc<P>,
+    /// Ends every open stream when the agent stops.
+    shutdown: CancellationToken,
+}
+
+impl<P> Clone for WorkloadApi<P> {
+    fn clone(&self) -> Self {
+        Self {
+            provider: self.provider.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
 }
 
 impl<P> WorkloadApi<P> {
-    /// A service answering from `provider`.
-    pub fn new(provider: Arc<P>) -> Self {
-        Self { provider }
+    /// A service answering from `provider`; its streams end when `shutdown` fires.
+    pub fn new(provider: Arc<P>, shutdown: CancellationToken) -> Self {
+        Self { provider, shutdown }
     }
 }
 
@@ -173,9 +187,10 @@ impl<P: IdentityProvider> WorkloadApi<P> {
 }
 
 /// Streams `make()` now and after every change, skipping unchanged messages, until the client
-/// goes away or `make` fails (the error is sent and the stream ends).
+/// goes away, the agent stops, or `make` fails (the error is sent and the stream ends).
 fn stream_state<T, F>(
     mut changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
     make: F,
 ) -> ReceiverStream<Result<T, Status>>
 where
@@ -203,6 +218,10 @@ where
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
+                () = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
+                    return;
+                }
             }
         }
     });
@@ -225,10 +244,12 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let caller = self.caller(&request).await?;
         // The first message decides whether the caller has an identity at all.
+        self.provider.ready(&caller, SvidKind::X509).await?;
         self.x509_response(&caller)?;
-        let this = Self::new(self.provider.clone());
+        let this = self.clone();
         Ok(Response::new(stream_state(
             self.provider.changes(),
+            self.shutdown.clone(),
             move || this.x509_response(&caller),
         )))
     }
@@ -238,9 +259,10 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
-        let this = Self::new(self.provider.clone());
+        let this = self.clone();
         Ok(Response::new(stream_state(
             self.provider.changes(),
+            self.shutdown.clone(),
             move || Ok(this.x509_bundles()),
         )))
     }
@@ -288,9 +310,10 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
-        let this = Self::new(self.provider.clone());
+        let this = self.clone();
         Ok(Response::new(stream_state(
             self.provider.changes(),
+            self.shutdown.clone(),
             move || Ok(this.jwt_bundles()),
         )))
     }
@@ -331,11 +354,12 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
                     .map_err(|e| Status::invalid_argument(format!("spiffe_id: {e}")))?,
             ),
         };
-        self.provider.want_wit_svids(&caller).await?;
+        self.provider.ready(&caller, SvidKind::Wit).await?;
         self.wit_response(&caller, only.as_ref())?;
-        let this = Self::new(self.provider.clone());
+        let this = self.clone();
         Ok(Response::new(stream_state(
             self.provider.changes(),
+            self.shutdown.clone(),
             move || this.wit_response(&caller, only.as_ref()),
         )))
     }
@@ -345,9 +369,10 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         request: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
         check_header(&request)?;
-        let this = Self::new(self.provider.clone());
+        let this = self.clone();
         Ok(Response::new(stream_state(
             self.provider.changes(),
+            self.shutdown.clone(),
             move || Ok(this.wit_bundles()),
         )))
     }
@@ -403,17 +428,23 @@ pub async fn serve<P: IdentityProvider>(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    let service = SpiffeWorkloadApiServer::new(WorkloadApi::new(provider));
+    let service = SpiffeWorkloadApiServer::new(WorkloadApi::new(provider, shutdown.clone()));
     Ok(tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-        {
-            tracing::error!(error = %e, "Workload API server stopped");
+                shutdown.clone().cancelled_owned(),
+            );
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            result = serve => if let Err(e) = result {
+                tracing::error!(error = %e, "Workload API server stopped");
+            },
+            () = drained => tracing::warn!("Workload API requests still open after {DRAIN_TIMEOUT:?}; closed"),
         }
     }))
 }
