@@ -78,6 +78,15 @@ pub async fn start(
     first_sync_wait: std::time::Duration,
 ) -> Result<RunningAgent, AgentError> {
     let socket_path = settings.socket_path();
+    // The data directory holds the agent's key; by default also the socket, which makes the
+    // Workload API reachable by the agent's own user (and root) only. Serving other users
+    // takes a socket path in a directory they can reach.
+    aims_core::files::private_dir(&settings.data_dir).map_err(|e| {
+        AgentError::io(
+            format!("create data directory {}", settings.data_dir.display()),
+            e,
+        )
+    })?;
     let agent = Arc::new(Agent::open(settings)?);
     agent.attest_if_needed().await?;
     let shutdown = CancellationToken::new();

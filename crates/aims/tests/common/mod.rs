@@ -47,11 +47,14 @@ impl Aims {
         cmd.arg(subcommand)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("AIMS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file);
+        if !extra.contains(&"--agent-listen") {
+            cmd.args(["--agent-listen", "127.0.0.1:0"]);
+        }
         let child = cmd.spawn().unwrap();
         let mut aims = Self {
             child: Some(child),
@@ -203,4 +206,172 @@ pub fn require(tool_check: &[&str], what: &str) -> bool {
         eprintln!("warning: skipping: {what} is not installed");
     }
     ok
+}
+
+/// Writes the server's bundle (PEM) into `dir` for agents to bootstrap with.
+pub fn bundle_file(server: &Aims, dir: &Path) -> PathBuf {
+    let pem = assert_ok(&server.cli(&["bundle", "show", "--format", "pem"]));
+    let path = dir.join("bundle.pem");
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+/// A join token for `spiffe_id` from the server.
+pub fn join_token(server: &Aims, spiffe_id: &str) -> String {
+    assert_ok(&server.cli(&["token", "generate", "--spiffe-id", spiffe_id]))
+        .trim()
+        .to_owned()
+}
+
+/// A running `aims agent` process.
+pub struct AgentProc {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `aims agent` against `server_address` and waits until it is ready (or gave up
+    /// reaching the server).
+    pub fn start(
+        server_address: &str,
+        bundle: &Path,
+        data_dir: &Path,
+        socket: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let log = data_dir.with_extension(format!("{}.log", unique()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(aims_bin())
+            .args([
+                "agent",
+                "--trust-domain",
+                TD,
+                "--server-address",
+                server_address,
+            ])
+            .arg("--trust-bundle")
+            .arg(bundle)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--socket")
+            .arg(socket)
+            .args(extra)
+            .env("AIMS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut agent = Self {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            socket: socket.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logs = agent.logs();
+            if logs.contains("agent ready") || logs.contains("agent started without reaching") {
+                break;
+            }
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("aims agent exited early ({status}):\n{logs}");
+            }
+            assert!(Instant::now() < deadline, "agent did not start:\n{logs}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// SIGTERM and a clean exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "agent exited with {status}:\n{}",
+                    self.logs()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not stop on SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (for a server that must come back on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// This process's uid.
+pub fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// Runs `aims api …` against `socket`, as the given program (default: the aims binary).
+pub fn api(program: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .arg("api")
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for up to `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
