@@ -27,8 +27,8 @@ pub enum AgentError {
         /// What failed.
         reason: String,
     },
-    /// The server answered with an error.
-    #[error("server: {0}")]
+    /// The server answered with an error (or could not be reached: `Unavailable`).
+    #[error("server: {:?}: {}", .0.code(), .0.message())]
     Server(#[from] tonic::Status),
     /// A credential from the server, or one saved on disk, is not valid.
     #[error("credential: {0}")]

@@ -89,7 +89,9 @@ fn to_rustls(e: VerifyError) -> rustls::Error {
     let cert_err = match e {
         VerifyError::Expired => CertificateError::Expired,
         VerifyError::NotYetValid => CertificateError::NotValidYet,
-        VerifyError::UntrustedDomain(_) => CertificateError::UnknownIssuer,
+        VerifyError::UntrustedDomain(_) | VerifyError::UnknownIssuer => {
+            CertificateError::UnknownIssuer
+        }
         other => CertificateError::Other(OtherError(Arc::new(SvidRejected(other)))),
     };
     rustls::Error::InvalidCertificate(cert_err)

@@ -189,6 +189,20 @@ impl CertificateRequest {
         Ok(())
     }
 
+    /// Checks a request that must claim no identity at all (no SAN, no CA), as a node's
+    /// attestation CSR: the issuer decides the identity from other evidence.
+    pub fn check_names_nothing(&self) -> Result<(), IssueError> {
+        if self.requests_ca {
+            return Err(IssueError::Refused("CSR asks for a CA certificate".into()));
+        }
+        if !self.uri_sans.is_empty() || !self.dns_sans.is_empty() || self.other_sans > 0 {
+            return Err(IssueError::Refused(
+                "this CSR must not name an identity: the server assigns it".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The requested key.
     pub fn subject_key(&self) -> &SubjectKey {
         &self.key

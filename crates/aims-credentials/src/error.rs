@@ -43,6 +43,9 @@ pub enum VerifyError {
     /// No trust bundle is known for the credential's trust domain (not ours, not federated).
     #[error("no trust bundle for trust domain {0}")]
     UntrustedDomain(String),
+    /// The chain does not lead to an authority in its trust domain's bundle.
+    #[error("the certificate chain does not lead to an X.509 authority in the bundle")]
+    UnknownIssuer,
     /// The trust domain is not the one expected.
     #[error("trust domain {found} is not {expected}")]
     WrongTrustDomain {

@@ -229,6 +229,7 @@ pub fn verify_x509_svid_parts(
     .map_err(|e| match e {
         webpki::Error::CertExpired { .. } => VerifyError::Expired,
         webpki::Error::CertNotValidYet { .. } => VerifyError::NotYetValid,
+        webpki::Error::UnknownIssuer => VerifyError::UnknownIssuer,
         other => VerifyError::Certificate(format!("{other:?}")),
     })?;
     let (not_before, not_after) = X509Certificate::from_der(leaf_der)

@@ -137,12 +137,12 @@ fn x509_svid_rejections() {
     }
     assert!(matches!(
         verify_x509_svid(&chain, &BundleSet::with([wrong]), t0(), SvidUsage::Client),
-        Err(VerifyError::Certificate(_))
+        Err(VerifyError::UnknownIssuer)
     ));
     // Missing intermediate.
     assert!(matches!(
         verify_x509_svid(&chain[..1], &d.bundles, t0(), SvidUsage::Client),
-        Err(VerifyError::Certificate(_))
+        Err(VerifyError::UnknownIssuer)
     ));
     // Tampered leaf: flip a byte in the signature.
     let mut tampered = chain.clone();
@@ -247,6 +247,29 @@ fn csr_issuance_and_every_bad_csr_is_a_typed_error() {
                 .check_for(&id("spiffe://example.org/agent/b"), &dns)
                 .is_err()
         );
+    }
+    // An attestation CSR must name nothing.
+    let anonymous = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let der = aims_credentials::ca::svid_csr(&anonymous, None, &[]).unwrap();
+    CertificateRequest::from_der(&der)
+        .unwrap()
+        .check_names_nothing()
+        .unwrap();
+    for named in [
+        csr(&key, vec![uri(spiffe_id.as_str())], false),
+        csr(
+            &key,
+            vec![rcgen::SanType::DnsName("a.example".try_into().unwrap())],
+            false,
+        ),
+        csr(&key, vec![], true),
+    ] {
+        assert!(matches!(
+            CertificateRequest::from_der(&named)
+                .unwrap()
+                .check_names_nothing(),
+            Err(IssueError::Refused(_))
+        ));
     }
     // A CSR with no SAN is fine too: the CA decides the identity.
     CertificateRequest::from_der(&csr(&key, vec![], false))

@@ -1,0 +1,475 @@
+//! The server's agent API under misuse: every call but `Attest` needs an attested agent's
+//! SVID, an agent gets only its own entries, bad CSRs and keys are refused with the right gRPC
+//! codes, join tokens and x509pop proofs work once (AIMS PR-4).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aims_agent::connection::{AgentClient, connect};
+use aims_authn::mtls::{Authorizer, SvidStore};
+use aims_credentials::ca::svid_csr;
+use aims_credentials::{BundleSet, KeyType, PrivateKey, TrustBundle};
+use aims_provisioning::node::create_x509pop_proof;
+use aims_provisioning::proto::{
+    AttestRequest, RenewAgentRequest, SignJwtSvidRequest, SignWitSvidRequest, SignX509SvidsRequest,
+    SyncRequest, X509PopProof, X509SvidCsr, attest_request,
+};
+use common::{AGENT, Options, Stack, id, td};
+use rustls_pki_types::CertificateDer;
+use tonic::Code;
+
+fn bundles(stack: &Stack) -> Arc<BundleSet> {
+    let doc = stack.server().issuer.published().document.clone();
+    Arc::new(BundleSet::with([TrustBundle::from_jwks(
+        td(),
+        doc.as_bytes(),
+    )
+    .unwrap()]))
+}
+
+fn client(stack: &Stack, svid: Arc<SvidStore>) -> AgentClient {
+    connect(
+        &stack.server().agent_addr.to_string(),
+        svid,
+        bundles(stack),
+        Authorizer::Exact(id("spiffe://example.org/aims/server")),
+    )
+    .unwrap()
+}
+
+fn csr(key: &PrivateKey, spiffe_id: Option<&str>) -> Vec<u8> {
+    svid_csr(key, spiffe_id.map(id).as_ref(), &[]).unwrap()
+}
+
+async fn token(stack: &Stack, agent: &str) -> String {
+    aims_server::agent_api::create_join_token(
+        &stack.server().issuer,
+        Some(id(agent)),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+/// Attests a new agent with a join token and returns a client presenting its SVID.
+async fn attested(stack: &Stack, agent: &str) -> AgentClient {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let mut anonymous = client(stack, Arc::new(SvidStore::new()));
+    let resp = anonymous
+        .attest(AttestRequest {
+            csr: csr(&key, None),
+            method: Some(attest_request::Method::JoinToken(token(stack, agent).await)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.spiffe_id, agent);
+    let chain: Vec<CertificateDer<'static>> =
+        resp.chain.into_iter().map(CertificateDer::from).collect();
+    client(stack, Arc::new(SvidStore::with(chain, &key).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_need_an_attested_agent_and_attestation_refuses_bad_input() {
+    let stack = Stack::start(Options::default()).await;
+    let mut anonymous = client(&stack, Arc::new(SvidStore::new()));
+    // Without an SVID only Attest may be called.
+    let err = anonymous.sync(SyncRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = anonymous
+        .sign_jwt_svid(SignJwtSvidRequest {
+            entry_id: "x".into(),
+            audience: vec!["a".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A workload SVID of our own trust domain passes TLS but is not an agent.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let svid = stack
+        .server()
+        .issuer
+        .issue_x509(
+            &id("spiffe://example.org/workload/not-an-agent"),
+            &aims_credentials::SubjectKey::of(&key),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let mut workload = client(&stack, Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
+    let err = workload.sync(SyncRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Attest: a bad CSR is refused before the token is spent, so the token still works.
+    let t = token(&stack, "spiffe://example.org/aims/agent/careful").await;
+    let err = anonymous
+        .attest(AttestRequest {
+            csr: b"not a CSR".to_vec(),
+            method: Some(attest_request::Method::JoinToken(t.clone())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A CSR naming another identity is refused too.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let err = anonymous
+        .attest(AttestRequest {
+            csr: csr(&key, Some("spiffe://example.org/aims/server")),
+            method: Some(attest_request::Method::JoinToken(t.clone())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let ok = anonymous
+        .attest(AttestRequest {
+            csr: csr(&key, None),
+            method: Some(attest_request::Method::JoinToken(t.clone())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.get_ref().spiffe_id,
+        "spiffe://example.org/aims/agent/careful"
+    );
+    // …once.
+    let err = anonymous
+        .attest(AttestRequest {
+            csr: csr(&key, None),
+            method: Some(attest_request::Method::JoinToken(t)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "invalid join token");
+    // Unknown token, no method, x509pop not enabled.
+    for (method, code) in [
+        (
+            Some(attest_request::Method::JoinToken("made-up".into())),
+            Code::PermissionDenied,
+        ),
+        (None, Code::InvalidArgument),
+        (
+            Some(attest_request::Method::X509pop(X509PopProof::default())),
+            Code::FailedPrecondition,
+        ),
+    ] {
+        let err = anonymous
+            .attest(AttestRequest {
+                csr: csr(&key, None),
+                method,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gets_only_its_own_entries_and_only_for_their_ids() {
+    let stack = Stack::start(Options::default()).await;
+    let mine = stack.register_self("spiffe://example.org/agent/mine").await;
+    let mut other = attested(&stack, "spiffe://example.org/aims/agent/other-node").await;
+
+    // The other agent's sync carries none of the test agent's entries.
+    let state = other
+        .sync(SyncRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(state.entries.is_empty());
+    assert!(!state.bundle.is_empty());
+    // Nor may it sign for them: not found, as for an entry that does not exist.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let resp = other
+        .sign_x509_svids(SignX509SvidsRequest {
+            csrs: vec![X509SvidCsr {
+                entry_id: mine.id.clone(),
+                csr: csr(&key, Some("spiffe://example.org/agent/mine")),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.svids[0].chain.is_empty());
+    assert!(
+        resp.svids[0].error.contains("not found"),
+        "{:?}",
+        resp.svids[0]
+    );
+    let err = other
+        .sign_jwt_svid(SignJwtSvidRequest {
+            entry_id: mine.id.clone(),
+            audience: vec!["a".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // The owning agent: a CSR for another ID than the entry's is refused per entry.
+    let mut owner = attested(&stack, "spiffe://example.org/aims/agent/owner").await;
+    let entry = stack
+        .register(
+            "spiffe://example.org/agent/owned",
+            &["unix:uid:4242".to_owned()],
+        )
+        .await;
+    stack
+        .admin
+        .update_entry(
+            &entry.id,
+            &aims_store::EntryUpdate {
+                parent_id: Some(id("spiffe://example.org/aims/agent/owner")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let resp = owner
+        .sign_x509_svids(SignX509SvidsRequest {
+            csrs: vec![
+                X509SvidCsr {
+                    entry_id: entry.id.clone(),
+                    csr: csr(&key, Some("spiffe://example.org/agent/mine")),
+                },
+                X509SvidCsr {
+                    entry_id: entry.id.clone(),
+                    csr: csr(&key, Some("spiffe://example.org/agent/owned")),
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.svids[0].error.contains("is not"),
+        "{:?}",
+        resp.svids[0]
+    );
+    assert_eq!(resp.svids[1].error, "");
+    assert_eq!(resp.svids[1].chain.len(), 2);
+    // Too many CSRs in one call.
+    let many = vec![
+        X509SvidCsr {
+            entry_id: entry.id.clone(),
+            csr: vec![],
+        };
+        aims_server::agent_api::MAX_CSRS_PER_CALL + 1
+    ];
+    let err = owner
+        .sign_x509_svids(SignX509SvidsRequest { csrs: many })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // JWT: an audience is required.
+    let err = owner
+        .sign_jwt_svid(SignJwtSvidRequest {
+            entry_id: entry.id.clone(),
+            audience: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // WIT: a private key, a symmetric algorithm or no alg cannot be bound.
+    let jwk = |k: &PrivateKey| {
+        serde_json::to_value(k.public_key().to_jwk(None, None, Some(k.jws_algorithm()))).unwrap()
+    };
+    let mut private = jwk(&key);
+    private["d"] = "AAAA".into();
+    let mut hmac = jwk(&key);
+    hmac["alg"] = "HS256".into();
+    let mut no_alg = jwk(&key);
+    no_alg.as_object_mut().unwrap().remove("alg");
+    for bad in [private, hmac, no_alg] {
+        let err = owner
+            .sign_wit_svid(SignWitSvidRequest {
+                entry_id: entry.id.clone(),
+                public_jwk: bad.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+    }
+    let ok = owner
+        .sign_wit_svid(SignWitSvidRequest {
+            entry_id: entry.id.clone(),
+            public_jwk: jwk(&key).to_string(),
+        })
+        .await
+        .unwrap();
+    assert!(!ok.get_ref().token.is_empty());
+    // RenewAgent certifies only the agent's own ID.
+    let err = owner
+        .renew_agent(RenewAgentRequest {
+            csr: csr(&key, Some("spiffe://example.org/aims/agent/someone-else")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let renewed = owner
+        .renew_agent(RenewAgentRequest {
+            csr: csr(&key, Some("spiffe://example.org/aims/agent/owner")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed.get_ref().spiffe_id,
+        "spiffe://example.org/aims/agent/owner"
+    );
+    // Banned: every call is refused, the open sync stream ends.
+    let mut stream = owner.sync(SyncRequest {}).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    stack
+        .admin
+        .ban_agent(&id("spiffe://example.org/aims/agent/owner"))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap();
+    assert_eq!(end.unwrap_err().code(), Code::PermissionDenied);
+    let err = owner.sync(SyncRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // The test agent is untouched.
+    assert_eq!(
+        stack.agent.as_ref().unwrap().agent.spiffe_id().unwrap(),
+        id(AGENT)
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509pop_attests_an_agent_with_its_node_certificate_once_per_proof() {
+    common::init();
+    let dir = tempfile::tempdir().unwrap();
+    // A node CA (say, the fleet's provisioning CA) and a node certificate it issued.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "node CA");
+    let ca_cert = p.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(p, ca_key);
+    let node_key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let mut np = rcgen::CertificateParams::new(vec![]).unwrap();
+    np.distinguished_name
+        .push(rcgen::DnType::CommonName, "node-7");
+    np.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let node_cert = np.signed_by(&node_key, &issuer).unwrap();
+    let ca_file = dir.path().join("node-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let cert_file = dir.path().join("node.pem");
+    std::fs::write(&cert_file, node_cert.pem()).unwrap();
+    let key_file = dir.path().join("node.key");
+    std::fs::write(&key_file, node_key.to_pkcs8_pem().as_bytes()).unwrap();
+
+    let mut settings = common::server_settings(dir.path(), &Options::default());
+    settings.x509pop_ca_file = Some(ca_file);
+    let server = aims_server::start(settings).await.unwrap();
+    let doc = server.issuer.published().document.clone();
+
+    // The real agent attests with x509pop.
+    let mut a = aims_agent::AgentSettings::new(
+        td(),
+        dir.path().join("agent"),
+        server.agent_addr.to_string(),
+    );
+    a.trust_bootstrap = Some(aims_agent::TrustBootstrap::Document(doc.clone()));
+    a.attestation = aims_agent::NodeAttestation::X509Pop {
+        cert_file,
+        key_file,
+    };
+    let agent = aims_agent::start(a, Duration::from_secs(10)).await.unwrap();
+    let agent_id = agent.agent.spiffe_id().unwrap();
+    assert!(
+        agent_id
+            .as_str()
+            .starts_with("spiffe://example.org/aims/agent/x509pop/"),
+        "{agent_id}"
+    );
+    let nodes = server.issuer.store().list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(
+        nodes[0]
+            .selectors
+            .iter()
+            .any(|s| s.to_string() == "x509pop:subject:cn:node-7")
+    );
+
+    // A proof is good once: replaying a captured one is refused.
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let csr_der = csr(&key, None);
+    let proof = create_x509pop_proof(&node_key, &td(), &csr_der, SystemTime::now()).unwrap();
+    let request = || AttestRequest {
+        csr: csr_der.clone(),
+        method: Some(attest_request::Method::X509pop(X509PopProof {
+            chain: vec![node_cert.der().to_vec()],
+            proof: proof.clone(),
+        })),
+    };
+    let mut anonymous = connect(
+        &server.agent_addr.to_string(),
+        Arc::new(SvidStore::new()),
+        Arc::new(BundleSet::with([TrustBundle::from_jwks(
+            td(),
+            doc.as_bytes(),
+        )
+        .unwrap()])),
+        Authorizer::Exact(id("spiffe://example.org/aims/server")),
+    )
+    .unwrap();
+    anonymous.attest(request()).await.unwrap();
+    let err = anonymous.attest(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("replayed"), "{err:?}");
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_a_server_it_cannot_verify() {
+    let stack = Stack::start(Options::default()).await;
+    // An agent bootstrapped with another trust domain's bundle cannot attest: the server's
+    // SVID does not verify, and it says so at start-up.
+    let other = aims_credentials::CaManager::new(
+        aims_core::TrustDomain::new("example.org").unwrap(),
+        aims_credentials::AuthorityPolicy::default(),
+        Arc::new(aims_credentials::MemoryKeyManager::new()),
+        None,
+    );
+    other.tick(SystemTime::now()).unwrap();
+    let foreign = other.active().unwrap().x509.roots()[0].clone();
+    let mut bundle = TrustBundle::new(td());
+    bundle.add_x509_authority(foreign).unwrap();
+    let mut a = aims_agent::AgentSettings::new(
+        td(),
+        stack.dir.path().join("mistrusting"),
+        stack.server().agent_addr.to_string(),
+    );
+    a.trust_bootstrap = Some(aims_agent::TrustBootstrap::Document(
+        bundle.to_jwks().unwrap(),
+    ));
+    a.attestation = aims_agent::NodeAttestation::JoinToken(
+        token(&stack, "spiffe://example.org/aims/agent/mistrusting").await,
+    );
+    let err = match aims_agent::start(a, Duration::from_secs(5)).await {
+        Ok(_) => panic!("attested to an unverified server"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    stack.stop().await;
+}
