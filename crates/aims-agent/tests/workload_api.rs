@@ -293,6 +293,7 @@ async fn a_ca_rotation_reaches_every_bundle_before_the_new_ca_signs() {
         x509_svid_ttl: Duration::from_secs(2),
         ca_ttl: Duration::from_secs(12),
         tick: Duration::from_millis(200),
+        ..Options::default()
     })
     .await;
     stack

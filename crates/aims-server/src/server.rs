@@ -158,6 +158,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
     let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
     let shutdown = CancellationToken::new();
+    // Whatever was started stops again if a later step fails.
+    let stop_on_error = shutdown.clone().drop_guard();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve_tls(
         listener,
@@ -188,9 +190,16 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     tasks.push(tokio::spawn(serve_tls(
         agent_listener,
         Arc::new(agent_tls),
-        AgentApi::new(issuer.clone(), changes.clone(), x509pop, shutdown.clone()).into_router(),
+        // The same listener serves the https_spiffe bundle endpoint (SPIFFE Federation §5.2.2):
+        // GET /bundle, authenticated by the server's SVID, no client certificate needed.
+        AgentApi::new(issuer.clone(), changes.clone(), x509pop, shutdown.clone())
+            .into_router()
+            .merge(bundle_endpoint::router(issuer.clone())),
         shutdown.clone(),
     )));
+    tasks.extend(
+        crate::federation::start(&settings.federation, &issuer, &changes, &shutdown).await?,
+    );
     tasks.push(tokio::spawn(changes.clone().watch_store(
         issuer.clone(),
         settings.change_poll_interval,
@@ -249,6 +258,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         store = %aims_store::redact_url(&settings.database_url()),
         "AIMS server started"
     );
+    stop_on_error.disarm();
     Ok(RunningServer {
         https_addr,
         agent_addr,

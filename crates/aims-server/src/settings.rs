@@ -43,6 +43,8 @@ pub struct ServerSettings {
     /// CA certificates (PEM) of node certificates accepted for x509pop node attestation; x509pop
     /// is off without it.
     pub x509pop_ca_file: Option<PathBuf>,
+    /// Foreign trust domains whose bundles this server fetches and hands to agents.
+    pub federation: Vec<crate::federation::Federation>,
     /// How often the store's change counters are polled for changes other replicas made.
     pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
@@ -82,6 +84,7 @@ impl ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             x509pop_ca_file: None,
+            federation: Vec::new(),
             change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
             admin_socket: None,

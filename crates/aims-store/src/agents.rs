@@ -24,7 +24,7 @@ impl Counter {
 }
 
 /// A federated bundle as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FederatedBundleRow {
     /// The foreign trust domain.
     pub trust_domain: String,

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use aims_agent::{AgentSettings, NodeAttestation, TrustBootstrap};
-use aims_core::{HumanDuration, TrustDomain};
+use aims_core::{HumanDuration, SpiffeId, TrustDomain};
 use aims_credentials::{AuthorityPolicy, KeyType};
+use aims_server::federation::{EndpointProfile, Federation};
 use aims_server::{ServerSettings, TlsFiles, UpstreamFiles};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -69,6 +70,73 @@ pub struct ServerSection {
     pub ca: CaSection,
     /// `[server.tls]`.
     pub tls: Option<TlsSection>,
+    /// `[[server.federation]]`: foreign trust domains whose bundles the server fetches.
+    #[serde(default)]
+    pub federation: Vec<FederationSection>,
+}
+
+/// A bundle endpoint profile (SPIFFE Federation §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileName {
+    /// Web PKI.
+    HttpsWeb,
+    /// The endpoint's X509-SVID.
+    HttpsSpiffe,
+}
+
+/// `[[server.federation]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// The foreign trust domain.
+    pub trust_domain: TrustDomain,
+    /// Its bundle endpoint URL (https).
+    pub bundle_endpoint_url: String,
+    /// `https_web` or `https_spiffe`.
+    pub profile: ProfileName,
+    /// https_web: extra CA certificates (PEM) to trust for the endpoint.
+    pub ca_file: Option<PathBuf>,
+    /// https_spiffe: the SPIFFE ID the endpoint presents.
+    pub endpoint_spiffe_id: Option<SpiffeId>,
+    /// https_spiffe: the bundle (PEM or JWK Set) to verify a self-serving endpoint with first.
+    pub bootstrap_bundle: Option<PathBuf>,
+}
+
+impl FederationSection {
+    fn to_settings(&self) -> anyhow::Result<Federation> {
+        let td = &self.trust_domain;
+        let profile = match self.profile {
+            ProfileName::HttpsWeb => {
+                if self.endpoint_spiffe_id.is_some() || self.bootstrap_bundle.is_some() {
+                    bail!(
+                        "server.federation {td}: endpoint_spiffe_id and bootstrap_bundle belong to profile = \"https_spiffe\""
+                    );
+                }
+                EndpointProfile::HttpsWeb {
+                    ca_file: self.ca_file.clone(),
+                }
+            }
+            ProfileName::HttpsSpiffe => {
+                if self.ca_file.is_some() {
+                    bail!("server.federation {td}: ca_file belongs to profile = \"https_web\"");
+                }
+                EndpointProfile::HttpsSpiffe {
+                    endpoint_spiffe_id: self.endpoint_spiffe_id.clone().with_context(|| {
+                        format!(
+                            "server.federation {td}: profile https_spiffe needs endpoint_spiffe_id"
+                        )
+                    })?,
+                    bootstrap_bundle: self.bootstrap_bundle.clone(),
+                }
+            }
+        };
+        Ok(Federation {
+            trust_domain: td.clone(),
+            url: self.bundle_endpoint_url.clone(),
+            profile,
+        })
+    }
 }
 
 /// `[server.ca]`.
@@ -348,6 +416,14 @@ pub fn server_settings(
         key_file: u.key_file.clone(),
         bundle_file: u.bundle_file.clone(),
     });
+    s.federation = sec
+        .federation
+        .iter()
+        .map(FederationSection::to_settings)
+        .collect::<anyhow::Result<_>>()?;
+    for f in &s.federation {
+        f.validate(&s.trust_domain)?;
+    }
     s.tls = sec.tls.as_ref().map(|t| TlsFiles {
         cert_file: t.cert_file.clone(),
         key_file: t.key_file.clone(),
@@ -376,6 +452,22 @@ key_type = "ec-p384"
 [server.ca.upstream]
 cert_file = "/etc/aims/upstream.pem"
 key_file = "/etc/aims/upstream.key"
+[[server.federation]]
+trust_domain = "partner.org"
+bundle_endpoint_url = "https://partner.org/bundle"
+profile = "https_web"
+[[server.federation]]
+trust_domain = "other.org"
+bundle_endpoint_url = "https://aims.other.org:8081/bundle"
+profile = "https_spiffe"
+endpoint_spiffe_id = "spiffe://other.org/aims/server"
+bootstrap_bundle = "/etc/aims/other.pem"
+[agent]
+server_address = "aims.example.org:8081"
+socket_path = "/run/aims/agent.sock"
+[agent.x509pop]
+cert_file = "/etc/aims/node.pem"
+key_file = "/etc/aims/node.key"
 [log]
 level = "debug"
 format = "json"
@@ -389,10 +481,18 @@ format = "json"
         assert_eq!(s.ca.ca_ttl.as_secs(), 48 * 3600);
         assert_eq!(s.ca.key_type, KeyType::EcP384);
         assert!(s.upstream.is_some());
+        assert_eq!(s.federation.len(), 2);
+        assert!(matches!(
+            &s.federation[1].profile,
+            EndpointProfile::HttpsSpiffe { endpoint_spiffe_id, .. } if endpoint_spiffe_id.as_str() == "spiffe://other.org/aims/server"
+        ));
+        let a = agent_settings(&AgentFlags::default(), &f).unwrap();
+        assert_eq!(a.server_address, "aims.example.org:8081");
+        assert!(matches!(a.attestation, NodeAttestation::X509Pop { .. }));
         assert_eq!(f.log.format, Some(LogFormat::Json));
         // Flags win over the file.
         let flags = ServerFlags {
-            trust_domain: Some("other.org".into()),
+            trust_domain: Some("third.org".into()),
             ..ServerFlags::default()
         };
         assert_eq!(
@@ -400,7 +500,7 @@ format = "json"
                 .unwrap()
                 .trust_domain
                 .name(),
-            "other.org"
+            "third.org"
         );
     }
 
@@ -431,5 +531,44 @@ format = "json"
             .unwrap_err()
             .to_string();
         assert!(err.contains("--trust-domain"), "{err}");
+        for (federation, expect) in [
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"http://partner.org/bundle\"\nprofile = \"https_web\"",
+                "must be https",
+            ),
+            (
+                "trust_domain = \"example.org\"\nbundle_endpoint_url = \"https://x/bundle\"\nprofile = \"https_web\"",
+                "itself",
+            ),
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://x/bundle\"\nprofile = \"https_spiffe\"",
+                "endpoint_spiffe_id",
+            ),
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://x/bundle\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://partner.org/s\"",
+                "bootstrap bundle",
+            ),
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://u:p@x/bundle\"\nprofile = \"https_web\"",
+                "userinfo",
+            ),
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://x/bundle\"\nprofile = \"https_web\"\nendpoint_spiffe_id = \"spiffe://partner.org/s\"",
+                "belong to profile",
+            ),
+            (
+                "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"https://x/bundle\"\nprofile = \"mtls\"",
+                "unknown variant",
+            ),
+        ] {
+            let text =
+                format!("trust_domain = \"example.org\"\n[[server.federation]]\n{federation}");
+            let err = FileConfig::parse(&text)
+                .and_then(|f| server_settings(&ServerFlags::default(), &f, None))
+                .map(|_| ())
+                .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains(expect), "{federation}: {err}");
+        }
     }
 }

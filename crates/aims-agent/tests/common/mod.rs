@@ -33,6 +33,7 @@ pub struct Options {
     pub x509_svid_ttl: Duration,
     pub ca_ttl: Duration,
     pub tick: Duration,
+    pub federation: Vec<aims_server::federation::Federation>,
 }
 
 impl Default for Options {
@@ -41,6 +42,7 @@ impl Default for Options {
             x509_svid_ttl: Duration::from_secs(3600),
             ca_ttl: Duration::from_secs(24 * 3600),
             tick: Duration::from_millis(250),
+            federation: Vec::new(),
         }
     }
 }
@@ -73,6 +75,7 @@ pub fn server_settings(dir: &std::path::Path, o: &Options) -> ServerSettings {
     s.wit_svid_ttl = o.x509_svid_ttl;
     s.ca.ca_ttl = o.ca_ttl;
     s.tick_interval = o.tick;
+    s.federation = o.federation.clone();
     s
 }
 

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aims_core::SpiffeId;
-use aims_store::{AttestedNode, EntryUpdate, IssuedCredential, NewEntry, RegistrationEntry};
+use aims_store::{
+    AttestedNode, EntryUpdate, FederatedBundleRow, IssuedCredential, NewEntry, RegistrationEntry,
+};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -207,6 +209,12 @@ impl AdminClient {
     /// The trust bundle.
     pub async fn bundle(&self) -> Result<BundleResponse, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/bundle", None).await
+    }
+
+    /// The federated bundles the server holds.
+    pub async fn federated_bundles(&self) -> Result<Vec<FederatedBundleRow>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/bundles/federated", None)
+            .await
     }
 
     /// Creates a join token.

@@ -212,6 +212,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/svid/jwt", post(mint_jwt))
         .route("/v1/svid/wit", post(mint_wit))
         .route("/v1/bundle", get(bundle))
+        .route("/v1/bundles/federated", get(federated_bundles))
         .route("/v1/issued", get(issued))
         .route("/v1/tokens", post(create_join_token))
         .route("/v1/agents", get(list_agents))
@@ -489,4 +490,8 @@ async fn evict_agent(
     s.changes.poke();
     tracing::warn!(agent = %req.spiffe_id, "agent evicted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn federated_bundles(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().federated_bundles().await?))
 }

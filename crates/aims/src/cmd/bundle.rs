@@ -13,6 +13,13 @@ pub enum BundleCommand {
         #[arg(long, value_enum, default_value_t = BundleFormat::Jwks)]
         format: BundleFormat,
     },
+    /// List the federated bundles the server fetched from foreign trust domains.
+    Federated {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: super::entry::Output,
+    },
 }
 
 /// Bundle output format.
@@ -26,11 +33,34 @@ pub enum BundleFormat {
 
 /// Runs a bundle command.
 pub async fn run(cmd: BundleCommand) -> anyhow::Result<()> {
-    let BundleCommand::Show { admin, format } = cmd;
-    let b = admin.client().bundle().await?;
-    match format {
-        BundleFormat::Jwks => println!("{}", serde_json::to_string_pretty(&b.jwks)?),
-        BundleFormat::Pem => print!("{}", b.pem),
+    match cmd {
+        BundleCommand::Show { admin, format } => {
+            let b = admin.client().bundle().await?;
+            match format {
+                BundleFormat::Jwks => println!("{}", serde_json::to_string_pretty(&b.jwks)?),
+                BundleFormat::Pem => print!("{}", b.pem),
+            }
+        }
+        BundleCommand::Federated { admin, output } => {
+            let rows = admin.client().federated_bundles().await?;
+            match output {
+                super::entry::Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                super::entry::Output::Text => {
+                    if rows.is_empty() {
+                        println!("No federated bundles.");
+                    }
+                    for r in rows {
+                        println!(
+                            "{}\n  from         {}\n  sequence     {}\n  refreshed    {}",
+                            r.trust_domain,
+                            r.endpoint,
+                            r.sequence,
+                            super::format_time(r.refreshed_at)
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
