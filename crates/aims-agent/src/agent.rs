@@ -296,6 +296,13 @@ impl Agent {
         for batch in due.x509.chunks(CSR_BATCH) {
             self.issue_x509(client, batch.to_vec()).await?;
         }
+        if !due.x509.is_empty() {
+            tracing::info!(
+                issued = due.x509.len(),
+                cached = self.cache.x509_count(),
+                "X509-SVIDs issued"
+            );
+        }
         for entry in due.wit {
             self.issue_wit(client, &entry).await?;
         }
@@ -361,7 +368,7 @@ impl Agent {
                         X509SvidEntry {
                             spiffe_id: entry.spiffe_id.clone(),
                             chain,
-                            key: Arc::new(key),
+                            key_pkcs8: Arc::new(zeroize::Zeroizing::new(key.pkcs8_der().to_vec())),
                             hint: entry.hint.clone(),
                         },
                         Validity {
@@ -379,8 +386,9 @@ impl Agent {
                 }
             }
         }
-        tracing::debug!(count = issued.len(), "X509-SVIDs issued");
+        let count = issued.len();
         self.cache.put_x509(issued);
+        tracing::debug!(count, "X509-SVIDs issued");
         Ok(())
     }
 

@@ -210,6 +210,11 @@ impl Cache {
         self.read().entries.len()
     }
 
+    /// Number of X509-SVIDs held.
+    pub fn x509_count(&self) -> usize {
+        self.read().x509.len()
+    }
+
     /// The entries a workload with `selectors` matches, default identity first.
     pub fn matching(&self, selectors: &BTreeSet<Selector>) -> Vec<Arc<EntryRecord>> {
         self.read().matching(selectors)

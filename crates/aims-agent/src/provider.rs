@@ -20,10 +20,16 @@ use crate::agent::Agent;
 /// How long a first call waits for SVIDs still being issued.
 const ISSUANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Attestations running at once. Each reads `/proc` (and, for an executable not seen
+/// before, hashes it) on a blocking thread; a thousand callers arriving together must not
+/// become a thousand threads.
+const CONCURRENT_ATTESTATIONS: usize = 4;
+
 /// The agent as an [`IdentityProvider`].
 pub struct AgentProvider {
     agent: Arc<Agent>,
     attestors: Arc<AttestorSet>,
+    attesting: tokio::sync::Semaphore,
 }
 
 impl AgentProvider {
@@ -32,6 +38,7 @@ impl AgentProvider {
         Self {
             agent,
             attestors: Arc::new(attestors),
+            attesting: tokio::sync::Semaphore::new(CONCURRENT_ATTESTATIONS),
         }
     }
 }
@@ -45,6 +52,11 @@ impl IdentityProvider for AgentProvider {
 
     async fn attest(&self, peer: PeerCredentials) -> Result<Caller, Status> {
         let attestors = self.attestors.clone();
+        let _permit = self
+            .attesting
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the agent is shutting down"))?;
         // Attestation reads /proc and may hash an executable: off the async workers.
         let result = tokio::task::spawn_blocking(move || attestors.attest(&peer))
             .await

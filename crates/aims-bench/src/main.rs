@@ -17,13 +17,14 @@ use clap::Parser;
 use crate::measure::Timing;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: &[&str] = &["svid", "jwt-svid", "mtls", "wpt", "httpsig"];
+const SCENARIOS: &[&str] = &["svid", "jwt-svid", "mtls", "wpt", "httpsig", "workload-api"];
 
 /// Run AIMS benchmarks.
 #[derive(Parser)]
 #[command(name = "aims-bench", version)]
 struct Args {
-    /// Scenarios to run (default: all): svid, jwt-svid, mtls, wpt, httpsig.
+    /// Scenarios to run (default: all): svid, jwt-svid, mtls, wpt, httpsig, workload-api
+    /// (needs `cargo build --release -p aims` first).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -66,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             "mtls" => scenarios::authn::mtls(timing)?,
             "wpt" => scenarios::authn::wpt(timing)?,
             "httpsig" => scenarios::authn::httpsig(timing)?,
+            "workload-api" => scenarios::workload::workload_api(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")

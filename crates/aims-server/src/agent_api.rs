@@ -198,6 +198,40 @@ impl AgentApi {
         }
     }
 
+    /// The entries named by `csrs` that this agent may issue, by id: looked up one by one
+    /// for a few (a new or renewed entry), listed once for many (start-up, a mass renewal).
+    async fn entries_for(
+        &self,
+        agent: &SpiffeId,
+        csrs: &[aims_provisioning::proto::X509SvidCsr],
+    ) -> Result<HashMap<String, RegistrationEntry>, Status> {
+        const LOOKUP_ONE_BY_ONE: usize = 16;
+        let store = self.issuer.store();
+        if csrs.len() > LOOKUP_ONE_BY_ONE {
+            return Ok(store
+                .list_entries(&EntryFilter {
+                    spiffe_id: None,
+                    parent_id: Some(agent.clone()),
+                })
+                .await
+                .map_err(store_status)?
+                .into_iter()
+                .map(|e| (e.id.clone(), e))
+                .collect());
+        }
+        let mut found = HashMap::new();
+        for csr in csrs {
+            match store.get_entry(&csr.entry_id).await {
+                Ok(e) if e.parent_id == *agent => {
+                    found.insert(e.id.clone(), e);
+                }
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        Ok(found)
+    }
+
     /// An entry this agent may issue.
     async fn entry_for(
         &self,
@@ -459,18 +493,7 @@ impl AgentService for AgentApi {
                 "at most {MAX_CSRS_PER_CALL} CSRs per call"
             )));
         }
-        let entries: HashMap<String, RegistrationEntry> = self
-            .issuer
-            .store()
-            .list_entries(&EntryFilter {
-                spiffe_id: None,
-                parent_id: Some(agent.clone()),
-            })
-            .await
-            .map_err(store_status)?
-            .into_iter()
-            .map(|e| (e.id.clone(), e))
-            .collect();
+        let entries = self.entries_for(&agent, &req.csrs).await?;
         let mut svids = Vec::with_capacity(req.csrs.len());
         for csr in req.csrs {
             let Some(entry) = entries.get(&csr.entry_id) else {

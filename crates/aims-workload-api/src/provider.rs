@@ -7,6 +7,7 @@ use aims_credentials::{PrivateKey, TrustBundle};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tonic::Status;
+use zeroize::Zeroizing;
 
 /// The kernel's view of the process on the other end of the socket (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +27,9 @@ pub struct X509SvidEntry {
     pub spiffe_id: SpiffeId,
     /// Leaf first, then intermediates.
     pub chain: Vec<CertificateDer<'static>>,
-    /// The private key (held in memory only, AIMS PR-9).
-    pub key: Arc<PrivateKey>,
+    /// The private key, PKCS#8 DER, as the Workload API hands it over (held in memory only,
+    /// AIMS PR-9; the agent never signs with it, so it keeps no parsed key).
+    pub key_pkcs8: Arc<Zeroizing<Vec<u8>>>,
     /// The Workload API `hint`.
     pub hint: Option<String>,
 }
@@ -36,8 +38,7 @@ impl std::fmt::Debug for X509SvidEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("X509SvidEntry")
             .field("spiffe_id", &self.spiffe_id)
-            .field("key", &self.key)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

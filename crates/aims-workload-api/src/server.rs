@@ -29,8 +29,9 @@ use crate::proto::{
 };
 use crate::provider::{IdentityProvider, PeerCredentials, SvidKind};
 
-/// Messages buffered per stream before the sender waits for the client.
-const STREAM_BUFFER: usize = 4;
+/// Messages buffered per stream before the sender waits for the client (each message is the
+/// whole state, so one in flight is enough).
+const STREAM_BUFFER: usize = 1;
 /// The largest JWT-SVID or audience list accepted.
 const MAX_AUDIENCES: usize = 32;
 
@@ -110,7 +111,7 @@ impl<P: IdentityProvider> WorkloadApi<P> {
                 .map(|s| X509svid {
                     spiffe_id: s.spiffe_id.to_string(),
                     x509_svid: s.chain.iter().flat_map(|c| c.iter().copied()).collect(),
-                    x509_svid_key: s.key.pkcs8_der().to_vec(),
+                    x509_svid_key: s.key_pkcs8.to_vec(),
                     bundle: own_der.clone(),
                     hint: s.hint.unwrap_or_default(),
                 })

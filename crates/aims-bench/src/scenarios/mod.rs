@@ -3,3 +3,4 @@
 pub mod authn;
 mod baseline;
 pub mod credentials;
+pub mod workload;
