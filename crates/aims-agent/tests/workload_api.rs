@@ -213,17 +213,7 @@ async fn rotation_reaches_open_streams_and_the_x509_source_stays_valid() {
             .iter()
             .map(|c| c.as_bytes().to_vec().into())
             .collect();
-        let bundles = BundleSet::with(
-            stack
-                .agent
-                .as_ref()
-                .unwrap()
-                .agent
-                .cache()
-                .bundles()
-                .iter()
-                .map(|b| (**b).clone()),
-        );
+        let bundles = stack.agent_bundles();
         verify_x509_svid(&chain, &bundles, SystemTime::now(), SvidUsage::Client)
             .expect("the X509Source served an SVID that does not verify now");
         seen.insert(leaf_der(&svid));
@@ -352,17 +342,7 @@ async fn wit_svids_are_minted_on_demand_with_a_key_for_the_workload() {
         .unwrap();
     assert_eq!(msg.svids.len(), 1);
     let w = &msg.svids[0];
-    let bundles = BundleSet::with(
-        stack
-            .agent
-            .as_ref()
-            .unwrap()
-            .agent
-            .cache()
-            .bundles()
-            .iter()
-            .map(|b| (**b).clone()),
-    );
+    let bundles = stack.agent_bundles();
     let wit = verify_wit(
         &w.wit_svid,
         &bundles,

@@ -235,9 +235,9 @@ impl FileConfig {
     }
 }
 
-/// Flags that override the file, shared by `aims up` and `aims server`.
+/// Flags every long-running command takes.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServerFlags {
+pub struct CommonFlags {
     /// Configuration file (TOML).
     #[arg(long, short = 'c', env = "AIMS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -247,6 +247,13 @@ pub struct ServerFlags {
     /// Trust domain [default for `aims up`: aims.local].
     #[arg(long, env = "AIMS_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,
+}
+
+/// Flags that override the file, shared by `aims up` and `aims server`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerFlags {
+    #[command(flatten)]
+    pub common: CommonFlags,
     /// HTTPS listen address [default: 127.0.0.1:8443].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -262,7 +269,7 @@ pub struct ServerFlags {
 }
 
 /// The config file named by the flags, or an empty one.
-pub fn load_file(flags: &ServerFlags) -> anyhow::Result<FileConfig> {
+pub fn load_file(flags: &CommonFlags) -> anyhow::Result<FileConfig> {
     match &flags.config {
         Some(path) => FileConfig::load(path),
         None => Ok(FileConfig::default()),
@@ -279,15 +286,8 @@ pub fn data_dir(flag: Option<&PathBuf>, file: &FileConfig) -> PathBuf {
 /// Flags of `aims agent`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentFlags {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', env = "AIMS_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Data directory (the agent's SVID, key and bundle; the Workload API socket) [default: ./.aims].
-    #[arg(long, env = "AIMS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Trust domain.
-    #[arg(long, env = "AIMS_TRUST_DOMAIN")]
-    pub trust_domain: Option<String>,
+    #[command(flatten)]
+    pub common: CommonFlags,
     /// The server's agent API, HOST:PORT [default: 127.0.0.1:8081].
     #[arg(long, env = "AIMS_SERVER_ADDRESS")]
     pub server_address: Option<String>,
@@ -322,14 +322,14 @@ fn trust_domain(
 
 /// Builds the agent settings from file and flags (flags win).
 pub fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
-    let td = trust_domain(flags.trust_domain.as_ref(), file, None)?;
+    let td = trust_domain(flags.common.trust_domain.as_ref(), file, None)?;
     let sec = &file.agent;
     let address = flags
         .server_address
         .clone()
         .or_else(|| sec.server_address.clone())
         .unwrap_or_else(|| "127.0.0.1:8081".into());
-    let mut s = AgentSettings::new(td, data_dir(flags.data_dir.as_ref(), file), address);
+    let mut s = AgentSettings::new(td, data_dir(flags.common.data_dir.as_ref(), file), address);
     s.trust_bootstrap = flags
         .trust_bundle
         .clone()
@@ -362,8 +362,9 @@ pub fn server_settings(
     file: &FileConfig,
     default_trust_domain: Option<&str>,
 ) -> anyhow::Result<ServerSettings> {
-    let trust_domain = trust_domain(flags.trust_domain.as_ref(), file, default_trust_domain)?;
-    let mut s = ServerSettings::new(trust_domain, data_dir(flags.data_dir.as_ref(), file));
+    let common = &flags.common;
+    let trust_domain = trust_domain(common.trust_domain.as_ref(), file, default_trust_domain)?;
+    let mut s = ServerSettings::new(trust_domain, data_dir(common.data_dir.as_ref(), file));
     let sec = &file.server;
     if let Some(l) = flags.listen.or(sec.listen) {
         s.listen = l;
@@ -492,7 +493,10 @@ format = "json"
         assert_eq!(f.log.format, Some(LogFormat::Json));
         // Flags win over the file.
         let flags = ServerFlags {
-            trust_domain: Some("third.org".into()),
+            common: CommonFlags {
+                trust_domain: Some("third.org".into()),
+                ..CommonFlags::default()
+            },
             ..ServerFlags::default()
         };
         assert_eq!(

@@ -104,15 +104,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let (file_log, long_running) = match &cli.command {
-            Command::Up(a) => (Some(config::load_file(&a.flags)?.log), true),
-            Command::Server(a) => (Some(config::load_file(&a.flags)?.log), true),
-            Command::Agent(a) => (
-                match &a.flags.config {
-                    Some(p) => Some(config::FileConfig::load(p)?.log),
-                    None => None,
-                },
-                true,
-            ),
+            Command::Up(a) => (Some(config::load_file(&a.flags.common)?.log), true),
+            Command::Server(a) => (Some(config::load_file(&a.flags.common)?.log), true),
+            Command::Agent(a) => (Some(config::load_file(&a.flags.common)?.log), true),
             _ => (None, false),
         };
         let level = cli

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    AgentProc, Aims, TD, aims_bin, api, assert_ok, bundle_file, eventually, free_port, join_token,
-    own_uid, stderr, stdout,
+    AgentProc, Aims, TD, agent_command, aims_bin, api, assert_ok, bundle_file, eventually,
+    free_port, join_token, own_uid, stderr, stdout,
 };
 
 const NODE: &str = "spiffe://example.org/aims/agent/node-a";
@@ -145,18 +145,7 @@ fn a_join_token_attests_one_agent_once_and_the_agent_serves_its_entries() {
     assert!(stdout(&ok).contains("valid: spiffe://example.org/agent/planner"));
 
     // The token was single-use: a second agent cannot attest with it.
-    let second = std::process::Command::new(aims_bin())
-        .args([
-            "agent",
-            "--trust-domain",
-            TD,
-            "--server-address",
-            &srv.agent_api(),
-        ])
-        .arg("--trust-bundle")
-        .arg(&bundle)
-        .arg("--data-dir")
-        .arg(work.path().join("agent-b"))
+    let second = agent_command(&srv.agent_api(), &bundle, &work.path().join("agent-b"))
         .args(["--join-token", &token])
         .output()
         .unwrap();
@@ -167,18 +156,7 @@ fn a_join_token_attests_one_agent_once_and_the_agent_serves_its_entries() {
         stderr(&second)
     );
     // No token and no saved SVID: a clear error, not a hang.
-    let none = std::process::Command::new(aims_bin())
-        .args([
-            "agent",
-            "--trust-domain",
-            TD,
-            "--server-address",
-            &srv.agent_api(),
-        ])
-        .arg("--trust-bundle")
-        .arg(&bundle)
-        .arg("--data-dir")
-        .arg(work.path().join("agent-c"))
+    let none = agent_command(&srv.agent_api(), &bundle, &work.path().join("agent-c"))
         .output()
         .unwrap();
     assert!(!none.status.success());

@@ -122,6 +122,20 @@ impl Stack {
         format!("unix://{}", self.socket.display())
     }
 
+    /// The bundles the agent holds now (ours and federated).
+    pub fn agent_bundles(&self) -> aims_credentials::BundleSet {
+        aims_credentials::BundleSet::with(
+            self.agent
+                .as_ref()
+                .unwrap()
+                .agent
+                .cache()
+                .bundles()
+                .iter()
+                .map(|b| (**b).clone()),
+        )
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }

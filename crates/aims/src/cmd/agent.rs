@@ -18,10 +18,7 @@ pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the agent until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let file = match &args.flags.config {
-        Some(path) => config::FileConfig::load(path)?,
-        None => config::FileConfig::default(),
-    };
+    let file = config::load_file(&args.flags.common)?;
     let settings = config::agent_settings(&args.flags, &file)?;
     let agent = aims_agent::start(settings, FIRST_SYNC_WAIT)
         .await

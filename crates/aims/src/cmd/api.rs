@@ -102,6 +102,16 @@ fn api_err(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("Workload API: {:?}: {}", s.code(), s.message())
 }
 
+/// The first message of a Workload API stream.
+async fn first<T>(stream: Result<tonic::Streaming<T>, tonic::Status>) -> anyhow::Result<T> {
+    stream
+        .map_err(api_err)?
+        .message()
+        .await
+        .map_err(api_err)?
+        .context("the Workload API closed the stream without an answer")
+}
+
 fn write(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     aims_core::files::write_atomic(path, contents, mode)
         .with_context(|| format!("cannot write {}", path.display()))
@@ -112,15 +122,7 @@ async fn fetch_x509(
     out_dir: Option<PathBuf>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let mut client = socket.client()?;
-    let msg = client
-        .fetch_x509_svid()
-        .await
-        .map_err(api_err)?
-        .message()
-        .await
-        .map_err(api_err)?
-        .context("the Workload API closed the stream without an answer")?;
+    let msg = first(socket.client()?.fetch_x509_svid().await).await?;
     let mut rows = Vec::new();
     for (i, svid) in msg.svids.iter().enumerate() {
         let chain = certs_from_concat_der(&svid.x509_svid)?;
@@ -217,15 +219,7 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ApiCommand::Fetch(FetchCommand::Wit { socket, write: dir }) => {
-            let msg = socket
-                .client()?
-                .fetch_wit_svid(None)
-                .await
-                .map_err(api_err)?
-                .message()
-                .await
-                .map_err(api_err)?
-                .context("the Workload API closed the stream without an answer")?;
+            let msg = first(socket.client()?.fetch_wit_svid(None).await).await?;
             for (i, s) in msg.svids.iter().enumerate() {
                 eprintln!("WIT-SVID for {}", s.spiffe_id);
                 match &dir {

@@ -14,7 +14,7 @@ pub struct ServerArgs {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let file = config::load_file(&args.flags)?;
+    let file = config::load_file(&args.flags.common)?;
     let settings = config::server_settings(&args.flags, &file, None)?;
     let data_dir = settings.data_dir.clone();
     let server = aims_server::start(settings)

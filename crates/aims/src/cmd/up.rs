@@ -105,7 +105,7 @@ async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Resu
 
 /// Runs the stack until Ctrl-C or SIGTERM, printing its endpoints.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let file = config::load_file(&args.flags)?;
+    let file = config::load_file(&args.flags.common)?;
     let settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
     let data_dir = settings.data_dir.clone();
     let td = settings.trust_domain.clone();

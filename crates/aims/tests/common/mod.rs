@@ -15,13 +15,88 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A child process with its stderr in a log file; killed if dropped while running.
+pub struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stderr to `log`.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .env("AIMS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        Self {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("{} exited early ({status}):\n{}", self.name, self.logs());
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "{} exited with {status}:\n{}",
+                    self.name,
+                    self.logs()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not stop on SIGTERM:\n{}", self.name, self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A running `aims server` (or `aims up`) with its own data directory.
 pub struct Aims {
-    pub child: Option<Child>,
+    pub proc: Proc,
     pub dir: tempfile::TempDir,
     pub data_dir: PathBuf,
     pub up: serde_json::Value,
-    log: PathBuf,
 }
 
 impl Aims {
@@ -39,29 +114,21 @@ impl Aims {
         subcommand: &str,
         extra: &[&str],
     ) -> Self {
-        let log = dir
-            .path()
-            .join(format!("{subcommand}-{}.log", std::process::id()));
-        let log_file = std::fs::File::create(&log).unwrap();
+        let log = dir.path().join(format!("{subcommand}-{}.log", unique()));
         let mut cmd = Command::new(aims_bin());
         cmd.arg(subcommand)
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("AIMS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file);
+            .args(extra);
         if !extra.contains(&"--agent-listen") {
             cmd.args(["--agent-listen", "127.0.0.1:0"]);
         }
-        let child = cmd.spawn().unwrap();
         let mut aims = Self {
-            child: Some(child),
+            proc: Proc::spawn("aims", cmd, log),
             dir,
             data_dir,
             up: serde_json::Value::Null,
-            log,
         };
         aims.wait_up();
         aims
@@ -73,14 +140,12 @@ impl Aims {
         loop {
             if let Ok(text) = std::fs::read_to_string(&path)
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && v["pid"].as_u64() == Some(u64::from(self.child.as_ref().unwrap().id()))
+                && v["pid"].as_u64() == Some(u64::from(self.proc.pid()))
             {
                 self.up = v;
                 return;
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("aims exited early ({status}):\n{}", self.logs());
-            }
+            self.proc.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "aims did not come up:\n{}",
@@ -91,7 +156,7 @@ impl Aims {
     }
 
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.logs()
     }
 
     pub fn admin_socket(&self) -> PathBuf {
@@ -133,37 +198,7 @@ impl Aims {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "aims exited with {status}:\n{}",
-                    self.logs()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("aims did not stop on SIGTERM:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Aims {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 }
 
@@ -223,12 +258,27 @@ pub fn join_token(server: &Aims, spiffe_id: &str) -> String {
         .to_owned()
 }
 
+/// `aims agent` against `server_address`, trusting `bundle`, on `data_dir`.
+pub fn agent_command(server_address: &str, bundle: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(aims_bin());
+    cmd.args([
+        "agent",
+        "--trust-domain",
+        TD,
+        "--server-address",
+        server_address,
+    ])
+    .arg("--trust-bundle")
+    .arg(bundle)
+    .arg("--data-dir")
+    .arg(data_dir);
+    cmd
+}
+
 /// A running `aims agent` process.
 pub struct AgentProc {
-    pub child: Option<Child>,
-    pub data_dir: PathBuf,
+    pub proc: Proc,
     pub socket: PathBuf,
-    pub log: PathBuf,
 }
 
 impl AgentProc {
@@ -242,32 +292,11 @@ impl AgentProc {
         extra: &[&str],
     ) -> Self {
         let log = data_dir.with_extension(format!("{}.log", unique()));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(aims_bin())
-            .args([
-                "agent",
-                "--trust-domain",
-                TD,
-                "--server-address",
-                server_address,
-            ])
-            .arg("--trust-bundle")
-            .arg(bundle)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--socket")
-            .arg(socket)
-            .args(extra)
-            .env("AIMS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
+        let mut cmd = agent_command(server_address, bundle, data_dir);
+        cmd.arg("--socket").arg(socket).args(extra);
         let mut agent = Self {
-            child: Some(child),
-            data_dir: data_dir.to_path_buf(),
+            proc: Proc::spawn("aims agent", cmd, log),
             socket: socket.to_path_buf(),
-            log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -275,9 +304,7 @@ impl AgentProc {
             if logs.contains("agent ready") || logs.contains("agent started without reaching") {
                 break;
             }
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("aims agent exited early ({status}):\n{logs}");
-            }
+            agent.proc.assert_running();
             assert!(Instant::now() < deadline, "agent did not start:\n{logs}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -285,46 +312,15 @@ impl AgentProc {
     }
 
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.logs()
     }
 
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
-    /// SIGTERM and a clean exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "agent exited with {status}:\n{}",
-                    self.logs()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("agent did not stop on SIGTERM:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 }
 
