@@ -369,6 +369,13 @@ async fn a_thousand_concurrent_streams_and_workloads_dying_mid_stream() {
     stack
         .register_self("spiffe://example.org/agent/crowd")
         .await;
+    let probe = WorkloadApiClient::connect_to(stack.endpoint())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        probe.fetch_x509_svid().await.ok()
+    })
+    .await;
     // 1,000 workloads, each on its own connection with an open FetchX509SVID stream.
     let mut streams = Vec::with_capacity(1000);
     for chunk in 0..10 {
@@ -376,7 +383,7 @@ async fn a_thousand_concurrent_streams_and_workloads_dying_mid_stream() {
             let socket = stack.socket.clone();
             async move {
                 let mut c = OurClient::connect_path(&socket).unwrap();
-                let mut s = c.fetch_x509_svid().await.unwrap();
+                let mut s = c.fetch_x509_svid().await.expect("open stream");
                 let first = s.message().await.unwrap().unwrap();
                 assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/agent/crowd");
                 (c, s)

@@ -13,8 +13,6 @@ use aims_core::{SpiffeId, TrustDomain, unix_seconds};
 use aims_credentials::jose::{CompactJws, JwsHeader, sha256_b64url, sign};
 use aims_credentials::{KeyError, PrivateKey, PublicKey};
 use aims_store::Selector;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -38,11 +36,12 @@ pub enum NodeAttestError {
     Proof(String),
 }
 
-/// A fresh join token: 256 random bits, base64url.
+/// A fresh join token: 256 random bits, lowercase hex (64 characters). Hex, not base64url: a
+/// token must survive a shell and a command line, where one starting with `-` reads as a flag.
 pub fn new_join_token() -> Result<String, KeyError> {
     let mut b = [0u8; 32];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| KeyError::Crypto)?;
-    Ok(URL_SAFE_NO_PAD.encode(b))
+    Ok(hex::encode(b))
 }
 
 /// What the store keeps of a join token: its SHA-256 (base64url), never the token.

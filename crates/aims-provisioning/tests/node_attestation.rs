@@ -124,7 +124,11 @@ fn join_tokens_are_random_and_only_their_digest_names_the_agent() {
     let a = new_join_token().unwrap();
     let b = new_join_token().unwrap();
     assert_ne!(a, b);
-    assert_eq!(a.len(), 43);
+    assert_eq!(a.len(), 64);
+    assert!(
+        a.bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
     assert_ne!(join_token_digest(&a), a);
     let id = join_token_agent_id(&td, &a).unwrap();
     assert!(

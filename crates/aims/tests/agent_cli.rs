@@ -232,13 +232,20 @@ fn a_restarted_agent_keeps_its_identity_and_connected_workloads_reconnect() {
         agent.logs()
     );
     // The workload's source reconnects by itself and gets the same identity, newly keyed.
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), updates.changed())
-            .await
-            .expect("the X509Source did not reconnect")
-            .unwrap();
+    let after = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                updates.changed().await.unwrap();
+                if let Ok(svid) = source.svid()
+                    && svid.leaf().as_bytes() != before.leaf().as_bytes()
+                {
+                    return svid;
+                }
+            }
+        })
+        .await
+        .expect("the X509Source did not reconnect")
     });
-    let after = source.svid().unwrap();
     assert_eq!(after.spiffe_id(), before.spiffe_id());
     assert_ne!(after.leaf().as_bytes(), before.leaf().as_bytes());
     // Still one attested node: the restart did not attest again.
