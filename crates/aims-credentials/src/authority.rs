@@ -28,7 +28,7 @@ use crate::ca::{UpstreamAuthority, X509Authority};
 use crate::error::{IssueError, VerifyError};
 use crate::jwt_authority::{JwtAuthority, JwtAuthorityUse, new_kid};
 use crate::key_manager::KeyManager;
-use crate::keys::{KeyError, KeyType, PublicKey};
+use crate::keys::{KeyError, KeyType, PrivateKey, PublicKey};
 
 /// How long authorities live and what keys they use.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +57,37 @@ pub struct AuthoritySlot {
     pub jwt: JwtAuthority,
     /// The WIT-SVID signing key.
     pub wit: JwtAuthority,
+    /// The authorization server's token signing key (access tokens, transaction tokens, JWT
+    /// grants): published in the AS's JWKS with this slot, so it is public before it signs.
+    pub token: SlotKey,
+}
+
+/// A signing key of a slot with its `kid`.
+#[derive(Clone)]
+pub struct SlotKey {
+    /// The `kid`.
+    pub kid: String,
+    /// The key.
+    pub key: Arc<PrivateKey>,
+}
+
+impl std::fmt::Debug for SlotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public half of a slot key as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SlotKeyRecord {
+    /// `kid`.
+    pub kid: String,
+    /// Key-manager name of the private key.
+    pub key_id: String,
+    /// The public key.
+    pub public: Jwk,
 }
 
 impl AuthoritySlot {
@@ -107,6 +138,10 @@ pub struct SlotRecord {
     pub wit_key_id: String,
     /// Public WIT-SVID key.
     pub wit_public: Jwk,
+    /// The authorization server's token key (absent in slots made before AIMS had one; such
+    /// a slot is not restored and a new one takes its place).
+    #[serde(default)]
+    pub token: Option<SlotKeyRecord>,
 }
 
 fn from_epoch(secs: i64) -> SystemTime {
@@ -133,6 +168,18 @@ impl SlotRecord {
     /// End of validity.
     pub fn not_after(&self) -> SystemTime {
         from_epoch(self.not_after)
+    }
+
+    /// The `kid` and public key of the slot's token key, if it has one.
+    pub fn token_key(&self) -> Result<Option<(String, PublicKey)>, VerifyError> {
+        self.token
+            .as_ref()
+            .map(|t| {
+                PublicKey::from_jwk(&t.public)
+                    .map(|k| (t.kid.clone(), k))
+                    .map_err(|e| VerifyError::Malformed(e.to_string()))
+            })
+            .transpose()
     }
 
     /// Adds this slot's public authorities to `bundle`.
@@ -252,10 +299,14 @@ impl CaManager {
     }
 
     fn load(&self, rec: &SlotRecord) -> Result<Option<AuthoritySlot>, IssueError> {
-        let (Some(x509_key), Some(jwt_key), Some(wit_key)) = (
+        let Some(token) = &rec.token else {
+            return Ok(None);
+        };
+        let (Some(x509_key), Some(jwt_key), Some(wit_key), Some(token_key)) = (
             self.keys.get(&rec.x509_key_id)?,
             self.keys.get(&rec.jwt_key_id)?,
             self.keys.get(&rec.wit_key_id)?,
+            self.keys.get(&token.key_id)?,
         ) else {
             return Ok(None);
         };
@@ -272,6 +323,10 @@ impl CaManager {
             x509,
             jwt: JwtAuthority::new(&rec.jwt_kid, jwt_key, JwtAuthorityUse::JwtSvid)?,
             wit: JwtAuthority::new(&rec.wit_kid, wit_key, JwtAuthorityUse::WitSvid)?,
+            token: SlotKey {
+                kid: token.kid.clone(),
+                key: token_key,
+            },
         }))
     }
 
@@ -281,6 +336,7 @@ impl CaManager {
         let x509_key_id = format!("x509-ca-{id}");
         let jwt_key_id = format!("jwt-svid-{id}");
         let wit_key_id = format!("wit-svid-{id}");
+        let token_key_id = format!("as-token-{id}");
         let x509_key = self.keys.generate(&x509_key_id, self.policy.key_type)?;
         let x509 = match &self.upstream {
             None => X509Authority::create_self_signed(
@@ -306,8 +362,13 @@ impl CaManager {
         };
         let jwt_key = self.keys.generate(&jwt_key_id, jwt_type)?;
         let wit_key = self.keys.generate(&wit_key_id, jwt_type)?;
+        let token_key = self.keys.generate(&token_key_id, jwt_type)?;
         let jwt_kid = new_kid()?;
         let wit_kid = new_kid()?;
+        let token = SlotKey {
+            kid: new_kid()?,
+            key: token_key,
+        };
         let record = SlotRecord {
             id,
             not_before: unix_seconds(not_before),
@@ -326,12 +387,18 @@ impl CaManager {
             wit_public: wit_key.public_key().jwk().clone(),
             wit_kid: wit_kid.clone(),
             wit_key_id,
+            token: Some(SlotKeyRecord {
+                kid: token.kid.clone(),
+                key_id: token_key_id,
+                public: token.key.public_key().jwk().clone(),
+            }),
         };
         Ok(AuthoritySlot {
             record,
             x509,
             jwt: JwtAuthority::new(&jwt_kid, jwt_key, JwtAuthorityUse::JwtSvid)?,
             wit: JwtAuthority::new(&wit_kid, wit_key, JwtAuthorityUse::WitSvid)?,
+            token,
         })
     }
 
@@ -389,7 +456,11 @@ impl CaManager {
     pub fn forget(&self, record: &SlotRecord) -> Result<(), KeyError> {
         self.keys.delete(&record.x509_key_id)?;
         self.keys.delete(&record.jwt_key_id)?;
-        self.keys.delete(&record.wit_key_id)
+        self.keys.delete(&record.wit_key_id)?;
+        match &record.token {
+            Some(t) => self.keys.delete(&t.key_id),
+            None => Ok(()),
+        }
     }
 }
 

@@ -19,7 +19,9 @@ pub mod keys;
 pub mod wit;
 pub mod x509_svid;
 
-pub use authority::{AuthorityPolicy, AuthoritySlot, CaManager, RotationEvent, SlotRecord};
+pub use authority::{
+    AuthorityPolicy, AuthoritySlot, CaManager, RotationEvent, SlotKey, SlotKeyRecord, SlotRecord,
+};
 pub use bundle::{BundleSet, BundleSource, TrustBundle};
 pub use ca::{
     CertificateRequest, SubjectKey, UpstreamAuthority, X509Authority, X509Svid, X509SvidRequest,

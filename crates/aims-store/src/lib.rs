@@ -13,6 +13,7 @@ mod entries;
 mod error;
 mod issued;
 mod nodes;
+mod oauth;
 pub mod testing;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use entries::{EntryFilter, EntryUpdate, NewEntry, RegistrationEntry, Selecto
 pub use error::StoreError;
 pub use issued::{CredentialKind, IssuedCredential};
 pub use nodes::AttestedNode;
+pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -8,6 +8,7 @@ use aims_store::{
     AttestedNode, Counter, CredentialKind, EntryFilter, EntryUpdate, FederatedBundleRow,
     IssuedCredential, NewEntry, SlotRow, SlotStatus, Store, StoreError,
 };
+use aims_store::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
@@ -321,6 +322,92 @@ async fn agents_suite(store: &Store) {
     assert_eq!(store.federated_bundles().await.unwrap(), vec![row]);
 }
 
+async fn oauth_suite(store: &Store) {
+    let client = OAuthClientRow {
+        client_id: "https://tool.example/client".into(),
+        metadata: serde_json::json!({"token_endpoint_auth_method": "private_key_jwt"}),
+        secret_hash: None,
+        source: ClientSource::Admin,
+        created_at: 1,
+    };
+    store.put_client(&client).await.unwrap();
+    assert_eq!(store.get_client(&client.client_id).await.unwrap(), client);
+    assert_eq!(store.list_clients().await.unwrap(), vec![client.clone()]);
+    store.delete_client(&client.client_id).await.unwrap();
+    assert!(matches!(
+        store.get_client(&client.client_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let token = |hash: &str, kind, family: Option<&str>, exp| TokenRecord {
+        token_hash: hash.into(),
+        kind,
+        jti: format!("jti-{hash}"),
+        client_id: "spiffe://example.org/agent/a".into(),
+        subject: "alice".into(),
+        claims: serde_json::json!({"scope": "read"}),
+        family: family.map(Into::into),
+        expires_at: exp,
+        revoked_at: None,
+    };
+    // An opaque access token, revoked.
+    let at = token("h-at", TokenKind::Access, None, 1000);
+    store.put_token(&at).await.unwrap();
+    assert_eq!(store.get_token("h-at").await.unwrap(), at);
+    assert!(store.revoke_token("h-at", 50).await.unwrap());
+    assert!(!store.revoke_token("h-at", 60).await.unwrap(), "once");
+    assert_eq!(store.get_token("h-at").await.unwrap().revoked_at, Some(50));
+
+    // Refresh rotation: r1 spent once; a second use of r1 revokes the family (r2 too).
+    store
+        .put_token(&token("r1", TokenKind::Refresh, Some("fam"), 1000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.use_refresh_token("r1", 10).await.unwrap(),
+        RefreshUse::Fresh(t) if t.jti == "jti-r1"
+    ));
+    store
+        .put_token(&token("r2", TokenKind::Refresh, Some("fam"), 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.use_refresh_token("r1", 11).await.unwrap(),
+        RefreshUse::Reused
+    );
+    assert_eq!(
+        store.use_refresh_token("r2", 12).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    assert_eq!(
+        store.use_refresh_token("unknown", 12).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    // Expired refresh tokens do not work; an access token is not a refresh token.
+    store
+        .put_token(&token("r3", TokenKind::Refresh, Some("fam3"), 20))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.use_refresh_token("r3", 20).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    assert_eq!(
+        store.use_refresh_token("h-at", 1).await.unwrap(),
+        RefreshUse::Invalid
+    );
+
+    // Revoked JWTs by jti, pruned after expiry.
+    store.revoke_jti("j1", 100).await.unwrap();
+    store.revoke_jti("j1", 100).await.unwrap();
+    assert!(store.is_jti_revoked("j1").await.unwrap());
+    assert!(!store.is_jti_revoked("j2").await.unwrap());
+    assert!(store.prune_oauth(500).await.unwrap() >= 2);
+    assert!(!store.is_jti_revoked("j1").await.unwrap());
+    assert!(store.get_token("r3").await.is_err());
+    assert!(store.get_token("h-at").await.is_ok());
+}
+
 #[tokio::test]
 async fn repository_suite_on_every_backend() {
     let dbs = fresh_stores().await;
@@ -331,6 +418,7 @@ async fn repository_suite_on_every_backend() {
         ca_suite(&db.store).await;
         issued_suite(&db.store).await;
         agents_suite(&db.store).await;
+        oauth_suite(&db.store).await;
         db.cleanup().await;
     }
 }
