@@ -1,0 +1,181 @@
+//! The tokens this server issues and how it reads its own tokens back.
+//!
+//! * Access tokens: RFC 9068 JWTs (`typ` at+jwt) with `client_id` = the agent (its SPIFFE ID
+//!   when it authenticated with an SVID, AIMS AZ-5), `sub` = the user or system it acts for
+//!   (AZ-6; itself for client credentials), `act` for every delegation hop (RFC 8693 §4.1),
+//!   `cnf` when sender-constrained (RFC 8705 §3, RFC 9449 §6).
+//! * Transaction tokens: `typ` txntoken+jwt (draft-ietf-oauth-transaction-tokens-11 §4).
+//! * JWT authorization grants for other domains (identity chaining §2.3): `typ` JWT.
+
+use aims_credentials::jose::{Audience, CompactJws, SPIFFE_JWT_ALGORITHMS, check_time};
+use serde::{Deserialize, Serialize};
+
+use crate::error::OAuthError;
+use crate::keys::TokenKeys;
+
+/// `typ` of access tokens (RFC 9068 §2.1).
+pub const AT_TYP: &str = "at+jwt";
+/// `typ` of transaction tokens (txn-tokens-11 §4.1).
+pub const TXN_TYP: &str = "txntoken+jwt";
+/// `typ` of JWT authorization grants.
+pub const GRANT_TYP: &str = "JWT";
+
+/// An actor in a delegation chain (RFC 8693 §4.1): who acts, and before them who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The actor.
+    pub sub: String,
+    /// Its issuer, when not this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The actor before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The chain, current actor first.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.sub.clone()];
+        let mut next = self.act.as_deref();
+        while let Some(a) = next {
+            out.push(a.sub.clone());
+            next = a.act.as_deref();
+        }
+        out
+    }
+
+    /// Depth of the chain.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_deref().map_or(0, Actor::depth)
+    }
+}
+
+/// The confirmation of a sender-constrained token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 8705 §3.1: SHA-256 thumbprint of the client certificate.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+    /// RFC 9449 §6.1: JWK SHA-256 thumbprint of the DPoP key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+}
+
+/// Access token claims (RFC 9068 §2.2) and the extensions AIMS uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The user, system or agent the token acts for.
+    pub sub: String,
+    /// The resource(s).
+    pub aud: Audience,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Unique id.
+    pub jti: String,
+    /// The client (the agent).
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 9396 authorization details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+    /// Delegation chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// Who may act for the subject (RFC 8693 §4.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<serde_json::Value>,
+    /// Sender constraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+impl AccessClaims {
+    /// Scopes as a list.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope
+            .as_deref()
+            .map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Transaction token claims (txn-tokens-11 §4.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxnClaims {
+    /// Issuer (optional in the draft; AIMS sets it).
+    pub iss: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// The trust domain.
+    pub aud: String,
+    /// The transaction.
+    pub txn: String,
+    /// The subject.
+    pub sub: String,
+    /// The purpose.
+    pub scope: String,
+    /// The requesting workload(s).
+    pub req_wl: String,
+    /// Transaction context (immutable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tctx: Option<serde_json::Value>,
+    /// Request context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rctx: Option<serde_json::Value>,
+}
+
+/// Verifies a JWT this server signed: the explicit type, an allowed algorithm, a published key,
+/// our issuer, and the time window (no leeway: we minted it).
+pub fn verify_own<T: serde::de::DeserializeOwned>(
+    keys: &dyn TokenKeys,
+    issuer: &str,
+    token: &str,
+    typ: &'static str,
+    now: i64,
+) -> Result<T, String> {
+    let jws = CompactJws::parse(token).map_err(|e| e.to_string())?;
+    let header = &jws.header;
+    // RFC 9068 §4: `at+jwt` or `application/at+jwt` (typ_is allows the prefix).
+    if !header.typ_is(typ) {
+        return Err(format!("not a {typ} token"));
+    }
+    header
+        .require_alg(SPIFFE_JWT_ALGORITHMS)
+        .map_err(|e| e.to_string())?;
+    let kid = header.kid.as_deref().ok_or("no kid")?;
+    let key = keys
+        .verifying_key(kid)
+        .ok_or_else(|| format!("unknown key {kid:?}"))?;
+    jws.verify(&key).map_err(|e| e.to_string())?;
+    #[derive(Deserialize)]
+    struct Common {
+        iss: Option<String>,
+        exp: Option<i64>,
+        nbf: Option<i64>,
+    }
+    let common: Common = jws.claims().map_err(|e| e.to_string())?;
+    if common.iss.as_deref() != Some(issuer) {
+        return Err("issued by someone else".into());
+    }
+    check_time(common.exp, common.nbf, now, 0).map_err(|e| e.to_string())?;
+    jws.claims().map_err(|e| e.to_string())
+}
+
+/// An `OAuthError` for a presented token that failed verification.
+pub fn bad_token(what: &str, reason: &str) -> OAuthError {
+    OAuthError::invalid_request(format!("{what}: {reason}"))
+}

@@ -1,0 +1,254 @@
+//! Registered clients (RFC 7591 client metadata), and which SPIFFE IDs a registered client may
+//! authenticate as (draft-ietf-oauth-spiffe-client-auth-02 §5.1: `spiffe_id`, exact or a
+//! `/*` path prefix).
+
+use aims_core::SpiffeId;
+use aims_credentials::PublicKey;
+use jsonwebtoken::jwk::JwkSet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OAuthError;
+
+/// The client authentication methods AIMS knows (RFC 8414 `token_endpoint_auth_methods_supported`
+/// names; SPIFFE ones from draft-ietf-oauth-spiffe-client-auth-02 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A JWT-SVID as client assertion.
+    SpiffeJwt,
+    /// A WIT-SVID with an attestation PoP.
+    SpiffeWit,
+    /// An X509-SVID over mutual TLS (RFC 8705 `tls_client_auth` with the SPIFFE ID as URI SAN).
+    SpiffeX509,
+    /// RFC 7523 JWT client assertion signed with a registered key.
+    PrivateKeyJwt,
+    /// Legacy shared secret in HTTP Basic (off by default).
+    ClientSecretBasic,
+    /// Legacy shared secret in the body (off by default).
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    /// Its metadata name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::SpiffeJwt => "spiffe_jwt",
+            AuthMethod::SpiffeWit => "spiffe_wit",
+            AuthMethod::SpiffeX509 => "spiffe_x509",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    /// Whether the method rests on a shared secret.
+    pub fn is_secret(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+        )
+    }
+}
+
+/// The client metadata AIMS acts on (RFC 7591 §2); other members are kept as registered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    /// How the client authenticates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<String>,
+    /// Its public keys (private_key_jwt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwkSet>,
+    /// Where its public keys are (not fetched by AIMS yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The SPIFFE ID (or `…/*` prefix) it authenticates as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// Grant types it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_types: Option<Vec<String>>,
+    /// Scopes it may request (space-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    /// RFC 9449 §5.2: every access token for it is DPoP-bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_bound_access_tokens: Option<bool>,
+    /// Everything else it registered.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The grant types this server implements.
+pub const GRANT_TYPES: &[&str] = &[
+    "client_credentials",
+    "refresh_token",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+];
+
+impl ClientMetadata {
+    /// The registered method.
+    pub fn auth_method(&self) -> Result<AuthMethod, OAuthError> {
+        // RFC 7591 §2: the default is client_secret_basic.
+        let name = self
+            .token_endpoint_auth_method
+            .as_deref()
+            .unwrap_or("client_secret_basic");
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
+            OAuthError::invalid_client_metadata(format!(
+                "token_endpoint_auth_method {name:?} is not supported"
+            ))
+        })
+    }
+
+    /// Checks metadata before registration (RFC 7591 §2, CIMD §4.1).
+    pub fn validate(&self, allow_secret: bool) -> Result<AuthMethod, OAuthError> {
+        let method = self.auth_method()?;
+        if method.is_secret() && !allow_secret {
+            return Err(OAuthError::invalid_client_metadata(
+                "client secrets are disabled on this server: use private_key_jwt or SPIFFE client authentication",
+            ));
+        }
+        if self.jwks.is_some() && self.jwks_uri.is_some() {
+            return Err(OAuthError::invalid_client_metadata(
+                "jwks and jwks_uri must not both be present",
+            ));
+        }
+        match method {
+            AuthMethod::PrivateKeyJwt => {
+                if self.jwks.is_none() {
+                    return Err(OAuthError::invalid_client_metadata(
+                        "private_key_jwt needs jwks (jwks_uri is not supported)",
+                    ));
+                }
+                self.keys()?;
+            }
+            AuthMethod::SpiffeJwt | AuthMethod::SpiffeWit | AuthMethod::SpiffeX509 => {
+                let id = self.spiffe_id.as_deref().ok_or_else(|| {
+                    OAuthError::invalid_client_metadata(
+                        "SPIFFE client authentication needs spiffe_id",
+                    )
+                })?;
+                SpiffeId::parse(id.strip_suffix("/*").unwrap_or(id))
+                    .map_err(|e| OAuthError::invalid_client_metadata(format!("spiffe_id: {e}")))?;
+            }
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {}
+        }
+        if let Some(grants) = &self.grant_types
+            && let Some(g) = grants.iter().find(|g| !GRANT_TYPES.contains(&g.as_str()))
+        {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "grant type {g:?} is not supported"
+            )));
+        }
+        if let Some(scope) = &self.scope {
+            crate::form::parse_scope(scope)
+                .map_err(|e| OAuthError::invalid_client_metadata(e.description))?;
+        }
+        Ok(method)
+    }
+
+    /// The registered public keys with their `kid`s.
+    pub fn keys(&self) -> Result<Vec<(Option<String>, PublicKey)>, OAuthError> {
+        let set = self
+            .jwks
+            .as_ref()
+            .map(|s| s.keys.as_slice())
+            .unwrap_or_default();
+        set.iter()
+            .map(|k| {
+                PublicKey::from_jwk(k)
+                    .map(|p| (k.common.key_id.clone(), p))
+                    .map_err(|e| OAuthError::invalid_client_metadata(format!("jwks: {e}")))
+            })
+            .collect()
+    }
+
+    /// Whether `id` is a SPIFFE ID this client may authenticate as.
+    pub fn allows_spiffe_id(&self, id: &SpiffeId) -> bool {
+        match self.spiffe_id.as_deref() {
+            Some(p) if p.ends_with("/*") => id
+                .as_str()
+                .strip_prefix(p.trim_end_matches('*'))
+                .is_some_and(|rest| !rest.is_empty()),
+            Some(exact) => exact == id.as_str(),
+            None => false,
+        }
+    }
+
+    /// Whether the client may use `grant_type` (RFC 7591 §2: default authorization_code only;
+    /// AIMS's default for registered clients is every grant it implements).
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types
+            .as_ref()
+            .is_none_or(|g| g.iter().any(|x| x == grant_type))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_id_patterns() {
+        let m = |p: &str| ClientMetadata {
+            spiffe_id: Some(p.into()),
+            ..ClientMetadata::default()
+        };
+        let id = |s: &str| SpiffeId::parse(s).unwrap();
+        assert!(
+            m("spiffe://example.org/client/*")
+                .allows_spiffe_id(&id("spiffe://example.org/client/123"))
+        );
+        assert!(
+            !m("spiffe://example.org/client/*")
+                .allows_spiffe_id(&id("spiffe://example.org/client123"))
+        );
+        assert!(
+            !m("spiffe://example.org/client/*")
+                .allows_spiffe_id(&id("spiffe://example.org/client"))
+        );
+        assert!(m("spiffe://example.org/a").allows_spiffe_id(&id("spiffe://example.org/a")));
+        assert!(!m("spiffe://example.org/a").allows_spiffe_id(&id("spiffe://example.org/a/b")));
+    }
+
+    #[test]
+    fn metadata_validation() {
+        let secret = ClientMetadata::default();
+        assert_eq!(
+            secret.validate(false).unwrap_err().code,
+            "invalid_client_metadata"
+        );
+        assert_eq!(
+            secret.validate(true).unwrap(),
+            AuthMethod::ClientSecretBasic
+        );
+        let pkj = ClientMetadata {
+            token_endpoint_auth_method: Some("private_key_jwt".into()),
+            ..ClientMetadata::default()
+        };
+        assert!(pkj.validate(false).is_err(), "no keys");
+        let unknown = ClientMetadata {
+            token_endpoint_auth_method: Some("tls_client_auth_magic".into()),
+            ..ClientMetadata::default()
+        };
+        assert!(unknown.validate(true).is_err());
+        let grants = ClientMetadata {
+            token_endpoint_auth_method: Some("spiffe_jwt".into()),
+            spiffe_id: Some("spiffe://example.org/a".into()),
+            grant_types: Some(vec!["password".into()]),
+            ..ClientMetadata::default()
+        };
+        assert!(
+            grants
+                .validate(false)
+                .unwrap_err()
+                .description
+                .contains("password")
+        );
+    }
+}

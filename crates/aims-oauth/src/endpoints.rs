@@ -1,0 +1,456 @@
+//! The HTTP endpoints: discovery (RFC 8414, OpenID Connect Discovery), the JWK Set, token
+//! (RFC 6749 §3.2), introspection (RFC 7662), revocation (RFC 7009) and dynamic client
+//! registration (RFC 7591).
+
+use std::sync::Arc;
+
+use aims_authn::transport::ConnectionInfo;
+use aims_credentials::jose::sha256_b64url;
+use aims_store::{ClientSource, OAuthClientRow, StoreError, TokenKind};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+
+use crate::AuthorizationServer;
+use crate::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
+use crate::client::{ClientMetadata, GRANT_TYPES};
+use crate::client_auth::AuthenticatedClient;
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::issue::{Binding, random_token};
+
+/// The token endpoint path.
+pub const TOKEN_PATH: &str = "/oauth2/token";
+/// The introspection endpoint path.
+pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
+/// The revocation endpoint path.
+pub const REVOCATION_PATH: &str = "/oauth2/revoke";
+/// The registration endpoint path.
+pub const REGISTRATION_PATH: &str = "/oauth2/register";
+/// The JWK Set path.
+pub const JWKS_PATH: &str = "/oauth2/jwks";
+/// Largest request body (form or JSON).
+const MAX_BODY: usize = 64 * 1024;
+
+type S = State<Arc<AuthorizationServer>>;
+
+fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response {
+    no_store((status, Json(v)).into_response())
+}
+
+/// The routes of the authorization server (served on the HTTPS listener, and the token,
+/// introspection and revocation routes again on the mutual-TLS listener).
+pub fn router(server: Arc<AuthorizationServer>) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route(JWKS_PATH, get(jwks))
+        .route(TOKEN_PATH, post(token))
+        .route(INTROSPECTION_PATH, post(introspect))
+        .route(REVOCATION_PATH, post(revoke))
+        .route(REGISTRATION_PATH, post(register))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(server)
+}
+
+async fn metadata(State(s): S) -> Response {
+    let doc = s.metadata();
+    ([(header::CACHE_CONTROL, "max-age=300")], Json(doc)).into_response()
+}
+
+async fn jwks(State(s): S) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        s.keys.jwks().as_ref().clone(),
+    )
+        .into_response()
+}
+
+fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.split(';').next().is_some_and(|m| {
+        m.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    }) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    Form::parse(body)
+}
+
+/// The URLs a DPoP proof's `htu` may name for `path`.
+fn targets(s: &AuthorizationServer, path: &str) -> Vec<String> {
+    let mut t = vec![format!("{}{path}", s.settings.issuer)];
+    if let Some(m) = &s.settings.mtls_base {
+        t.push(format!("{m}{path}"));
+    }
+    t
+}
+
+async fn token(
+    State(s): S,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let conn = conn.map(|Extension(c)| c);
+    let result = async {
+        let form = form_body(&headers, &body)?;
+        let client = s.authenticate(&headers, &form, conn.as_ref()).await?;
+        let binding = s.dpop_binding(&headers)?;
+        s.grant(&form, &client, &binding, conn.as_ref()).await
+    }
+    .await;
+    match result {
+        Ok(r) => json_response(StatusCode::OK, &r),
+        Err(e) => {
+            tracing::debug!(error = %e, "token request refused");
+            e.into_response()
+        }
+    }
+}
+
+impl AuthorizationServer {
+    fn dpop_binding(&self, headers: &HeaderMap) -> Result<Binding, OAuthError> {
+        let mut proofs = headers.get_all("dpop").iter();
+        let Some(proof) = proofs.next() else {
+            return Ok(Binding::default());
+        };
+        if proofs.next().is_some() {
+            return Err(OAuthError::invalid_dpop_proof("more than one DPoP header"));
+        }
+        let proof = proof
+            .to_str()
+            .map_err(|_| OAuthError::invalid_dpop_proof("DPoP header is not text"))?;
+        let jkt = self.dpop.verify(
+            proof,
+            "POST",
+            &targets(self, crate::endpoints::TOKEN_PATH),
+            None,
+            self.now(),
+        )?;
+        Ok(Binding { jkt: Some(jkt) })
+    }
+
+    /// The RFC 8414 metadata document.
+    pub fn metadata(&self) -> Value {
+        let st = &self.settings;
+        let mut methods = vec![
+            "spiffe_jwt",
+            "spiffe_wit",
+            "private_key_jwt",
+            "attest_jwt_client_auth",
+        ];
+        if st.mtls_base.is_some() {
+            methods.insert(2, "spiffe_x509");
+            methods.push("tls_client_auth");
+        }
+        if st.allow_client_secret {
+            methods.extend(["client_secret_basic", "client_secret_post"]);
+        }
+        let mut doc = json!({
+            "issuer": st.issuer,
+            "token_endpoint": st.token_endpoint(),
+            "jwks_uri": format!("{}{JWKS_PATH}", st.issuer),
+            "introspection_endpoint": format!("{}{INTROSPECTION_PATH}", st.issuer),
+            "revocation_endpoint": format!("{}{REVOCATION_PATH}", st.issuer),
+            "response_types_supported": [],
+            "grant_types_supported": GRANT_TYPES,
+            "token_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+            "client_attestation_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256"],
+            "client_attestation_pop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+            "client_attestation_pop_methods_supported": ["attestation_pop_jwt"],
+            "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+            "tls_client_certificate_bound_access_tokens": st.mtls_base.is_some(),
+            "authorization_details_types_supported": [],
+            "identity_chaining_requested_token_types_supported": ["urn:ietf:params:oauth:token-type:jwt"],
+            "scopes_supported": ["offline_access"],
+            "client_id_metadata_document_supported": st.client_id_metadata_documents,
+            // OpenID Discovery requires these; AIMS issues no ID tokens yet.
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        });
+        if let Some(m) = &st.mtls_base {
+            doc["mtls_endpoint_aliases"] = json!({
+                "token_endpoint": format!("{m}{}", TOKEN_PATH),
+                "introspection_endpoint": format!("{m}{INTROSPECTION_PATH}"),
+                "revocation_endpoint": format!("{m}{REVOCATION_PATH}"),
+            });
+        }
+        if st.dynamic_registration {
+            doc["registration_endpoint"] = json!(format!("{}{REGISTRATION_PATH}", st.issuer));
+        }
+        doc
+    }
+
+    /// What introspection says of `token` (RFC 7662 §2.2); `None` means inactive.
+    async fn introspection(&self, token: &str) -> Result<Option<Value>, OAuthError> {
+        let now = self.now();
+        if token.matches('.').count() == 2 {
+            if let Ok(c) = verify_own::<AccessClaims>(
+                self.keys.as_ref(),
+                &self.settings.issuer,
+                token,
+                AT_TYP,
+                now,
+            ) {
+                if self.store.is_jti_revoked(&c.jti).await? {
+                    return Ok(None);
+                }
+                return Ok(Some(access_introspection(c)));
+            }
+            if let Ok(c) = verify_own::<TxnClaims>(
+                self.keys.as_ref(),
+                &self.settings.issuer,
+                token,
+                TXN_TYP,
+                now,
+            ) {
+                let mut v = serde_json::to_value(c)
+                    .map_err(|e| OAuthError::server_error("introspection", e))?;
+                v["active"] = true.into();
+                v["token_type"] = "N_A".into();
+                return Ok(Some(v));
+            }
+            return Ok(None);
+        }
+        let rec = match self.store.get_token(&sha256_b64url(token.as_bytes())).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if rec.revoked_at.is_some() || rec.expires_at <= now {
+            return Ok(None);
+        }
+        let c: AccessClaims = serde_json::from_value(rec.claims)
+            .map_err(|e| OAuthError::server_error("stored token claims", e))?;
+        Ok(Some(match rec.kind {
+            TokenKind::Access => access_introspection(c),
+            TokenKind::Refresh => json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": c.client_id,
+                "sub": c.sub,
+                "scope": c.scope,
+                "exp": rec.expires_at,
+                "iss": c.iss,
+            }),
+        }))
+    }
+}
+
+fn access_introspection(c: AccessClaims) -> Value {
+    let token_type = if c.cnf.as_ref().is_some_and(|x| x.jkt.is_some()) {
+        "DPoP"
+    } else {
+        "Bearer"
+    };
+    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
+    v["active"] = true.into();
+    v["token_type"] = token_type.into();
+    v
+}
+
+async fn authenticated(
+    s: &AuthorizationServer,
+    headers: &HeaderMap,
+    body: &[u8],
+    conn: Option<&ConnectionInfo>,
+) -> Result<(Form, AuthenticatedClient), OAuthError> {
+    let form = form_body(headers, body)?;
+    let client = s.authenticate(headers, &form, conn).await?;
+    Ok((form, client))
+}
+
+async fn introspect(
+    State(s): S,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let conn = conn.map(|Extension(c)| c);
+    let result = async {
+        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        let token = form.require("token")?;
+        let answer = s.introspection(token).await?;
+        tracing::debug!(caller = %client.client_id, active = answer.is_some(), "introspection");
+        Ok::<_, OAuthError>(answer.unwrap_or_else(|| json!({"active": false})))
+    }
+    .await;
+    match result {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn revoke(
+    State(s): S,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let conn = conn.map(|Extension(c)| c);
+    let result = async {
+        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        let token = form.require("token")?;
+        if let Some(hint) = form.get("token_type_hint")
+            && !["access_token", "refresh_token"].contains(&hint)
+        {
+            return Err(OAuthError::unsupported_token_type(format!(
+                "token_type_hint {hint:?} is not supported"
+            )));
+        }
+        s.revoke_token(&client, token).await
+    }
+    .await;
+    match result {
+        // RFC 7009 §2.2: 200 whether or not the token was known.
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(e) => e.into_response(),
+    }
+}
+
+impl AuthorizationServer {
+    /// Revokes a token issued to `client` (RFC 7009 §2.1): a JWT access token by its `jti`,
+    /// an opaque token by its record, a refresh token with its whole family.
+    async fn revoke_token(
+        &self,
+        client: &AuthenticatedClient,
+        token: &str,
+    ) -> Result<(), OAuthError> {
+        let now = self.now();
+        if token.matches('.').count() == 2 {
+            if let Ok(c) = verify_own::<AccessClaims>(
+                self.keys.as_ref(),
+                &self.settings.issuer,
+                token,
+                AT_TYP,
+                now,
+            ) {
+                if c.client_id != client.client_id {
+                    return Err(OAuthError::unauthorized_client(
+                        "the token was issued to another client",
+                    ));
+                }
+                self.store.revoke_jti(&c.jti, c.exp).await?;
+                tracing::info!(client = %client.client_id, jti = %c.jti, "access token revoked");
+            }
+            return Ok(());
+        }
+        let hash = sha256_b64url(token.as_bytes());
+        let rec = match self.store.get_token(&hash).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if rec.client_id != client.client_id {
+            return Err(OAuthError::unauthorized_client(
+                "the token was issued to another client",
+            ));
+        }
+        match (&rec.kind, &rec.family) {
+            (TokenKind::Refresh, Some(family)) => {
+                self.store.revoke_family(family, now).await?;
+            }
+            _ => {
+                self.store.revoke_token(&hash, now).await?;
+            }
+        }
+        tracing::info!(client = %client.client_id, jti = %rec.jti, "token revoked");
+        Ok(())
+    }
+
+    /// Registers a client (the admin API and RFC 7591 share this). Returns the stored
+    /// metadata, with `client_id` and, for a legacy secret client, the one-time secret.
+    pub async fn register_client(
+        &self,
+        mut metadata: ClientMetadata,
+        client_id: Option<String>,
+        source: ClientSource,
+    ) -> Result<Value, OAuthError> {
+        let method = metadata.validate(self.settings.allow_client_secret)?;
+        // CIMD §7.1: identifiers this server assigns never look like metadata document URLs.
+        let client_id = match client_id {
+            Some(id) if id.starts_with("https://") || id.starts_with("spiffe://") => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "client_id must not be a URL or a SPIFFE ID: SPIFFE workloads need no registration",
+                ));
+            }
+            Some(id) if id.is_empty() || id.len() > 255 => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "client_id must be 1–255 characters",
+                ));
+            }
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let secret = if method.is_secret() {
+            Some(random_token()?)
+        } else {
+            None
+        };
+        metadata.token_endpoint_auth_method = Some(method.as_str().into());
+        let now = self.now();
+        let stored = serde_json::to_value(&metadata)
+            .map_err(|e| OAuthError::server_error("client metadata", e))?;
+        self.store
+            .put_client(&OAuthClientRow {
+                client_id: client_id.clone(),
+                metadata: stored.clone(),
+                secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
+                source,
+                created_at: now,
+            })
+            .await?;
+        tracing::info!(client = %client_id, method = method.as_str(), ?source, "OAuth client registered");
+        let mut out = stored;
+        out["client_id"] = client_id.into();
+        out["client_id_issued_at"] = now.into();
+        if let Some(secret) = secret {
+            out["client_secret"] = secret.into();
+            out["client_secret_expires_at"] = 0.into();
+        }
+        Ok(out)
+    }
+}
+
+async fn register(State(s): S, body: Bytes) -> Response {
+    let result = async {
+        if !s.settings.dynamic_registration {
+            return Err(OAuthError::access_denied(
+                "dynamic client registration is disabled",
+            ));
+        }
+        let metadata: ClientMetadata = serde_json::from_slice(&body).map_err(|e| {
+            OAuthError::invalid_client_metadata(format!("not client metadata: {e}"))
+        })?;
+        s.register_client(metadata, None, ClientSource::Dynamic)
+            .await
+    }
+    .await;
+    match result {
+        Ok(v) => json_response(StatusCode::CREATED, &v),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,826 @@
+//! The grants (AIMS AZ-13…AZ-26).
+//!
+//! * `client_credentials` (RFC 6749 §4.4): the agent for itself; `sub` = its client_id.
+//! * `urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1): a JWT authorization grant
+//!   from a trusted authorization server (identity chaining, step 2), or an agent's own
+//!   JWT-SVID (AZ-15).
+//! * token exchange (RFC 8693): for an access token (delegation: a nested `act` for every hop,
+//!   `may_act` honoured, never wider scope, audience, details or life than the subject token),
+//!   a transaction token (txn-tokens), or a JWT authorization grant for another domain
+//!   (identity chaining, step 1).
+//! * `refresh_token` with rotation and reuse detection.
+
+use aims_authn::replay::ReplayKind;
+use aims_authn::transport::ConnectionInfo;
+use aims_core::SpiffeId;
+use aims_credentials::jose::{
+    ASYMMETRIC_ALGORITHMS, Audience, CompactJws, check_time, sha256_b64url,
+};
+use aims_credentials::verify_jwt_svid;
+use aims_store::{RefreshUse, StoreError, TokenKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AuthorizationServer;
+use crate::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
+use crate::client_auth::AuthenticatedClient;
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::issue::{ACCESS_TOKEN_TYPE, Binding, Grant, OFFLINE_ACCESS, TokenResponse};
+use crate::keys::sign_token;
+use crate::rar;
+
+/// RFC 7523 §2.1.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// RFC 8693 §2.1.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 §3.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// RFC 8693 §3.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// RFC 8693 §3.
+pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+/// txn-tokens §7.
+pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
+/// The longest delegation chain accepted.
+const MAX_ACT_DEPTH: usize = 8;
+/// Largest request_context / request_details.
+const MAX_CONTEXT: usize = 4096;
+
+/// What a presented token (subject or actor) says.
+#[derive(Debug, Clone)]
+pub(crate) struct Presented {
+    sub: String,
+    /// `None`: the token names no scope (a JWT-SVID).
+    scopes: Option<Vec<String>>,
+    aud: Vec<String>,
+    authorization_details: Option<Value>,
+    act: Option<Actor>,
+    may_act: Option<Value>,
+    exp: i64,
+    txn: Option<TxnClaims>,
+}
+
+impl Presented {
+    fn from_access(c: AccessClaims) -> Self {
+        Self {
+            scopes: Some(c.scopes()),
+            sub: c.sub,
+            aud: c.aud.values().to_vec(),
+            authorization_details: c.authorization_details,
+            act: c.act,
+            may_act: c.may_act,
+            exp: c.exp,
+            txn: None,
+        }
+    }
+}
+
+/// What an exchange may carry.
+struct Narrowed {
+    scopes: Vec<String>,
+    audience: Vec<String>,
+    details: Option<Value>,
+}
+
+/// Claims of a JWT authorization grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GrantClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    act: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    may_act: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+}
+
+fn split_scope(s: Option<&str>) -> Vec<String> {
+    s.map(|s| {
+        s.split(' ')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// RFC 8707 §2: absolute URIs without a fragment.
+fn resources(form: &Form) -> Result<Vec<String>, OAuthError> {
+    form.all("resource")
+        .iter()
+        .map(|r| match reqwest::Url::parse(r) {
+            Ok(u) if u.fragment().is_none() => Ok(r.clone()),
+            _ => Err(OAuthError::invalid_target(format!(
+                "resource {r:?} is not an absolute URI without a fragment"
+            ))),
+        })
+        .collect()
+}
+
+/// Scopes requested, bounded by what the earlier token held (when it named any).
+fn narrowed_scopes(
+    requested: Option<Vec<String>>,
+    held: Option<&Vec<String>>,
+) -> Result<Vec<String>, OAuthError> {
+    match (requested, held) {
+        (Some(r), Some(h)) => {
+            if let Some(extra) = r.iter().find(|s| !h.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {extra:?} is wider than the presented token's"
+                )));
+            }
+            Ok(r)
+        }
+        (Some(r), None) => Ok(r),
+        (None, Some(h)) => Ok(h.clone()),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+impl AuthorizationServer {
+    /// Runs the grant a token request names.
+    pub(crate) async fn grant(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grant_type = form.require("grant_type")?;
+        if !client.allows_grant(grant_type) {
+            return Err(OAuthError::unauthorized_client(format!(
+                "client {} is not registered for {grant_type}",
+                client.client_id
+            )));
+        }
+        match grant_type {
+            "client_credentials" => self.client_credentials(form, client, binding).await,
+            "refresh_token" => self.refresh(form, client, binding).await,
+            JWT_BEARER_GRANT => self.jwt_bearer(form, client, binding).await,
+            TOKEN_EXCHANGE_GRANT => self.token_exchange(form, client, binding, connection).await,
+            other => Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type {other:?} is not supported"
+            ))),
+        }
+    }
+
+    fn details_param(form: &Form) -> Result<Option<Value>, OAuthError> {
+        form.get("authorization_details")
+            .map(rar::parse)
+            .transpose()
+    }
+
+    fn registered_scopes(
+        client: &AuthenticatedClient,
+        scopes: &[String],
+    ) -> Result<(), OAuthError> {
+        if let Some(allowed) = client.metadata.as_ref().and_then(|m| m.scope.as_deref()) {
+            let allowed = split_scope(Some(allowed));
+            if let Some(s) = scopes.iter().find(|s| !allowed.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "client {} is not registered for scope {s:?}",
+                    client.client_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn client_credentials(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scopes = form.scopes()?.unwrap_or_default();
+        // RFC 6749 §4.4.3: no refresh token for client credentials.
+        if scopes.iter().any(|s| s == OFFLINE_ACCESS) {
+            return Err(OAuthError::invalid_scope(
+                "client_credentials issues no refresh token",
+            ));
+        }
+        Self::registered_scopes(client, &scopes)?;
+        let g = Grant {
+            grant_type: "client_credentials".into(),
+            subject: client.client_id.clone(),
+            scopes,
+            audience: resources(form)?,
+            authorization_details: Self::details_param(form)?,
+            act: None,
+            may_act: None,
+            not_after: None,
+            refresh: None,
+        };
+        self.issue_access_token(client, g, binding, None).await
+    }
+
+    async fn refresh(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+    ) -> Result<TokenResponse, OAuthError> {
+        let token = form.require("refresh_token")?;
+        let hash = sha256_b64url(token.as_bytes());
+        // The client check comes before the token is spent.
+        match self.store.get_token(&hash).await {
+            Ok(r) if r.kind == TokenKind::Refresh && r.client_id == client.client_id => {}
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                return Err(OAuthError::invalid_grant("unknown refresh token"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let record = match self.store.use_refresh_token(&hash, self.now()).await? {
+            RefreshUse::Fresh(r) => r,
+            RefreshUse::Reused => {
+                tracing::warn!(client = %client.client_id, "refresh token reused: the grant is revoked");
+                return Err(OAuthError::invalid_grant(
+                    "refresh token reuse detected; the grant is revoked",
+                ));
+            }
+            RefreshUse::Invalid => {
+                return Err(OAuthError::invalid_grant(
+                    "refresh token expired, revoked or used",
+                ));
+            }
+        };
+        let held: AccessClaims = serde_json::from_value(record.claims)
+            .map_err(|e| OAuthError::server_error("stored refresh token claims", e))?;
+        let scopes = narrowed_scopes(form.scopes()?, Some(&held.scopes()))?;
+        let g = Grant {
+            grant_type: "refresh_token".into(),
+            subject: held.sub.clone(),
+            scopes,
+            audience: held.aud.values().to_vec(),
+            authorization_details: held.authorization_details.clone(),
+            act: held.act.clone(),
+            may_act: held.may_act.clone(),
+            not_after: None,
+            refresh: Some(record.family),
+        };
+        self.issue_access_token(client, g, binding, None).await
+    }
+
+    /// Verifies a JWT signed by a trusted issuer (another authorization server): its key, an
+    /// audience naming us, its time window, and a `jti` used once.
+    async fn verify_trusted(&self, token: &str) -> Result<(Value, String), OAuthError> {
+        let bad = |m: String| OAuthError::invalid_grant(m);
+        let jws = CompactJws::parse(token).map_err(|e| bad(e.to_string()))?;
+        jws.header
+            .require_alg(ASYMMETRIC_ALGORITHMS)
+            .map_err(|e| bad(e.to_string()))?;
+        let claims: Value = jws.claims().map_err(|e| bad(e.to_string()))?;
+        let iss = claims["iss"]
+            .as_str()
+            .ok_or_else(|| bad("the assertion has no iss".into()))?
+            .to_owned();
+        if !self.trusted.trusts(&iss) {
+            return Err(bad(format!("{iss} is not a trusted issuer")));
+        }
+        let key = self
+            .trusted
+            .key(&iss, jws.header.kid.as_deref())
+            .await
+            .map_err(bad)?;
+        jws.verify(&key).map_err(|e| bad(e.to_string()))?;
+        let aud: Option<Audience> = serde_json::from_value(claims["aud"].clone()).ok();
+        let ours = [self.settings.issuer.clone(), self.settings.token_endpoint()];
+        if !aud.is_some_and(|a| a.values().iter().any(|v| ours.contains(v))) {
+            return Err(bad(
+                "the assertion is not for this authorization server".into()
+            ));
+        }
+        let now = self.now();
+        check_time(
+            claims["exp"].as_i64(),
+            claims["nbf"].as_i64(),
+            now,
+            self.leeway(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        if let Some(jti) = claims["jti"].as_str() {
+            self.replay
+                .check_and_insert(
+                    ReplayKind::ClientAssertion,
+                    &format!("grant:{iss}"),
+                    jti,
+                    claims["exp"].as_i64().unwrap_or(now),
+                    now,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        Ok((claims, iss))
+    }
+
+    /// Adds the client as the current actor unless it already is, or is the subject itself.
+    fn actor_chain(
+        client: &AuthenticatedClient,
+        subject: &str,
+        earlier: Option<Actor>,
+    ) -> Result<Option<Actor>, OAuthError> {
+        let act = if client.client_id == subject
+            || earlier.as_ref().is_some_and(|a| a.sub == client.client_id)
+        {
+            earlier
+        } else {
+            Some(Actor {
+                sub: client.client_id.clone(),
+                iss: None,
+                act: earlier.map(Box::new),
+            })
+        };
+        if act.as_ref().is_some_and(|a| a.depth() > MAX_ACT_DEPTH) {
+            return Err(OAuthError::invalid_request(format!(
+                "delegation chain longer than {MAX_ACT_DEPTH}"
+            )));
+        }
+        Ok(act)
+    }
+
+    async fn jwt_bearer(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+    ) -> Result<TokenResponse, OAuthError> {
+        let assertion = form.require("assertion")?;
+        let audience = resources(form)?;
+        let requested = form.scopes()?;
+        // An agent's own JWT-SVID as the grant (AIMS AZ-15).
+        if let Ok(svid) = verify_jwt_svid(
+            assertion,
+            self.bundles.as_ref(),
+            &self.settings.issuer,
+            self.now(),
+            self.leeway(),
+        ) {
+            let subject = svid.spiffe_id.to_string();
+            let g = Grant {
+                grant_type: JWT_BEARER_GRANT.into(),
+                act: Self::actor_chain(client, &subject, None)?,
+                subject,
+                scopes: requested.unwrap_or_default(),
+                audience,
+                authorization_details: Self::details_param(form)?,
+                may_act: None,
+                not_after: Some(svid.expiry.max(self.now())),
+                refresh: None,
+            };
+            return self.issue_access_token(client, g, binding, None).await;
+        }
+        let (claims, iss) = self.verify_trusted(assertion).await?;
+        let grant: GrantClaims = serde_json::from_value(claims)
+            .map_err(|e| OAuthError::invalid_grant(format!("assertion claims: {e}")))?;
+        let held = grant.scope.as_deref().map(|s| split_scope(Some(s)));
+        let scopes = narrowed_scopes(requested, held.as_ref())?;
+        let details = match (Self::details_param(form)?, &grant.authorization_details) {
+            (Some(d), Some(o)) if !rar::is_within(o, &d) => {
+                return Err(OAuthError::invalid_authorization_details(
+                    "wider than the grant's",
+                ));
+            }
+            (Some(d), _) => Some(d),
+            (None, o) => o.clone(),
+        };
+        tracing::info!(issuer = %iss, sub = %grant.sub, client = %client.client_id, "JWT authorization grant accepted");
+        let g = Grant {
+            grant_type: JWT_BEARER_GRANT.into(),
+            act: Self::actor_chain(client, &grant.sub, grant.act.clone())?,
+            subject: grant.sub,
+            scopes,
+            audience,
+            authorization_details: details,
+            may_act: grant.may_act,
+            not_after: None,
+            refresh: None,
+        };
+        self.issue_access_token(client, g, binding, None).await
+    }
+
+    /// Resolves a subject or actor token of `token_type`.
+    async fn presented(
+        &self,
+        token: &str,
+        token_type: &str,
+        what: &str,
+    ) -> Result<Presented, OAuthError> {
+        let bad = |m: String| OAuthError::invalid_request(format!("{what}: {m}"));
+        let now = self.now();
+        match token_type {
+            ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE if token.matches('.').count() == 2 => {
+                match verify_own::<AccessClaims>(
+                    self.keys.as_ref(),
+                    &self.settings.issuer,
+                    token,
+                    AT_TYP,
+                    now,
+                ) {
+                    Ok(c) => {
+                        if self.store.is_jti_revoked(&c.jti).await? {
+                            return Err(bad("revoked".into()));
+                        }
+                        Ok(Presented::from_access(c))
+                    }
+                    Err(own) if token_type == JWT_TOKEN_TYPE => {
+                        // A JWT-SVID addressed to us (an agent's own identity).
+                        let svid = verify_jwt_svid(
+                            token,
+                            self.bundles.as_ref(),
+                            &self.settings.issuer,
+                            now,
+                            self.leeway(),
+                        )
+                        .map_err(|e| bad(format!("{own}; as a JWT-SVID: {e}")))?;
+                        Ok(Presented {
+                            sub: svid.spiffe_id.to_string(),
+                            scopes: None,
+                            aud: Vec::new(),
+                            authorization_details: None,
+                            act: None,
+                            may_act: None,
+                            exp: svid.expiry,
+                            txn: None,
+                        })
+                    }
+                    Err(e) => Err(bad(e)),
+                }
+            }
+            ACCESS_TOKEN_TYPE => {
+                let rec = match self.store.get_token(&sha256_b64url(token.as_bytes())).await {
+                    Ok(r) => r,
+                    Err(StoreError::NotFound(_)) => return Err(bad("unknown token".into())),
+                    Err(e) => return Err(e.into()),
+                };
+                if rec.kind != TokenKind::Access
+                    || rec.revoked_at.is_some()
+                    || rec.expires_at <= now
+                {
+                    return Err(bad("inactive token".into()));
+                }
+                let c: AccessClaims = serde_json::from_value(rec.claims)
+                    .map_err(|e| OAuthError::server_error("stored token claims", e))?;
+                Ok(Presented::from_access(c))
+            }
+            TXN_TOKEN_TYPE => {
+                let c: TxnClaims = verify_own(
+                    self.keys.as_ref(),
+                    &self.settings.issuer,
+                    token,
+                    TXN_TYP,
+                    now,
+                )
+                .map_err(bad)?;
+                if c.aud != self.settings.trust_domain.name() {
+                    return Err(bad("a transaction token of another trust domain".into()));
+                }
+                Ok(Presented {
+                    sub: c.sub.clone(),
+                    scopes: Some(split_scope(Some(&c.scope))),
+                    aud: vec![c.aud.clone()],
+                    authorization_details: None,
+                    act: None,
+                    may_act: None,
+                    exp: c.exp,
+                    txn: Some(c),
+                })
+            }
+            ID_TOKEN_TYPE => {
+                let (claims, iss) = self
+                    .verify_trusted(token)
+                    .await
+                    .map_err(|e| bad(e.description))?;
+                let sub = claims["sub"]
+                    .as_str()
+                    .ok_or_else(|| bad("no sub".into()))?
+                    .to_owned();
+                tracing::debug!(issuer = %iss, "ID token accepted as subject token");
+                Ok(Presented {
+                    sub,
+                    scopes: None,
+                    aud: Vec::new(),
+                    authorization_details: None,
+                    act: None,
+                    may_act: None,
+                    exp: claims["exp"].as_i64().unwrap_or(now),
+                    txn: None,
+                })
+            }
+            REFRESH_TOKEN_TYPE => Err(bad("refresh tokens cannot be exchanged".into())),
+            other => Err(bad(format!("token type {other:?} is not supported"))),
+        }
+    }
+
+    async fn token_exchange(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let subject = self
+            .presented(
+                form.require("subject_token")?,
+                form.require("subject_token_type")?,
+                "subject_token",
+            )
+            .await?;
+        // RFC 8693 §2.1: actor_token_type with actor_token, and only then.
+        match (form.get("actor_token"), form.get("actor_token_type")) {
+            (Some(t), Some(tt)) => {
+                let actor = self.presented(t, tt, "actor_token").await?;
+                if actor.sub != client.client_id {
+                    return Err(OAuthError::invalid_request(
+                        "actor_token: the actor must be the authenticated client",
+                    ));
+                }
+            }
+            (None, None) => {}
+            _ => {
+                return Err(OAuthError::invalid_request(
+                    "actor_token and actor_token_type go together",
+                ));
+            }
+        }
+        // RFC 8693 §4.4: only the actor the subject named may act for it.
+        if let Some(may) = &subject.may_act
+            && may.get("sub").and_then(Value::as_str) != Some(client.client_id.as_str())
+        {
+            return Err(OAuthError::invalid_request(
+                "subject_token: its may_act does not name this client",
+            ));
+        }
+        match form
+            .get("requested_token_type")
+            .unwrap_or(ACCESS_TOKEN_TYPE)
+        {
+            ACCESS_TOKEN_TYPE => self.exchange_access(form, client, binding, subject).await,
+            TXN_TOKEN_TYPE => self.txn_token(form, client, subject, connection).await,
+            JWT_TOKEN_TYPE => self.chaining_grant(form, client, subject).await,
+            other => Err(OAuthError::invalid_request(format!(
+                "requested_token_type {other:?} is not supported"
+            ))),
+        }
+    }
+
+    /// Scope, audience and details of an exchange, never wider than the subject token's.
+    fn narrowed(&self, form: &Form, subject: &Presented) -> Result<Narrowed, OAuthError> {
+        let scopes = narrowed_scopes(form.scopes()?, subject.scopes.as_ref())?;
+        let mut audience = resources(form)?;
+        audience.extend(form.all("audience").iter().cloned());
+        if audience.is_empty() {
+            audience = subject.aud.clone();
+        }
+        if let Some(allowed) = subject
+            .authorization_details
+            .as_ref()
+            .and_then(rar::locations)
+            && let Some(a) = audience.iter().find(|a| !allowed.contains(a))
+        {
+            return Err(OAuthError::invalid_target(format!(
+                "{a} is outside the locations the original grant allows"
+            )));
+        }
+        let details = match (Self::details_param(form)?, &subject.authorization_details) {
+            (Some(d), Some(o)) if !rar::is_within(o, &d) => {
+                return Err(OAuthError::invalid_authorization_details(
+                    "wider than the subject token's",
+                ));
+            }
+            (Some(_), None) if subject.scopes.is_some() => {
+                return Err(OAuthError::invalid_authorization_details(
+                    "the subject token grants no authorization details",
+                ));
+            }
+            (Some(d), _) => Some(d),
+            (None, o) => o.clone(),
+        };
+        Ok(Narrowed {
+            scopes,
+            audience,
+            details,
+        })
+    }
+
+    async fn exchange_access(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        binding: &Binding,
+        subject: Presented,
+    ) -> Result<TokenResponse, OAuthError> {
+        if subject.txn.is_some()
+            && !client
+                .spiffe_id
+                .as_ref()
+                .is_some_and(|id| id.is_member_of(&self.settings.trust_domain))
+        {
+            return Err(OAuthError::invalid_request(
+                "subject_token: a transaction token is exchanged only by workloads of its trust domain",
+            ));
+        }
+        let n = self.narrowed(form, &subject)?;
+        let g = Grant {
+            grant_type: TOKEN_EXCHANGE_GRANT.into(),
+            act: Self::actor_chain(client, &subject.sub, subject.act.clone())?,
+            subject: subject.sub,
+            scopes: n.scopes,
+            audience: n.audience,
+            authorization_details: n.details,
+            may_act: subject.may_act,
+            not_after: Some(subject.exp),
+            refresh: None,
+        };
+        self.issue_access_token(client, g, binding, Some(ACCESS_TOKEN_TYPE))
+            .await
+    }
+
+    fn context_param(form: &Form, name: &str) -> Result<Option<Value>, OAuthError> {
+        form.get(name)
+            .map(|s| {
+                if s.len() > MAX_CONTEXT {
+                    return Err(OAuthError::invalid_request(format!("{name} is too large")));
+                }
+                match serde_json::from_str::<Value>(s) {
+                    Ok(v @ Value::Object(_)) => Ok(v),
+                    _ => Err(OAuthError::invalid_request(format!(
+                        "{name} must be a JSON object"
+                    ))),
+                }
+            })
+            .transpose()
+    }
+
+    /// The Transaction Token Service (txn-tokens §7): for workloads of this trust domain only.
+    async fn txn_token(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        subject: Presented,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let td = &self.settings.trust_domain;
+        let workload: &SpiffeId = client
+            .spiffe_id
+            .as_ref()
+            .filter(|id| id.is_member_of(td))
+            .ok_or_else(|| {
+                OAuthError::unauthorized_client(format!(
+                    "transaction tokens are issued to workloads of {td} only"
+                ))
+            })?;
+        match form.all("audience") {
+            [a] if *a == td.name() || *a == td.id_string() => {}
+            _ => {
+                return Err(OAuthError::invalid_target(format!(
+                    "audience must be the trust domain {td}"
+                )));
+            }
+        }
+        let requested = form
+            .scopes()?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("scope is required"))?;
+        let held = subject.scopes.as_ref().ok_or_else(|| {
+            OAuthError::invalid_request(
+                "subject_token: its scope is unknown, so it cannot be narrowed",
+            )
+        })?;
+        let scopes = narrowed_scopes(Some(requested), Some(held))?;
+        let details = Self::context_param(form, "request_details")?;
+        let mut rctx = Self::context_param(form, "request_context")?
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        if let (Some(conn), Some(obj)) = (connection, rctx.as_object_mut()) {
+            obj.insert("req_ip".into(), Value::String(conn.remote.ip().to_string()));
+        }
+        let (txn, req_wl, tctx) = match &subject.txn {
+            // A replacement keeps txn, sub and tctx, and extends the chain of workloads.
+            Some(prev) => {
+                if details
+                    .as_ref()
+                    .is_some_and(|d| Some(d) != prev.tctx.as_ref())
+                {
+                    return Err(OAuthError::invalid_request(
+                        "request_details cannot change a transaction's context",
+                    ));
+                }
+                (
+                    prev.txn.clone(),
+                    format!("{},{}", prev.req_wl, workload),
+                    prev.tctx.clone(),
+                )
+            }
+            None => (
+                uuid::Uuid::new_v4().to_string(),
+                workload.to_string(),
+                details,
+            ),
+        };
+        let g = Grant {
+            grant_type: TXN_TOKEN_TYPE.into(),
+            subject: subject.sub.clone(),
+            scopes: scopes.clone(),
+            audience: vec![td.name().to_owned()],
+            authorization_details: None,
+            act: None,
+            may_act: None,
+            not_after: Some(subject.exp),
+            refresh: None,
+        };
+        self.decide(client, &g).await?;
+        let now = self.now();
+        let exp = (now + self.ttl(self.settings.txn_token_ttl)).min(subject.exp);
+        let claims = TxnClaims {
+            iss: self.settings.issuer.clone(),
+            iat: now,
+            exp,
+            aud: td.name().to_owned(),
+            txn,
+            sub: subject.sub,
+            scope: scopes.join(" "),
+            req_wl,
+            tctx,
+            rctx: Some(rctx),
+        };
+        let token = sign_token(self.keys.as_ref(), TXN_TYP, &claims)?;
+        tracing::debug!(txn = %claims.txn, workload = %workload, "transaction token issued");
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "N_A",
+            expires_in: exp - now,
+            scope: Some(claims.scope),
+            refresh_token: None,
+            issued_token_type: Some(TXN_TOKEN_TYPE),
+            authorization_details: None,
+        })
+    }
+
+    /// Identity chaining step 1 (draft-ietf-oauth-identity-chaining §2.3): a JWT authorization
+    /// grant for another authorization server, which that server redeems with RFC 7523.
+    async fn chaining_grant(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        subject: Presented,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut targets = resources(form)?;
+        targets.extend(form.all("audience").iter().cloned());
+        let [target] = targets.as_slice() else {
+            return Err(OAuthError::invalid_target(
+                "name exactly one target authorization server (audience or resource)",
+            ));
+        };
+        let scopes = narrowed_scopes(form.scopes()?, subject.scopes.as_ref())?;
+        let act = Self::actor_chain(client, &subject.sub, subject.act.clone())?;
+        let g = Grant {
+            grant_type: "urn:ietf:params:oauth:grant-profile:identity-chaining".into(),
+            subject: subject.sub.clone(),
+            scopes: scopes.clone(),
+            audience: vec![target.clone()],
+            authorization_details: subject.authorization_details.clone(),
+            act: act.clone(),
+            may_act: subject.may_act.clone(),
+            not_after: Some(subject.exp),
+            refresh: None,
+        };
+        self.decide(client, &g).await?;
+        let now = self.now();
+        let exp = (now + self.ttl(self.settings.grant_ttl)).min(subject.exp);
+        let claims = GrantClaims {
+            iss: self.settings.issuer.clone(),
+            sub: subject.sub,
+            aud: Audience::One(target.clone()),
+            exp,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: Some(client.client_id.clone()),
+            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+            authorization_details: subject.authorization_details,
+            act,
+            may_act: subject.may_act,
+            nbf: None,
+        };
+        let token = sign_token(self.keys.as_ref(), GRANT_TYP, &claims)?;
+        tracing::info!(target = %target, sub = %claims.sub, client = %client.client_id, "JWT authorization grant issued for another domain");
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "N_A",
+            expires_in: exp - now,
+            scope: claims.scope,
+            refresh_token: None,
+            issued_token_type: Some(JWT_TOKEN_TYPE),
+            authorization_details: None,
+        })
+    }
+}

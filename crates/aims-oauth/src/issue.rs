@@ -1,0 +1,249 @@
+//! Minting access tokens, the one place every grant ends: ask the policy decision point, bind
+//! the token to the client's key when it proved one (DPoP `cnf.jkt`, or its TLS certificate
+//! `cnf.x5t#S256`), sign it as an RFC 9068 JWT or store it as an opaque reference, and answer
+//! as RFC 6749 §5.1 says.
+
+use aims_credentials::jose::{Audience, sha256_b64url};
+use aims_store::{TokenKind, TokenRecord};
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::AuthorizationServer;
+use crate::claims::{AT_TYP, AccessClaims, Actor, Confirmation};
+use crate::client_auth::AuthenticatedClient;
+use crate::error::OAuthError;
+use crate::keys::sign_token;
+use crate::policy::{AccessRequest, Decision, DenyKind};
+use crate::settings::TokenFormat;
+
+/// `issued_token_type` of access tokens (RFC 8693 §3).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// `issued_token_type` of refresh tokens.
+pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+/// The scope that asks for a refresh token.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    /// The token.
+    pub access_token: String,
+    /// `Bearer`, `DPoP` or `N_A`.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+    /// Granted scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A refresh token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Token exchange: what was issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// RFC 9396 §7: the authorization details granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// How the token is bound to the client.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// DPoP key thumbprint.
+    pub jkt: Option<String>,
+}
+
+/// What a grant decided to issue.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The grant type, for policy.
+    pub grant_type: String,
+    /// The token's subject.
+    pub subject: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Audiences.
+    pub audience: Vec<String>,
+    /// Authorization details.
+    pub authorization_details: Option<serde_json::Value>,
+    /// Delegation chain.
+    pub act: Option<Actor>,
+    /// Who may act for the subject later.
+    pub may_act: Option<serde_json::Value>,
+    /// A bound on expiry inherited from an earlier token (an exchange never extends life).
+    pub not_after: Option<i64>,
+    /// Issue a refresh token too (its family, if continuing one).
+    pub refresh: Option<Option<String>>,
+}
+
+/// A random token: 256 bits, base64url.
+pub fn random_token() -> Result<String, OAuthError> {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| OAuthError::server_error("token generation", "random generator failed"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+impl AuthorizationServer {
+    /// Asks the policy decision point.
+    pub(crate) async fn decide(
+        &self,
+        client: &AuthenticatedClient,
+        g: &Grant,
+    ) -> Result<(), OAuthError> {
+        let request = AccessRequest {
+            grant_type: g.grant_type.clone(),
+            client_id: client.client_id.clone(),
+            client_spiffe_id: client.spiffe_id.clone(),
+            subject: g.subject.clone(),
+            actors: g.act.as_ref().map(Actor::chain).unwrap_or_default(),
+            scopes: g.scopes.clone(),
+            audience: g.audience.clone(),
+            authorization_details: g.authorization_details.clone(),
+        };
+        match self.pdp.decide(&request).await {
+            Decision::Permit => Ok(()),
+            Decision::Deny(DenyKind::Scope, m) => Err(OAuthError::invalid_scope(m)),
+            Decision::Deny(DenyKind::Target, m) => Err(OAuthError::invalid_target(m)),
+            Decision::Deny(DenyKind::Client, m) => Err(OAuthError::unauthorized_client(m)),
+        }
+    }
+
+    /// Issues an access token (and a refresh token, if the grant asks) for `g`.
+    pub(crate) async fn issue_access_token(
+        &self,
+        client: &AuthenticatedClient,
+        mut g: Grant,
+        binding: &Binding,
+        issued_token_type: Option<&'static str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let wants_refresh = g.scopes.iter().any(|s| s == OFFLINE_ACCESS) || g.refresh.is_some();
+        g.scopes.retain(|s| s != OFFLINE_ACCESS);
+        if g.audience.is_empty() {
+            return Err(OAuthError::invalid_target(
+                "name the resource the token is for (resource, RFC 8707)",
+            ));
+        }
+        self.decide(client, &g).await?;
+        let now = self.now();
+        let mut exp = now + self.ttl(self.settings.access_token_ttl);
+        if let Some(limit) = g.not_after {
+            exp = exp.min(limit);
+        }
+        let cnf = match (&binding.jkt, &client.certificate_thumbprint) {
+            (Some(jkt), _) => Some(Confirmation {
+                jkt: Some(jkt.clone()),
+                x5t_s256: None,
+            }),
+            (None, Some(x5t)) => Some(Confirmation {
+                x5t_s256: Some(x5t.clone()),
+                jkt: None,
+            }),
+            (None, None) => None,
+        };
+        let dpop_required = client
+            .metadata
+            .as_ref()
+            .and_then(|m| m.dpop_bound_access_tokens)
+            .unwrap_or(false);
+        if binding.jkt.is_none() && dpop_required {
+            return Err(OAuthError::invalid_request(
+                "this client's tokens must be DPoP-bound: send a DPoP proof",
+            ));
+        }
+        if cnf.is_none() && self.settings.require_sender_constraint {
+            return Err(OAuthError::invalid_request(
+                "this server issues sender-constrained tokens only: use DPoP or mutual TLS",
+            ));
+        }
+        let token_type = if binding.jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        let scope = (!g.scopes.is_empty()).then(|| g.scopes.join(" "));
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: g.subject.clone(),
+            aud: Audience::from_values(g.audience.clone()),
+            exp,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: client.client_id.clone(),
+            scope: scope.clone(),
+            authorization_details: g.authorization_details.clone(),
+            act: g.act.clone(),
+            may_act: g.may_act.clone(),
+            cnf,
+        };
+        let access_token = match self.settings.token_format {
+            TokenFormat::Jwt => sign_token(self.keys.as_ref(), AT_TYP, &claims)?,
+            TokenFormat::Opaque => {
+                let token = random_token()?;
+                self.store
+                    .put_token(&TokenRecord {
+                        token_hash: sha256_b64url(token.as_bytes()),
+                        kind: TokenKind::Access,
+                        jti: claims.jti.clone(),
+                        client_id: claims.client_id.clone(),
+                        subject: claims.sub.clone(),
+                        claims: serde_json::to_value(&claims)
+                            .map_err(|e| OAuthError::server_error("token claims", e))?,
+                        family: None,
+                        expires_at: exp,
+                        revoked_at: None,
+                    })
+                    .await?;
+                token
+            }
+        };
+        let refresh_token = if wants_refresh {
+            Some(
+                self.issue_refresh_token(&claims, g.refresh.flatten())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        tracing::debug!(
+            client = %claims.client_id,
+            sub = %claims.sub,
+            grant = %g.grant_type,
+            jti = %claims.jti,
+            "access token issued"
+        );
+        Ok(TokenResponse {
+            access_token,
+            token_type,
+            expires_in: exp - now,
+            scope,
+            refresh_token,
+            issued_token_type,
+            authorization_details: g.authorization_details,
+        })
+    }
+
+    async fn issue_refresh_token(
+        &self,
+        claims: &AccessClaims,
+        family: Option<String>,
+    ) -> Result<String, OAuthError> {
+        let token = random_token()?;
+        let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.store
+            .put_token(&TokenRecord {
+                token_hash: sha256_b64url(token.as_bytes()),
+                kind: TokenKind::Refresh,
+                jti: uuid::Uuid::new_v4().to_string(),
+                client_id: claims.client_id.clone(),
+                subject: claims.sub.clone(),
+                claims: serde_json::to_value(claims)
+                    .map_err(|e| OAuthError::server_error("token claims", e))?,
+                family: Some(family),
+                expires_at: self.now() + self.ttl(self.settings.refresh_token_ttl),
+                revoked_at: None,
+            })
+            .await?;
+        Ok(token)
+    }
+}

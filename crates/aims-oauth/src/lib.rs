@@ -1,0 +1,117 @@
+//! # aims-oauth
+//!
+//! The authorization layer of the AIMS stack (draft-ietf-wimse-aims §10): an OAuth 2.0
+//! authorization server for agents. Agents authenticate with their SVIDs, never a static
+//! secret (AIMS AZ-12); obtain tokens for themselves (client credentials, AZ-15), for a subject
+//! they act for and along agent-to-agent chains (token exchange with a nested `act` for every
+//! hop, AZ-14), transaction tokens for their internal call chains (AZ-19…AZ-22) and JWT
+//! authorization grants for other domains (identity chaining, AZ-23…AZ-26). Access tokens are
+//! RFC 9068 JWTs (or opaque, AZ-9), sender-constrained by DPoP or mutual TLS whenever the client
+//! proves a key. Every grant asks a [`policy::PolicyDecisionPoint`].
+//!
+//! * [`endpoints`]: discovery, JWKS, token, introspection, revocation, registration.
+//! * [`client_auth`]: SPIFFE (JWT-SVID, WIT-SVID, X509-SVID), private_key_jwt, legacy secrets.
+//! * [`grants`]: the grants; [`issue`]: minting; [`claims`]: token formats.
+//! * [`dpop`]: RFC 9449 proofs and nonces; [`rar`]: authorization details narrowing.
+#![forbid(unsafe_code)]
+
+pub mod claims;
+pub mod client;
+pub mod client_auth;
+pub mod dpop;
+pub mod endpoints;
+pub mod error;
+pub mod form;
+pub mod grants;
+pub mod issue;
+pub mod keys;
+pub mod policy;
+pub mod rar;
+pub mod settings;
+pub mod trusted;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aims_authn::replay::ReplayCache;
+use aims_core::SharedClock;
+use aims_credentials::BundleSource;
+use aims_store::Store;
+
+pub use error::OAuthError;
+pub use settings::{AsSettings, TokenFormat, TrustedIssuer};
+
+/// The authorization server.
+pub struct AuthorizationServer {
+    /// Its settings.
+    pub settings: AsSettings,
+    keys: Arc<dyn keys::TokenKeys>,
+    bundles: Arc<dyn BundleSource>,
+    store: Store,
+    pdp: Arc<dyn policy::PolicyDecisionPoint>,
+    replay: Arc<ReplayCache>,
+    dpop: dpop::DpopVerifier,
+    trusted: trusted::TrustedIssuers,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServer {
+    /// An authorization server signing with `keys`, trusting SVIDs that chain to `bundles`,
+    /// keeping state in `store` and asking `pdp` about every grant.
+    pub fn new(
+        settings: AsSettings,
+        keys: Arc<dyn keys::TokenKeys>,
+        bundles: Arc<dyn BundleSource>,
+        store: Store,
+        pdp: Arc<dyn policy::PolicyDecisionPoint>,
+        clock: SharedClock,
+    ) -> Result<Self, OAuthError> {
+        let replay = Arc::new(ReplayCache::new(
+            1_000_000,
+            i64::try_from(settings.leeway.as_secs()).unwrap_or(60),
+        ));
+        let trusted = trusted::TrustedIssuers::new(&settings.trusted_issuers)
+            .map_err(|e| OAuthError::server_error("trusted issuers", e))?;
+        let dpop = dpop::DpopVerifier::new(
+            replay.clone(),
+            settings.require_dpop_nonce,
+            i64::try_from(settings.leeway.as_secs()).unwrap_or(60),
+        )?;
+        Ok(Self {
+            settings,
+            keys,
+            bundles,
+            store,
+            pdp,
+            replay,
+            dpop,
+            trusted,
+            clock,
+        })
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        aims_core::unix_seconds(self.clock.now())
+    }
+
+    pub(crate) fn leeway(&self) -> i64 {
+        i64::try_from(self.settings.leeway.as_secs()).unwrap_or(60)
+    }
+
+    pub(crate) fn ttl(&self, d: Duration) -> i64 {
+        i64::try_from(d.as_secs()).unwrap_or(300)
+    }
+
+    /// A DPoP nonce for clients (the `DPoP-Nonce` header).
+    pub fn dpop_nonce(&self) -> String {
+        self.dpop.nonce(self.now())
+    }
+}

@@ -1,0 +1,66 @@
+//! The policy decision point every grant consults (AIMS AZ-4, PV-1): may this client obtain
+//! these scopes, for this audience and these authorization details, for this subject, now?
+//! A typed trait; the Cedar PDP serves it when the policy layer lands.
+
+use aims_core::SpiffeId;
+
+/// What a grant is about to issue.
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    /// The grant type (`client_credentials`, token exchange URN, …).
+    pub grant_type: String,
+    /// The authenticated client.
+    pub client_id: String,
+    /// The client's SPIFFE ID, when it authenticated with an SVID.
+    pub client_spiffe_id: Option<SpiffeId>,
+    /// The subject the token will name.
+    pub subject: String,
+    /// The delegation chain, current actor first (RFC 8693 §4.1).
+    pub actors: Vec<String>,
+    /// Scopes to grant.
+    pub scopes: Vec<String>,
+    /// Audiences (resource indicators) the token will be for.
+    pub audience: Vec<String>,
+    /// RFC 9396 authorization details, if any.
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// A scope is not allowed (`invalid_scope`).
+    Scope,
+    /// The audience is not allowed (`invalid_target`).
+    Target,
+    /// The client may not obtain this at all (`unauthorized_client`).
+    Client,
+}
+
+/// A decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Issue.
+    Permit,
+    /// Refuse, with why.
+    Deny(DenyKind, String),
+}
+
+/// A policy decision point.
+#[tonic::async_trait]
+pub trait PolicyDecisionPoint: Send + Sync {
+    /// Decides a request.
+    async fn decide(&self, request: &AccessRequest) -> Decision;
+}
+
+/// Permits everything the protocol rules allow: until a policy is configured, what a token
+/// may carry is bounded only by the grant rules themselves (authenticated clients, no scope or
+/// audience widening on exchange, trust domain limits on transaction tokens).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PermitAll;
+
+#[tonic::async_trait]
+impl PolicyDecisionPoint for PermitAll {
+    async fn decide(&self, _request: &AccessRequest) -> Decision {
+        Decision::Permit
+    }
+}

@@ -1,0 +1,100 @@
+//! The authorization server's typed settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aims_core::TrustDomain;
+
+/// How access tokens are issued (AIMS AZ-9: both are supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenFormat {
+    /// RFC 9068 JWTs, validated by resource servers locally.
+    #[default]
+    Jwt,
+    /// Random references, validated by RFC 7662 introspection.
+    Opaque,
+}
+
+/// Another authorization server whose JWT authorization grants this one accepts (RFC 7523
+/// §2.1; identity chaining, AIMS AZ-23…AZ-26).
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// Its `issuer` identifier (the grant's `iss`).
+    pub issuer: String,
+    /// Where its signing keys are.
+    pub jwks_uri: String,
+    /// Extra CA certificates (PEM) to trust for `jwks_uri`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything the authorization server needs.
+#[derive(Debug, Clone)]
+pub struct AsSettings {
+    /// The issuer identifier (RFC 8414 §2): the HTTPS base URL, no trailing slash.
+    pub issuer: String,
+    /// The base URL of the mutual-TLS aliases of the endpoints (RFC 8705 §5), where clients
+    /// present X509-SVIDs.
+    pub mtls_base: Option<String>,
+    /// Our trust domain (transaction tokens are for it only).
+    pub trust_domain: TrustDomain,
+    /// Access token lifetime (5 min).
+    pub access_token_ttl: Duration,
+    /// Transaction token lifetime (60 s).
+    pub txn_token_ttl: Duration,
+    /// JWT authorization grant lifetime for other domains (5 min).
+    pub grant_ttl: Duration,
+    /// Refresh token lifetime (24 h).
+    pub refresh_token_ttl: Duration,
+    /// JWT or opaque access tokens.
+    pub token_format: TokenFormat,
+    /// Whether legacy `client_secret` clients may register and authenticate (off: static
+    /// secrets are an antipattern, AIMS CR-9).
+    pub allow_client_secret: bool,
+    /// Whether RFC 7591 dynamic registration is open.
+    pub dynamic_registration: bool,
+    /// Whether URL client IDs are resolved as client ID metadata documents.
+    pub client_id_metadata_documents: bool,
+    /// Whether every access token must be sender-constrained (DPoP or mTLS).
+    pub require_sender_constraint: bool,
+    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub require_dpop_nonce: bool,
+    /// Issuers whose JWT authorization grants are accepted.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Clock skew tolerated on assertions and proofs (60 s).
+    pub leeway: Duration,
+}
+
+impl AsSettings {
+    /// Defaults for `issuer` in `trust_domain`.
+    pub fn new(issuer: String, trust_domain: TrustDomain) -> Self {
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            mtls_base: None,
+            trust_domain,
+            access_token_ttl: Duration::from_secs(300),
+            txn_token_ttl: Duration::from_secs(60),
+            grant_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(24 * 3600),
+            token_format: TokenFormat::Jwt,
+            allow_client_secret: false,
+            dynamic_registration: false,
+            client_id_metadata_documents: false,
+            require_sender_constraint: false,
+            require_dpop_nonce: false,
+            trusted_issuers: Vec::new(),
+            leeway: Duration::from_secs(60),
+        }
+    }
+
+    /// The token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}{}", self.issuer, crate::endpoints::TOKEN_PATH)
+    }
+
+    /// The token endpoint's mutual-TLS alias.
+    pub fn mtls_token_endpoint(&self) -> Option<String> {
+        self.mtls_base
+            .as_ref()
+            .map(|b| format!("{b}{}", crate::endpoints::TOKEN_PATH))
+    }
+}

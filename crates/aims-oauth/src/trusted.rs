@@ -1,0 +1,148 @@
+//! Keys of other authorization servers whose JWT authorization grants this one accepts
+//! (identity chaining, draft-ietf-oauth-identity-chaining §2.4; AIMS AZ-24): fetched from their
+//! `jwks_uri`, cached five minutes, refetched at most every ten seconds when a grant names an
+//! unknown `kid` (so a key rotation is picked up without a storm of fetches).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aims_credentials::PublicKey;
+use aims_credentials::bundle::certs_from_pem;
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::settings::TrustedIssuer;
+
+const FRESH: Duration = Duration::from_secs(300);
+const MIN_REFETCH: Duration = Duration::from_secs(10);
+const MAX_JWKS: usize = 256 * 1024;
+
+struct Cached {
+    fetched: Instant,
+    keys: Vec<(Option<String>, PublicKey)>,
+}
+
+/// The trusted issuers and their cached keys.
+pub struct TrustedIssuers {
+    issuers: Vec<(TrustedIssuer, reqwest::Client)>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl std::fmt::Debug for TrustedIssuers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.issuers.iter().map(|(i, _)| &i.issuer))
+            .finish()
+    }
+}
+
+impl TrustedIssuers {
+    /// Builds an HTTP client per issuer (with its extra CA, if any).
+    pub fn new(issuers: &[TrustedIssuer]) -> Result<Self, String> {
+        let mut out = Vec::with_capacity(issuers.len());
+        for i in issuers {
+            let mut b = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .https_only(true)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(path) = &i.ca_file {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| format!("trusted issuer CA {}: {e}", path.display()))?;
+                for c in certs_from_pem(&pem).map_err(|e| e.to_string())? {
+                    b = b.add_root_certificate(
+                        reqwest::Certificate::from_der(&c).map_err(|e| e.to_string())?,
+                    );
+                }
+            }
+            out.push((i.clone(), b.build().map_err(|e| e.to_string())?));
+        }
+        Ok(Self {
+            issuers: out,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `iss` is trusted.
+    pub fn trusts(&self, iss: &str) -> bool {
+        self.issuers.iter().any(|(i, _)| i.issuer == iss)
+    }
+
+    fn cached(&self, iss: &str, kid: Option<&str>, fresh_only: bool) -> Option<PublicKey> {
+        let cache = self.cache.lock().ok()?;
+        let c = cache.get(iss)?;
+        if fresh_only && c.fetched.elapsed() > FRESH {
+            return None;
+        }
+        match kid {
+            Some(k) => c
+                .keys
+                .iter()
+                .find(|(id, _)| id.as_deref() == Some(k))
+                .map(|(_, key)| key.clone()),
+            None if c.keys.len() == 1 => c.keys.first().map(|(_, k)| k.clone()),
+            None => None,
+        }
+    }
+
+    /// The key `iss` signs with under `kid`.
+    pub async fn key(&self, iss: &str, kid: Option<&str>) -> Result<PublicKey, String> {
+        if let Some(k) = self.cached(iss, kid, true) {
+            return Ok(k);
+        }
+        let recently = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(iss).map(|e| e.fetched.elapsed() < MIN_REFETCH))
+            .unwrap_or(false);
+        if !recently {
+            self.fetch(iss).await?;
+        }
+        self.cached(iss, kid, false)
+            .ok_or_else(|| format!("{iss} publishes no key {kid:?}"))
+    }
+
+    async fn fetch(&self, iss: &str) -> Result<(), String> {
+        let (issuer, client) = self
+            .issuers
+            .iter()
+            .find(|(i, _)| i.issuer == iss)
+            .ok_or_else(|| format!("{iss} is not a trusted issuer"))?;
+        let resp = client
+            .get(&issuer.jwks_uri)
+            .send()
+            .await
+            .map_err(|e| format!("fetching {}: {e}", issuer.jwks_uri))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "fetching {}: HTTP {}",
+                issuer.jwks_uri,
+                resp.status()
+            ));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_JWKS {
+            return Err("JWKS too large".into());
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS: {e}"))?;
+        let keys = set
+            .keys
+            .iter()
+            .filter_map(|k| {
+                PublicKey::from_jwk(k)
+                    .ok()
+                    .map(|p| (k.common.key_id.clone(), p))
+            })
+            .collect();
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(
+                iss.to_owned(),
+                Cached {
+                    fetched: Instant::now(),
+                    keys,
+                },
+            );
+        }
+        Ok(())
+    }
+}
