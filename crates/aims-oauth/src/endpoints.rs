@@ -186,7 +186,6 @@ impl AuthorizationServer {
             "authorization_details_types_supported": [],
             "identity_chaining_requested_token_types_supported": ["urn:ietf:params:oauth:token-type:jwt"],
             "scopes_supported": ["offline_access"],
-            "client_id_metadata_document_supported": st.client_id_metadata_documents,
             // OpenID Discovery requires these; AIMS issues no ID tokens yet.
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],

@@ -13,6 +13,7 @@
 //! * [`client_auth`]: SPIFFE (JWT-SVID, WIT-SVID, X509-SVID), private_key_jwt, legacy secrets.
 //! * [`grants`]: the grants; [`issue`]: minting; [`claims`]: token formats.
 //! * [`dpop`]: RFC 9449 proofs and nonces; [`rar`]: authorization details narrowing.
+//! * [`resource`]: the resource server's check of a presented token and its sender constraint.
 #![forbid(unsafe_code)]
 
 pub mod claims;
@@ -27,6 +28,7 @@ pub mod issue;
 pub mod keys;
 pub mod policy;
 pub mod rar;
+pub mod resource;
 pub mod settings;
 pub mod trusted;
 

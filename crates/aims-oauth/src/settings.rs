@@ -52,8 +52,6 @@ pub struct AsSettings {
     pub allow_client_secret: bool,
     /// Whether RFC 7591 dynamic registration is open.
     pub dynamic_registration: bool,
-    /// Whether URL client IDs are resolved as client ID metadata documents.
-    pub client_id_metadata_documents: bool,
     /// Whether every access token must be sender-constrained (DPoP or mTLS).
     pub require_sender_constraint: bool,
     /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8).
@@ -78,7 +76,6 @@ impl AsSettings {
             token_format: TokenFormat::Jwt,
             allow_client_secret: false,
             dynamic_registration: false,
-            client_id_metadata_documents: false,
             require_sender_constraint: false,
             require_dpop_nonce: false,
             trusted_issuers: Vec::new(),

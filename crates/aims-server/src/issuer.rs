@@ -28,6 +28,13 @@ pub struct PublishedBundle {
     pub document: String,
 }
 
+/// The authorization server's published token keys (from every live slot of every replica).
+#[derive(Default)]
+struct TokenKeySet {
+    keys: std::collections::BTreeMap<String, PublicKey>,
+    jwks: Arc<String>,
+}
+
 /// Limits on what callers may request.
 #[derive(Debug, Clone, Copy)]
 pub struct IssuanceLimits {
@@ -52,6 +59,8 @@ pub struct Issuer {
     published: RwLock<Arc<PublishedBundle>>,
     /// Our bundle and every federated one, for verifiers in this process.
     bundles: Arc<BundleSet>,
+    /// The authorization server's keys.
+    token_keys: RwLock<Arc<TokenKeySet>>,
 }
 
 impl Issuer {
@@ -91,6 +100,7 @@ impl Issuer {
                 document: String::new(),
             })),
             bundles: Arc::new(BundleSet::new()),
+            token_keys: RwLock::new(Arc::new(TokenKeySet::default())),
             trust_domain,
             server_id,
             ca,
@@ -146,6 +156,7 @@ impl Issuer {
             .iter()
             .filter_map(|r| serde_json::from_str(&r.record).ok())
             .collect();
+        self.publish_token_keys(&records);
         let mut bundle =
             aims_credentials::authority::bundle_from_slots(&self.trust_domain, &records, now)?;
         if let Some(up) = self.ca.upstream() {
@@ -184,6 +195,32 @@ impl Issuer {
             }
         }
         Ok(())
+    }
+
+    /// Publishes the token keys of `records` if the set changed.
+    fn publish_token_keys(&self, records: &[SlotRecord]) {
+        let keys: std::collections::BTreeMap<String, PublicKey> = records
+            .iter()
+            .filter_map(|r| r.token_key().ok().flatten())
+            .collect();
+        let current = self.token_key_set();
+        if current.keys.keys().eq(keys.keys()) && !current.jwks.is_empty() {
+            return;
+        }
+        let pairs: Vec<(String, PublicKey)> =
+            keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let jwks = Arc::new(aims_oauth::keys::jwks_document(&pairs));
+        tracing::info!(keys = pairs.len(), "authorization server keys published");
+        if let Ok(mut t) = self.token_keys.write() {
+            *t = Arc::new(TokenKeySet { keys, jwks });
+        }
+    }
+
+    fn token_key_set(&self) -> Arc<TokenKeySet> {
+        self.token_keys
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The trust domain.
@@ -348,5 +385,19 @@ impl Issuer {
         )
         .await?;
         Ok(wit)
+    }
+}
+
+impl aims_oauth::keys::TokenKeys for Issuer {
+    fn signing_key(&self) -> Option<aims_credentials::SlotKey> {
+        self.ca.active().map(|s| s.token.clone())
+    }
+
+    fn verifying_key(&self, kid: &str) -> Option<PublicKey> {
+        self.token_key_set().keys.get(kid).cloned()
+    }
+
+    fn jwks(&self) -> Arc<String> {
+        self.token_key_set().jwks.clone()
     }
 }

@@ -19,5 +19,5 @@ pub mod settings;
 pub mod tls;
 
 pub use error::ServerError;
-pub use server::{RunningServer, ensure_private_dir, start};
+pub use server::{RunningServer, ensure_private_dir, start, start_with};
 pub use settings::{ServerSettings, TlsFiles, UpstreamFiles};

@@ -20,6 +20,8 @@ use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
 use aims_authn::mtls::{Authorizer, ClientAuth};
 use aims_authn::transport::serve_tls;
+use aims_oauth::AuthorizationServer;
+use aims_oauth::policy::{PermitAll, PolicyDecisionPoint};
 use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
@@ -28,6 +30,10 @@ pub struct RunningServer {
     pub https_addr: SocketAddr,
     /// The agent API address actually bound.
     pub agent_addr: SocketAddr,
+    /// The OAuth mutual-TLS address actually bound.
+    pub oauth_mtls_addr: SocketAddr,
+    /// The authorization server.
+    pub authorization_server: Arc<AuthorizationServer>,
     /// The bundle endpoint URL.
     pub bundle_url: String,
     /// The admin socket.
@@ -98,8 +104,26 @@ async fn bind(
     Ok((listener, bound))
 }
 
-/// Starts the server: store, CA, HTTPS listener (bundle endpoint), agent API and admin socket.
+/// Starts the server with the permissive policy decision point (until a policy is
+/// configured, grants are bounded by the protocol rules alone).
 pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    start_with(settings, Arc::new(PermitAll)).await
+}
+
+fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Starts the server: store, CA, HTTPS listener (bundle endpoint, authorization server),
+/// agent API, OAuth mutual-TLS listener and admin socket; `pdp` decides every grant.
+pub async fn start_with(
+    settings: ServerSettings,
+    pdp: Arc<dyn PolicyDecisionPoint>,
+) -> Result<RunningServer, ServerError> {
     ensure_private_dir(&settings.data_dir)?;
     let server_id = server_id(&settings)?;
     let store = Store::connect(&settings.database_url()).await?;
@@ -134,11 +158,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         .await?,
     );
 
-    let (tls, web_ca_file) = match &settings.tls {
-        Some(files) => (
-            server_config_from_files(&files.cert_file, &files.key_file)?,
-            None,
-        ),
+    let (web_cert, web_key, web_ca_file) = match &settings.tls {
+        Some(files) => (files.cert_file.clone(), files.key_file.clone(), None),
         None => {
             let mut hosts = vec![
                 "localhost".to_owned(),
@@ -149,14 +170,40 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 hosts.push(settings.public_host.clone());
             }
             let pki = LocalWebPki::load_or_create(&settings.data_dir.join("tls"), &hosts)?;
-            (
-                server_config_from_files(&pki.cert_file, &pki.key_file)?,
-                Some(pki.ca_file),
-            )
+            (pki.cert_file, pki.key_file, Some(pki.ca_file))
         }
     };
+    let tls = server_config_from_files(&web_cert, &web_key)?;
+    // RFC 8705 mutual-TLS aliases: a Web PKI server certificate (SPIFFE client auth -02 §3.2:
+    // clients check it against their system trust store), any trusted X509-SVID as client
+    // certificate, and clients without one still served (they authenticate otherwise).
+    let mtls_tls = crate::tls::server_config_with_client_auth(
+        &web_cert,
+        &web_key,
+        Some(Arc::new(
+            aims_authn::mtls::SpiffeClientVerifier::new(issuer.bundles(), Authorizer::Any)
+                .optional(),
+        )),
+    )?;
     let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
     let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
+    let (mtls_listener, oauth_mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
+    let host = url_host(&settings.public_host);
+    let mut as_settings = settings.oauth.clone();
+    as_settings.issuer = format!("https://{host}:{}", https_addr.port());
+    as_settings.mtls_base = Some(format!("https://{host}:{}", oauth_mtls_addr.port()));
+    as_settings.trust_domain = settings.trust_domain.clone();
+    let authorization_server = Arc::new(
+        AuthorizationServer::new(
+            as_settings,
+            issuer.clone(),
+            issuer.bundles(),
+            issuer.store().clone(),
+            pdp,
+            settings.clock.clone(),
+        )
+        .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?,
+    );
     let shutdown = CancellationToken::new();
     // Whatever was started stops again if a later step fails.
     let stop_on_error = shutdown.clone().drop_guard();
@@ -164,7 +211,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     tasks.push(tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
-        bundle_endpoint::router(issuer.clone()),
+        bundle_endpoint::router(issuer.clone())
+            .merge(aims_oauth::endpoints::router(authorization_server.clone())),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(serve_tls(
+        mtls_listener,
+        Arc::new(mtls_tls),
+        aims_oauth::endpoints::router(authorization_server.clone()),
         shutdown.clone(),
     )));
     // The agent API: the server presents its own SVID; clients may connect without one only to
@@ -213,6 +267,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 issuer: issuer.clone(),
                 server_id: server_id.clone(),
                 changes: changes.clone(),
+                authorization_server: authorization_server.clone(),
             }),
             shutdown.clone(),
         )
@@ -235,15 +290,13 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                     if let Err(e) = server_svid.refresh(&ticker_issuer, clock.now()).await {
                         tracing::error!(error = %e, "server SVID renewal failed; will retry");
                     }
+                    if let Err(e) = ticker_issuer.store().prune_oauth(aims_core::unix_seconds(clock.now())).await {
+                        tracing::warn!(error = %e, "cannot prune expired OAuth tokens; will retry");
+                    }
                 }
             }
         }
     }));
-    let host = if settings.public_host.contains(':') {
-        format!("[{}]", settings.public_host)
-    } else {
-        settings.public_host.clone()
-    };
     let bundle_url = format!(
         "https://{host}:{}{}",
         https_addr.port(),
@@ -254,6 +307,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         server_id = %server_id,
         https = %https_addr,
         agent_api = %agent_addr,
+        oauth_mtls = %oauth_mtls_addr,
         admin_socket = %admin_socket.display(),
         store = %aims_store::redact_url(&settings.database_url()),
         "AIMS server started"
@@ -262,6 +316,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     Ok(RunningServer {
         https_addr,
         agent_addr,
+        oauth_mtls_addr,
+        authorization_server,
         bundle_url,
         admin_socket,
         web_ca_file,

@@ -43,6 +43,12 @@ pub struct ServerSettings {
     /// CA certificates (PEM) of node certificates accepted for x509pop node attestation; x509pop
     /// is off without it.
     pub x509pop_ca_file: Option<PathBuf>,
+    /// The OAuth mutual-TLS listener (RFC 8705 endpoint aliases: Web PKI server certificate,
+    /// X509-SVID client certificates).
+    pub oauth_mtls_listen: SocketAddr,
+    /// The authorization server (`issuer`, `mtls_base` and `trust_domain` are filled in from
+    /// the listeners at start).
+    pub oauth: aims_oauth::AsSettings,
     /// Foreign trust domains whose bundles this server fetches and hands to agents.
     pub federation: Vec<crate::federation::Federation>,
     /// How often the store's change counters are polled for changes other replicas made.
@@ -78,11 +84,13 @@ impl ServerSettings {
     /// Settings with AIMS's defaults for `trust_domain` and `data_dir`.
     pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
         Self {
+            oauth: aims_oauth::AsSettings::new(String::new(), trust_domain.clone()),
             trust_domain,
             data_dir,
             database_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            oauth_mtls_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             x509pop_ca_file: None,
             federation: Vec::new(),
             change_poll_interval: Duration::from_millis(200),

@@ -152,6 +152,17 @@ pub fn server_config_from_files(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<ServerConfig, ServerError> {
+    server_config_with_client_auth(cert_file, key_file, None)
+}
+
+/// A rustls server configuration from PEM files that asks clients for a certificate with
+/// `client_verifier` (RFC 8705 mutual-TLS endpoints: a Web PKI server certificate, SPIFFE
+/// client certificates).
+pub fn server_config_with_client_auth(
+    cert_file: &Path,
+    key_file: &Path,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<ServerConfig, ServerError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ServerError::Tls(format!("{}: {e}", cert_file.display())))?;
@@ -163,14 +174,24 @@ pub fn server_config_from_files(
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| ServerError::Tls(format!("{}: {e}", key_file.display())))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
+    let builder = ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| ServerError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
     .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let client_auth = client_verifier.is_some();
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if client_auth {
+        // As for SPIFFE mTLS: every connection re-verifies the client's current certificate.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }

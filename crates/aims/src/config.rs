@@ -73,6 +73,110 @@ pub struct ServerSection {
     /// `[[server.federation]]`: foreign trust domains whose bundles the server fetches.
     #[serde(default)]
     pub federation: Vec<FederationSection>,
+    /// OAuth mutual-TLS listen address (RFC 8705 endpoint aliases).
+    pub oauth_mtls_listen: Option<SocketAddr>,
+    /// `[server.oauth]`.
+    #[serde(default)]
+    pub oauth: OAuthSection,
+}
+
+/// Access token format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormatName {
+    /// RFC 9068 JWTs.
+    Jwt,
+    /// Opaque references (RFC 7662 introspection).
+    Opaque,
+}
+
+/// `[server.oauth]`: the authorization server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSection {
+    /// `jwt` (default) or `opaque`.
+    pub token_format: Option<TokenFormatName>,
+    /// Access token lifetime.
+    pub access_token_ttl: Option<HumanDuration>,
+    /// Transaction token lifetime.
+    pub transaction_token_ttl: Option<HumanDuration>,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Option<HumanDuration>,
+    /// Lifetime of JWT authorization grants for other domains.
+    pub grant_ttl: Option<HumanDuration>,
+    /// Let legacy clients use client_secret (off: static secrets are an antipattern).
+    pub allow_client_secret: Option<bool>,
+    /// Open RFC 7591 dynamic registration.
+    pub dynamic_registration: Option<bool>,
+    /// Issue sender-constrained (DPoP or mTLS) access tokens only.
+    pub require_sender_constrained_tokens: Option<bool>,
+    /// Require server nonces in DPoP proofs.
+    pub require_dpop_nonce: Option<bool>,
+    /// `[[server.oauth.trusted_issuers]]`: authorization servers whose JWT grants are accepted.
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerSection>,
+}
+
+/// `[[server.oauth.trusted_issuers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerSection {
+    /// Its issuer identifier.
+    pub issuer: String,
+    /// Its JWK Set URL.
+    pub jwks_uri: String,
+    /// Extra CA certificates (PEM) for `jwks_uri`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl OAuthSection {
+    fn apply(&self, o: &mut aims_oauth::AsSettings) -> anyhow::Result<()> {
+        if let Some(f) = self.token_format {
+            o.token_format = match f {
+                TokenFormatName::Jwt => aims_oauth::TokenFormat::Jwt,
+                TokenFormatName::Opaque => aims_oauth::TokenFormat::Opaque,
+            };
+        }
+        for (field, value) in [
+            (&mut o.access_token_ttl, self.access_token_ttl),
+            (&mut o.txn_token_ttl, self.transaction_token_ttl),
+            (&mut o.refresh_token_ttl, self.refresh_token_ttl),
+            (&mut o.grant_ttl, self.grant_ttl),
+        ] {
+            if let Some(v) = value {
+                if v.0.as_secs() < 1 {
+                    bail!("server.oauth lifetimes must be at least 1s");
+                }
+                *field = v.0;
+            }
+        }
+        for (field, value) in [
+            (&mut o.allow_client_secret, self.allow_client_secret),
+            (&mut o.dynamic_registration, self.dynamic_registration),
+            (
+                &mut o.require_sender_constraint,
+                self.require_sender_constrained_tokens,
+            ),
+            (&mut o.require_dpop_nonce, self.require_dpop_nonce),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        for t in &self.trusted_issuers {
+            for (name, url) in [("issuer", &t.issuer), ("jwks_uri", &t.jwks_uri)] {
+                if !url.starts_with("https://") {
+                    bail!("server.oauth.trusted_issuers: {name} {url:?} must be an https URL");
+                }
+            }
+            o.trusted_issuers.push(aims_oauth::TrustedIssuer {
+                issuer: t.issuer.trim_end_matches('/').to_owned(),
+                jwks_uri: t.jwks_uri.clone(),
+                ca_file: t.ca_file.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A bundle endpoint profile (SPIFFE Federation §5.2).
@@ -260,6 +364,9 @@ pub struct ServerFlags {
     /// Agent API listen address (gRPC over mTLS) [default: 127.0.0.1:8081].
     #[arg(long)]
     pub agent_listen: Option<SocketAddr>,
+    /// OAuth mutual-TLS listen address (RFC 8705 aliases) [default: 127.0.0.1:8444].
+    #[arg(long)]
+    pub oauth_mtls_listen: Option<SocketAddr>,
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
     #[arg(long, env = "AIMS_DATABASE")]
     pub database: Option<String>,
@@ -372,6 +479,10 @@ pub fn server_settings(
     if let Some(l) = flags.agent_listen.or(sec.agent_listen) {
         s.agent_listen = l;
     }
+    if let Some(l) = flags.oauth_mtls_listen.or(sec.oauth_mtls_listen) {
+        s.oauth_mtls_listen = l;
+    }
+    sec.oauth.apply(&mut s.oauth)?;
     s.x509pop_ca_file = sec.x509pop_ca_file.clone();
     if let Some(h) = &sec.public_host {
         s.public_host = h.clone();
@@ -463,6 +574,13 @@ bundle_endpoint_url = "https://aims.other.org:8081/bundle"
 profile = "https_spiffe"
 endpoint_spiffe_id = "spiffe://other.org/aims/server"
 bootstrap_bundle = "/etc/aims/other.pem"
+[server.oauth]
+token_format = "opaque"
+access_token_ttl = "10m"
+require_dpop_nonce = true
+[[server.oauth.trusted_issuers]]
+issuer = "https://as.partner.org/"
+jwks_uri = "https://as.partner.org/oauth2/jwks"
 [agent]
 server_address = "aims.example.org:8081"
 socket_path = "/run/aims/agent.sock"
@@ -483,6 +601,10 @@ format = "json"
         assert_eq!(s.ca.key_type, KeyType::EcP384);
         assert!(s.upstream.is_some());
         assert_eq!(s.federation.len(), 2);
+        assert_eq!(s.oauth.token_format, aims_oauth::TokenFormat::Opaque);
+        assert_eq!(s.oauth.access_token_ttl.as_secs(), 600);
+        assert!(s.oauth.require_dpop_nonce && !s.oauth.allow_client_secret);
+        assert_eq!(s.oauth.trusted_issuers[0].issuer, "https://as.partner.org");
         assert!(matches!(
             &s.federation[1].profile,
             EndpointProfile::HttpsSpiffe { endpoint_spiffe_id, .. } if endpoint_spiffe_id.as_str() == "spiffe://other.org/aims/server"

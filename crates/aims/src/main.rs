@@ -56,6 +56,9 @@ enum Command {
     /// List, ban or evict attested agents.
     #[command(subcommand)]
     Node(cmd::node::NodeCommand),
+    /// Register OAuth clients that are not SPIFFE workloads.
+    #[command(subcommand)]
+    Client(cmd::client::ClientCommand),
     /// Check that the server on a data directory answers.
     Health(cmd::AdminArgs),
 }
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             Command::Api(c) => cmd::api::run(c).await,
             Command::Token(c) => cmd::token::run(c).await,
             Command::Node(c) => cmd::node::run(c).await,
+            Command::Client(c) => cmd::client::run(c).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,

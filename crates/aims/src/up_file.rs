@@ -48,6 +48,10 @@ pub struct ServerEndpoints {
     pub bundle_endpoint: String,
     /// The agent API (gRPC over mutual TLS), `host:port`.
     pub agent_api: String,
+    /// The OAuth issuer (RFC 8414 metadata at `/.well-known/oauth-authorization-server`).
+    pub oauth_issuer: String,
+    /// The OAuth mutual-TLS endpoint base (RFC 8705 aliases).
+    pub oauth_mtls: String,
     /// The CA to trust for the HTTPS endpoints, when AIMS made its own certificate.
     pub web_ca_file: Option<PathBuf>,
     /// This replica's id.
@@ -80,6 +84,13 @@ impl UpFile {
                 https,
                 bundle_endpoint: server.bundle_url.clone(),
                 agent_api: server.agent_addr.to_string(),
+                oauth_issuer: server.authorization_server.settings.issuer.clone(),
+                oauth_mtls: server
+                    .authorization_server
+                    .settings
+                    .mtls_base
+                    .clone()
+                    .unwrap_or_default(),
                 web_ca_file: server.web_ca_file.as_deref().map(absolute),
                 server_id: server.server_id.clone(),
             },
@@ -109,6 +120,7 @@ impl UpFile {
             ("Trust domain", self.trust_domain.clone()),
             ("Bundle endpoint", self.server.bundle_endpoint.clone()),
             ("Agent API", self.server.agent_api.clone()),
+            ("OAuth issuer", self.server.oauth_issuer.clone()),
             ("Admin socket", self.admin_socket.display().to_string()),
         ];
         if let Some(ca) = &self.server.web_ca_file {

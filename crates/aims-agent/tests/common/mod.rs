@@ -71,6 +71,7 @@ pub fn server_settings(dir: &std::path::Path, o: &Options) -> ServerSettings {
     let mut s = ServerSettings::new(td(), dir.join("server"));
     s.listen = "127.0.0.1:0".parse().unwrap();
     s.agent_listen = "127.0.0.1:0".parse().unwrap();
+    s.oauth_mtls_listen = "127.0.0.1:0".parse().unwrap();
     s.x509_svid_ttl = o.x509_svid_ttl;
     s.wit_svid_ttl = o.x509_svid_ttl;
     s.ca.ca_ttl = o.ca_ttl;

@@ -104,7 +104,13 @@ pub fn workload_api(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let _server = Proc(
         Command::new(&bin)
             .args(["server", "--trust-domain", TD, "--listen", "127.0.0.1:0"])
-            .args(["--agent-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--oauth-mtls-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(server_log)

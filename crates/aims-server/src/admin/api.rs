@@ -123,6 +123,16 @@ pub struct AgentRequest {
     pub spiffe_id: SpiffeId,
 }
 
+/// `POST /v1/clients`: register an OAuth client (SPIFFE workloads need none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateClientRequest {
+    /// The identifier; default: a generated UUID.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// RFC 7591 client metadata.
+    pub metadata: serde_json::Value,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use aims_core::SpiffeId;
 use aims_store::{
-    AttestedNode, EntryUpdate, FederatedBundleRow, IssuedCredential, NewEntry, RegistrationEntry,
+    AttestedNode, EntryUpdate, FederatedBundleRow, IssuedCredential, NewEntry, OAuthClientRow,
+    RegistrationEntry,
 };
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -15,9 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentRequest, BundleResponse, CreateJoinTokenRequest, ErrorBody, HealthResponse,
-    JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest, MintX509Request,
-    MintX509Response,
+    AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, ErrorBody,
+    HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
+    MintX509Request, MintX509Response,
 };
 
 /// Why an admin call failed.
@@ -215,6 +216,30 @@ impl AdminClient {
     pub async fn federated_bundles(&self) -> Result<Vec<FederatedBundleRow>, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/bundles/federated", None)
             .await
+    }
+
+    /// Registers an OAuth client; answers its metadata with `client_id` (and a one-time
+    /// secret for a legacy secret client).
+    pub async fn create_client(
+        &self,
+        req: &CreateClientRequest,
+    ) -> Result<serde_json::Value, AdminError> {
+        self.call(Method::POST, "/v1/clients", Some(req)).await
+    }
+
+    /// Every registered OAuth client.
+    pub async fn list_clients(&self) -> Result<Vec<OAuthClientRow>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/clients", None).await
+    }
+
+    /// Deletes an OAuth client.
+    pub async fn delete_client(&self, client_id: &str) -> Result<(), AdminError> {
+        self.call::<(), ()>(
+            Method::DELETE,
+            &format!("/v1/clients/{}", path_segment(client_id)),
+            None,
+        )
+        .await
     }
 
     /// Creates a join token.

@@ -36,9 +36,9 @@ use crate::error::ServerError;
 use crate::issuer::Issuer;
 use crate::server_svid::server_spiffe_id;
 use api::{
-    AgentRequest, BundleResponse, CreateJoinTokenRequest, ErrorBody, HealthResponse,
-    JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest, MintX509Request,
-    MintX509Response,
+    AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, ErrorBody,
+    HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
+    MintX509Request, MintX509Response,
 };
 
 /// Paths of SPIFFE IDs AIMS gives its own components (`/aims/server`, `/aims/agent/…`); no
@@ -164,6 +164,8 @@ pub struct AdminState {
     pub server_id: String,
     /// Told about every change agents must see.
     pub changes: Arc<ChangeFeed>,
+    /// The authorization server (client registration).
+    pub authorization_server: Arc<aims_oauth::AuthorizationServer>,
 }
 
 type AppState = Arc<AdminState>;
@@ -215,6 +217,8 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/bundles/federated", get(federated_bundles))
         .route("/v1/issued", get(issued))
         .route("/v1/tokens", post(create_join_token))
+        .route("/v1/clients", post(create_client).get(list_clients))
+        .route("/v1/clients/{id}", axum::routing::delete(delete_client))
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/ban", post(ban_agent))
         .route("/v1/agents/evict", post(evict_agent))
@@ -494,4 +498,40 @@ async fn evict_agent(
 
 async fn federated_bundles(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.issuer.store().federated_bundles().await?))
+}
+
+impl From<aims_oauth::OAuthError> for ApiError {
+    fn from(e: aims_oauth::OAuthError) -> Self {
+        if e.status.is_server_error() {
+            Self::new(e.status, "internal", e.description)
+        } else {
+            Self::invalid(format!("{}: {}", e.code, e.description))
+        }
+    }
+}
+
+async fn create_client(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateClientRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let metadata = serde_json::from_value(req.metadata)
+        .map_err(|e| ApiError::invalid(format!("metadata: {e}")))?;
+    let registered = s
+        .authorization_server
+        .register_client(metadata, req.client_id, aims_store::ClientSource::Admin)
+        .await?;
+    Ok((StatusCode::CREATED, Json(registered)))
+}
+
+async fn list_clients(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().list_clients().await?))
+}
+
+async fn delete_client(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.issuer.store().delete_client(&id).await?;
+    tracing::info!(client = %id, "OAuth client deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

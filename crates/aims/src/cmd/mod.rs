@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod bundle;
+pub mod client;
 pub mod entry;
 pub mod node;
 pub mod server;

@@ -121,8 +121,10 @@ impl Aims {
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra);
-        if !extra.contains(&"--agent-listen") {
-            cmd.args(["--agent-listen", "127.0.0.1:0"]);
+        for flag in ["--agent-listen", "--oauth-mtls-listen"] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
         }
         let mut aims = Self {
             proc: Proc::spawn("aims", cmd, log),

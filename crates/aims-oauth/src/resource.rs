@@ -1,0 +1,82 @@
+//! The resource server's side (AIMS AZ-7, AZ-9): checking an access token presented with a
+//! request — RFC 9068 §4 validation, and the sender constraint the token carries: the TLS client
+//! certificate it was bound to (RFC 8705 §3) or a DPoP proof with its key (RFC 9449 §7). A
+//! bound token presented without its proof is refused, as a stolen bearer token would be.
+
+use aims_credentials::jose::sha256_b64url;
+
+use crate::claims::{AT_TYP, AccessClaims, verify_own};
+use crate::dpop::DpopVerifier;
+use crate::error::OAuthError;
+use crate::keys::TokenKeys;
+
+/// The DPoP proof that came with a request.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopPresented<'a> {
+    /// The `DPoP` header.
+    pub proof: &'a str,
+    /// The request method.
+    pub method: &'a str,
+    /// The request URI.
+    pub uri: &'a str,
+}
+
+/// What the request proves about its sender.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SenderProof<'a> {
+    /// The authorization scheme used (`Bearer` or `DPoP`).
+    pub scheme: &'a str,
+    /// The TLS client certificate (DER), if mutual TLS.
+    pub client_certificate: Option<&'a [u8]>,
+    /// The DPoP proof, if any.
+    pub dpop: Option<DpopPresented<'a>>,
+}
+
+fn invalid(m: &str) -> OAuthError {
+    OAuthError::invalid_token(m.to_owned())
+}
+
+/// Verifies `token` for `resource`: signature by a published key, `typ`, issuer, audience,
+/// time, and the sender constraint.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_access_token(
+    keys: &dyn TokenKeys,
+    issuer: &str,
+    resource: &str,
+    token: &str,
+    proof: &SenderProof<'_>,
+    dpop: &DpopVerifier,
+    now: i64,
+) -> Result<AccessClaims, OAuthError> {
+    let claims: AccessClaims =
+        verify_own(keys, issuer, token, AT_TYP, now).map_err(|e| invalid(&e))?;
+    if !claims.aud.contains(resource) {
+        return Err(invalid("the token is not for this resource"));
+    }
+    let cnf = claims.cnf.clone().unwrap_or_default();
+    if let Some(x5t) = &cnf.x5t_s256 {
+        let presented = proof
+            .client_certificate
+            .map(sha256_b64url)
+            .ok_or_else(|| invalid("certificate-bound token without its client certificate"))?;
+        if &presented != x5t {
+            return Err(invalid(
+                "certificate-bound token with another client certificate",
+            ));
+        }
+    }
+    match (&cnf.jkt, proof.dpop) {
+        (Some(jkt), Some(p)) => {
+            if !proof.scheme.eq_ignore_ascii_case("DPoP") {
+                return Err(invalid("a DPoP-bound token goes with the DPoP scheme"));
+            }
+            let got = dpop.verify(p.proof, p.method, &[p.uri.to_owned()], Some(token), now)?;
+            if &got != jkt {
+                return Err(invalid("the DPoP proof is by another key"));
+            }
+        }
+        (Some(_), None) => return Err(invalid("DPoP-bound token without a DPoP proof")),
+        (None, _) => {}
+    }
+    Ok(claims)
+}
