@@ -1,0 +1,1329 @@
+//! The authorization server over real HTTPS on 127.0.0.1 (AIMS AZ-4…AZ-26, PV-1…PV-6): client
+//! authentication without secrets, the grants, sender constraints, delegation chains,
+//! transaction tokens, introspection, revocation and cross-domain chaining — and every way a
+//! client can get them wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aims_authn::mtls::SvidStore;
+use aims_core::{Clock as _, ManualClock, SharedClock, SpiffeId, TrustDomain};
+use aims_credentials::jose::{Audience, JwsHeader, sign};
+use aims_credentials::{
+    AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey, SubjectKey,
+};
+use aims_oauth::claims::{AT_TYP, AccessClaims};
+use aims_oauth::policy::{AccessRequest, Decision, DenyKind, PolicyDecisionPoint};
+use aims_oauth::resource::{SenderProof, verify_access_token};
+use aims_server::{RunningServer, ServerSettings};
+use serde_json::{Value, json};
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+const RESOURCE: &str = "https://tool.example/api";
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+struct As {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+    http: reqwest::Client,
+    issuer: String,
+    clock: Arc<ManualClock>,
+}
+
+async fn start_as(td: &str, tweak: impl FnOnce(&mut ServerSettings)) -> As {
+    start_as_with(td, tweak, None).await
+}
+
+async fn start_as_with(
+    td: &str,
+    tweak: impl FnOnce(&mut ServerSettings),
+    pdp: Option<Arc<dyn PolicyDecisionPoint>>,
+) -> As {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let mut s = ServerSettings::new(TrustDomain::new(td).unwrap(), dir.path().join("data"));
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.agent_listen = "127.0.0.1:0".parse().unwrap();
+    s.oauth_mtls_listen = "127.0.0.1:0".parse().unwrap();
+    s.clock = clock.clone() as SharedClock;
+    tweak(&mut s);
+    let server = match pdp {
+        Some(p) => aims_server::start_with(s, p).await.unwrap(),
+        None => aims_server::start(s).await.unwrap(),
+    };
+    let ca = std::fs::read(server.web_ca_file.as_ref().unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    As {
+        issuer: server.authorization_server.settings.issuer.clone(),
+        _dir: dir,
+        server,
+        http,
+        clock,
+    }
+}
+
+impl As {
+    fn token_url(&self) -> String {
+        format!("{}/oauth2/token", self.issuer)
+    }
+
+    async fn jwt_svid(&self, spiffe_id: &str) -> String {
+        self.server
+            .issuer
+            .mint_jwt_svid(&id(spiffe_id), &[self.issuer.clone()], None)
+            .await
+            .unwrap()
+            .token
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post_with(&self.http, &format!("{}{path}", self.issuer), form, &[])
+            .await
+    }
+
+    async fn post_with(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = http.post(url).form(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    /// client_credentials with a JWT-SVID assertion.
+    async fn cc(&self, agent: &str, scope: &str) -> (u16, Value) {
+        let a = self.jwt_svid(agent).await;
+        let (s, v, _) = self
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion", &a),
+                    ("scope", scope),
+                    ("resource", RESOURCE),
+                ],
+            )
+            .await;
+        (s, v)
+    }
+
+    fn verify(&self, token: &str, resource: &str) -> AccessClaims {
+        verify_access_token(
+            self.server.issuer.as_ref(),
+            &self.issuer,
+            resource,
+            token,
+            &SenderProof::default(),
+            &dpop_verifier(),
+            aims_core::unix_seconds(self.clock.now()),
+        )
+        .unwrap()
+    }
+
+    /// Signs an access token with the server's own key (for states no grant produces).
+    fn forge(&self, claims: &AccessClaims) -> String {
+        aims_oauth::keys::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
+    }
+
+    fn now(&self) -> i64 {
+        aims_core::unix_seconds(self.clock.now())
+    }
+}
+
+fn dpop_verifier() -> aims_oauth::dpop::DpopVerifier {
+    aims_oauth::dpop::DpopVerifier::new(
+        Arc::new(aims_authn::replay::ReplayCache::new(1000, 60)),
+        false,
+        60,
+    )
+    .unwrap()
+}
+
+fn error(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("<none>")
+}
+
+/// A CA of `td` that is not the server's: its keys are in no bundle the server holds.
+fn rogue(td: &str) -> CaManager {
+    let ca = CaManager::new(
+        TrustDomain::new(td).unwrap(),
+        AuthorityPolicy::default(),
+        Arc::new(MemoryKeyManager::new()),
+        None,
+    );
+    ca.tick(SystemTime::now()).unwrap();
+    ca
+}
+
+#[tokio::test]
+async fn discovery_and_jwks() {
+    let a = start_as("example.org", |_| {}).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let m: Value = a
+            .http
+            .get(format!("{}{path}", a.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(m["issuer"], a.issuer.as_str());
+        assert_eq!(m["token_endpoint"], a.token_url());
+        let methods: Vec<&str> = m["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for needed in ["spiffe_jwt", "spiffe_x509", "spiffe_wit", "private_key_jwt"] {
+            assert!(methods.contains(&needed), "{needed} in {methods:?}");
+        }
+        assert!(
+            !methods.contains(&"client_secret_basic"),
+            "secrets are off by default"
+        );
+        assert!(
+            m["mtls_endpoint_aliases"]["token_endpoint"]
+                .as_str()
+                .unwrap()
+                .ends_with("/oauth2/token")
+        );
+        assert!(m.get("registration_endpoint").is_none());
+    }
+    let jwks: Value = a
+        .http
+        .get(format!("{}/oauth2/jwks", a.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| k["kid"].is_string() && k["alg"] == "ES256" && k["use"] == "sig")
+    );
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
+        "no private parts"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = "spiffe://example.org/agent/planner";
+    let (s, v) = a.cc(agent, "read write").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 300);
+    assert_eq!(v["scope"], "read write");
+    assert!(v.get("refresh_token").is_none(), "RFC 6749 §4.4.3");
+    let c = a.verify(v["access_token"].as_str().unwrap(), RESOURCE);
+    // AIMS AZ-5/AZ-15: the agent is client_id, and for itself also sub.
+    assert_eq!(c.client_id, agent);
+    assert_eq!(c.sub, agent);
+    assert_eq!(c.iss, a.issuer);
+    assert_eq!(c.aud, Audience::One(RESOURCE.into()));
+    assert_eq!(c.exp - c.iat, 300);
+    assert!(c.act.is_none() && c.cnf.is_none());
+
+    let good = a.jwt_svid(agent).await;
+    let post = |extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_assertion_type", JWT_SPIFFE.into()),
+            ("resource", RESOURCE.into()),
+        ];
+        form.extend(extra);
+        let a = &a;
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, v, _) = a.post("/oauth2/token", &f).await;
+            (s, v)
+        }
+    };
+    // A JWT-SVID may be presented again until it expires (spiffe-client-auth-02: no jti rule).
+    assert_eq!(post(vec![("client_assertion", good.clone())]).await.0, 200);
+    assert_eq!(post(vec![("client_assertion", good.clone())]).await.0, 200);
+    // client_id that is not the SVID's SPIFFE ID.
+    let (s, v) = post(vec![
+        ("client_assertion", good.clone()),
+        ("client_id", "spiffe://example.org/agent/other".into()),
+    ])
+    .await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    // Another audience.
+    let wrong_aud = a
+        .server
+        .issuer
+        .mint_jwt_svid(&id(agent), &["https://elsewhere".into()], None)
+        .await
+        .unwrap()
+        .token;
+    let (s, v) = post(vec![("client_assertion", wrong_aud)]).await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    // Two audiences (rfc7523bis: the issuer alone).
+    let two = a
+        .server
+        .issuer
+        .mint_jwt_svid(&id(agent), &[a.issuer.clone(), "https://x".into()], None)
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(post(vec![("client_assertion", two)]).await.0, 401);
+    // A foreign trust domain we do not federate with.
+    let other = rogue("other.org");
+    let foreign = other
+        .active()
+        .unwrap()
+        .jwt
+        .mint_jwt_svid(
+            &id("spiffe://other.org/agent/x"),
+            &[a.issuer.clone()],
+            Duration::from_secs(60),
+            a.clock.now(),
+        )
+        .unwrap()
+        .token;
+    let (s, v) = post(vec![("client_assertion", foreign)]).await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("other.org"),
+        "{v}"
+    );
+    // Our trust domain's name, a key outside our bundle.
+    let impostor = rogue("example.org")
+        .active()
+        .unwrap()
+        .jwt
+        .mint_jwt_svid(
+            &id(agent),
+            &[a.issuer.clone()],
+            Duration::from_secs(60),
+            a.clock.now(),
+        )
+        .unwrap()
+        .token;
+    assert_eq!(post(vec![("client_assertion", impostor)]).await.0, 401);
+    // alg none and HS256 with a public key.
+    let b64 = |v: &Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let claims = json!({"sub": agent, "aud": a.issuer, "exp": a.now() + 60});
+    let none = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims));
+    assert_eq!(post(vec![("client_assertion", none)]).await.0, 401);
+    let hs = format!(
+        "{}.{}.AAAA",
+        b64(&json!({"alg": "HS256", "kid": "x"})),
+        b64(&claims)
+    );
+    assert_eq!(post(vec![("client_assertion", hs)]).await.0, 401);
+    // Expired: the clock moves past exp + leeway.
+    let soon = a.jwt_svid(agent).await;
+    a.clock.advance(Duration::from_secs(301 + 61));
+    let (s, v) = post(vec![("client_assertion", soon)]).await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error_description"].as_str().unwrap().contains("expired"),
+        "{v}"
+    );
+    // No client authentication at all, and two methods at once.
+    let (s, v, _) = a
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"));
+    let fresh = a.jwt_svid(agent).await;
+    let (s, _) = post(vec![
+        ("client_assertion", fresh),
+        ("client_secret", "x".into()),
+    ])
+    .await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn token_requests_with_bad_input_get_oauth_errors_not_500s() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = "spiffe://example.org/agent/a";
+    let assertion = a.jwt_svid(agent).await;
+    let base = |grant: &str| {
+        vec![
+            ("grant_type".to_owned(), grant.to_owned()),
+            ("client_assertion_type".to_owned(), JWT_SPIFFE.to_owned()),
+            ("client_assertion".to_owned(), assertion.clone()),
+        ]
+    };
+    let send = |form: Vec<(String, String)>| {
+        let a = &a;
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let (s, v, _) = a.post("/oauth2/token", &f).await;
+            (s, error(&v).to_owned())
+        }
+    };
+    assert_eq!(
+        send(base("password")).await,
+        (400, "unsupported_grant_type".into())
+    );
+    assert_eq!(
+        send(base("client_credentials")).await,
+        (400, "invalid_target".into()),
+        "a resource is required"
+    );
+    let mut f = base("client_credentials");
+    f.push(("resource".into(), "not a uri".into()));
+    assert_eq!(send(f).await, (400, "invalid_target".into()));
+    let mut f = base("client_credentials");
+    f.push(("scope".into(), "a\"b".into()));
+    f.push(("resource".into(), RESOURCE.into()));
+    assert_eq!(send(f).await, (400, "invalid_scope".into()));
+    let mut f = base("client_credentials");
+    f.push(("grant_type".into(), "client_credentials".into()));
+    assert_eq!(
+        send(f).await,
+        (400, "invalid_request".into()),
+        "a repeated parameter"
+    );
+    let mut f = base("client_credentials");
+    f.push(("resource".into(), RESOURCE.into()));
+    f.push(("authorization_details".into(), "{not json".into()));
+    assert_eq!(send(f).await, (400, "invalid_authorization_details".into()));
+    let mut f = base(TOKEN_EXCHANGE);
+    f.push(("subject_token".into(), "garbage".into()));
+    f.push(("subject_token_type".into(), ACCESS_TOKEN.into()));
+    assert_eq!(send(f).await, (400, "invalid_request".into()));
+    // Not a form at all.
+    let resp = a
+        .http
+        .post(a.token_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn private_key_jwt_for_registered_clients_and_replayed_assertions() {
+    let a = start_as("example.org", |_| {}).await;
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let jwk = key
+        .public_key()
+        .to_jwk(Some("sig"), Some("k1"), Some(key.jws_algorithm()));
+    let registered = a
+        .server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk]},
+                "scope": "read",
+            }))
+            .unwrap(),
+            Some("reporting-service".into()),
+            aims_store::ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered["client_id"], "reporting-service");
+    let assertion = |jti: &str, aud: &str| {
+        sign(
+            &key,
+            &JwsHeader::new(&key, Some("client-authentication+jwt"), Some("k1")),
+            &json!({"iss": "reporting-service", "sub": "reporting-service", "aud": aud, "jti": jti, "iat": a.now(), "exp": a.now() + 60}),
+        )
+        .unwrap()
+    };
+    let request = |assertion: String, scope: &'static str| {
+        let a = &a;
+        async move {
+            let (s, v, _) = a
+                .post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "client_credentials"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", &assertion),
+                        ("scope", scope),
+                        ("resource", RESOURCE),
+                    ],
+                )
+                .await;
+            (s, v)
+        }
+    };
+    let first = assertion("j1", &a.issuer);
+    let (s, v) = request(first.clone(), "read").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        a.verify(v["access_token"].as_str().unwrap(), RESOURCE)
+            .client_id,
+        "reporting-service"
+    );
+    // Replayed (same jti).
+    let (s, v) = request(first, "read").await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("replayed"),
+        "{v}"
+    );
+    // The token endpoint URL is accepted as audience too; another audience is not.
+    assert_eq!(
+        request(assertion("j2", &a.token_url()), "read").await.0,
+        200
+    );
+    assert_eq!(
+        request(assertion("j3", "https://elsewhere"), "read")
+            .await
+            .0,
+        401
+    );
+    // Only its registered scopes.
+    let (s, v) = request(assertion("j4", &a.issuer), "admin").await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"));
+    // A key it did not register.
+    let other = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let forged = sign(
+        &other,
+        &JwsHeader::new(&other, None, Some("k1")),
+        &json!({"iss": "reporting-service", "sub": "reporting-service", "aud": a.issuer, "jti": "j5", "exp": a.now() + 60}),
+    )
+    .unwrap();
+    assert_eq!(request(forged, "read").await.0, 401);
+    // Registration refuses secrets unless enabled.
+    let err = a
+        .server
+        .authorization_server
+        .register_client(Default::default(), None, aims_store::ClientSource::Admin)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid_client_metadata");
+}
+
+#[tokio::test]
+async fn mutual_tls_binds_tokens_to_the_x509_svid() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = id("spiffe://example.org/agent/mtls");
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let svid = a
+        .server
+        .issuer
+        .issue_x509(&agent, &SubjectKey::of(&key), &[], None)
+        .await
+        .unwrap();
+    let leaf = svid.chain[0].to_vec();
+    // The client checks the server with Web PKI (spiffe-client-auth-02 §3.2) and presents its SVID.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(a.server.web_ca_file.as_ref().unwrap()).unwrap();
+    for c in aims_credentials::bundle::certs_from_pem(std::str::from_utf8(&ca).unwrap()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_cert_resolver(Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
+    let mtls = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap();
+    let mtls_token = a
+        .server
+        .authorization_server
+        .settings
+        .mtls_token_endpoint()
+        .unwrap();
+    let (s, v, _) = a
+        .post_with(
+            &mtls,
+            &mtls_token,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", agent.as_str()),
+                ("resource", RESOURCE),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap();
+    let c = a.verify_bound(token, &leaf).unwrap();
+    assert_eq!(c.client_id, agent.as_str());
+    assert_eq!(
+        c.cnf.unwrap().x5t_s256.unwrap(),
+        aims_credentials::jose::sha256_b64url(&leaf)
+    );
+    // The bound token without its certificate, or with another, is refused by a resource server.
+    let e = verify_access_token(
+        a.server.issuer.as_ref(),
+        &a.issuer,
+        RESOURCE,
+        token,
+        &SenderProof::default(),
+        &dpop_verifier(),
+        a.now(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "invalid_token");
+    assert!(a.verify_bound(token, b"another certificate").is_err());
+    // client_id that differs from the certificate's SPIFFE ID.
+    let (s, v, _) = a
+        .post_with(
+            &mtls,
+            &mtls_token,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "spiffe://example.org/agent/else"),
+                ("resource", RESOURCE),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"));
+}
+
+impl As {
+    fn verify_bound(
+        &self,
+        token: &str,
+        cert: &[u8],
+    ) -> Result<AccessClaims, aims_oauth::OAuthError> {
+        verify_access_token(
+            self.server.issuer.as_ref(),
+            &self.issuer,
+            RESOURCE,
+            token,
+            &SenderProof {
+                scheme: "Bearer",
+                client_certificate: Some(cert),
+                dpop: None,
+            },
+            &dpop_verifier(),
+            self.now(),
+        )
+    }
+}
+
+fn dpop_proof(key: &PrivateKey, url: &str, jti: &str, iat: i64, nonce: Option<&str>) -> String {
+    let mut h = JwsHeader::new(key, Some("dpop+jwt"), None);
+    h.jwk = Some(key.public_key().jwk());
+    let mut c = json!({"jti": jti, "htm": "POST", "htu": url, "iat": iat});
+    if let Some(n) = nonce {
+        c["nonce"] = n.into();
+    }
+    sign(key, &h, &c).unwrap()
+}
+
+#[tokio::test]
+async fn dpop_binds_tokens_and_refuses_replays_other_urls_and_missing_nonces() {
+    let a = start_as("example.org", |s| s.oauth.require_dpop_nonce = true).await;
+    let agent = "spiffe://example.org/agent/dpop";
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let request = |proof: String| {
+        let a = &a;
+        async move {
+            let assertion = a.jwt_svid(agent).await;
+            a.post_with(
+                &a.http,
+                &a.token_url(),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion", &assertion),
+                    ("resource", RESOURCE),
+                ],
+                &[("DPoP", &proof)],
+            )
+            .await
+        }
+    };
+    // No nonce yet: use_dpop_nonce with a DPoP-Nonce header (RFC 9449 §8).
+    let (s, v, h) = request(dpop_proof(&key, &a.token_url(), "1", a.now(), None)).await;
+    assert_eq!((s, error(&v)), (400, "use_dpop_nonce"));
+    let nonce = h["dpop-nonce"].to_str().unwrap().to_owned();
+    let proof = dpop_proof(&key, &a.token_url(), "2", a.now(), Some(&nonce));
+    let (s, v, _) = request(proof.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "DPoP");
+    let c = verify_access_token(
+        a.server.issuer.as_ref(),
+        &a.issuer,
+        RESOURCE,
+        v["access_token"].as_str().unwrap(),
+        &SenderProof {
+            scheme: "DPoP",
+            client_certificate: None,
+            dpop: Some(aims_oauth::resource::DpopPresented {
+                proof: &{
+                    let mut h = JwsHeader::new(&key, Some("dpop+jwt"), None);
+                    h.jwk = Some(key.public_key().jwk());
+                    sign(&key, &h, &json!({"jti": "rs-1", "htm": "GET", "htu": RESOURCE, "iat": a.now(), "ath": aims_credentials::jose::sha256_b64url(v["access_token"].as_str().unwrap().as_bytes())})).unwrap()
+                },
+                method: "GET",
+                uri: RESOURCE,
+            }),
+        },
+        &dpop_verifier(),
+        a.now(),
+    )
+    .unwrap();
+    assert_eq!(c.cnf.unwrap().jkt.unwrap(), key.public_key().thumbprint());
+    // Replayed proof, a proof for another URL.
+    let (s, v, _) = request(proof).await;
+    assert_eq!((s, error(&v)), (400, "invalid_dpop_proof"));
+    let (s, v, _) = request(dpop_proof(
+        &key,
+        "https://other.example/token",
+        "3",
+        a.now(),
+        Some(&nonce),
+    ))
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_dpop_proof"));
+}
+
+/// Exchanges `subject` at `a` as `actor`.
+async fn exchange(a: &As, actor: &str, subject: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let assertion = a.jwt_svid(actor).await;
+    let mut form = vec![
+        ("grant_type", TOKEN_EXCHANGE),
+        ("client_assertion_type", JWT_SPIFFE),
+        ("client_assertion", assertion.as_str()),
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS_TOKEN),
+    ];
+    form.extend_from_slice(extra);
+    let (s, v, _) = a.post("/oauth2/token", &form).await;
+    (s, v)
+}
+
+#[tokio::test]
+async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
+    let a = start_as("example.org", |_| {}).await;
+    // The user's grant (as another grant type would issue it): alice delegates read+write on
+    // the tool, at most there, to the planner.
+    let now = a.now();
+    let user_token = a.forge(&AccessClaims {
+        iss: a.issuer.clone(),
+        sub: "alice@example.com".into(),
+        aud: Audience::One(RESOURCE.into()),
+        exp: now + 600,
+        iat: now,
+        jti: "u1".into(),
+        client_id: "spiffe://example.org/agent/planner".into(),
+        scope: Some("read write offline_access".into()),
+        authorization_details: Some(json!([{"type": "tool_call", "locations": [RESOURCE, "https://tool.example/search"], "actions": ["read", "write"]}])),
+        act: None,
+        may_act: None,
+        cnf: None,
+    });
+    // Hop 1: the planner acts for alice.
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/planner",
+        &user_token,
+        &[("scope", "read")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["issued_token_type"], ACCESS_TOKEN);
+    let hop1 = v["access_token"].as_str().unwrap().to_owned();
+    let c1 = a.verify(&hop1, RESOURCE);
+    assert_eq!(c1.sub, "alice@example.com", "AIMS AZ-6: sub stays the user");
+    assert_eq!(
+        c1.act.as_ref().unwrap().chain(),
+        vec!["spiffe://example.org/agent/planner"],
+        "RFC 8693 §4.1: the planner acts for alice"
+    );
+    // Hop 2: a researcher agent acts via the planner.
+    let (s, v) = exchange(&a, "spiffe://example.org/agent/researcher", &hop1, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    let hop2 = v["access_token"].as_str().unwrap().to_owned();
+    let c2 = a.verify(&hop2, RESOURCE);
+    assert_eq!(c2.client_id, "spiffe://example.org/agent/researcher");
+    assert_eq!(
+        c2.act.as_ref().unwrap().chain(),
+        vec![
+            "spiffe://example.org/agent/researcher",
+            "spiffe://example.org/agent/planner"
+        ]
+    );
+    // Hop 3: a tool behind it exchanges for the search endpoint (allowed by the grant's locations).
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/tool/search",
+        &hop2,
+        &[("resource", "https://tool.example/search")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let c3 = a.verify(
+        v["access_token"].as_str().unwrap(),
+        "https://tool.example/search",
+    );
+    assert_eq!(
+        c3.act.as_ref().unwrap().chain(),
+        vec![
+            "spiffe://example.org/tool/search",
+            "spiffe://example.org/agent/researcher",
+            "spiffe://example.org/agent/planner"
+        ]
+    );
+    assert_eq!(c3.scope.as_deref(), Some("read"));
+    assert!(
+        c3.exp <= now + 600,
+        "an exchange never extends the life of the grant"
+    );
+    // Widening: a scope the subject lacks, a resource outside the grant's locations, details
+    // beyond the grant's.
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[("scope", "read write")],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"));
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[("resource", "https://bank.example/pay")],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_target"));
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[("authorization_details", r#"[{"type":"tool_call","locations":["https://tool.example/api"],"actions":["delete"]}]"#)],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_authorization_details"));
+    // An actor token that names someone else than the client.
+    let other_svid = a.jwt_svid("spiffe://example.org/agent/someone").await;
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[
+            ("actor_token", &other_svid),
+            ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_request"));
+    // actor_token_type without actor_token.
+    let (s, _) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[("actor_token_type", ACCESS_TOKEN)],
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // may_act: only the named actor may act for the subject.
+    let restricted = a.forge(&AccessClaims {
+        jti: "u2".into(),
+        may_act: Some(json!({"sub": "spiffe://example.org/agent/trusted"})),
+        ..a.verify(&user_token, RESOURCE)
+    });
+    let (s, v) = exchange(&a, "spiffe://example.org/agent/untrusted", &restricted, &[]).await;
+    assert_eq!((s, error(&v)), (400, "invalid_request"), "{v}");
+    assert_eq!(
+        exchange(&a, "spiffe://example.org/agent/trusted", &restricted, &[])
+            .await
+            .0,
+        200
+    );
+
+    // offline_access in the grant: a refresh token, rotated on use; reuse revokes the family.
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/planner",
+        &user_token,
+        &[("scope", "read offline_access")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let rt1 = v["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |rt: String, agent: &'static str| {
+        let a = &a;
+        async move {
+            let assertion = a.jwt_svid(agent).await;
+            let (s, v, _) = a
+                .post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &rt),
+                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion", &assertion),
+                    ],
+                )
+                .await;
+            (s, v)
+        }
+    };
+    // Another client cannot use it (and does not spend it).
+    assert_eq!(
+        refresh(rt1.clone(), "spiffe://example.org/agent/thief")
+            .await
+            .1["error"],
+        "invalid_grant"
+    );
+    let (s, v) = refresh(rt1.clone(), "spiffe://example.org/agent/planner").await;
+    assert_eq!(s, 200, "{v}");
+    let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2);
+    assert_eq!(
+        a.verify(v["access_token"].as_str().unwrap(), RESOURCE).sub,
+        "alice@example.com"
+    );
+    let (s, v) = refresh(rt1, "spiffe://example.org/agent/planner").await;
+    assert_eq!((s, error(&v)), (400, "invalid_grant"));
+    assert!(v["error_description"].as_str().unwrap().contains("reuse"));
+    assert_eq!(
+        refresh(rt2, "spiffe://example.org/agent/planner").await.0,
+        400,
+        "the family is revoked"
+    );
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_for_jwt_and_opaque_tokens() {
+    for opaque in [false, true] {
+        let a = start_as("example.org", |s| {
+            if opaque {
+                s.oauth.token_format = aims_oauth::TokenFormat::Opaque;
+            }
+        })
+        .await;
+        let agent = "spiffe://example.org/agent/client";
+        let (s, v) = a.cc(agent, "read").await;
+        assert_eq!(s, 200);
+        let token = v["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(token.matches('.').count() == 2, !opaque);
+        let introspect = |caller: &'static str, token: String| {
+            let a = &a;
+            async move {
+                let assertion = a.jwt_svid(caller).await;
+                let (s, v, _) = a
+                    .post(
+                        "/oauth2/introspect",
+                        &[
+                            ("token", &token),
+                            ("client_assertion_type", JWT_SPIFFE),
+                            ("client_assertion", &assertion),
+                        ],
+                    )
+                    .await;
+                (s, v)
+            }
+        };
+        let (s, v) = introspect("spiffe://example.org/tool/api", token.clone()).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["active"], true, "{v}");
+        assert_eq!(v["client_id"], agent);
+        assert_eq!(v["scope"], "read");
+        assert_eq!(v["token_type"], "Bearer");
+        // The caller must authenticate (RFC 7662 §2.1).
+        let (s, _, _) = a.post("/oauth2/introspect", &[("token", &token)]).await;
+        assert_eq!(s, 401);
+        // Unknown token: inactive, nothing else.
+        let (_, v) = introspect("spiffe://example.org/tool/api", "nope".into()).await;
+        assert_eq!(v, json!({"active": false}));
+        // Only the client it was issued to may revoke it; then it is inactive at once.
+        let revoke = |caller: &'static str| {
+            let a = &a;
+            let token = token.clone();
+            async move {
+                let assertion = a.jwt_svid(caller).await;
+                a.post(
+                    "/oauth2/revoke",
+                    &[
+                        ("token", &token),
+                        ("token_type_hint", "access_token"),
+                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion", &assertion),
+                    ],
+                )
+                .await
+                .0
+            }
+        };
+        assert_eq!(revoke("spiffe://example.org/agent/mallory").await, 400);
+        assert_eq!(
+            introspect("spiffe://example.org/tool/api", token.clone())
+                .await
+                .1["active"],
+            true
+        );
+        assert_eq!(revoke(agent).await, 200);
+        assert_eq!(
+            introspect("spiffe://example.org/tool/api", token.clone())
+                .await
+                .1["active"],
+            false
+        );
+        // A revoked token cannot be exchanged either.
+        let (s, v) = exchange(&a, agent, &token, &[]).await;
+        assert_eq!((s, error(&v)), (400, "invalid_request"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
+    let a = start_as("example.org", |_| {}).await;
+    let (_, v) = a
+        .cc(
+            "spiffe://example.org/agent/front",
+            "orders:read orders:write",
+        )
+        .await;
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let txn = |workload: String,
+               subject: String,
+               subject_type: &'static str,
+               scope: &'static str,
+               audience: &'static str| {
+        let a = &a;
+        async move {
+            let assertion = a.jwt_svid(&workload).await;
+            let (s, v, _) = a
+                .post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", TOKEN_EXCHANGE),
+                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion", &assertion),
+                        (
+                            "requested_token_type",
+                            "urn:ietf:params:oauth:token-type:txn_token",
+                        ),
+                        ("subject_token", &subject),
+                        ("subject_token_type", subject_type),
+                        ("audience", audience),
+                        ("scope", scope),
+                        ("request_details", r#"{"order":"42","amount":10}"#),
+                        ("request_context", r#"{"channel":"api"}"#),
+                    ],
+                )
+                .await;
+            (s, v)
+        }
+    };
+    let (s, v) = txn(
+        "spiffe://example.org/svc/orders".into(),
+        access.clone(),
+        ACCESS_TOKEN,
+        "orders:read",
+        "example.org",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "N_A");
+    assert_eq!(
+        v["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:txn_token"
+    );
+    assert!(v.get("refresh_token").is_none());
+    let t1 = v["access_token"].as_str().unwrap().to_owned();
+    let claims: aims_oauth::claims::TxnClaims = aims_oauth::claims::verify_own(
+        a.server.issuer.as_ref(),
+        &a.issuer,
+        &t1,
+        aims_oauth::claims::TXN_TYP,
+        a.now(),
+    )
+    .unwrap();
+    assert_eq!(claims.aud, "example.org");
+    assert_eq!(claims.sub, "spiffe://example.org/agent/front");
+    assert_eq!(claims.scope, "orders:read");
+    assert_eq!(claims.req_wl, "spiffe://example.org/svc/orders");
+    assert_eq!(claims.tctx.as_ref().unwrap()["order"], "42");
+    assert_eq!(claims.rctx.as_ref().unwrap()["req_ip"], "127.0.0.1");
+    assert!(claims.exp - claims.iat <= 60);
+    assert!(!t1.contains(&access), "never embeds the access token");
+    // A replacement keeps txn and context, extends the chain, and cannot widen.
+    let (s, v) = txn(
+        "spiffe://example.org/svc/billing".into(),
+        t1.clone(),
+        "urn:ietf:params:oauth:token-type:txn_token",
+        "orders:read",
+        "spiffe://example.org",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let c2: aims_oauth::claims::TxnClaims = aims_oauth::claims::verify_own(
+        a.server.issuer.as_ref(),
+        &a.issuer,
+        v["access_token"].as_str().unwrap(),
+        aims_oauth::claims::TXN_TYP,
+        a.now(),
+    )
+    .unwrap();
+    assert_eq!(c2.txn, claims.txn);
+    assert_eq!(
+        c2.req_wl,
+        "spiffe://example.org/svc/orders,spiffe://example.org/svc/billing"
+    );
+    let (s, v) = txn(
+        "spiffe://example.org/svc/billing".into(),
+        t1,
+        "urn:ietf:params:oauth:token-type:txn_token",
+        "orders:write",
+        "example.org",
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"));
+    // Another trust domain's audience; and a workload of another (federated) trust domain.
+    let (s, v) = txn(
+        "spiffe://example.org/svc/orders".into(),
+        access.clone(),
+        ACCESS_TOKEN,
+        "orders:read",
+        "other.org",
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_target"));
+    let other = rogue("other.org");
+    let mut bundle = aims_credentials::TrustBundle::new(TrustDomain::new("other.org").unwrap());
+    other
+        .active()
+        .unwrap()
+        .record()
+        .publish_into(&mut bundle)
+        .unwrap();
+    a.server.issuer.bundles().put(bundle);
+    let foreign_svid = other
+        .active()
+        .unwrap()
+        .jwt
+        .mint_jwt_svid(
+            &id("spiffe://other.org/svc/x"),
+            &[a.issuer.clone()],
+            Duration::from_secs(60),
+            a.clock.now(),
+        )
+        .unwrap()
+        .token;
+    let (s, v, _) = a
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &foreign_svid),
+                (
+                    "requested_token_type",
+                    "urn:ietf:params:oauth:token-type:txn_token",
+                ),
+                ("subject_token", &access),
+                ("subject_token_type", ACCESS_TOKEN),
+                ("audience", "example.org"),
+                ("scope", "orders:read"),
+            ],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (400, "unauthorized_client"), "{v}");
+}
+
+/// A policy that refuses the scope `admin`.
+struct NoAdmin;
+
+#[tonic::async_trait]
+impl PolicyDecisionPoint for NoAdmin {
+    async fn decide(&self, r: &AccessRequest) -> Decision {
+        if r.scopes.iter().any(|s| s == "admin") {
+            Decision::Deny(DenyKind::Scope, "admin is not for agents".into())
+        } else {
+            Decision::Permit
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_grant_asks_the_policy_decision_point() {
+    let a = start_as_with("example.org", |_| {}, Some(Arc::new(NoAdmin))).await;
+    let (s, v) = a.cc("spiffe://example.org/agent/a", "read admin").await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"));
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("admin is not for agents")
+    );
+    assert_eq!(a.cc("spiffe://example.org/agent/a", "read").await.0, 200);
+}
+
+#[tokio::test]
+async fn identity_chaining_across_two_trust_domains() {
+    // Domain A, and domain B that federates A's bundle (so A's agents authenticate with their
+    // JWT-SVIDs) and trusts A's authorization server for JWT grants.
+    let a = start_as("example.org", |_| {}).await;
+    let a_ca = a.server.web_ca_file.clone().unwrap();
+    let a_issuer = a.issuer.clone();
+    let a_bundle = a.server.bundle_url.clone();
+    let b = start_as("other.org", |s| {
+        s.federation.push(aims_server::federation::Federation {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            url: a_bundle,
+            profile: aims_server::federation::EndpointProfile::HttpsWeb {
+                ca_file: Some(a_ca.clone()),
+            },
+        });
+        s.oauth.trusted_issuers.push(aims_oauth::TrustedIssuer {
+            issuer: a_issuer.clone(),
+            jwks_uri: format!("{a_issuer}/oauth2/jwks"),
+            ca_file: Some(a_ca),
+        });
+    })
+    .await;
+    let agent = "spiffe://example.org/agent/traveller";
+    let (s, v) = a.cc(agent, "read write").await;
+    assert_eq!(s, 200);
+    let home_token = v["access_token"].as_str().unwrap().to_owned();
+    // Step 1 at A: a JWT authorization grant for B.
+    let (s, v) = exchange(
+        &a,
+        agent,
+        &home_token,
+        &[
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:jwt",
+            ),
+            ("audience", &b.issuer),
+            ("scope", "read"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:jwt"
+    );
+    assert_eq!(v["token_type"], "N_A");
+    let grant = v["access_token"].as_str().unwrap().to_owned();
+    // Step 2 at B: RFC 7523 grant, the agent authenticating with its (federated) JWT-SVID.
+    let b_issuer = b.issuer.clone();
+    let svid_for_b = a
+        .server
+        .issuer
+        .mint_jwt_svid(&id(agent), &[b_issuer.clone()], None)
+        .await
+        .unwrap()
+        .token;
+    let redeem = |grant: String, svid: String, resource: &'static str| {
+        let b = &b;
+        async move {
+            let (s, v, _) = b
+                .post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                        ("assertion", &grant),
+                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion", &svid),
+                        ("resource", resource),
+                    ],
+                )
+                .await;
+            (s, v)
+        }
+    };
+    // B must first have fetched A's bundle.
+    let mut got = (0, Value::Null);
+    for _ in 0..100 {
+        got = redeem(grant.clone(), svid_for_b.clone(), "https://api.other.org/").await;
+        if got.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = got;
+    assert_eq!(s, 200, "{v}");
+    let foreign = verify_access_token(
+        b.server.issuer.as_ref(),
+        &b.issuer,
+        "https://api.other.org/",
+        v["access_token"].as_str().unwrap(),
+        &SenderProof::default(),
+        &dpop_verifier(),
+        b.now(),
+    )
+    .unwrap();
+    assert_eq!(foreign.sub, agent);
+    assert_eq!(foreign.client_id, agent);
+    assert_eq!(
+        foreign.scope.as_deref(),
+        Some("read"),
+        "down-scoped across the domains"
+    );
+    // The grant works once (its jti), and B refuses grants from issuers it does not trust.
+    let (s, v) = redeem(grant, svid_for_b.clone(), "https://api.other.org/").await;
+    assert_eq!((s, error(&v)), (400, "invalid_grant"));
+    let stranger = rogue("stranger.org");
+    let untrusted = aims_credentials::jose::sign(
+        &stranger.active().unwrap().token.key,
+        &JwsHeader::new(&stranger.active().unwrap().token.key, Some("JWT"), Some("k")),
+        &json!({"iss": "https://as.stranger.org", "sub": agent, "aud": b.issuer, "exp": b.now() + 60, "jti": "x"}),
+    )
+    .unwrap();
+    let (s, v) = redeem(untrusted, svid_for_b, "https://api.other.org/").await;
+    assert_eq!((s, error(&v)), (400, "invalid_grant"));
+}
