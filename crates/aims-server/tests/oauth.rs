@@ -80,7 +80,7 @@ impl As {
     async fn jwt_svid(&self, spiffe_id: &str) -> String {
         self.server
             .issuer
-            .mint_jwt_svid(&id(spiffe_id), &[self.issuer.clone()], None)
+            .mint_jwt_svid(&id(spiffe_id), std::slice::from_ref(&self.issuer), None)
             .await
             .unwrap()
             .token
@@ -314,7 +314,7 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
         .jwt
         .mint_jwt_svid(
             &id("spiffe://other.org/agent/x"),
-            &[a.issuer.clone()],
+            std::slice::from_ref(&a.issuer),
             Duration::from_secs(60),
             a.clock.now(),
         )
@@ -336,7 +336,7 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
         .jwt
         .mint_jwt_svid(
             &id(agent),
-            &[a.issuer.clone()],
+            std::slice::from_ref(&a.issuer),
             Duration::from_secs(60),
             a.clock.now(),
         )
@@ -1155,7 +1155,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         .jwt
         .mint_jwt_svid(
             &id("spiffe://other.org/svc/x"),
-            &[a.issuer.clone()],
+            std::slice::from_ref(&a.issuer),
             Duration::from_secs(60),
             a.clock.now(),
         )
@@ -1264,7 +1264,7 @@ async fn identity_chaining_across_two_trust_domains() {
     let svid_for_b = a
         .server
         .issuer
-        .mint_jwt_svid(&id(agent), &[b_issuer.clone()], None)
+        .mint_jwt_svid(&id(agent), std::slice::from_ref(&b_issuer), None)
         .await
         .unwrap()
         .token;
