@@ -1327,3 +1327,72 @@ async fn identity_chaining_across_two_trust_domains() {
     let (s, v) = redeem(untrusted, svid_for_b, "https://api.other.org/").await;
     assert_eq!((s, error(&v)), (400, "invalid_grant"));
 }
+
+#[tokio::test]
+async fn authlib_gets_tokens_by_client_credentials_and_token_exchange() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import authlib, jwcrypto, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Authlib and jwcrypto are required under CI=true (scripts/test installs them)"
+        );
+        eprintln!("warning: skipping: python3 with authlib and jwcrypto is not installed");
+        return;
+    }
+    let a = start_as("example.org", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, token: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, token).unwrap();
+        p
+    };
+    let agent = write(
+        "agent.jwt",
+        a.jwt_svid("spiffe://example.org/agent/py").await,
+    );
+    let actor = write(
+        "actor.jwt",
+        a.jwt_svid("spiffe://example.org/agent/py-helper").await,
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/oauth_authlib.py"
+    );
+    let issuer = a.issuer.clone();
+    let ca = a.server.web_ca_file.clone().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(["--issuer", &issuer, "--resource", RESOURCE])
+            .arg("--ca")
+            .arg(ca)
+            .arg("--assertion")
+            .arg(agent)
+            .arg("--actor-assertion")
+            .arg(actor)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got["client_credentials"]["client_id"],
+        "spiffe://example.org/agent/py"
+    );
+    assert_eq!(got["exchanged"]["sub"], "spiffe://example.org/agent/py");
+    assert_eq!(
+        got["exchanged"]["act"]["sub"],
+        "spiffe://example.org/agent/py-helper"
+    );
+    assert_eq!(got["exchanged"]["scope"], "read");
+}
