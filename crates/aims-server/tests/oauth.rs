@@ -1396,3 +1396,230 @@ async fn authlib_gets_tokens_by_client_credentials_and_token_exchange() {
     );
     assert_eq!(got["exchanged"]["scope"], "read");
 }
+
+#[tokio::test]
+async fn wit_svid_client_attestation() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = id("spiffe://example.org/agent/wit");
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let wit = a
+        .server
+        .issuer
+        .mint_wit_svid(&agent, key.public_key(), key.jws_algorithm(), None)
+        .await
+        .unwrap()
+        .token;
+    let pop = |signer: &PrivateKey, jti: &str, aud: &str| {
+        sign(
+            signer,
+            &JwsHeader::new(signer, Some("oauth-client-attestation-pop+jwt"), None),
+            &json!({"aud": aud, "jti": jti, "iat": a.now()}),
+        )
+        .unwrap()
+    };
+    let request = |pop: String| {
+        let a = &a;
+        let wit = wit.clone();
+        async move {
+            let (s, v, _) = a
+                .post_with(
+                    &a.http,
+                    &a.token_url(),
+                    &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+                    &[
+                        ("OAuth-Client-Attestation", &wit),
+                        ("OAuth-Client-Attestation-PoP", &pop),
+                    ],
+                )
+                .await;
+            (s, v)
+        }
+    };
+    let first = pop(&key, "p1", &a.issuer);
+    let (s, v) = request(first.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        a.verify(v["access_token"].as_str().unwrap(), RESOURCE)
+            .client_id,
+        agent.as_str()
+    );
+    // The PoP once; signed by the WIT's key; for this issuer.
+    assert_eq!(request(first).await.0, 401);
+    let thief = PrivateKey::generate(KeyType::EcP256).unwrap();
+    assert_eq!(request(pop(&thief, "p2", &a.issuer)).await.0, 401);
+    assert_eq!(request(pop(&key, "p3", "https://elsewhere")).await.0, 401);
+    // The attestation without a PoP.
+    let (s, _, _) = a
+        .post_with(
+            &a.http,
+            &a.token_url(),
+            &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+            &[("OAuth-Client-Attestation", &wit)],
+        )
+        .await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn dynamic_registration_and_legacy_secrets_are_off_until_enabled() {
+    let off = start_as("example.org", |_| {}).await;
+    let resp = off
+        .http
+        .post(format!("{}/oauth2/register", off.issuer))
+        .json(&json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    let on = start_as("example.org", |s| {
+        s.oauth.dynamic_registration = true;
+        s.oauth.allow_client_secret = true;
+    })
+    .await;
+    let reg = |body: Value| {
+        let on = &on;
+        async move {
+            let r = on
+                .http
+                .post(format!("{}/oauth2/register", on.issuer))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // RFC 7591: jwks and jwks_uri together, an unknown method, an unknown grant type: 400.
+    for bad in [
+        json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}, "jwks_uri": "https://x"}),
+        json!({"token_endpoint_auth_method": "magic"}),
+        json!({"token_endpoint_auth_method": "client_secret_basic", "grant_types": ["password"]}),
+    ] {
+        let (s, v) = reg(bad).await;
+        assert_eq!((s, error(&v)), (400, "invalid_client_metadata"), "{v}");
+    }
+    let (s, v) =
+        reg(json!({"token_endpoint_auth_method": "client_secret_basic", "client_name": "legacy"}))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    let client_id = v["client_id"].as_str().unwrap().to_owned();
+    let secret = v["client_secret"].as_str().unwrap().to_owned();
+    assert!(!client_id.starts_with("https://"));
+    let token = |secret: String| {
+        let on = &on;
+        let client_id = client_id.clone();
+        async move {
+            on.http
+                .post(on.token_url())
+                .basic_auth(client_id, Some(secret))
+                .form(&[("grant_type", "client_credentials"), ("resource", RESOURCE)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(token(secret.clone()).await.status(), 200);
+    let wrong = token("wrong".into()).await;
+    assert_eq!(wrong.status(), 401);
+    assert!(
+        wrong.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let stored = on
+        .server
+        .issuer
+        .store()
+        .get_client(&client_id)
+        .await
+        .unwrap();
+    assert_ne!(
+        stored.secret_hash.as_deref(),
+        Some(secret.as_str()),
+        "only a hash is kept"
+    );
+    let metadata: Value = on
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            on.issuer
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(metadata["registration_endpoint"].is_string());
+}
+
+#[tokio::test]
+async fn a_new_signing_key_is_published_before_it_signs_and_kept_after() {
+    // A 12 s CA slot: the next slot (and its token key) is published at 6 s, signs from 10 s.
+    let a = start_as("example.org", |s| {
+        s.ca.ca_ttl = Duration::from_secs(12);
+        s.x509_svid_ttl = Duration::from_secs(4);
+        s.tick_interval = Duration::from_millis(100);
+    })
+    .await;
+    let kid_of = |token: &str| {
+        aims_credentials::jose::CompactJws::parse(token)
+            .unwrap()
+            .header
+            .kid
+            .unwrap()
+    };
+    let jwks_kids = || {
+        let a = &a;
+        async move {
+            let v: Value = a
+                .http
+                .get(format!("{}/oauth2/jwks", a.issuer))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut seen_signing = Vec::new();
+    for _ in 0..120 {
+        // The manual clock follows real time, so the CA rotates on schedule.
+        a.clock.set(SystemTime::now());
+        let kids = jwks_kids().await;
+        let (s, v) = a.cc("spiffe://example.org/agent/k", "read").await;
+        assert_eq!(s, 200, "{v}");
+        let kid = kid_of(v["access_token"].as_str().unwrap());
+        // Every key that signs is already published; the previous signing key stays published.
+        assert!(
+            kids.contains(&kid),
+            "{kid} signed before it was published ({kids:?})"
+        );
+        if seen_signing.last() != Some(&kid) {
+            if let Some(prev) = seen_signing.last() {
+                assert!(
+                    kids.contains(prev),
+                    "the previous key left the JWKS at once"
+                );
+            }
+            seen_signing.push(kid);
+        }
+        if seen_signing.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        seen_signing.len() >= 2,
+        "the signing key rotated: {seen_signing:?}"
+    );
+}
