@@ -59,7 +59,7 @@ pub struct ClientMetadata {
     /// Its public keys (private_key_jwt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<JwkSet>,
-    /// Where its public keys are (not fetched by AIMS yet).
+    /// Where its public keys are (fetched by the guarded fetcher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// The SPIFFE ID (or `…/*` prefix) it authenticates as.
@@ -119,14 +119,23 @@ impl ClientMetadata {
             ));
         }
         match method {
-            AuthMethod::PrivateKeyJwt => {
-                if self.jwks.is_none() {
+            AuthMethod::PrivateKeyJwt => match &self.jwks_uri {
+                Some(uri) => {
+                    if !uri.starts_with("https://") {
+                        return Err(OAuthError::invalid_client_metadata(
+                            "jwks_uri must be an https URL",
+                        ));
+                    }
+                }
+                None if self.jwks.is_none() => {
                     return Err(OAuthError::invalid_client_metadata(
-                        "private_key_jwt needs jwks (jwks_uri is not supported)",
+                        "private_key_jwt needs jwks or jwks_uri",
                     ));
                 }
-                self.keys()?;
-            }
+                None => {
+                    self.keys()?;
+                }
+            },
             AuthMethod::SpiffeJwt | AuthMethod::SpiffeWit | AuthMethod::SpiffeX509 => {
                 let id = self.spiffe_id.as_deref().ok_or_else(|| {
                     OAuthError::invalid_client_metadata(
@@ -154,12 +163,13 @@ impl ClientMetadata {
 
     /// The registered public keys with their `kid`s.
     pub fn keys(&self) -> Result<Vec<(Option<String>, PublicKey)>, OAuthError> {
-        let set = self
-            .jwks
-            .as_ref()
-            .map(|s| s.keys.as_slice())
-            .unwrap_or_default();
-        set.iter()
+        self.jwks.as_ref().map_or(Ok(Vec::new()), Self::keys_of)
+    }
+
+    /// The public keys of a JWK Set with their `kid`s.
+    pub fn keys_of(set: &JwkSet) -> Result<Vec<(Option<String>, PublicKey)>, OAuthError> {
+        set.keys
+            .iter()
             .map(|k| {
                 PublicKey::from_jwk(k)
                     .map(|p| (k.common.key_id.clone(), p))

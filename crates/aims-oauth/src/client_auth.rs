@@ -26,6 +26,7 @@ use aims_credentials::jose::{
 use aims_credentials::{WitProfile, verify_jwt_svid, verify_wit};
 use axum::http::HeaderMap;
 use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use crate::AuthorizationServer;
@@ -43,6 +44,8 @@ pub const ATTESTATION_HEADER: &str = "oauth-client-attestation";
 pub const ATTESTATION_POP_HEADER: &str = "oauth-client-attestation-pop";
 /// `typ` of an attestation PoP JWT.
 pub const ATTESTATION_POP_TYP: &str = "oauth-client-attestation-pop+jwt";
+/// The largest client JWK Set fetched from a `jwks_uri`.
+const MAX_JWKS: usize = 64 * 1024;
 /// How old a PoP or client assertion may be.
 const ASSERTION_WINDOW: i64 = 300;
 
@@ -330,8 +333,11 @@ impl AuthorizationServer {
         })
     }
 
-    /// A registered client's metadata.
+    /// A registered client's metadata. A client named by a metadata document URL resolves to that document (CIMD).
     pub(crate) async fn registered(&self, client_id: &str) -> Result<ClientMetadata, OAuthError> {
+        if crate::cimd::is_document_url(client_id) {
+            return self.metadata_document(client_id).await;
+        }
         match self.store.get_client(client_id).await {
             Ok(row) => serde_json::from_value(row.metadata)
                 .map_err(|e| OAuthError::server_error("stored client metadata", e)),
@@ -378,7 +384,7 @@ impl AuthorizationServer {
         if metadata.auth_method()? != AuthMethod::PrivateKeyJwt {
             return Err(invalid(format!("client {id} does not use private_key_jwt")));
         }
-        let keys = metadata.keys()?;
+        let keys = self.client_keys(&metadata).await?;
         let key = match jws.header.kid.as_deref() {
             Some(kid) => keys.iter().find(|(k, _)| k.as_deref() == Some(kid)),
             None if keys.len() == 1 => keys.first(),
@@ -410,6 +416,28 @@ impl AuthorizationServer {
             certificate_thumbprint: None,
             metadata: Some(metadata),
         })
+    }
+
+    /// A private_key_jwt client's keys: registered inline, or at its `jwks_uri` (fetched
+    /// through the guarded fetcher, cached).
+    async fn client_keys(
+        &self,
+        metadata: &ClientMetadata,
+    ) -> Result<Vec<(Option<String>, aims_credentials::PublicKey)>, OAuthError> {
+        match (&metadata.jwks, &metadata.jwks_uri) {
+            (None, Some(uri)) => {
+                let doc = self
+                    .fetcher
+                    .json(uri, MAX_JWKS)
+                    .await
+                    .map_err(|e| invalid(format!("client jwks_uri: {e}")))?;
+                let set: JwkSet = serde_json::from_value((*doc).clone())
+                    .map_err(|e| invalid(format!("client jwks_uri {uri}: {e}")))?;
+                ClientMetadata::keys_of(&set)
+                    .map_err(|e| invalid(format!("client jwks_uri {uri}: {}", e.description)))
+            }
+            _ => metadata.keys(),
+        }
     }
 
     async fn secret_client(

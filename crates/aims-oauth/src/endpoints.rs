@@ -197,6 +197,9 @@ impl AuthorizationServer {
                 "revocation_endpoint": format!("{m}{REVOCATION_PATH}"),
             });
         }
+        if st.client_id_metadata_documents {
+            doc["client_id_metadata_document_supported"] = json!(true);
+        }
         if st.dynamic_registration {
             doc["registration_endpoint"] = json!(format!("{}{REGISTRATION_PATH}", st.issuer));
         }
@@ -391,7 +394,7 @@ impl AuthorizationServer {
         let method = metadata.validate(self.settings.allow_client_secret)?;
         // CIMD §7.1: identifiers this server assigns never look like metadata document URLs.
         let client_id = match client_id {
-            Some(id) if id.starts_with("https://") || id.starts_with("spiffe://") => {
+            Some(id) if crate::cimd::is_document_url(&id) || id.starts_with("spiffe://") => {
                 return Err(OAuthError::invalid_client_metadata(
                     "client_id must not be a URL or a SPIFFE ID: SPIFFE workloads need no registration",
                 ));

@@ -10,18 +10,21 @@
 //! proves a key. Every grant asks a [`policy::PolicyDecisionPoint`].
 //!
 //! * [`endpoints`]: discovery, JWKS, token, introspection, revocation, registration.
-//! * [`client_auth`]: SPIFFE (JWT-SVID, WIT-SVID, X509-SVID), private_key_jwt, legacy secrets.
+//! * [`client_auth`]: SPIFFE (JWT-SVID, WIT-SVID, X509-SVID), private_key_jwt, legacy secrets;
+//!   [`cimd`]: clients named by metadata document URLs, fetched by [`fetch`].
 //! * [`grants`]: the grants; [`issue`]: minting; [`claims`]: token formats.
 //! * [`dpop`]: RFC 9449 proofs and nonces; [`rar`]: authorization details narrowing.
 //! * [`resource`]: the resource server's check of a presented token and its sender constraint.
 #![forbid(unsafe_code)]
 
+pub mod cimd;
 pub mod claims;
 pub mod client;
 pub mod client_auth;
 pub mod dpop;
 pub mod endpoints;
 pub mod error;
+pub mod fetch;
 pub mod form;
 pub mod grants;
 pub mod issue;
@@ -41,6 +44,7 @@ use aims_credentials::BundleSource;
 use aims_store::Store;
 
 pub use error::OAuthError;
+pub use fetch::FetchSettings;
 pub use settings::{AsSettings, TokenFormat, TrustedIssuer};
 
 /// The authorization server.
@@ -54,6 +58,7 @@ pub struct AuthorizationServer {
     replay: Arc<ReplayCache>,
     dpop: dpop::DpopVerifier,
     trusted: trusted::TrustedIssuers,
+    fetcher: fetch::Fetcher,
     clock: SharedClock,
 }
 
@@ -82,6 +87,8 @@ impl AuthorizationServer {
         ));
         let trusted = trusted::TrustedIssuers::new(&settings.trusted_issuers)
             .map_err(|e| OAuthError::server_error("trusted issuers", e))?;
+        let fetcher = fetch::Fetcher::new(&settings.fetch)
+            .map_err(|e| OAuthError::server_error("outbound fetches", e))?;
         let dpop = dpop::DpopVerifier::new(
             replay.clone(),
             settings.require_dpop_nonce,
@@ -96,6 +103,7 @@ impl AuthorizationServer {
             replay,
             dpop,
             trusted,
+            fetcher,
             clock,
         })
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use aims_core::TrustDomain;
 
+use crate::fetch::FetchSettings;
+
 /// How access tokens are issued (AIMS AZ-9: both are supported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TokenFormat {
@@ -60,6 +62,10 @@ pub struct AsSettings {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Clock skew tolerated on assertions and proofs (60 s).
     pub leeway: Duration,
+    /// Whether clients may identify by Client ID Metadata Document URLs (off).
+    pub client_id_metadata_documents: bool,
+    /// How client-named URLs (metadata documents, `jwks_uri`) are fetched.
+    pub fetch: FetchSettings,
 }
 
 impl AsSettings {
@@ -80,6 +86,8 @@ impl AsSettings {
             require_dpop_nonce: false,
             trusted_issuers: Vec::new(),
             leeway: Duration::from_secs(60),
+            client_id_metadata_documents: false,
+            fetch: FetchSettings::default(),
         }
     }
 

@@ -156,6 +156,21 @@ impl As {
     fn now(&self) -> i64 {
         aims_core::unix_seconds(self.clock.now())
     }
+
+    /// The RFC 8414 metadata document.
+    async fn metadata(&self) -> Value {
+        self.http
+            .get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                self.issuer
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 fn dpop_verifier() -> aims_oauth::dpop::DpopVerifier {
@@ -1540,18 +1555,7 @@ async fn dynamic_registration_and_legacy_secrets_are_off_until_enabled() {
         Some(secret.as_str()),
         "only a hash is kept"
     );
-    let metadata: Value = on
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            on.issuer
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = on.metadata().await;
     assert!(metadata["registration_endpoint"].is_string());
 }
 
@@ -1622,4 +1626,235 @@ async fn a_new_signing_key_is_published_before_it_signs_and_kept_after() {
         seen_signing.len() >= 2,
         "the signing key rotated: {seen_signing:?}"
     );
+}
+
+/// A client's own HTTPS site, serving canned responses by path (status, extra headers, body).
+struct ClientSite {
+    base: String,
+    ca_file: std::path::PathBuf,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+type Canned = std::collections::HashMap<String, (u16, Vec<(String, String)>, String)>;
+
+impl ClientSite {
+    async fn start(dir: &std::path::Path, pages: impl FnOnce(&str) -> Canned) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let ca_file = dir.join("client-site-ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let pages = Arc::new(pages(&base));
+        let app = axum::Router::new().route(
+            "/{*path}",
+            axum::routing::get(
+                move |axum::extract::Path(path): axum::extract::Path<String>| {
+                    let pages = pages.clone();
+                    async move {
+                        let (status, headers, body) =
+                            pages
+                                .get(&path)
+                                .cloned()
+                                .unwrap_or((404, vec![], String::new()));
+                        let mut resp = axum::response::Response::builder().status(status);
+                        for (k, v) in headers {
+                            resp = resp.header(k, v);
+                        }
+                        resp.header("content-type", "application/json")
+                            .body(axum::body::Body::from(body))
+                            .unwrap()
+                    }
+                },
+            ),
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(aims_authn::transport::serve_tls(
+            listener,
+            Arc::new(tls),
+            app,
+            stop.clone(),
+        ));
+        Self {
+            base,
+            ca_file,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+/// client_credentials for `client_id`, authenticated by a private_key_jwt assertion.
+async fn private_key_jwt_token(
+    a: &As,
+    key: &PrivateKey,
+    client_id: String,
+    jti: &str,
+) -> (u16, Value) {
+    let now = a.now();
+    let assertion = sign(
+        key,
+        &JwsHeader::new(key, Some("client-authentication+jwt"), Some("k1")),
+        &json!({"iss": client_id, "sub": client_id, "aud": a.issuer, "jti": jti, "iat": now, "exp": now + 60}),
+    )
+    .unwrap();
+    let (s, v, _) = a
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+                ("resource", RESOURCE),
+            ],
+        )
+        .await;
+    (s, v)
+}
+
+#[tokio::test]
+async fn client_id_metadata_documents_are_fetched_with_ssrf_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let jwk = serde_json::to_value(key.public_key().to_jwk(
+        Some("sig"),
+        Some("k1"),
+        Some(key.jws_algorithm()),
+    ))
+    .unwrap();
+    let site = ClientSite::start(dir.path(), |base| {
+        let doc = |name: &str, extra: Value| {
+            let mut d = json!({
+                "client_id": format!("{base}/{name}"),
+                "client_name": name,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk.clone()]},
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                if v.is_null() {
+                    d.as_object_mut().unwrap().remove(k);
+                } else {
+                    d[k] = v.clone();
+                }
+            }
+            (200, vec![], d.to_string())
+        };
+        let mut pages = Canned::new();
+        pages.insert("good".into(), doc("good", json!({})));
+        pages.insert(
+            "keys-by-uri".into(),
+            doc(
+                "keys-by-uri",
+                json!({"jwks": null, "jwks_uri": format!("{base}/jwks")}),
+            ),
+        );
+        pages.insert(
+            "jwks".into(),
+            (200, vec![], json!({"keys": [jwk.clone()]}).to_string()),
+        );
+        pages.insert(
+            "wrong-id".into(),
+            doc("wrong-id", json!({"client_id": format!("{base}/good")})),
+        );
+        pages.insert(
+            "secret".into(),
+            doc(
+                "secret",
+                json!({"token_endpoint_auth_method": "client_secret_basic", "jwks": null}),
+            ),
+        );
+        pages.insert(
+            "redirect".into(),
+            (
+                302,
+                vec![("location".into(), format!("{base}/good"))],
+                String::new(),
+            ),
+        );
+        pages.insert(
+            "big".into(),
+            doc("big", json!({"logo_note": "x".repeat(6 * 1024)})),
+        );
+        pages
+    })
+    .await;
+    let url = |name: &str| format!("{}/{name}", site.base);
+    let token = |a, client_id, jti| private_key_jwt_token(a, &key, client_id, jti);
+    let description = |v: &Value| v["error_description"].as_str().unwrap_or("").to_owned();
+
+    // Off by default: a URL is just an unknown client, and discovery does not advertise it.
+    let off = start_as("example.org", |_| {}).await;
+    let (s, v) = token(&off, url("good"), "off").await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    assert!(description(&v).contains("disabled"), "{v}");
+    let meta = off.metadata().await;
+    assert!(meta.get("client_id_metadata_document_supported").is_none());
+
+    // Enabled, trusting the site's CA and (for this loopback test) private addresses.
+    let ca = site.ca_file.clone();
+    let on = start_as("example.org", move |s| {
+        s.oauth.client_id_metadata_documents = true;
+        s.oauth.fetch = aims_oauth::FetchSettings {
+            ca_file: Some(ca),
+            allow_private_networks: true,
+        };
+    })
+    .await;
+    let meta = on.metadata().await;
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    for (name, jti) in [("good", "g1"), ("keys-by-uri", "u1")] {
+        let (s, v) = token(&on, url(name), jti).await;
+        assert_eq!(s, 200, "{name}: {v}");
+        let claims = on.verify(v["access_token"].as_str().unwrap(), RESOURCE);
+        assert_eq!(claims.client_id, url(name));
+    }
+    // Served from the cache now, and still single-use assertions.
+    let (s, v) = token(&on, url("good"), "g1").await;
+    assert_eq!(s, 401);
+    assert!(description(&v).contains("replayed"), "{v}");
+    for (name, why) in [
+        ("wrong-id", "client_id is not the document's URL"),
+        ("secret", "client secrets"),
+        ("redirect", "HTTP 302"),
+        ("big", "larger than 5120 bytes"),
+        ("missing", "HTTP 404"),
+    ] {
+        let (s, v) = token(&on, url(name), "x").await;
+        assert_eq!((s, error(&v)), (401, "invalid_client"), "{name}: {v}");
+        assert!(description(&v).contains(why), "{name}: {v}");
+    }
+    // Not in normal form: refused before any fetch.
+    let dotted = format!("{}/x/../good", site.base);
+    let (s, v) = token(&on, dotted, "d1").await;
+    assert_eq!(s, 401);
+    assert!(description(&v).contains("normal form"), "{v}");
+
+    // Without the private-network allowance the loopback site is out of reach (SSRF guard).
+    let ca = site.ca_file.clone();
+    let guarded = start_as("example.org", move |s| {
+        s.oauth.client_id_metadata_documents = true;
+        s.oauth.fetch.ca_file = Some(ca);
+    })
+    .await;
+    let (s, v) = token(&guarded, url("good"), "s1").await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    assert!(description(&v).contains("special-use address"), "{v}");
 }

@@ -112,6 +112,12 @@ pub struct OAuthSection {
     pub require_sender_constrained_tokens: Option<bool>,
     /// Require server nonces in DPoP proofs.
     pub require_dpop_nonce: Option<bool>,
+    /// Accept HTTPS URLs of Client ID Metadata Documents as client_ids.
+    pub client_id_metadata_documents: Option<bool>,
+    /// Extra CA certificates (PEM) for fetching client-named URLs (metadata documents, jwks_uri).
+    pub fetch_ca_file: Option<PathBuf>,
+    /// Let client-named URLs reach loopback and private addresses (development only: SSRF).
+    pub fetch_allow_private_networks: Option<bool>,
     /// `[[server.oauth.trusted_issuers]]`: authorization servers whose JWT grants are accepted.
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerSection>,
@@ -158,10 +164,21 @@ impl OAuthSection {
                 self.require_sender_constrained_tokens,
             ),
             (&mut o.require_dpop_nonce, self.require_dpop_nonce),
+            (
+                &mut o.client_id_metadata_documents,
+                self.client_id_metadata_documents,
+            ),
+            (
+                &mut o.fetch.allow_private_networks,
+                self.fetch_allow_private_networks,
+            ),
         ] {
             if let Some(v) = value {
                 *field = v;
             }
+        }
+        if let Some(ca) = &self.fetch_ca_file {
+            o.fetch.ca_file = Some(ca.clone());
         }
         for t in &self.trusted_issuers {
             for (name, url) in [("issuer", &t.issuer), ("jwks_uri", &t.jwks_uri)] {
