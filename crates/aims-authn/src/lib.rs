@@ -22,8 +22,8 @@ pub mod layer;
 pub mod mtls;
 pub mod replay;
 pub mod transport;
+pub mod verified_cache;
 pub mod wimse_sig;
-pub mod wit_cache;
 pub mod wpt;
 
 pub use error::AuthnError;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use aims_core::{SharedClock, unix_seconds};
 use aims_credentials::{BundleSource, PrivateKey, PublicKey, WitProfile};
 
-use crate::wit_cache::WitVerifier;
+use crate::verified_cache::WitVerifier;
 use http::{HeaderMap, HeaderValue};
 
 use crate::error::AuthnError;

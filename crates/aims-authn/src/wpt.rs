@@ -15,7 +15,7 @@ use aims_credentials::jose::{Audience, CompactJws, JwsHeader, sha256_b64url, sig
 use aims_credentials::keys::jws_alg_name;
 use aims_credentials::{BundleSource, KeyError, PrivateKey, Wit, WitProfile};
 
-use crate::wit_cache::WitVerifier;
+use crate::verified_cache::WitVerifier;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 

@@ -5,6 +5,7 @@
 //! an SVG chart per scenario.
 #![forbid(unsafe_code)]
 
+mod load;
 mod measure;
 mod report;
 mod scenarios;
@@ -17,14 +18,23 @@ use clap::Parser;
 use crate::measure::Timing;
 
 /// The scenarios, in the order `all` runs them.
-const SCENARIOS: &[&str] = &["svid", "jwt-svid", "mtls", "wpt", "httpsig", "workload-api"];
+const SCENARIOS: &[&str] = &[
+    "svid",
+    "jwt-svid",
+    "mtls",
+    "wpt",
+    "httpsig",
+    "workload-api",
+    "token",
+];
 
 /// Run AIMS benchmarks.
 #[derive(Parser)]
 #[command(name = "aims-bench", version)]
 struct Args {
     /// Scenarios to run (default: all): svid, jwt-svid, mtls, wpt, httpsig, workload-api
-    /// (needs `cargo build --release -p aims` first).
+    /// (needs `cargo build --release -p aims` first), token (the token endpoint against node
+    /// oidc-provider; needs the `aims` binary, Node.js with npm, and taskset).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -68,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             "wpt" => scenarios::authn::wpt(timing)?,
             "httpsig" => scenarios::authn::httpsig(timing)?,
             "workload-api" => scenarios::workload::workload_api(timing)?,
+            "token" => scenarios::oauth::token(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")

@@ -2,6 +2,10 @@
 //! authenticate as (draft-ietf-oauth-spiffe-client-auth-02 §5.1: `spiffe_id`, exact or a
 //! `/*` path prefix).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use aims_core::SpiffeId;
 use aims_credentials::PublicKey;
 use jsonwebtoken::jwk::JwkSet;
@@ -196,6 +200,63 @@ impl ClientMetadata {
         self.grant_types
             .as_ref()
             .is_none_or(|g| g.iter().any(|x| x == grant_type))
+    }
+}
+
+/// A registered client as the token endpoint uses it: its metadata, and its inline keys parsed
+/// once.
+#[derive(Debug)]
+pub struct KnownClient {
+    /// The metadata.
+    pub metadata: ClientMetadata,
+    /// The keys of its inline `jwks`.
+    pub keys: Vec<(Option<String>, PublicKey)>,
+}
+
+/// How long a client read from the store (or a metadata document) is used before it is read
+/// again: a change made through another replica takes effect within this time; one made
+/// through this server at once.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How many clients the cache holds.
+const CLIENT_CACHE_ENTRIES: usize = 10_000;
+
+/// Registered clients recently read, so a busy client costs no store read and no parsing per
+/// token (bounded, short-lived).
+#[derive(Debug, Default)]
+pub struct ClientCache {
+    entries: Mutex<HashMap<String, (Instant, Arc<KnownClient>)>>,
+}
+
+impl ClientCache {
+    /// The cached client, if fresh.
+    pub fn get(&self, client_id: &str) -> Option<Arc<KnownClient>> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(client_id)
+            .filter(|(at, _)| at.elapsed() < CLIENT_CACHE_TTL)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Remembers a client just read.
+    pub fn put(&self, client_id: &str, client: Arc<KnownClient>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CLIENT_CACHE_ENTRIES {
+                entries.retain(|_, (at, _)| at.elapsed() < CLIENT_CACHE_TTL);
+            }
+            if entries.len() >= CLIENT_CACHE_ENTRIES
+                && let Some(k) = entries.keys().next().cloned()
+            {
+                entries.remove(&k);
+            }
+            entries.insert(client_id.to_owned(), (Instant::now(), client));
+        }
+    }
+
+    /// Drops a client that changed or was deleted.
+    pub fn forget(&self, client_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(client_id);
+        }
     }
 }
 

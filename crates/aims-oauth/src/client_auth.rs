@@ -4,7 +4,8 @@
 //! * `spiffe_jwt`: a JWT-SVID as `client_assertion`, type
 //!   `urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`, `aud` exactly the issuer
 //!   (draft-ietf-oauth-spiffe-client-auth-02 §3.1). A JWT-SVID may be presented again until it
-//!   expires: no `jti` rule.
+//!   expires: no `jti` rule; its verification is remembered until then or until a bundle
+//!   changes ([`aims_authn::verified_cache::JwtSvidVerifier`]).
 //! * `spiffe_wit`: a WIT-SVID in `OAuth-Client-Attestation` and a PoP JWT signed with its `cnf`
 //!   key in `OAuth-Client-Attestation-PoP` (§3.3; draft-ietf-oauth-attestation-based-client-auth-11
 //!   §5.1, §7.2): PoP `aud` = issuer, a one-time `jti`, a recent `iat`.
@@ -17,20 +18,22 @@
 //! SPIFFE keys come from the trust bundles (ours and federated), so SPIFFE workloads need no
 //! registration: their SPIFFE ID is their `client_id`. One method per request (RFC 6749 §2.3).
 
+use std::sync::Arc;
+
 use aims_authn::replay::ReplayKind;
 use aims_authn::transport::ConnectionInfo;
 use aims_core::SpiffeId;
 use aims_credentials::jose::{
     ASYMMETRIC_ALGORITHMS, Audience, CompactJws, check_time, sha256_b64url,
 };
-use aims_credentials::{WitProfile, verify_jwt_svid, verify_wit};
+use aims_credentials::{WitProfile, verify_wit};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use crate::AuthorizationServer;
-use crate::client::{AuthMethod, ClientMetadata};
+use crate::client::{AuthMethod, ClientMetadata, KnownClient};
 use crate::error::OAuthError;
 use crate::form::Form;
 
@@ -61,7 +64,7 @@ pub struct AuthenticatedClient {
     /// `x5t#S256` of the TLS client certificate, when the client authenticated with it.
     pub certificate_thumbprint: Option<String>,
     /// Registered metadata, for registered clients.
-    pub metadata: Option<ClientMetadata>,
+    pub metadata: Option<Arc<KnownClient>>,
 }
 
 impl AuthenticatedClient {
@@ -69,7 +72,7 @@ impl AuthenticatedClient {
     pub fn allows_grant(&self, grant_type: &str) -> bool {
         self.metadata
             .as_ref()
-            .is_none_or(|m| m.allows_grant(grant_type))
+            .is_none_or(|m| m.metadata.allows_grant(grant_type))
     }
 }
 
@@ -202,7 +205,7 @@ impl AuthorizationServer {
             Some(c) if c == id.as_str() => (id.to_string(), None),
             Some(c) => {
                 let metadata = self.registered(c).await?;
-                if !metadata.allows_spiffe_id(&id) {
+                if !metadata.metadata.allows_spiffe_id(&id) {
                     return Err(invalid(format!("client {c} is not associated with {id}")));
                 }
                 (c.to_owned(), Some(metadata))
@@ -222,21 +225,17 @@ impl AuthorizationServer {
         assertion: &str,
         client_id: Option<&str>,
     ) -> Result<AuthenticatedClient, OAuthError> {
-        let svid = verify_jwt_svid(
-            assertion,
-            self.bundles.as_ref(),
-            &self.settings.issuer,
-            self.now(),
-            self.leeway(),
-        )
-        .map_err(|e| invalid(format!("JWT-SVID client assertion rejected: {e}")))?;
+        let svid = self
+            .svids
+            .verify(assertion, self.now(), self.leeway())
+            .map_err(|e| invalid(format!("JWT-SVID client assertion rejected: {e}")))?;
         // rfc7523bis: the issuer is the only audience.
         if svid.audience.len() != 1 {
             return Err(invalid(
                 "JWT-SVID client assertion: aud must be the issuer alone",
             ));
         }
-        self.spiffe_client(svid.spiffe_id, client_id, AuthMethod::SpiffeJwt)
+        self.spiffe_client(svid.spiffe_id.clone(), client_id, AuthMethod::SpiffeJwt)
             .await
     }
 
@@ -333,19 +332,30 @@ impl AuthorizationServer {
         })
     }
 
-    /// A registered client's metadata. A client named by a metadata document URL resolves to that document (CIMD).
-    pub(crate) async fn registered(&self, client_id: &str) -> Result<ClientMetadata, OAuthError> {
-        if crate::cimd::is_document_url(client_id) {
-            return self.metadata_document(client_id).await;
+    /// A registered client, from the cache or the store. A client named by a metadata document
+    /// URL resolves to that document (CIMD).
+    pub(crate) async fn registered(&self, client_id: &str) -> Result<Arc<KnownClient>, OAuthError> {
+        if let Some(known) = self.clients.get(client_id) {
+            return Ok(known);
         }
-        match self.store.get_client(client_id).await {
-            Ok(row) => serde_json::from_value(row.metadata)
-                .map_err(|e| OAuthError::server_error("stored client metadata", e)),
-            Err(aims_store::StoreError::NotFound(_)) => {
-                Err(invalid(format!("unknown client {client_id}")))
+        let metadata = if crate::cimd::is_document_url(client_id) {
+            self.metadata_document(client_id).await?
+        } else {
+            match self.store.get_client(client_id).await {
+                Ok(row) => serde_json::from_value(row.metadata)
+                    .map_err(|e| OAuthError::server_error("stored client metadata", e))?,
+                Err(aims_store::StoreError::NotFound(_)) => {
+                    return Err(invalid(format!("unknown client {client_id}")));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        }
+        };
+        let known = Arc::new(KnownClient {
+            keys: metadata.keys()?,
+            metadata,
+        });
+        self.clients.put(client_id, known.clone());
+        Ok(known)
     }
 
     async fn private_key_jwt_client(
@@ -380,11 +390,18 @@ impl AuthorizationServer {
         if client_id.is_some_and(|c| c != id) {
             return Err(invalid("client_id differs from the assertion's subject"));
         }
-        let metadata = self.registered(&id).await?;
-        if metadata.auth_method()? != AuthMethod::PrivateKeyJwt {
+        let known = self.registered(&id).await?;
+        if known.metadata.auth_method()? != AuthMethod::PrivateKeyJwt {
             return Err(invalid(format!("client {id} does not use private_key_jwt")));
         }
-        let keys = self.client_keys(&metadata).await?;
+        let fetched;
+        let keys = match (&known.metadata.jwks, &known.metadata.jwks_uri) {
+            (None, Some(uri)) => {
+                fetched = self.jwks_uri_keys(uri).await?;
+                &fetched
+            }
+            _ => &known.keys,
+        };
         let key = match jws.header.kid.as_deref() {
             Some(kid) => keys.iter().find(|(k, _)| k.as_deref() == Some(kid)),
             None if keys.len() == 1 => keys.first(),
@@ -414,30 +431,25 @@ impl AuthorizationServer {
             spiffe_id: None,
             method: AuthMethod::PrivateKeyJwt,
             certificate_thumbprint: None,
-            metadata: Some(metadata),
+            metadata: Some(known),
         })
     }
 
-    /// A private_key_jwt client's keys: registered inline, or at its `jwks_uri` (fetched
-    /// through the guarded fetcher, cached).
-    async fn client_keys(
+    /// The keys at a private_key_jwt client's `jwks_uri` (fetched through the guarded fetcher,
+    /// cached).
+    async fn jwks_uri_keys(
         &self,
-        metadata: &ClientMetadata,
+        uri: &str,
     ) -> Result<Vec<(Option<String>, aims_credentials::PublicKey)>, OAuthError> {
-        match (&metadata.jwks, &metadata.jwks_uri) {
-            (None, Some(uri)) => {
-                let doc = self
-                    .fetcher
-                    .json(uri, MAX_JWKS)
-                    .await
-                    .map_err(|e| invalid(format!("client jwks_uri: {e}")))?;
-                let set: JwkSet = serde_json::from_value((*doc).clone())
-                    .map_err(|e| invalid(format!("client jwks_uri {uri}: {e}")))?;
-                ClientMetadata::keys_of(&set)
-                    .map_err(|e| invalid(format!("client jwks_uri {uri}: {}", e.description)))
-            }
-            _ => metadata.keys(),
-        }
+        let doc = self
+            .fetcher
+            .json(uri, MAX_JWKS)
+            .await
+            .map_err(|e| invalid(format!("client jwks_uri: {e}")))?;
+        let set: JwkSet = serde_json::from_value((*doc).clone())
+            .map_err(|e| invalid(format!("client jwks_uri {uri}: {e}")))?;
+        ClientMetadata::keys_of(&set)
+            .map_err(|e| invalid(format!("client jwks_uri {uri}: {}", e.description)))
     }
 
     async fn secret_client(
@@ -469,7 +481,11 @@ impl AuthorizationServer {
         }
         let metadata: ClientMetadata = serde_json::from_value(row.metadata)
             .map_err(|e| OAuthError::server_error("stored client metadata", e))?;
-        if metadata.auth_method()? != method {
+        let metadata = Arc::new(KnownClient {
+            keys: Vec::new(),
+            metadata,
+        });
+        if metadata.metadata.auth_method()? != method {
             return Err(invalid(format!(
                 "client {client_id} is registered for another method"
             )));

@@ -383,6 +383,12 @@ impl AuthorizationServer {
         Ok(())
     }
 
+    /// Forgets the cached copy of a client deleted or changed in the store: its next request is
+    /// judged on the store's state at once on this server.
+    pub fn forget_client(&self, client_id: &str) {
+        self.clients.forget(client_id);
+    }
+
     /// Registers a client (the admin API and RFC 7591 share this). Returns the stored
     /// metadata, with `client_id` and, for a legacy secret client, the one-time secret.
     pub async fn register_client(
@@ -425,6 +431,7 @@ impl AuthorizationServer {
                 created_at: now,
             })
             .await?;
+        self.clients.forget(&client_id);
         tracing::info!(client = %client_id, method = method.as_str(), ?source, "OAuth client registered");
         let mut out = stored;
         out["client_id"] = client_id.into();

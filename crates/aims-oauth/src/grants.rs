@@ -186,7 +186,11 @@ impl AuthorizationServer {
         client: &AuthenticatedClient,
         scopes: &[String],
     ) -> Result<(), OAuthError> {
-        if let Some(allowed) = client.metadata.as_ref().and_then(|m| m.scope.as_deref()) {
+        if let Some(allowed) = client
+            .metadata
+            .as_ref()
+            .and_then(|m| m.metadata.scope.as_deref())
+        {
             let allowed = split_scope(Some(allowed));
             if let Some(s) = scopes.iter().find(|s| !allowed.contains(s)) {
                 return Err(OAuthError::invalid_scope(format!(

@@ -144,7 +144,7 @@ impl AuthorizationServer {
         let dpop_required = client
             .metadata
             .as_ref()
-            .and_then(|m| m.dpop_bound_access_tokens)
+            .and_then(|m| m.metadata.dpop_bound_access_tokens)
             .unwrap_or(false);
         if binding.jkt.is_none() && dpop_required {
             return Err(OAuthError::invalid_request(

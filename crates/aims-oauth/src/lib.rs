@@ -59,6 +59,8 @@ pub struct AuthorizationServer {
     dpop: dpop::DpopVerifier,
     trusted: trusted::TrustedIssuers,
     fetcher: fetch::Fetcher,
+    clients: client::ClientCache,
+    svids: aims_authn::verified_cache::JwtSvidVerifier,
     clock: SharedClock,
 }
 
@@ -87,6 +89,12 @@ impl AuthorizationServer {
         ));
         let trusted = trusted::TrustedIssuers::new(&settings.trusted_issuers)
             .map_err(|e| OAuthError::server_error("trusted issuers", e))?;
+        // A client's JWT-SVID is verified once until it expires or a bundle changes.
+        let svids = aims_authn::verified_cache::JwtSvidVerifier::new(
+            bundles.clone(),
+            settings.issuer.clone(),
+            100_000,
+        );
         let fetcher = fetch::Fetcher::new(&settings.fetch)
             .map_err(|e| OAuthError::server_error("outbound fetches", e))?;
         let dpop = dpop::DpopVerifier::new(
@@ -104,6 +112,8 @@ impl AuthorizationServer {
             dpop,
             trusted,
             fetcher,
+            clients: client::ClientCache::default(),
+            svids,
             clock,
         })
     }

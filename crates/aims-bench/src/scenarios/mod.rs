@@ -3,4 +3,6 @@
 pub mod authn;
 mod baseline;
 pub mod credentials;
+pub mod oauth;
+mod process;
 pub mod workload;

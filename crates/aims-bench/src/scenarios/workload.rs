@@ -11,15 +11,15 @@
 //!   is already open;
 //! * the agent's resident memory with 10,000 entries, idle and with 1,000 open streams.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aims_server::admin::client::AdminClient;
 use aims_store::NewEntry;
 use aims_workload_api::client::WorkloadApiClient;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
+use super::process::{Proc, aims_bin, rss_kib, wait_for};
 use crate::measure::{Timing, run_interleaved, summarize};
 use crate::report::{Row, ScenarioReport};
 
@@ -27,50 +27,6 @@ const TD: &str = "bench.example";
 const AGENT: &str = "spiffe://bench.example/aims/agent/bench";
 const ENTRIES: usize = 10_000;
 const STREAMS: usize = 1_000;
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn aims_bin() -> anyhow::Result<PathBuf> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("bench binary has no directory")?
-        .join("aims");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it first with `cargo build --release -p aims`",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while !f() {
-        if Instant::now() > deadline {
-            bail!("{what} not within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
-}
 
 fn own_uid() -> anyhow::Result<u32> {
     use std::os::unix::fs::MetadataExt as _;

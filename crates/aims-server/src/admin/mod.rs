@@ -532,6 +532,7 @@ async fn delete_client(
     UrlPath(id): UrlPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.issuer.store().delete_client(&id).await?;
+    s.authorization_server.forget_client(&id);
     tracing::info!(client = %id, "OAuth client deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,180 @@
+//! An HTTP/1.1 load generator for servers in other processes: `conns` keep-alive connections
+//! (TLS or plain TCP), each sending a POST as soon as its previous answer is read (closed loop,
+//! like `wrk`), or at a fixed share of a total rate with latency counted from the scheduled
+//! send time (open loop, like `wrk2`, so a stalled server cannot hide its queueing).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+
+use crate::measure::{Measurement, summarize};
+
+/// Where requests go.
+#[derive(Clone)]
+pub struct Target {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// TLS to use, with the name to check; `None` for plain HTTP.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// The request path.
+    pub path: String,
+}
+
+/// Makes the body of request number `n` (a form).
+pub type BodyFn = Arc<dyn Fn(u64) -> anyhow::Result<Bytes> + Send + Sync>;
+
+/// How the connections send.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each connection sends its next request when the previous answer is read.
+    Closed,
+    /// All connections together send this many requests per second.
+    Open(f64),
+}
+
+/// One load run: what it measured and how many answers were not 200.
+pub struct LoadResult {
+    /// Throughput and latency of the 200 answers.
+    pub m: Measurement,
+    /// Answers other than 200 (and transport errors).
+    pub errors: u64,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(target: &Target) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let sender = match &target.tls {
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), tcp)
+                .await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
+    Ok(sender)
+}
+
+/// Sends one request; `Ok(true)` for a 200.
+async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::Result<bool> {
+    let req = http::Request::post(&target.path)
+        .header(http::header::HOST, target.addr.to_string())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(Full::new(body))?;
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let ok = resp.status() == http::StatusCode::OK;
+    resp.into_body().collect().await?;
+    Ok(ok)
+}
+
+/// One request on a connection of its own: the body of a 200 answer, or the answer as error.
+pub async fn fetch(target: &Target, body: Bytes) -> anyhow::Result<Bytes> {
+    let mut sender = connect(target).await?;
+    let req = http::Request::post(&target.path)
+        .header(http::header::HOST, target.addr.to_string())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(Full::new(body))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let text = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status == http::StatusCode::OK,
+        "{} answered {status}: {}",
+        target.path,
+        String::from_utf8_lossy(&text)
+    );
+    Ok(text)
+}
+
+/// Runs `conns` connections for `warmup` then `duration`, on the current runtime.
+pub async fn run(
+    target: &Target,
+    conns: usize,
+    pace: Pace,
+    warmup: Duration,
+    duration: Duration,
+    body: &BodyFn,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<LoadResult> {
+    let start = Instant::now() + warmup;
+    let end = start + duration;
+    let mut tasks = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let mut sender = connect(target).await.context("connecting")?;
+        let target = target.clone();
+        let body = body.clone();
+        let counter = counter.clone();
+        // Open loop: connection i sends at start + (i + k·conns) / rate.
+        let interval = match pace {
+            Pace::Closed => None,
+            Pace::Open(rate) => Some(Duration::from_secs_f64(conns as f64 / rate)),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut samples: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / conns as f64));
+            loop {
+                if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
+                    tokio::time::sleep_until((*at).into()).await;
+                    *at += iv;
+                }
+                let scheduled =
+                    next.map_or_else(Instant::now, |at| at - interval.unwrap_or_default());
+                if scheduled >= end {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let ok = request(&mut sender, &target, body(n)?).await;
+                let done = Instant::now();
+                if scheduled < start {
+                    continue;
+                }
+                match ok {
+                    Ok(true) => samples.push(
+                        u32::try_from(done.duration_since(scheduled).as_nanos())
+                            .unwrap_or(u32::MAX),
+                    ),
+                    Ok(false) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        sender = connect(&target).await?;
+                    }
+                }
+            }
+            anyhow::Ok((samples, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (s, e) = t.await??;
+        all.extend(s);
+        errors += e;
+    }
+    Ok(LoadResult {
+        m: summarize(all, duration.as_secs_f64()),
+        errors,
+    })
+}
