@@ -193,8 +193,12 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn cached_results_never_outlive_a_bundle_change_or_expiry() {
+    /// A CA for example.org, its active slot, and the bundles holding it.
+    fn authority() -> (
+        CaManager,
+        Arc<aims_credentials::authority::AuthoritySlot>,
+        Arc<BundleSet>,
+    ) {
         let ca = CaManager::new(
             TrustDomain::new("example.org").unwrap(),
             AuthorityPolicy::default(),
@@ -209,6 +213,12 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap()]));
+        (ca, slot, bundles)
+    }
+
+    #[test]
+    fn cached_results_never_outlive_a_bundle_change_or_expiry() {
+        let (ca, slot, bundles) = authority();
         let key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let wit = slot
             .wit
@@ -258,20 +268,7 @@ mod tests {
 
     #[test]
     fn jwt_svids_are_verified_once_for_their_audience_and_never_past_expiry() {
-        let ca = CaManager::new(
-            TrustDomain::new("example.org").unwrap(),
-            AuthorityPolicy::default(),
-            Arc::new(MemoryKeyManager::new()),
-            None,
-        );
-        ca.tick(SystemTime::now()).unwrap();
-        let slot = ca.active().unwrap();
-        let bundles = Arc::new(BundleSet::with([bundle_from_slots(
-            ca.trust_domain(),
-            [slot.record()],
-            SystemTime::now(),
-        )
-        .unwrap()]));
+        let (_ca, slot, bundles) = authority();
         let id = aims_core::SpiffeId::parse("spiffe://example.org/agent").unwrap();
         let as_url = "https://as.example.org".to_owned();
         let mint = |aud: &str| {

@@ -70,15 +70,20 @@ async fn connect(target: &Target) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// Sends one request; `Ok(true)` for a 200.
-async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::Result<bool> {
-    let req = http::Request::post(&target.path)
+/// A form POST to the target.
+fn form_post(target: &Target, body: Bytes) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    Ok(http::Request::post(&target.path)
         .header(http::header::HOST, target.addr.to_string())
         .header(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(Full::new(body))?;
+        .body(Full::new(body))?)
+}
+
+/// Sends one request; `Ok(true)` for a 200.
+async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::Result<bool> {
+    let req = form_post(target, body)?;
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
     let ok = resp.status() == http::StatusCode::OK;
@@ -89,13 +94,7 @@ async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::R
 /// One request on a connection of its own: the body of a 200 answer, or the answer as error.
 pub async fn fetch(target: &Target, body: Bytes) -> anyhow::Result<Bytes> {
     let mut sender = connect(target).await?;
-    let req = http::Request::post(&target.path)
-        .header(http::header::HOST, target.addr.to_string())
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(Full::new(body))?;
+    let req = form_post(target, body)?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
     let text = resp.into_body().collect().await?.to_bytes();

@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 
 use super::baseline::RawEs256;
-use super::process::{Proc, aims_bin, wait_for};
+use super::process::{Proc, start_server};
 use crate::load::{BodyFn, LoadResult, Pace, Target, fetch, run};
 use crate::measure::{Measurement, Timing, run_interleaved};
 use crate::report::{Row, ScenarioReport};
@@ -138,39 +138,16 @@ fn start_oidc_provider(dir: &Path, client_jwk: &serde_json::Value) -> anyhow::Re
 
 /// `aims server` on CPU 1, with one-hour access tokens (the exchange rows reuse one).
 fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
-    let data = dir.join("server");
     let config = dir.join("aims.toml");
     std::fs::write(&config, "[server.oauth]\naccess_token_ttl = \"1h\"\n")?;
-    let proc = Proc(
-        Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(aims_bin()?)
-            .arg("server")
-            .arg("--config")
-            .arg(&config)
-            .args(["--trust-domain", TD, "--listen", "127.0.0.1:0"])
-            .args([
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--oauth-mtls-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log"))?)
-            .spawn()?,
-    );
-    let up = data.join("up.json");
-    wait_for("aims server", Duration::from_secs(30), || up.exists())?;
-    Ok((proc, serde_json::from_slice(&std::fs::read(&up)?)?))
+    start_server(dir, TD, Some(&config), Some("1"))
 }
 
 fn https_target(issuer: &str, ca_file: &Path) -> anyhow::Result<Target> {
     let url = socket_of(issuer)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in aims_credentials::bundle::certs_from_pem(&std::fs::read_to_string(ca_file)?)? {
-        roots.add(cert.into())?;
+        roots.add(cert)?;
     }
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)

@@ -19,7 +19,7 @@ use aims_store::NewEntry;
 use aims_workload_api::client::WorkloadApiClient;
 use anyhow::Context as _;
 
-use super::process::{Proc, aims_bin, rss_kib, wait_for};
+use super::process::{Proc, aims_bin, rss_kib, start_server, wait_for};
 use crate::measure::{Timing, run_interleaved, summarize};
 use crate::report::{Row, ScenarioReport};
 
@@ -56,25 +56,7 @@ pub fn workload_api(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let bin = aims_bin()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("server");
-    let server_log = std::fs::File::create(dir.path().join("server.log"))?;
-    let _server = Proc(
-        Command::new(&bin)
-            .args(["server", "--trust-domain", TD, "--listen", "127.0.0.1:0"])
-            .args([
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--oauth-mtls-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(server_log)
-            .spawn()?,
-    );
-    let up = data.join("up.json");
-    wait_for("aims server", Duration::from_secs(30), || up.exists())?;
-    let up: serde_json::Value = serde_json::from_slice(&std::fs::read(&up)?)?;
+    let (_server, up) = start_server(dir.path(), TD, None, None)?;
     let admin = AdminClient::new(data.join("admin.sock"));
     let agent_api = up["server"]["agent_api"]
         .as_str()
