@@ -191,13 +191,7 @@ impl Fetcher {
                 allow_private: settings.allow_private_networks,
             });
         if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| format!("fetch CA file {}: {e}", path.display()))?;
-            for c in certs_from_pem(&pem).map_err(|e| e.to_string())? {
-                b = b.add_root_certificate(
-                    reqwest::Certificate::from_der(&c).map_err(|e| e.to_string())?,
-                );
-            }
+            b = with_ca_file(b, path)?;
         }
         Ok(Self {
             http: b.build().map_err(|e| e.to_string())?,
@@ -316,6 +310,20 @@ impl Fetcher {
         }
         Ok((value, ttl))
     }
+}
+
+/// `builder` trusting the extra CA certificates (PEM) in `path` too.
+pub(crate) fn with_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let pem =
+        std::fs::read_to_string(path).map_err(|e| format!("CA file {}: {e}", path.display()))?;
+    for c in certs_from_pem(&pem).map_err(|e| e.to_string())? {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_der(&c).map_err(|e| e.to_string())?);
+    }
+    Ok(builder)
 }
 
 /// The cache lifetime a response allows (RFC 9111 §5.2.2).

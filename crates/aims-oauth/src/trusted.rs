@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aims_credentials::PublicKey;
-use aims_credentials::bundle::certs_from_pem;
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::settings::TrustedIssuer;
@@ -46,13 +45,8 @@ impl TrustedIssuers {
                 .https_only(true)
                 .redirect(reqwest::redirect::Policy::none());
             if let Some(path) = &i.ca_file {
-                let pem = std::fs::read_to_string(path)
-                    .map_err(|e| format!("trusted issuer CA {}: {e}", path.display()))?;
-                for c in certs_from_pem(&pem).map_err(|e| e.to_string())? {
-                    b = b.add_root_certificate(
-                        reqwest::Certificate::from_der(&c).map_err(|e| e.to_string())?,
-                    );
-                }
+                b = crate::fetch::with_ca_file(b, path)
+                    .map_err(|e| format!("trusted issuer {}: {e}", i.issuer))?;
             }
             out.push((i.clone(), b.build().map_err(|e| e.to_string())?));
         }
