@@ -247,7 +247,7 @@ impl AuthorizationServer {
             Err(e) => return Err(e.into()),
         }
         let record = match self.store.use_refresh_token(&hash, self.now()).await? {
-            RefreshUse::Fresh(r) => r,
+            RefreshUse::Fresh(r) => *r,
             RefreshUse::Reused => {
                 tracing::warn!(client = %client.client_id, "refresh token reused: the grant is revoked");
                 return Err(OAuthError::invalid_grant(

@@ -29,6 +29,9 @@ pub enum ServerError {
     /// Building or reading a bundle failed.
     #[error("bundle: {0}")]
     Bundle(#[from] VerifyError),
+    /// A policy set was refused.
+    #[error(transparent)]
+    Policy(#[from] aims_policy::PolicyError),
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),

@@ -13,11 +13,12 @@ pub mod changes;
 pub mod error;
 pub mod federation;
 pub mod issuer;
+pub mod policy;
 pub mod server;
 pub mod server_svid;
 pub mod settings;
 pub mod tls;
 
 pub use error::ServerError;
-pub use server::{RunningServer, ensure_private_dir, start, start_with};
+pub use server::{RunningServer, ensure_private_dir, start};
 pub use settings::{ServerSettings, TlsFiles, UpstreamFiles};

@@ -15,13 +15,13 @@ use crate::bundle_endpoint;
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::{IssuanceLimits, Issuer};
+use crate::policy::{PolicyService, TokenPolicy};
 use crate::server_svid::ServerSvid;
 use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
 use aims_authn::mtls::{Authorizer, ClientAuth};
 use aims_authn::transport::serve_tls;
 use aims_oauth::AuthorizationServer;
-use aims_oauth::policy::{PermitAll, PolicyDecisionPoint};
 use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
@@ -34,6 +34,8 @@ pub struct RunningServer {
     pub oauth_mtls_addr: SocketAddr,
     /// The authorization server.
     pub authorization_server: Arc<AuthorizationServer>,
+    /// The policy in force and its decision point.
+    pub policy: Arc<PolicyService>,
     /// The bundle endpoint URL.
     pub bundle_url: String,
     /// The admin socket.
@@ -104,12 +106,6 @@ async fn bind(
     Ok((listener, bound))
 }
 
-/// Starts the server with the permissive policy decision point (until a policy is
-/// configured, grants are bounded by the protocol rules alone).
-pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
-    start_with(settings, Arc::new(PermitAll)).await
-}
-
 fn url_host(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -118,12 +114,9 @@ fn url_host(host: &str) -> String {
     }
 }
 
-/// Starts the server: store, CA, HTTPS listener (bundle endpoint, authorization server),
-/// agent API, OAuth mutual-TLS listener and admin socket; `pdp` decides every grant.
-pub async fn start_with(
-    settings: ServerSettings,
-    pdp: Arc<dyn PolicyDecisionPoint>,
-) -> Result<RunningServer, ServerError> {
+/// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
+/// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
+pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
     ensure_private_dir(&settings.data_dir)?;
     let server_id = server_id(&settings)?;
     let store = Store::connect(&settings.database_url()).await?;
@@ -193,13 +186,18 @@ pub async fn start_with(
     as_settings.issuer = format!("https://{host}:{}", https_addr.port());
     as_settings.mtls_base = Some(format!("https://{host}:{}", oauth_mtls_addr.port()));
     as_settings.trust_domain = settings.trust_domain.clone();
+    let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
+    let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
     let authorization_server = Arc::new(
         AuthorizationServer::new(
             as_settings,
             issuer.clone(),
             issuer.bundles(),
             issuer.store().clone(),
-            pdp,
+            Arc::new(TokenPolicy::new(
+                policy.pdp().clone(),
+                settings.clock.clone(),
+            )),
             settings.clock.clone(),
         )
         .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?,
@@ -215,12 +213,23 @@ pub async fn start_with(
             .merge(aims_oauth::endpoints::router(authorization_server.clone())),
         shutdown.clone(),
     )));
+    // The mutual-TLS listener also serves the AuthZEN API and the policy in force to the
+    // trust domain's enforcement points, authenticated by their X509-SVIDs.
     tasks.push(tokio::spawn(serve_tls(
         mtls_listener,
         Arc::new(mtls_tls),
-        aims_oauth::endpoints::router(authorization_server.clone()),
+        aims_oauth::endpoints::router(authorization_server.clone()).merge(crate::policy::router(
+            policy.clone(),
+            settings.trust_domain.clone(),
+            mtls_base,
+        )),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(
+        policy
+            .clone()
+            .watch_store(settings.change_poll_interval, shutdown.clone()),
+    ));
     // The agent API: the server presents its own SVID; clients may connect without one only to
     // attest (AIMS PR-4), and every other call checks the agent's SVID and node record.
     let changes = Arc::new(ChangeFeed::new());
@@ -268,6 +277,7 @@ pub async fn start_with(
                 server_id: server_id.clone(),
                 changes: changes.clone(),
                 authorization_server: authorization_server.clone(),
+                policy: policy.clone(),
             }),
             shutdown.clone(),
         )
@@ -318,6 +328,7 @@ pub async fn start_with(
         agent_addr,
         oauth_mtls_addr,
         authorization_server,
+        policy,
         bundle_url,
         admin_socket,
         web_ca_file,

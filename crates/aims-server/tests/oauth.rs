@@ -14,7 +14,6 @@ use aims_credentials::{
     AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey, SubjectKey,
 };
 use aims_oauth::claims::{AT_TYP, AccessClaims};
-use aims_oauth::policy::{AccessRequest, Decision, DenyKind, PolicyDecisionPoint};
 use aims_oauth::resource::{SenderProof, verify_access_token};
 use aims_server::{RunningServer, ServerSettings};
 use serde_json::{Value, json};
@@ -37,14 +36,6 @@ struct As {
 }
 
 async fn start_as(td: &str, tweak: impl FnOnce(&mut ServerSettings)) -> As {
-    start_as_with(td, tweak, None).await
-}
-
-async fn start_as_with(
-    td: &str,
-    tweak: impl FnOnce(&mut ServerSettings),
-    pdp: Option<Arc<dyn PolicyDecisionPoint>>,
-) -> As {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
@@ -54,10 +45,7 @@ async fn start_as_with(
     s.oauth_mtls_listen = "127.0.0.1:0".parse().unwrap();
     s.clock = clock.clone() as SharedClock;
     tweak(&mut s);
-    let server = match pdp {
-        Some(p) => aims_server::start_with(s, p).await.unwrap(),
-        None => aims_server::start(s).await.unwrap(),
-    };
+    let server = aims_server::start(s).await.unwrap();
     let ca = std::fs::read(server.web_ca_file.as_ref().unwrap()).unwrap();
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -569,31 +557,7 @@ async fn private_key_jwt_for_registered_clients_and_replayed_assertions() {
 async fn mutual_tls_binds_tokens_to_the_x509_svid() {
     let a = start_as("example.org", |_| {}).await;
     let agent = id("spiffe://example.org/agent/mtls");
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let svid = a
-        .server
-        .issuer
-        .issue_x509(&agent, &SubjectKey::of(&key), &[], None)
-        .await
-        .unwrap();
-    let leaf = svid.chain[0].to_vec();
-    // The client checks the server with Web PKI (spiffe-client-auth-02 §3.2) and presents its SVID.
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(a.server.web_ca_file.as_ref().unwrap()).unwrap();
-    for c in aims_credentials::bundle::certs_from_pem(std::str::from_utf8(&ca).unwrap()).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_cert_resolver(Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
-    let mtls = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap();
+    let (mtls, leaf) = a.mtls_client(&agent).await;
     let mtls_token = a
         .server
         .authorization_server
@@ -650,6 +614,38 @@ async fn mutual_tls_binds_tokens_to_the_x509_svid() {
 }
 
 impl As {
+    /// An HTTPS client that checks the server with Web PKI (spiffe-client-auth-02 §3.2) and
+    /// presents a fresh X509-SVID for `agent`; and the SVID's leaf.
+    async fn mtls_client(&self, agent: &SpiffeId) -> (reqwest::Client, Vec<u8>) {
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let svid = self
+            .server
+            .issuer
+            .issue_x509(agent, &SubjectKey::of(&key), &[], None)
+            .await
+            .unwrap();
+        let leaf = svid.chain[0].to_vec();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(self.server.web_ca_file.as_ref().unwrap()).unwrap();
+        for c in
+            aims_credentials::bundle::certs_from_pem(std::str::from_utf8(&ca).unwrap()).unwrap()
+        {
+            roots.add(c).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap();
+        (client, leaf)
+    }
+
     fn verify_bound(
         &self,
         token: &str,
@@ -1197,32 +1193,176 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     assert_eq!((s, error(&v)), (400, "unauthorized_client"), "{v}");
 }
 
-/// A policy that refuses the scope `admin`.
-struct NoAdmin;
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
 
-#[tonic::async_trait]
-impl PolicyDecisionPoint for NoAdmin {
-    async fn decide(&self, r: &AccessRequest) -> Decision {
-        if r.scopes.iter().any(|s| s == "admin") {
-            Decision::Deny(DenyKind::Scope, "admin is not for agents".into())
-        } else {
-            Decision::Permit
-        }
-    }
+const NO_ADMIN_POLICY: &str = r#"
+@id("tokens") permit(principal, action == Aims::Action::"obtain_token", resource);
+@id("no-admin-for-agents")
+forbid(principal is Aims::Agent, action == Aims::Action::"obtain_token", resource)
+when { context.scopes.contains("admin") };
+@id("no-vault")
+forbid(principal, action, resource == Aims::Resource::"https://vault.example");
+"#;
+
+#[tokio::test]
+async fn every_grant_asks_the_cedar_policy_in_force() {
+    // AIMS AZ-4, PO-2: a new version is validated, recorded and in force at once.
+    let a = start_as("example.org", |_| {}).await;
+    let admin = aims_server::admin::client::AdminClient::new(&a.server.admin_socket);
+    assert_eq!(admin.current_policy().await.unwrap().version, 1);
+    assert_eq!(
+        a.cc("spiffe://example.org/agent/a", "read admin").await.0,
+        200
+    );
+    let dry = admin
+        .apply_policy(NO_ADMIN_POLICY, true, None)
+        .await
+        .unwrap();
+    assert!(!dry.applied);
+    assert_eq!(dry.diff.added.len(), 2, "{:?}", dry.diff);
+    assert_eq!(admin.current_policy().await.unwrap().version, 1);
+    let out = admin
+        .apply_policy(NO_ADMIN_POLICY, false, Some("test".into()))
+        .await
+        .unwrap();
+    assert!(out.applied);
+    assert_eq!(out.document.version, 2);
+    let (s, v) = a.cc("spiffe://example.org/agent/a", "read admin").await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"));
+    let why = v["error_description"].as_str().unwrap();
+    assert!(
+        why.contains("policy version 2") && why.contains("no-admin-for-agents"),
+        "{why}"
+    );
+    assert_eq!(a.cc("spiffe://example.org/agent/a", "read").await.0, 200);
+    // A token for a forbidden audience.
+    let svid = a.jwt_svid("spiffe://example.org/agent/a").await;
+    let (s, v, _) = a
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &svid),
+                ("resource", "https://vault.example"),
+            ],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"), "{v}");
+    // An invalid policy changes nothing; the same text again is no new version.
+    let e = admin
+        .apply_policy(
+            r#"@id("x") permit(principal, action, resource) when { context.nope };"#,
+            false,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid_policy"), "{e}");
+    let again = admin
+        .apply_policy(NO_ADMIN_POLICY, false, None)
+        .await
+        .unwrap();
+    assert!(!again.applied && again.diff.is_empty());
+    let history = admin.policy_history().await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(history[1].author, "test");
+    assert_eq!(admin.policy_version(2).await.unwrap().text, NO_ADMIN_POLICY);
 }
 
 #[tokio::test]
-async fn every_grant_asks_the_policy_decision_point() {
-    let a = start_as_with("example.org", |_| {}, Some(Arc::new(NoAdmin))).await;
-    let (s, v) = a.cc("spiffe://example.org/agent/a", "read admin").await;
-    assert_eq!((s, error(&v)), (400, "invalid_scope"));
-    assert!(
-        v["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("admin is not for agents")
-    );
-    assert_eq!(a.cc("spiffe://example.org/agent/a", "read").await.0, 200);
+async fn the_authzen_api_answers_authenticated_workloads_of_the_trust_domain() {
+    let a = start_as("example.org", |_| {}).await;
+    let base = a
+        .server
+        .authorization_server
+        .settings
+        .mtls_base
+        .clone()
+        .unwrap();
+    let (pep, _) = a.mtls_client(&id("spiffe://example.org/gateway/g1")).await;
+    // §9.2.3: the metadata names the PDP it was fetched from.
+    let meta: Value = json_of(pep.get(format!("{base}/.well-known/authzen-configuration"))).await;
+    assert_eq!(meta["policy_decision_point"], base.as_str());
+    let eval_url = meta["access_evaluation_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = json!({
+        "subject": {"type": "agent", "id": "spiffe://example.org/agent/a"},
+        "action": {"name": "call"},
+        "resource": {"type": "tool", "id": "weather", "properties": {"required_scopes": ["w"]}},
+        "context": {"scopes": ["w"]}
+    });
+    let resp = pep
+        .post(&eval_url)
+        .header("x-request-id", "req-1")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "req-1");
+    let d: Value = resp.json().await.unwrap();
+    assert_eq!(d["decision"], true, "{d}");
+    assert_eq!(d["context"]["policy_version"], 1);
+    let mut denied = request.clone();
+    denied["context"]["scopes"] = json!([]);
+    let d: Value = json_of(pep.post(&eval_url).json(&denied)).await;
+    assert_eq!(d["decision"], false);
+    // Batch (§7).
+    let batch = json!({
+        "subject": {"type": "agent", "id": "spiffe://example.org/agent/a"},
+        "action": {"name": "call"},
+        "context": {"scopes": ["w"]},
+        "evaluations": [
+            {"resource": {"type": "tool", "id": "a", "properties": {"required_scopes": ["w"]}}},
+            {"resource": {"type": "tool", "id": "b", "properties": {"required_scopes": ["x"]}}}
+        ]
+    });
+    let d: Value = json_of(
+        pep.post(meta["access_evaluations_endpoint"].as_str().unwrap())
+            .json(&batch),
+    )
+    .await;
+    assert_eq!(d["evaluations"][0]["decision"], true, "{d}");
+    assert_eq!(d["evaluations"][1]["decision"], false, "{d}");
+    // Bad requests are 400s; callers without an SVID 401 (with WWW-Authenticate).
+    let r = pep.post(&eval_url).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = pep
+        .post(&eval_url)
+        .json(&json!({"subject": request["subject"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = a.http.post(&eval_url).json(&request).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    // The gateway's policy feed: the document, then 304 on its ETag.
+    let r = pep
+        .get(format!("{base}/policy/v1/current"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].clone();
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["version"], 1);
+    assert!(doc["hash"].as_str().unwrap().starts_with("sha256:"));
+    let r = pep
+        .get(format!("{base}/policy/v1/current"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
 }
 
 #[tokio::test]

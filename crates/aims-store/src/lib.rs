@@ -14,6 +14,7 @@ mod error;
 mod issued;
 mod nodes;
 mod oauth;
+mod policy;
 pub mod testing;
 
 use std::path::Path;
@@ -30,6 +31,7 @@ pub use error::StoreError;
 pub use issued::{CredentialKind, IssuedCredential};
 pub use nodes::AttestedNode;
 pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
+pub use policy::PolicyVersionRow;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -107,7 +107,7 @@ pub struct TokenRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefreshUse {
     /// First use: here is the record; it is now spent.
-    Fresh(TokenRecord),
+    Fresh(Box<TokenRecord>),
     /// It had been used before: the whole family was revoked (RFC 9700 §4.14.2).
     Reused,
     /// Unknown, expired or revoked.
@@ -237,7 +237,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = spent {
-            return Ok(RefreshUse::Fresh(row_to_token(&row)?));
+            return Ok(RefreshUse::Fresh(Box::new(row_to_token(&row)?)));
         }
         let again: Option<(Option<String>, Option<i64>)> = sqlx::query(
             "SELECT family, used_at FROM oauth_tokens WHERE token_hash = $1 AND kind = 'refresh'",

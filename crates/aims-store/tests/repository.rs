@@ -8,7 +8,9 @@ use aims_store::{
     AttestedNode, Counter, CredentialKind, EntryFilter, EntryUpdate, FederatedBundleRow,
     IssuedCredential, NewEntry, SlotRow, SlotStatus, Store, StoreError,
 };
-use aims_store::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
+use aims_store::{
+    ClientSource, OAuthClientRow, PolicyVersionRow, RefreshUse, TokenKind, TokenRecord,
+};
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
@@ -408,6 +410,38 @@ async fn oauth_suite(store: &Store) {
     assert!(store.get_token("h-at").await.is_ok());
 }
 
+async fn policy_suite(store: &Store) {
+    assert_eq!(store.latest_policy().await.unwrap(), None);
+    assert_eq!(store.latest_policy_version().await.unwrap(), None);
+    let v = |version: u64, text: &str| PolicyVersionRow {
+        version,
+        hash: format!("sha256:{version}"),
+        text: text.into(),
+        created_at: 100 + version as i64,
+        author: "test".into(),
+    };
+    store.insert_policy(&v(1, "one")).await.unwrap();
+    store.insert_policy(&v(2, "two")).await.unwrap();
+    // Another replica got version 2 in first: a conflict, and the first text stays.
+    assert!(matches!(
+        store.insert_policy(&v(2, "other")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.latest_policy().await.unwrap(), Some(v(2, "two")));
+    assert_eq!(store.latest_policy_version().await.unwrap(), Some(2));
+    assert_eq!(store.policy_version(1).await.unwrap().text, "one");
+    assert!(matches!(
+        store.policy_version(9).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let history = store.policy_history().await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(history.iter().all(|r| r.text.is_empty()));
+}
+
 #[tokio::test]
 async fn repository_suite_on_every_backend() {
     let dbs = fresh_stores().await;
@@ -419,6 +453,7 @@ async fn repository_suite_on_every_backend() {
         issued_suite(&db.store).await;
         agents_suite(&db.store).await;
         oauth_suite(&db.store).await;
+        policy_suite(&db.store).await;
         db.cleanup().await;
     }
 }

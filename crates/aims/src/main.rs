@@ -59,6 +59,9 @@ enum Command {
     /// Register OAuth clients that are not SPIFFE workloads.
     #[command(subcommand)]
     Client(cmd::client::ClientCommand),
+    /// Show, diff and apply the versioned Cedar policy set.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
     /// Check that the server on a data directory answers.
     Health(cmd::AdminArgs),
 }
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
             Command::Token(c) => cmd::token::run(c).await,
             Command::Node(c) => cmd::node::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
+            Command::Policy(c) => cmd::policy::run(c).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,

@@ -312,6 +312,55 @@ fn entries_are_managed_through_the_cli() {
     }
 }
 
+#[test]
+fn the_policy_is_reviewed_and_applied_through_the_cli() {
+    // AIMS PO-2: validated against the schema before it goes live, diffable, versioned.
+    let aims = server();
+    let shown = assert_ok(&aims.cli(&["policy", "show"]));
+    assert!(shown.starts_with("// version 1 (sha256:"), "{shown}");
+    assert!(shown.contains(r#"@id("scoped-tools")"#), "{shown}");
+    let good = aims.dir.path().join("good.cedar");
+    std::fs::write(
+        &good,
+        format!("{}\n@id(\"no-deep-chains\")\nforbid(principal, action, resource) when {{ context.chain_depth > 3 }};\n", aims_policy::DEFAULT_POLICY),
+    )
+    .unwrap();
+    let bad = aims.dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        r#"@id("x") permit(principal, action, resource) when { resource.owner == "me" };"#,
+    )
+    .unwrap();
+    let diff = assert_ok(&aims.cli(&["policy", "diff", good.to_str().unwrap()]));
+    assert!(diff.contains("added no-deep-chains:"), "{diff}");
+    assert!(diff.contains("+ ") && !diff.contains("removed"), "{diff}");
+    let refused = aims.cli(&["policy", "apply", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("does not validate against the AIMS schema"),
+        "{}",
+        stderr(&refused)
+    );
+    let applied = assert_ok(&aims.cli(&[
+        "policy",
+        "apply",
+        good.to_str().unwrap(),
+        "--author",
+        "alice",
+    ]));
+    assert!(applied.contains("Policy version 2 (sha256:"), "{applied}");
+    let again = assert_ok(&aims.cli(&["policy", "apply", good.to_str().unwrap()]));
+    assert!(again.contains("Unchanged: version 2"), "{again}");
+    let history = assert_ok(&aims.cli(&["policy", "history"]));
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(
+        history.lines().nth(1).unwrap().ends_with("alice"),
+        "{history}"
+    );
+    assert!(assert_ok(&aims.cli(&["policy", "show", "1"])).starts_with("// version 1"));
+    assert!(assert_ok(&common::run(&["policy", "schema"])).contains("namespace Aims"));
+}
+
 fn csr_with(sans: Vec<rcgen::SanType>) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();

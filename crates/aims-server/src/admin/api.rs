@@ -142,3 +142,16 @@ pub struct ErrorBody {
     /// A human-readable explanation.
     pub message: String,
 }
+
+/// `POST /v1/policy`: validate a policy set and, unless `dry_run`, put it in force.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyPolicyRequest {
+    /// The Cedar text.
+    pub text: String,
+    /// Validate and diff only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Who applies it (recorded with the version).
+    #[serde(default)]
+    pub author: Option<String>,
+}

@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, ErrorBody,
-    HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
-    MintX509Request, MintX509Response,
+    AgentRequest, ApplyPolicyRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest,
+    ErrorBody, HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse,
+    MintWitRequest, MintX509Request, MintX509Response,
 };
 
 /// Why an admin call failed.
@@ -129,6 +129,41 @@ impl AdminClient {
             code: err.error,
             message: err.message,
         })
+    }
+
+    /// The policy set in force.
+    pub async fn current_policy(&self) -> Result<aims_policy::PolicyDocument, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/policy", None).await
+    }
+
+    /// One recorded policy version.
+    pub async fn policy_version(
+        &self,
+        version: u64,
+    ) -> Result<aims_store::PolicyVersionRow, AdminError> {
+        self.call::<(), _>(Method::GET, &format!("/v1/policy/{version}"), None)
+            .await
+    }
+
+    /// Every recorded policy version (without texts).
+    pub async fn policy_history(&self) -> Result<Vec<aims_store::PolicyVersionRow>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/policy/history", None)
+            .await
+    }
+
+    /// Validates `text` and, unless `dry_run`, puts it in force.
+    pub async fn apply_policy(
+        &self,
+        text: &str,
+        dry_run: bool,
+        author: Option<String>,
+    ) -> Result<crate::policy::ApplyOutcome, AdminError> {
+        let req = ApplyPolicyRequest {
+            text: text.to_owned(),
+            dry_run,
+            author,
+        };
+        self.call(Method::POST, "/v1/policy", Some(&req)).await
     }
 
     /// `GET /v1/health`.

@@ -166,6 +166,8 @@ pub struct AdminState {
     pub changes: Arc<ChangeFeed>,
     /// The authorization server (client registration).
     pub authorization_server: Arc<aims_oauth::AuthorizationServer>,
+    /// The policy service.
+    pub policy: Arc<crate::policy::PolicyService>,
 }
 
 type AppState = Arc<AdminState>;
@@ -222,6 +224,9 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/ban", post(ban_agent))
         .route("/v1/agents/evict", post(evict_agent))
+        .route("/v1/policy", get(current_policy).post(apply_policy))
+        .route("/v1/policy/history", get(policy_history))
+        .route("/v1/policy/{version}", get(policy_version))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -535,4 +540,41 @@ async fn delete_client(
     s.authorization_server.forget_client(&id);
     tracing::info!(client = %id, "OAuth client deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<crate::policy::ApplyError> for ApiError {
+    fn from(e: crate::policy::ApplyError) -> Self {
+        match e {
+            crate::policy::ApplyError::Store(s) => s.into(),
+            crate::policy::ApplyError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            crate::policy::ApplyError::Invalid(p) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_policy", p.to_string())
+            }
+        }
+    }
+}
+
+async fn current_policy(State(s): State<AppState>) -> impl IntoResponse {
+    Json(s.policy.current().document())
+}
+
+async fn apply_policy(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::ApplyPolicyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let author = req.author.as_deref().unwrap_or("admin API");
+    Ok(Json(s.policy.apply(&req.text, author, req.dry_run).await?))
+}
+
+async fn policy_history(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().policy_history().await?))
+}
+
+async fn policy_version(
+    State(s): State<AppState>,
+    UrlPath(version): UrlPath<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.store().policy_version(version).await?))
 }

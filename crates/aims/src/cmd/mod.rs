@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod client;
 pub mod entry;
 pub mod node;
+pub mod policy;
 pub mod server;
 pub mod svid;
 pub mod token;

@@ -1,0 +1,24 @@
+//! # aims-policy
+//!
+//! The AIMS policy decision point (AIMS §12, PO-1…PO-3): Cedar policies over the AIMS schema
+//! (`cedar/aims.cedarschema`), in versioned policy sets that are validated against the schema
+//! before they go live and swapped atomically, so that the authorization server and every
+//! gateway decide at the same version and every decision names it. The OpenID AuthZEN
+//! Authorization API 1.0 types expose the same decisions to other enforcement points.
+#![forbid(unsafe_code)]
+
+pub mod authzen;
+mod error;
+pub mod pdp;
+pub mod policy_set;
+pub mod query;
+mod schema;
+
+pub use error::PolicyError;
+pub use pdp::{Pdp, Verdict};
+pub use policy_set::{CompiledPolicy, PolicyDiff, PolicyDocument};
+pub use query::{Action, Detail, Facts, Principal, Query, Target};
+pub use schema::SCHEMA_TEXT;
+
+/// The policy set a new server starts with (version 1).
+pub const DEFAULT_POLICY: &str = include_str!("../cedar/default.cedar");

@@ -1,0 +1,116 @@
+//! The policy decision point: the policy set in force, swapped atomically, and decisions that
+//! name the version that made them (AIMS PO-3, MO-8).
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use cedar_policy::{Authorizer, Decision, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::policy_set::{CompiledPolicy, PolicyDocument};
+use crate::query::Query;
+use crate::{PolicyError, schema};
+
+/// A decision and what made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Allowed?
+    pub allowed: bool,
+    /// The policy version that decided.
+    pub policy_version: u64,
+    /// The policies that decided (`@id`s): the permits that allowed, or the forbids that
+    /// denied; empty when nothing permitted.
+    pub policies: Vec<String>,
+    /// Evaluation errors. Any error denies: a policy that cannot be evaluated never allows by
+    /// being skipped (a `forbid` that errs would otherwise fail open).
+    pub errors: Vec<String>,
+}
+
+/// The policy decision point.
+pub struct Pdp {
+    schema: Schema,
+    authorizer: Authorizer,
+    active: ArcSwap<CompiledPolicy>,
+    install: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.active.load();
+        f.debug_struct("Pdp")
+            .field("version", &current.version)
+            .field("hash", &current.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pdp {
+    /// A decision point with `initial` in force.
+    pub fn new(initial: &PolicyDocument) -> Result<Self, PolicyError> {
+        let schema = schema::load()?;
+        let compiled = CompiledPolicy::compile(&schema, initial)?;
+        Ok(Self {
+            schema,
+            authorizer: Authorizer::new(),
+            active: ArcSwap::from_pointee(compiled),
+            install: Mutex::new(()),
+        })
+    }
+
+    /// Parses and validates `doc` without installing it.
+    pub fn compile(&self, doc: &PolicyDocument) -> Result<CompiledPolicy, PolicyError> {
+        CompiledPolicy::compile(&self.schema, doc)
+    }
+
+    /// Validates `doc` and puts it in force, atomically: a decision runs wholly on the old set
+    /// or wholly on the new one. Refuses a version not newer than the one in force, and leaves
+    /// the old set in force on any error.
+    pub fn install(&self, doc: &PolicyDocument) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        let compiled = Arc::new(self.compile(doc)?);
+        let _one_at_a_time = self
+            .install
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.active.load();
+        if compiled.version <= current.version {
+            return Err(PolicyError::Stale {
+                offered: compiled.version,
+                current: current.version,
+            });
+        }
+        self.active.store(compiled.clone());
+        Ok(compiled)
+    }
+
+    /// The policy set in force.
+    pub fn current(&self) -> Arc<CompiledPolicy> {
+        self.active.load_full()
+    }
+
+    /// Decides `query` with the policy set in force. Fails closed: a request that does not fit
+    /// the schema, or any evaluation error, denies.
+    pub fn decide(&self, query: &Query) -> Verdict {
+        let policy = self.active.load();
+        let deny = |error: String| Verdict {
+            allowed: false,
+            policy_version: policy.version,
+            policies: Vec::new(),
+            errors: vec![error],
+        };
+        let (request, entities) = match query.to_cedar(&self.schema) {
+            Ok(r) => r,
+            Err(e) => return deny(e.to_string()),
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policy.set, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        Verdict {
+            allowed: response.decision() == Decision::Allow && errors.is_empty(),
+            policy_version: policy.version,
+            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            errors,
+        }
+    }
+}

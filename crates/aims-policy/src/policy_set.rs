@@ -1,0 +1,188 @@
+//! Versioned policy sets (AIMS PO-2, PO-3): a content hash and a monotonic version, compiled
+//! and validated against the AIMS schema before they can go live, and diffable for review.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use serde::{Deserialize, Serialize};
+
+use crate::PolicyError;
+
+/// A policy set as stored and shipped: its text, its version, its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDocument {
+    /// Monotonic version (1 for the first set).
+    pub version: u64,
+    /// `sha256:` and the hex SHA-256 of `text`.
+    pub hash: String,
+    /// The policies, in Cedar syntax.
+    pub text: String,
+}
+
+impl PolicyDocument {
+    /// A document for `text` at `version`, with its hash computed.
+    pub fn new(version: u64, text: impl Into<String>) -> Self {
+        let text = text.into();
+        Self {
+            version,
+            hash: content_hash(&text),
+            text,
+        }
+    }
+}
+
+/// The content hash of a policy text.
+pub fn content_hash(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    format!("sha256:{}", hex::encode(digest.as_ref()))
+}
+
+/// A policy set that parsed and validated: ready to decide.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Its version.
+    pub version: u64,
+    /// Its content hash.
+    pub hash: String,
+    /// Its text, as written.
+    pub text: String,
+    pub(crate) set: PolicySet,
+    /// Each policy's text by its `@id`.
+    policies: BTreeMap<String, String>,
+}
+
+impl CompiledPolicy {
+    /// Parses `doc` (every policy named by a unique `@id` annotation; no templates) and
+    /// validates it against `schema` in strict mode. The hash is recomputed, never trusted.
+    pub(crate) fn compile(schema: &Schema, doc: &PolicyDocument) -> Result<Self, PolicyError> {
+        let parsed =
+            PolicySet::from_str(&doc.text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        if parsed.templates().next().is_some() {
+            return Err(PolicyError::Parse(
+                "templates are not supported: write each policy out".into(),
+            ));
+        }
+        let mut set = PolicySet::new();
+        let mut policies = BTreeMap::new();
+        for policy in parsed.policies() {
+            let Some(id) = policy.annotation("id") else {
+                return Err(PolicyError::Parse(format!(
+                    "a policy has no @id annotation (every policy needs a unique @id(\"…\")): {}",
+                    first_line(&policy.to_string())
+                )));
+            };
+            let id = id.to_owned();
+            if policies.contains_key(&id) {
+                return Err(PolicyError::Parse(format!(
+                    "two policies have @id(\"{id}\")"
+                )));
+            }
+            let renamed = policy.new_id(PolicyId::new(&id));
+            policies.insert(id.clone(), renamed.to_string());
+            set.add(renamed)
+                .map_err(|e| PolicyError::Parse(format!("policy {id}: {e}")))?;
+        }
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let errors: Vec<String> = result
+                .validation_errors()
+                .map(|e| format!("policy {}: {e}", e.policy_id()))
+                .collect();
+            return Err(PolicyError::Invalid(errors.join("; ")));
+        }
+        Ok(Self {
+            version: doc.version,
+            hash: content_hash(&doc.text),
+            text: doc.text.clone(),
+            set,
+            policies,
+        })
+    }
+
+    /// The document it was compiled from.
+    pub fn document(&self) -> PolicyDocument {
+        PolicyDocument {
+            version: self.version,
+            hash: self.hash.clone(),
+            text: self.text.clone(),
+        }
+    }
+
+    /// The ids of its policies, sorted.
+    pub fn policy_ids(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// What changes between two policy sets, policy by policy (`@id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDiff {
+    /// Policies only in the new set: id and text.
+    pub added: Vec<(String, String)>,
+    /// Policies only in the old set: id and text.
+    pub removed: Vec<(String, String)>,
+    /// Policies in both whose text differs: id, old text, new text.
+    pub changed: Vec<(String, String, String)>,
+}
+
+impl PolicyDiff {
+    /// The difference from `old` to `new`.
+    pub fn between(old: &CompiledPolicy, new: &CompiledPolicy) -> Self {
+        let mut diff = Self::default();
+        for (id, text) in &new.policies {
+            match old.policies.get(id) {
+                None => diff.added.push((id.clone(), text.clone())),
+                Some(before) if before != text => {
+                    diff.changed
+                        .push((id.clone(), before.clone(), text.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, text) in &old.policies {
+            if !new.policies.contains_key(id) {
+                diff.removed.push((id.clone(), text.clone()));
+            }
+        }
+        diff
+    }
+
+    /// No policy changes.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for PolicyDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "no policy changes");
+        }
+        let lines = |f: &mut fmt::Formatter<'_>, sign: char, text: &str| -> fmt::Result {
+            for line in text.lines() {
+                writeln!(f, "{sign} {line}")?;
+            }
+            Ok(())
+        };
+        for (id, text) in &self.added {
+            writeln!(f, "added {id}:")?;
+            lines(f, '+', text)?;
+        }
+        for (id, text) in &self.removed {
+            writeln!(f, "removed {id}:")?;
+            lines(f, '-', text)?;
+        }
+        for (id, old, new) in &self.changed {
+            writeln!(f, "changed {id}:")?;
+            lines(f, '-', old)?;
+            lines(f, '+', new)?;
+        }
+        Ok(())
+    }
+}
