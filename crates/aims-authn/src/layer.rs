@@ -157,9 +157,12 @@ fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<Body> {
 
 /// The authenticated request (its body restored), the workload, and the nonce to answer with
 /// a signed response, if the client asked for one.
-type Authenticated = (Request<Body>, VerifiedWorkload, Option<String>);
+pub type Authenticated = (Request<Body>, VerifiedWorkload, Option<String>);
 
-async fn authenticate(
+/// Authenticates `req` by the first mechanism `config` accepts that the request carries: a
+/// WPT, a WIMSE HTTP signature, or the connection's X509-SVID. `AuthnError::Missing` when it
+/// carries none (the caller may then try other credentials).
+pub async fn authenticate(
     config: &WorkloadAuthConfig,
     req: Request<Body>,
 ) -> Result<Authenticated, AuthnError> {
@@ -202,7 +205,8 @@ async fn authenticate(
     Err(AuthnError::Missing)
 }
 
-async fn body_bytes(body: Body, limit: usize) -> Result<Bytes, AuthnError> {
+/// Reads a whole body of at most `limit` bytes (`TooLarge` beyond, `Malformed` if it breaks).
+pub async fn body_bytes(body: Body, limit: usize) -> Result<Bytes, AuthnError> {
     Limited::new(body, limit)
         .collect()
         .await

@@ -50,6 +50,24 @@ pub fn verify_access_token(
 ) -> Result<AccessClaims, OAuthError> {
     let claims: AccessClaims =
         verify_own(keys, issuer, token, AT_TYP, now).map_err(|e| invalid(&e))?;
+    check_presentation(&claims, resource, token, proof, dpop, now)?;
+    Ok(claims)
+}
+
+/// The per-request half of [`verify_access_token`], for claims already verified (a resource
+/// server's cache, or introspection): the audience is `resource` (no token passthrough), and
+/// the sender proves the key or certificate the token is bound to.
+pub fn check_presentation(
+    claims: &AccessClaims,
+    resource: &str,
+    token: &str,
+    proof: &SenderProof<'_>,
+    dpop: &DpopVerifier,
+    now: i64,
+) -> Result<(), OAuthError> {
+    if claims.exp <= now {
+        return Err(invalid("the token has expired"));
+    }
     if !claims.aud.contains(resource) {
         return Err(invalid("the token is not for this resource"));
     }
@@ -78,5 +96,5 @@ pub fn verify_access_token(
         (Some(_), None) => return Err(invalid("DPoP-bound token without a DPoP proof")),
         (None, _) => {}
     }
-    Ok(claims)
+    Ok(())
 }

@@ -8,11 +8,13 @@
 
 pub mod admin;
 pub mod agent_api;
+pub mod audit_api;
 pub mod bundle_endpoint;
 pub mod changes;
 pub mod error;
 pub mod federation;
 pub mod issuer;
+mod peer;
 pub mod policy;
 pub mod server;
 pub mod server_svid;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ServerError;
+use crate::peer::{Refusal, require_workload};
 
 /// Where gateways fetch the policy set in force (ours: no standard distributes Cedar policy).
 pub const CURRENT_POLICY_PATH: &str = "/policy/v1/current";
@@ -286,37 +287,6 @@ pub fn router(service: Arc<PolicyService>, trust_domain: TrustDomain, base: Stri
         })
 }
 
-/// A refused PDP call: §10.1.2 errors are a status and a message string; §11.3: a 401
-/// carries `WWW-Authenticate`.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let mut resp = (self.0, self.1).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Mutual-TLS realm=\"aims\""),
-            );
-        }
-        resp
-    }
-}
-
-fn authenticate(s: &PdpState, conn: Option<&ConnectionInfo>) -> Result<(), Refusal> {
-    match conn.and_then(|c| c.peer_spiffe_id.as_ref()) {
-        Some(id) if id.is_member_of(&s.trust_domain) => Ok(()),
-        Some(id) => Err(Refusal(
-            StatusCode::FORBIDDEN,
-            format!("{id} is not a workload of trust domain {}", s.trust_domain),
-        )),
-        None => Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "present an X509-SVID of this trust domain (mutual TLS)".into(),
-        )),
-    }
-}
-
 /// §10.1.3: a request identifier comes back in `X-Request-ID`.
 fn with_request_id(headers: &HeaderMap, mut resp: Response) -> Response {
     if let Some(id) = headers.get("x-request-id") {
@@ -333,7 +303,7 @@ fn answer<Req: serde::de::DeserializeOwned, Resp: Serialize>(
     body: &[u8],
     evaluate: impl FnOnce(&Pdp, &Req, i64) -> Result<Resp, authzen::BadRequest>,
 ) -> Response {
-    let result = authenticate(s, conn).and_then(|()| {
+    let result = require_workload(&s.trust_domain, conn).and_then(|_caller| {
         let req: Req = serde_json::from_slice(body)
             .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
         let now = aims_core::unix_seconds(s.service.clock.now());
@@ -385,7 +355,7 @@ async fn current_policy(
     conn: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = authenticate(&s, conn.as_deref()) {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
         return refusal.into_response();
     }
     let current = s.service.current();

@@ -36,12 +36,16 @@ pub struct RunningServer {
     pub authorization_server: Arc<AuthorizationServer>,
     /// The policy in force and its decision point.
     pub policy: Arc<PolicyService>,
+    /// The audit log.
+    pub audit: Arc<aims_audit::AuditLog>,
     /// The bundle endpoint URL.
     pub bundle_url: String,
     /// The admin socket.
     pub admin_socket: PathBuf,
     /// The local web CA certificate, when the server made its own TLS certificate.
     pub web_ca_file: Option<PathBuf>,
+    /// The HTTPS certificate chain and key (PEM files): `aims up` serves its gateway with them.
+    pub web_tls: (PathBuf, PathBuf),
     /// This replica's id.
     pub server_id: String,
     /// The issuance service.
@@ -50,15 +54,37 @@ pub struct RunningServer {
     pub changes: Arc<ChangeFeed>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    audit_writer: JoinHandle<()>,
+    colocated: Arc<std::sync::Mutex<Vec<Arc<ServerSvid>>>>,
 }
 
 impl RunningServer {
+    /// An X509-SVID for `path` in this trust domain, for a component in this process (no
+    /// attestation: the server vouches for itself), renewed with the server's own.
+    pub async fn colocated_svid(&self, path: &str) -> Result<Arc<ServerSvid>, ServerError> {
+        let id = self
+            .issuer
+            .trust_domain()
+            .id_with_path(path)
+            .map_err(|e| ServerError::Config(format!("SPIFFE ID path {path}: {e}")))?;
+        let svid = Arc::new(ServerSvid::for_id(id));
+        svid.refresh(&self.issuer, std::time::SystemTime::now())
+            .await?;
+        if let Ok(mut list) = self.colocated.lock() {
+            list.push(svid.clone());
+        }
+        Ok(svid)
+    }
+
     /// Stops every listener and task and waits for them.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        // The writer commits what it was handed and ends with the last handle.
+        drop(self.audit);
+        let _ = self.audit_writer.await;
         self.issuer.store().close().await;
         let _ = std::fs::remove_file(&self.admin_socket);
         tracing::info!("server stopped");
@@ -167,6 +193,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         }
     };
     let tls = server_config_from_files(&web_cert, &web_key)?;
+    let web_tls = (web_cert.clone(), web_key.clone());
     // RFC 8705 mutual-TLS aliases: a Web PKI server certificate (SPIFFE client auth -02 §3.2:
     // clients check it against their system trust store), any trusted X509-SVID as client
     // certificate, and clients without one still served (they authenticate otherwise).
@@ -187,6 +214,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     as_settings.mtls_base = Some(format!("https://{host}:{}", oauth_mtls_addr.port()));
     as_settings.trust_domain = settings.trust_domain.clone();
     let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
+    let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
     let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
     let authorization_server = Arc::new(
         AuthorizationServer::new(
@@ -213,16 +241,21 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .merge(aims_oauth::endpoints::router(authorization_server.clone())),
         shutdown.clone(),
     )));
-    // The mutual-TLS listener also serves the AuthZEN API and the policy in force to the
-    // trust domain's enforcement points, authenticated by their X509-SVIDs.
+    // The mutual-TLS listener also serves the trust domain's enforcement points, authenticated
+    // by their X509-SVIDs: the AuthZEN API, the policy in force and audit appends.
     tasks.push(tokio::spawn(serve_tls(
         mtls_listener,
         Arc::new(mtls_tls),
-        aims_oauth::endpoints::router(authorization_server.clone()).merge(crate::policy::router(
-            policy.clone(),
-            settings.trust_domain.clone(),
-            mtls_base,
-        )),
+        aims_oauth::endpoints::router(authorization_server.clone())
+            .merge(crate::policy::router(
+                policy.clone(),
+                settings.trust_domain.clone(),
+                mtls_base,
+            ))
+            .merge(crate::audit_api::router(
+                audit.clone(),
+                settings.trust_domain.clone(),
+            )),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(
@@ -283,6 +316,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         )
         .await?,
     );
+    let colocated: Arc<std::sync::Mutex<Vec<Arc<ServerSvid>>>> = Arc::default();
+    let ticker_colocated = colocated.clone();
     let ticker_issuer = issuer.clone();
     let ticker_stop = shutdown.clone();
     let interval = settings.tick_interval;
@@ -299,6 +334,12 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                     }
                     if let Err(e) = server_svid.refresh(&ticker_issuer, clock.now()).await {
                         tracing::error!(error = %e, "server SVID renewal failed; will retry");
+                    }
+                    let others: Vec<_> = ticker_colocated.lock().map(|l| l.clone()).unwrap_or_default();
+                    for svid in others {
+                        if let Err(e) = svid.refresh(&ticker_issuer, clock.now()).await {
+                            tracing::error!(error = %e, "SVID renewal failed; will retry");
+                        }
                     }
                     if let Err(e) = ticker_issuer.store().prune_oauth(aims_core::unix_seconds(clock.now())).await {
                         tracing::warn!(error = %e, "cannot prune expired OAuth tokens; will retry");
@@ -329,13 +370,17 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         oauth_mtls_addr,
         authorization_server,
         policy,
+        audit,
         bundle_url,
         admin_socket,
         web_ca_file,
+        web_tls,
         server_id,
         issuer,
         changes,
         shutdown,
         tasks,
+        audit_writer,
+        colocated,
     })
 }

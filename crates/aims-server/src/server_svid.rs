@@ -1,5 +1,6 @@
 //! The server's own X509-SVID (`spiffe://<td>/aims/server`), presented to agents on the agent
-//! API, issued by the server's CA with a fresh key and renewed at half of its life.
+//! API, and those of components in the server's process, issued by the server's CA with a
+//! fresh key and renewed at half of their life.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -33,11 +34,17 @@ pub struct ServerSvid {
 impl ServerSvid {
     /// No SVID yet; call [`ServerSvid::refresh`].
     pub fn new(td: &TrustDomain) -> Result<Self, ServerError> {
-        Ok(Self {
-            id: server_spiffe_id(td)?,
+        Ok(Self::for_id(server_spiffe_id(td)?))
+    }
+
+    /// The SVID of `id`, for a component that runs in the server's own process and so needs
+    /// no attestation (the gateway of `aims up`). No SVID yet; call [`ServerSvid::refresh`].
+    pub fn for_id(id: SpiffeId) -> Self {
+        Self {
+            id,
             store: Arc::new(SvidStore::new()),
             window: Mutex::new(None),
-        })
+        }
     }
 
     /// The rustls certificate resolver holding the current SVID.

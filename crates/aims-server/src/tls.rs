@@ -12,8 +12,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ServerError;
 
@@ -163,35 +163,6 @@ pub fn server_config_with_client_auth(
     key_file: &Path,
     client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<ServerConfig, ServerError> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert_file.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            cert_file.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", key_file.display())))?;
-    let builder = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let client_auth = client_verifier.is_some();
-    let builder = match client_verifier {
-        Some(v) => builder.with_client_cert_verifier(v),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    if client_auth {
-        // As for SPIFFE mTLS: every connection re-verifies the client's current certificate.
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-    }
-    Ok(config)
+    aims_authn::transport::web_server_config(cert_file, key_file, client_verifier)
+        .map_err(ServerError::Tls)
 }

@@ -442,6 +442,30 @@ async fn policy_suite(store: &Store) {
     assert!(history.iter().all(|r| r.text.is_empty()));
 }
 
+async fn audit_suite(store: &Store) {
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+    let rows = |n: usize, tag: &str| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("h{tag}{i}"), format!("{{\"r\":\"{tag}{i}\"}}")))
+            .collect()
+    };
+    assert_eq!(store.append_audit(&rows(3, "a"), 10).await.unwrap(), 0);
+    // More rows than one statement holds, numbered on without a gap.
+    assert_eq!(store.append_audit(&rows(1203, "b"), 11).await.unwrap(), 3);
+    assert_eq!(store.audit_len().await.unwrap(), 1206);
+    let got = store.audit_rows(2, 3).await.unwrap();
+    assert_eq!(got.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(got[0].leaf_hash, "ha2");
+    assert_eq!(got[1].record, "{\"r\":\"b0\"}");
+    assert_eq!(got[1].appended_at, 11);
+    // Concurrent appends never share an index.
+    let (c, d) = (rows(50, "c"), rows(50, "d"));
+    let (a, b) = tokio::join!(store.append_audit(&c, 12), store.append_audit(&d, 12));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a + 50 <= b || b + 50 <= a, "{a} {b}");
+    assert_eq!(store.audit_len().await.unwrap(), 1306);
+}
+
 #[tokio::test]
 async fn repository_suite_on_every_backend() {
     let dbs = fresh_stores().await;
@@ -454,6 +478,7 @@ async fn repository_suite_on_every_backend() {
         agents_suite(&db.store).await;
         oauth_suite(&db.store).await;
         policy_suite(&db.store).await;
+        audit_suite(&db.store).await;
         db.cleanup().await;
     }
 }

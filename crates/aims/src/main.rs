@@ -34,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the local AIMS stack (server and agent) on one data directory.
     Up(cmd::up::UpArgs),
+    /// Run the enforcement gateway in front of tools and MCP servers.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Run the trust-domain server: CA, bundle endpoint, agent API, admin API.
     Server(cmd::server::ServerArgs),
     /// Run the node agent: attests this host, serves the SPIFFE Workload API to its processes.
@@ -59,6 +61,9 @@ enum Command {
     /// Register OAuth clients that are not SPIFFE workloads.
     #[command(subcommand)]
     Client(cmd::client::ClientCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Show, diff and apply the versioned Cedar policy set.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
             Command::Up(a) => (Some(config::load_file(&a.flags.common)?.log), true),
             Command::Server(a) => (Some(config::load_file(&a.flags.common)?.log), true),
             Command::Agent(a) => (Some(config::load_file(&a.flags.common)?.log), true),
+            Command::Gateway(a) => (Some(config::load_file(&a.common)?.log), true),
             _ => (None, false),
         };
         let level = cli
@@ -134,6 +140,8 @@ fn main() -> ExitCode {
             Command::Node(c) => cmd::node::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
             Command::Policy(c) => cmd::policy::run(c).await,
+            Command::Audit(c) => cmd::audit::run(c).await,
+            Command::Gateway(a) => cmd::gateway::run(a).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,

@@ -28,6 +28,36 @@ pub struct UpFile {
     pub server: ServerEndpoints,
     /// The local agent, when this process runs one.
     pub agent: Option<AgentEndpoints>,
+    /// The gateway, when this process runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayEndpoints>,
+}
+
+/// The gateway and what it guards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayEndpoints {
+    /// Its base URL.
+    pub url: String,
+    /// Its SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// The built-in demo tool behind it, when it runs (plain HTTP on loopback).
+    pub demo_tool: Option<String>,
+    /// Each route: name, URL at the gateway, the resource to ask tokens for, and its RFC 9728
+    /// metadata.
+    pub routes: Vec<RouteEndpoints>,
+}
+
+/// One route of the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteEndpoints {
+    /// Its name.
+    pub name: String,
+    /// Its URL at the gateway.
+    pub url: String,
+    /// The resource identifier tokens must name.
+    pub resource: String,
+    /// Its protected resource metadata.
+    pub resource_metadata: String,
 }
 
 /// The local agent's endpoints.
@@ -98,7 +128,37 @@ impl UpFile {
                 workload_api_socket: absolute(&a.socket_path),
                 spiffe_id: a.agent.spiffe_id().map(|id| id.to_string()),
             }),
+            gateway: None,
         })
+    }
+
+    /// Adds the gateway's endpoints.
+    pub fn with_gateway(
+        mut self,
+        gateway: &aims_gateway::RunningGateway,
+        demo_tool: Option<String>,
+    ) -> Self {
+        self.gateway = Some(GatewayEndpoints {
+            url: gateway.public_url.clone(),
+            spiffe_id: gateway.gateway.spiffe_id.as_ref().map(|id| id.to_string()),
+            demo_tool,
+            routes: gateway
+                .gateway
+                .routes
+                .iter()
+                .map(|r| RouteEndpoints {
+                    name: r.route.name.clone(),
+                    url: format!(
+                        "{}{}",
+                        gateway.public_url,
+                        r.route.path_prefix.trim_end_matches('/')
+                    ),
+                    resource: r.resource.clone(),
+                    resource_metadata: r.metadata_url.clone(),
+                })
+                .collect(),
+        });
+        self
     }
 
     /// Writes `up.json` atomically; returns its path.
@@ -131,6 +191,12 @@ impl UpFile {
                 "Workload API",
                 format!("unix://{}", agent.workload_api_socket.display()),
             ));
+        }
+        if let Some(g) = &self.gateway {
+            rows.push(("Gateway", g.url.clone()));
+            for r in &g.routes {
+                rows.push(("  route", format!("{} -> {}", r.name, r.url)));
+            }
         }
         rows.push(("Data directory", self.data_dir.display().to_string()));
         let mut out = String::from("AIMS is up.\n");

@@ -155,3 +155,16 @@ pub struct ApplyPolicyRequest {
     #[serde(default)]
     pub author: Option<String>,
 }
+
+/// One audit log entry, as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its index.
+    pub idx: u64,
+    /// RFC 9162 leaf hash, hex.
+    pub leaf_hash: String,
+    /// When it was appended, Unix milliseconds.
+    pub appended_at: i64,
+    /// The record.
+    pub record: aims_audit::AuditRecord,
+}

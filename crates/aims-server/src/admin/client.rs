@@ -131,6 +131,20 @@ impl AdminClient {
         })
     }
 
+    /// Audit log entries `from..from+limit`.
+    pub async fn audit_records(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<super::api::AuditEntry>, AdminError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/audit/records?from={from}&limit={limit}"),
+            None,
+        )
+        .await
+    }
+
     /// The policy set in force.
     pub async fn current_policy(&self) -> Result<aims_policy::PolicyDocument, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/policy", None).await

@@ -227,6 +227,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/policy", get(current_policy).post(apply_policy))
         .route("/v1/policy/history", get(policy_history))
         .route("/v1/policy/{version}", get(policy_version))
+        .route("/v1/audit/records", get(audit_records))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -577,4 +578,42 @@ async fn policy_version(
     UrlPath(version): UrlPath<u64>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.issuer.store().policy_version(version).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_audit_limit")]
+    limit: u64,
+}
+
+fn default_audit_limit() -> u64 {
+    100
+}
+
+/// Audit records `from..from+limit` (at most 10,000 per call).
+async fn audit_records(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = s
+        .issuer
+        .store()
+        .audit_rows(q.from, q.limit.min(10_000))
+        .await?;
+    let entries = rows
+        .into_iter()
+        .map(|r| {
+            Ok(api::AuditEntry {
+                idx: r.idx,
+                leaf_hash: r.leaf_hash,
+                appended_at: r.appended_at,
+                record: serde_json::from_str(&r.record).map_err(|e| {
+                    ApiError::from(StoreError::Invalid(format!("audit record {}: {e}", r.idx)))
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(entries))
 }

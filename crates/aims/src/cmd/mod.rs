@@ -2,9 +2,11 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod bundle;
 pub mod client;
 pub mod entry;
+pub mod gateway;
 pub mod node;
 pub mod policy;
 pub mod server;

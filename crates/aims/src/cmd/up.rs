@@ -26,7 +26,13 @@ pub struct UpArgs {
     /// Workload API socket [default: DATA_DIR/agent.sock].
     #[arg(long)]
     pub socket: Option<std::path::PathBuf>,
+    /// The gateway's listen address [default: 127.0.0.1:8445].
+    #[arg(long)]
+    pub gateway_listen: Option<std::net::SocketAddr>,
 }
+
+/// The path of the local gateway's SPIFFE ID.
+pub const GATEWAY_PATH: &str = "/aims/gateway";
 
 /// The local agent's settings: it talks to the server in this process over loopback mTLS,
 /// exactly as a remote agent would, and attests with a join token the server makes for it
@@ -70,6 +76,63 @@ fn own_uid() -> anyhow::Result<u32> {
         .uid())
 }
 
+/// Creates `entry` unless an entry for its SPIFFE ID and selectors exists.
+async fn ensure_entry(server: &RunningServer, entry: NewEntry) -> anyhow::Result<()> {
+    let spiffe_id = entry.spiffe_id.clone();
+    match server.issuer.store().create_entry(entry).await {
+        Ok(_) => {
+            server.changes.poke();
+            tracing::info!(spiffe_id = %spiffe_id, "registered");
+        }
+        Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Starts the gateway in front of the configured routes, or of the demo tool.
+async fn start_gateway(
+    server: &RunningServer,
+    file: &FileConfig,
+    listen: Option<std::net::SocketAddr>,
+    td: &TrustDomain,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(aims_gateway::RunningGateway, Option<String>)> {
+    // The gateway runs in the server's process: the server issues its SVID directly (no
+    // Workload API entry, so no other program of this user can obtain the gateway's identity).
+    let svid = server.colocated_svid(GATEWAY_PATH).await?;
+    let identity =
+        aims_gateway::identity::WorkloadIdentity::provided(svid.store(), server.issuer.bundles());
+    let issuer = server.authorization_server.settings.issuer.clone();
+    let mut settings = file.gateway.settings(td.clone(), Some(issuer.clone()))?;
+    settings.listen = listen.or(file.gateway.listen).unwrap_or(settings.listen);
+    if settings.server_ca_file.is_none() {
+        settings.server_ca_file = server.web_ca_file.clone();
+    }
+    if settings.tls == aims_gateway::GatewayTls::Svid && file.gateway.tls_cert_file.is_none() {
+        // The server's HTTPS certificate, so OAuth and MCP clients can check the host name.
+        settings.tls = aims_gateway::GatewayTls::Files {
+            cert_file: server.web_tls.0.clone(),
+            key_file: server.web_tls.1.clone(),
+        };
+    }
+    let mut demo = None;
+    if file.gateway.demo_tool.unwrap_or(settings.routes.is_empty()) {
+        let (addr, _task) =
+            aims_gateway::demo_tool::serve("127.0.0.1:0".parse()?, shutdown.clone()).await?;
+        let upstream = format!("http://{addr}");
+        settings
+            .routes
+            .extend(aims_gateway::demo_tool::routes(&upstream));
+        demo = Some(upstream);
+    }
+    // The issuer's host, the gateway's port: names the server certificate covers.
+    settings.public_host = reqwest::Url::parse(&issuer)?.host_str().map(str::to_owned);
+    let gateway =
+        aims_gateway::start_with_identity(settings, identity, shutdown.child_token()).await?;
+    Ok((gateway, demo))
+}
+
 /// Registers `spiffe://TD/user/<name>` for the current uid, unless it exists.
 async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Result<SpiffeId> {
     let uid = own_uid()?;
@@ -82,24 +145,20 @@ async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Resu
         })
         .unwrap_or_else(|| format!("uid-{uid}"));
     let spiffe_id = td.id_with_path(&format!("/user/{name}"))?;
-    let entry = NewEntry {
-        spiffe_id: spiffe_id.clone(),
-        parent_id: td.id_with_path(LOCAL_AGENT_PATH)?,
-        selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: vec![],
-        admin: false,
-        hint: None,
-    };
-    match server.issuer.store().create_entry(entry).await {
-        Ok(_) => {
-            server.changes.poke();
-            tracing::info!(spiffe_id = %spiffe_id, uid, "registered the current user");
-        }
-        Err(StoreError::Conflict(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    ensure_entry(
+        server,
+        NewEntry {
+            spiffe_id: spiffe_id.clone(),
+            parent_id: td.id_with_path(LOCAL_AGENT_PATH)?,
+            selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            admin: false,
+            hint: None,
+        },
+    )
+    .await?;
     Ok(spiffe_id)
 }
 
@@ -125,7 +184,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(e).context("the local agent could not start"));
         }
     };
-    let up = UpFile::new(&data_dir, &server, Some(&agent))?;
+    let tool_shutdown = tokio_util::sync::CancellationToken::new();
+    let (gateway, demo) =
+        match start_gateway(&server, &file, args.gateway_listen, &td, &tool_shutdown).await {
+            Ok(g) => g,
+            Err(e) => {
+                agent.stop().await;
+                server.stop().await;
+                return Err(e.context("the gateway could not start"));
+            }
+        };
+    let up = UpFile::new(&data_dir, &server, Some(&agent))?.with_gateway(&gateway, demo);
     let path = up.write(&data_dir)?;
     println!("{}", up.table());
     if let Some(id) = self_id {
@@ -136,6 +205,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         path.display()
     );
     super::shutdown_signal().await;
+    gateway.stop().await;
+    tool_shutdown.cancel();
     agent.stop().await;
     server.stop().await;
     UpFile::remove(&data_dir);

@@ -126,6 +126,9 @@ impl Aims {
                 cmd.args([flag, "127.0.0.1:0"]);
             }
         }
+        if subcommand == "up" && !extra.contains(&"--gateway-listen") {
+            cmd.args(["--gateway-listen", "127.0.0.1:0"]);
+        }
         let mut aims = Self {
             proc: Proc::spawn("aims", cmd, log),
             dir,

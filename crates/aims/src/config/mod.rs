@@ -15,6 +15,8 @@ use aims_server::{ServerSettings, TlsFiles, UpstreamFiles};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+pub mod gateway;
+
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = ".aims";
 /// The default trust domain of `aims up`.
@@ -34,6 +36,9 @@ pub struct FileConfig {
     /// `[agent]`.
     #[serde(default)]
     pub agent: AgentSection,
+    /// `[gateway]`.
+    #[serde(default)]
+    pub gateway: gateway::GatewaySection,
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
@@ -428,7 +433,7 @@ pub struct AgentFlags {
 }
 
 /// The trust domain: flag, then file, then a default.
-fn trust_domain(
+pub fn trust_domain(
     flag: Option<&String>,
     file: &FileConfig,
     default: Option<&str>,

@@ -1,0 +1,139 @@
+//! Appending with group commit: callers hand records to one writer task, which commits
+//! whatever is waiting in one transaction and then answers every caller (AIMS MO-1). Nothing is
+//! acknowledged before it is durable; nothing is dropped: a full queue makes callers wait.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use aims_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::record::AuditRecord;
+
+/// Appends waiting for the writer, at most (callers beyond wait for room).
+const QUEUE: usize = 4096;
+/// Records committed in one transaction, at most.
+const MAX_BATCH: usize = 8192;
+
+/// Why an append failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// The store refused the transaction; nothing of the batch was written.
+    #[error("audit append failed: {0}")]
+    Store(String),
+    /// The log is shut down.
+    #[error("the audit log is closed")]
+    Closed,
+    /// A record could not be encoded.
+    #[error("audit record: {0}")]
+    Encode(String),
+}
+
+/// Where appended records landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Their indexes in the log.
+    pub indexes: Range<u64>,
+}
+
+/// RFC 9162 §2.1.1: the hash of a leaf is SHA-256(0x00 || leaf).
+pub fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&[0]);
+    ctx.update(leaf);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+struct Pending {
+    rows: Vec<(String, String)>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The audit log.
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer over `store`. It stops when the last handle is dropped, after
+    /// committing what was handed to it.
+    pub fn start(store: Store) -> (Arc<Self>, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write_loop(store, rx));
+        (Arc::new(Self { queue }), writer)
+    }
+
+    /// Appends `records` (in this order, contiguous) and returns once they are durable.
+    pub async fn append(&self, records: &[AuditRecord]) -> Result<Appended, AppendError> {
+        let rows = records
+            .iter()
+            .map(|r| {
+                let bytes =
+                    serde_json::to_vec(r).map_err(|e| AppendError::Encode(e.to_string()))?;
+                let hash = hex::encode(leaf_hash(&bytes));
+                let text =
+                    String::from_utf8(bytes).map_err(|e| AppendError::Encode(e.to_string()))?;
+                Ok((hash, text))
+            })
+            .collect::<Result<Vec<_>, AppendError>>()?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { rows, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        // Group commit: everything that queued while the last commit ran goes in this one.
+        let mut batch = vec![first];
+        let mut count = batch[0].rows.len();
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.rows.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut rows = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(batch.len());
+        for p in batch {
+            waiters.push((p.rows.len() as u64, p.reply));
+            rows.extend(p.rows);
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        match store.append_audit(&rows, now_ms).await {
+            Ok(first_index) => {
+                let mut at = first_index;
+                for (n, reply) in waiters {
+                    let _ = reply.send(Ok(Appended {
+                        indexes: at..at + n,
+                    }));
+                    at += n;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = rows.len(), "audit append failed");
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(AppendError::Store(e.to_string())));
+                }
+            }
+        }
+    }
+}

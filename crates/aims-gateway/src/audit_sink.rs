@@ -1,0 +1,99 @@
+//! Decision records on their way to the server's audit log (AIMS MO-1, MO-8), in batches: one
+//! flusher posts whatever queued while the previous post was in flight (group commit across
+//! requests). In sync mode a request waits for its record's durable append; in async mode it
+//! waits only for room in the bounded queue. A failed post is retried with backoff; records
+//! are never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aims_audit::AuditRecord;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::GatewayError;
+use crate::server_client::ServerClient;
+use crate::settings::AuditMode;
+
+/// Records waiting to be flushed, at most (requests beyond wait).
+const QUEUE: usize = 10_000;
+/// Records per post (the server's limit).
+const MAX_BATCH: usize = 10_000;
+/// How long a sync request waits for its record before it is refused.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+struct Item {
+    record: AuditRecord,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+/// The sink.
+pub struct AuditSink {
+    queue: mpsc::Sender<Item>,
+    mode: AuditMode,
+}
+
+impl AuditSink {
+    /// Starts the flusher. It ends, after flushing, when the last handle is dropped.
+    pub fn start(server: Arc<ServerClient>, mode: AuditMode) -> (Arc<Self>, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let flusher = tokio::spawn(flush_loop(server, rx));
+        (Arc::new(Self { queue, mode }), flusher)
+    }
+
+    /// Records `record`: in sync mode, returns once it is durable in the log.
+    pub async fn record(&self, record: AuditRecord) -> Result<(), GatewayError> {
+        match self.mode {
+            AuditMode::Async => self
+                .queue
+                .send(Item { record, ack: None })
+                .await
+                .map_err(|_| GatewayError::Audit("the audit sink is closed".into())),
+            AuditMode::Sync => {
+                let (ack, done) = oneshot::channel();
+                self.queue
+                    .send(Item {
+                        record,
+                        ack: Some(ack),
+                    })
+                    .await
+                    .map_err(|_| GatewayError::Audit("the audit sink is closed".into()))?;
+                tokio::time::timeout(SYNC_WAIT, done)
+                    .await
+                    .map_err(|_| {
+                        GatewayError::Audit("the audit log did not acknowledge in time".into())
+                    })?
+                    .map_err(|_| GatewayError::Audit("the audit sink is closed".into()))
+            }
+        }
+    }
+}
+
+async fn flush_loop(server: Arc<ServerClient>, mut rx: mpsc::Receiver<Item>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<AuditRecord> = batch.iter().map(|i| i.record.clone()).collect();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match server.append_audit(&records).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, records = records.len(), retry_in = ?backoff, "audit append failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        for item in batch {
+            if let Some(ack) = item.ack {
+                let _ = ack.send(());
+            }
+        }
+    }
+}

@@ -1,0 +1,718 @@
+//! The enforcement point (AIMS AZ-7, AZ-8, AZ-34, AZ-37, AZ-38, MO-8): per request, authenticate
+//! the caller, validate its token for this resource (no passthrough), decide with the PDP,
+//! record the decision, then forward without the caller's credentials and with a transaction
+//! token — or refuse with the challenge OAuth and MCP clients act on.
+
+use std::sync::Arc;
+
+use aims_audit::{AuditRecord, Outcome, RecordKind};
+use aims_authn::layer::{WorkloadAuthConfig, authenticate};
+use aims_authn::transport::ConnectionInfo;
+use aims_core::SpiffeId;
+use aims_oauth::claims::{AT_TYP, AccessClaims, verify_own};
+use aims_oauth::dpop::DpopVerifier;
+use aims_oauth::resource::{DpopPresented, SenderProof, check_presentation};
+use aims_policy::{Action, Detail, Facts, Pdp, Principal, Query, Target, Verdict};
+use axum::body::Body;
+use axum::extract::State;
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Limited};
+use serde_json::{Value, json};
+
+use crate::audit_sink::AuditSink;
+use crate::mcp::{self, McpRequest};
+use crate::server_client::ServerClient;
+use crate::settings::{Route, RouteKind};
+use crate::token_cache::{TokenCache, token_hash};
+
+/// RFC 9728 §3: the well-known path of protected resource metadata.
+pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+/// The header that carries a transaction token (txn-tokens-11 §10.1).
+pub const TXN_TOKEN_HEADER: &str = "txn-token";
+/// The largest upstream answer to `tools/list` that is read to filter it.
+const MAX_TOOL_LIST: usize = 4 << 20;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the caller's credentials, never forwarded.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "dpop",
+    "workload-identity-token",
+    "signature",
+    "signature-input",
+    TXN_TOKEN_HEADER,
+    "x-aims-agent",
+    "x-aims-subject",
+];
+
+/// A route with what is derived from it.
+pub struct CompiledRoute {
+    /// The route.
+    pub route: Route,
+    /// The resource identifier tokens must name.
+    pub resource: String,
+    /// Where its protected resource metadata is served.
+    pub metadata_path: String,
+    /// Its metadata URL (for `WWW-Authenticate`).
+    pub metadata_url: String,
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    /// Routes, longest prefix first.
+    pub routes: Vec<CompiledRoute>,
+    /// The URL clients use.
+    pub public_url: String,
+    /// The AIMS server.
+    pub server: Arc<ServerClient>,
+    /// The decision point (policy synced from the server).
+    pub pdp: Arc<Pdp>,
+    /// Decision records.
+    pub audit: Arc<AuditSink>,
+    /// Upstream client.
+    pub upstream: reqwest::Client,
+    /// DPoP proofs.
+    pub dpop: DpopVerifier,
+    /// WPT, HTTP signatures and mTLS.
+    pub workload_auth: WorkloadAuthConfig,
+    /// Validated tokens.
+    pub tokens: TokenCache,
+    /// The largest JSON-RPC body read.
+    pub max_json_body: usize,
+    /// The largest body forwarded.
+    pub max_body: usize,
+    /// The gateway's SPIFFE ID (the audit source is set by the server from its SVID).
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+/// Who called, as established.
+struct Caller {
+    principal: Principal,
+    /// The access token and its claims, when one was presented.
+    token: Option<(String, Arc<AccessClaims>)>,
+}
+
+/// A refusal, as the client sees it.
+struct Refusal {
+    status: StatusCode,
+    challenge: Option<String>,
+    body: Value,
+}
+
+fn now_unix() -> i64 {
+    aims_core::unix_seconds(std::time::SystemTime::now())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A quoted-string for a challenge parameter (RFC 9110 §5.6.4), without what would need
+/// escaping.
+fn quoted(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    format!("\"{clean}\"")
+}
+
+impl Refusal {
+    fn into_response(self) -> Response<Body> {
+        let mut resp = Response::new(Body::from(self.body.to_string()));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        resp
+    }
+}
+
+impl Gateway {
+    fn route_for(&self, path: &str) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| {
+            let p = r.route.path_prefix.trim_end_matches('/');
+            p.is_empty() || path == p || path.starts_with(&format!("{p}/"))
+        })
+    }
+
+    /// RFC 6750 §3 / RFC 9728 §5.1: the challenge that sends a client to the metadata.
+    fn challenge(
+        &self,
+        route: &CompiledRoute,
+        scheme: &str,
+        error: Option<(&str, &str)>,
+        scopes: &[String],
+    ) -> String {
+        let mut params = vec![format!("resource_metadata={}", quoted(&route.metadata_url))];
+        if let Some((code, description)) = error {
+            params.insert(0, format!("error={}", quoted(code)));
+            params.push(format!("error_description={}", quoted(description)));
+        }
+        if !scopes.is_empty() {
+            params.push(format!("scope={}", quoted(&scopes.join(" "))));
+        }
+        format!("{scheme} {}", params.join(", "))
+    }
+
+    /// RFC 9728 §2: this route's protected resource metadata.
+    fn metadata(&self, route: &CompiledRoute) -> Value {
+        let mut scopes: Vec<String> = route.route.required_scopes.clone();
+        for s in route.route.tool_scopes.values().flatten() {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        json!({
+            "resource": route.resource,
+            "authorization_servers": [self.server.issuer],
+            "scopes_supported": scopes,
+            "bearer_methods_supported": ["header"],
+            "resource_name": route.route.name,
+            "tls_client_certificate_bound_access_tokens": true,
+            "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+        })
+    }
+
+    /// Validates `token` for `route`: the signature, issuer and lifetime once (then cached),
+    /// its status by introspection (cached for the recheck interval; a revoked token is
+    /// refused once that runs out), then per request the audience and sender constraint.
+    async fn validate(
+        &self,
+        route: &CompiledRoute,
+        token: &str,
+        proof: &SenderProof<'_>,
+    ) -> Result<Arc<AccessClaims>, String> {
+        let now = now_unix();
+        let key = token_hash(token);
+        let claims = match self.tokens.get(&key) {
+            Some(c) => c,
+            None => {
+                let claims = self.check_token(token, now).await?;
+                let claims = Arc::new(claims);
+                self.tokens.put(key, claims.clone(), now);
+                claims
+            }
+        };
+        check_presentation(&claims, &route.resource, token, proof, &self.dpop, now)
+            .map_err(|e| e.description)?;
+        Ok(claims)
+    }
+
+    async fn check_token(&self, token: &str, now: i64) -> Result<AccessClaims, String> {
+        let keys = self.server.keys();
+        if token.matches('.').count() == 2 {
+            let local =
+                match verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now) {
+                    Err(e) if e.starts_with("unknown key") => {
+                        // A key published since the last fetch: fetch again, once.
+                        self.server
+                            .refresh_keys()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now)
+                    }
+                    other => other,
+                };
+            local?;
+        }
+        match self.server.introspect(token).await {
+            Ok(Some(claims)) => Ok(claims),
+            Ok(None) => Err("the token is not active (revoked, expired or unknown)".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "introspection failed; refusing the token");
+                Err("the token's status cannot be checked now".into())
+            }
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+    ) -> Result<(Request<Body>, Caller), Refusal> {
+        let authz = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .map(|(s, t)| (s.to_owned(), t.trim().to_owned()));
+        let conn = req.extensions().get::<ConnectionInfo>().cloned();
+        if let Some((scheme, token)) = authz
+            .as_ref()
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer") || s.eq_ignore_ascii_case("dpop"))
+        {
+            let dpop_header = req
+                .headers()
+                .get("dpop")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let uri = format!("{}{}", self.public_url, req.uri().path());
+            let method = req.method().as_str().to_owned();
+            let cert = conn
+                .as_ref()
+                .and_then(|c| c.peer_certificates.as_ref())
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            let proof = SenderProof {
+                scheme,
+                client_certificate: cert.as_deref(),
+                dpop: dpop_header.as_deref().map(|proof| DpopPresented {
+                    proof,
+                    method: &method,
+                    uri: &uri,
+                }),
+            };
+            return match self.validate(route, token, &proof).await {
+                Ok(claims) => {
+                    let principal = match SpiffeId::parse(&claims.client_id) {
+                        Ok(id) => Principal::agent(id),
+                        Err(_) => Principal::Workload {
+                            client_id: claims.client_id.clone(),
+                        },
+                    };
+                    Ok((
+                        req,
+                        Caller {
+                            principal,
+                            token: Some((token.clone(), claims)),
+                        },
+                    ))
+                }
+                Err(description) => Err(Refusal {
+                    status: StatusCode::UNAUTHORIZED,
+                    challenge: Some(self.challenge(
+                        route,
+                        if scheme.eq_ignore_ascii_case("dpop") {
+                            "DPoP"
+                        } else {
+                            "Bearer"
+                        },
+                        Some(("invalid_token", &description)),
+                        &[],
+                    )),
+                    body: json!({"error": "invalid_token", "error_description": description}),
+                }),
+            };
+        }
+        match authenticate(&self.workload_auth, req).await {
+            Ok((req, workload, _)) => {
+                let principal = match SpiffeId::parse(workload.id.as_str()) {
+                    Ok(id) => Principal::agent(id),
+                    Err(_) => Principal::Workload {
+                        client_id: workload.id.to_string(),
+                    },
+                };
+                Ok((
+                    req,
+                    Caller {
+                        principal,
+                        token: None,
+                    },
+                ))
+            }
+            Err(aims_authn::AuthnError::Missing) => Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                challenge: Some(self.challenge(
+                    route,
+                    "Bearer",
+                    None,
+                    &route.route.required_scopes,
+                )),
+                body: json!({"error": "invalid_request", "error_description": "authenticate: an access token, a WPT, a WIMSE HTTP signature or an X509-SVID"}),
+            }),
+            Err(e) => Err(Refusal {
+                status: e.status(),
+                challenge: Some("WPT".into()),
+                body: json!({"error": e.code(), "error_description": e.to_string()}),
+            }),
+        }
+    }
+
+    fn facts(&self, caller: &Caller, req: &Request<Body>) -> Facts {
+        let mut facts = Facts {
+            time: now_unix(),
+            source_ip: req
+                .extensions()
+                .get::<ConnectionInfo>()
+                .map(|c| c.remote.ip()),
+            method: Some(req.method().as_str().to_owned()),
+            path: Some(req.uri().path().to_owned()),
+            ..Facts::default()
+        };
+        if let Some((_, c)) = &caller.token {
+            facts.scopes = c.scopes();
+            facts.chain = c.act.as_ref().map(|a| a.chain()).unwrap_or_default();
+            facts.authorization_details = c
+                .authorization_details
+                .as_ref()
+                .map(Detail::from_json)
+                .unwrap_or_default();
+            if c.sub != c.client_id {
+                facts.delegated_subject = Some(c.sub.clone());
+            }
+        }
+        facts
+    }
+
+    fn record(
+        &self,
+        query: &Query,
+        resource: String,
+        verdict: &Verdict,
+        correlation_id: &str,
+    ) -> AuditRecord {
+        let mut r = AuditRecord::new(RecordKind::Decision, query.action.as_str(), now_ms());
+        r.agent = Some(query.principal.id().to_owned());
+        r.delegated_subject = query.facts.delegated_subject.clone();
+        r.chain = query.facts.chain.clone();
+        r.resource = Some(resource);
+        r.decision = Some(if verdict.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        r.reason = Some(if verdict.errors.is_empty() {
+            verdict.policies.join(",")
+        } else {
+            verdict.errors.join("; ")
+        });
+        r.correlation_id = Some(correlation_id.to_owned());
+        if let Principal::Agent { posture, .. } = &query.principal {
+            r.posture = Some(posture.clone());
+        }
+        r.risk = query.facts.risk.clone();
+        r.approval = query.facts.approval.clone();
+        r.policy_version = Some(verdict.policy_version);
+        r
+    }
+}
+
+fn correlation_id(headers: &HeaderMap) -> String {
+    // W3C traceparent: version-traceid-parentid-flags; the trace id names the task.
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, StatusCode> {
+    aims_authn::layer::body_bytes(body, limit)
+        .await
+        .map_err(|e| match e {
+            aims_authn::AuthnError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Serves one request.
+pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix(PRM_PATH) {
+        let route = gw
+            .routes
+            .iter()
+            .find(|r| r.metadata_path == path)
+            .or_else(|| (rest.is_empty() && gw.routes.len() == 1).then(|| &gw.routes[0]));
+        return match route {
+            Some(r) => json_response(StatusCode::OK, &gw.metadata(r)),
+            None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such resource"})),
+        };
+    }
+    let Some(route) = gw.route_for(&path) else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
+    };
+    let (req, caller) = match gw.authenticate(route, req).await {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let facts = gw.facts(&caller, &req);
+    let correlation = correlation_id(req.headers());
+    let tool = |name: &str| -> Vec<String> {
+        route
+            .route
+            .tool_scopes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| route.route.required_scopes.clone())
+    };
+    // MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
+    let (req, mcp) = if route.route.kind == RouteKind::Mcp && req.method() == http::Method::POST {
+        let (parts, body) = req.into_parts();
+        let bytes = match read_body(body, gw.max_json_body).await {
+            Ok(b) => b,
+            Err(status) => {
+                let e = mcp::JsonRpcError {
+                    id: Value::Null,
+                    code: rmcp::model::ErrorCode::INVALID_REQUEST,
+                    message: format!("body larger than {} bytes or unreadable", gw.max_json_body),
+                };
+                return json_response(status, &e.body());
+            }
+        };
+        match mcp::parse(&bytes) {
+            Ok(m) => (Request::from_parts(parts, Body::from(bytes)), Some(m)),
+            Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.body()),
+        }
+    } else {
+        (req, None)
+    };
+    let (action, target, resource_name) = match &mcp {
+        Some(McpRequest::CallTool { name, arguments }) => (
+            Action::CallTool,
+            Target::McpTool {
+                server: route.route.name.clone(),
+                name: name.clone(),
+                required_scopes: tool(name),
+                arguments: arguments.clone(),
+            },
+            format!("{}/{name}", route.route.name),
+        ),
+        _ => (
+            Action::Call,
+            Target::Tool {
+                name: route.route.name.clone(),
+                required_scopes: route.route.required_scopes.clone(),
+            },
+            route.route.name.clone(),
+        ),
+    };
+    let query = Query {
+        principal: caller.principal.clone(),
+        action,
+        target,
+        facts,
+    };
+    let verdict = gw.pdp.decide(&query);
+    // An allowed request gets its transaction token first, so that the decision record carries
+    // the transaction's id (`txn`) as its correlation id (AIMS MO-9).
+    let mut txn = None;
+    let mut correlation = correlation;
+    if verdict.allowed
+        && route.route.transaction_tokens
+        && let Some((token, claims)) = &caller.token
+    {
+        let rctx = json!({
+            "req_ip": query.facts.source_ip.map(|ip| ip.to_string()),
+            "method": req.method().as_str(),
+            "path": req.uri().path(),
+        });
+        let details = json!({"tool": route.route.name, "trace": correlation});
+        match gw
+            .server
+            .txn_token(
+                token,
+                claims.scope.as_deref().unwrap_or_default(),
+                &rctx,
+                &details,
+            )
+            .await
+        {
+            Ok((token, id)) => {
+                correlation = id;
+                txn = Some(token);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no transaction token; refusing to forward");
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "temporarily_unavailable", "error_description": "no transaction token could be obtained"}),
+                );
+            }
+        }
+    }
+    let record = gw.record(&query, resource_name, &verdict, &correlation);
+    if let Err(e) = gw.audit.record(record).await {
+        tracing::error!(error = %e, "decision not recorded; refusing the request");
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "temporarily_unavailable", "error_description": "the decision could not be recorded"}),
+        );
+    }
+    if !verdict.allowed {
+        let needed = match &query.target {
+            Target::McpTool {
+                required_scopes, ..
+            }
+            | Target::Tool {
+                required_scopes, ..
+            } => required_scopes.clone(),
+            Target::Resource { .. } => Vec::new(),
+        };
+        let description = format!(
+            "policy version {} does not allow this",
+            verdict.policy_version
+        );
+        return Refusal {
+            status: StatusCode::FORBIDDEN,
+            challenge: Some(gw.challenge(
+                route,
+                "Bearer",
+                Some(("insufficient_scope", &description)),
+                &needed,
+            )),
+            body: json!({"error": "insufficient_scope", "error_description": description, "scope": needed.join(" ")}),
+        }
+        .into_response();
+    }
+    forward(&gw, route, req, txn.as_deref(), mcp.as_ref(), &query).await
+}
+
+async fn forward(
+    gw: &Gateway,
+    route: &CompiledRoute,
+    req: Request<Body>,
+    txn: Option<&str>,
+    mcp: Option<&McpRequest>,
+    query: &Query,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut path = parts.uri.path().to_owned();
+    if route.route.strip_prefix {
+        path = path
+            .strip_prefix(route.route.path_prefix.trim_end_matches('/'))
+            .unwrap_or(&path)
+            .to_owned();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+    }
+    let mut url = format!("{}{path}", route.route.upstream.trim_end_matches('/'));
+    if let Some(q) = parts.uri.query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    for (name, value) in &parts.headers {
+        if !DROPPED.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    // The upstream sees the caller through the gateway: a transaction token, never the
+    // caller's access token (MCP: no token passthrough).
+    if let Some(v) = txn.and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert(HeaderName::from_static(TXN_TOKEN_HEADER), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(query.principal.id()) {
+        headers.insert(HeaderName::from_static("x-aims-agent"), v);
+    }
+    if let Some(v) = query
+        .facts
+        .delegated_subject
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        headers.insert(HeaderName::from_static("x-aims-subject"), v);
+    }
+    if let Some(ip) = query.facts.source_ip
+        && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
+    let limit = gw.max_body;
+    let body = reqwest::Body::wrap_stream(
+        http_body_util::BodyStream::new(Limited::new(body, limit))
+            .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) }),
+    );
+    let sent = gw
+        .upstream
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let upstream = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, route = %route.route.name, "upstream unreachable");
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": "bad_gateway", "error_description": "the tool did not answer"}),
+            );
+        }
+    };
+    let status = upstream.status();
+    let mut out_headers = HeaderMap::with_capacity(upstream.headers().len());
+    for (name, value) in upstream.headers() {
+        if !DROPPED.contains(&name.as_str()) {
+            out_headers.append(name.clone(), value.clone());
+        }
+    }
+    if matches!(mcp, Some(McpRequest::ListTools)) && status.is_success() {
+        let event_stream = out_headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let bytes = match read_body(Body::from_stream(upstream.bytes_stream()), MAX_TOOL_LIST).await
+        {
+            Ok(b) => b,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "bad_gateway", "error_description": "tools/list answer too large"}),
+                );
+            }
+        };
+        let allowed = |name: &str| {
+            let mut q = query.clone();
+            q.action = Action::CallTool;
+            q.target = Target::McpTool {
+                server: route.route.name.clone(),
+                name: name.to_owned(),
+                required_scopes: route
+                    .route
+                    .tool_scopes
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| route.route.required_scopes.clone()),
+                arguments: serde_json::Map::new(),
+            };
+            gw.pdp.decide(&q).allowed
+        };
+        let filtered = mcp::filter_tool_list(&bytes, event_stream, &allowed);
+        out_headers.remove(header::CONTENT_LENGTH);
+        let mut resp = Response::new(Body::from(filtered));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = out_headers;
+        return resp;
+    }
+    let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = out_headers;
+    resp
+}

@@ -1,0 +1,310 @@
+//! The gateway's client of the AIMS server: discovery (RFC 8414), the token signing keys
+//! (JWKS), introspection (RFC 7662), transaction tokens (txn-tokens-11 via RFC 8693), the
+//! policy in force and audit appends — every call over mutual TLS with the gateway's
+//! X509-SVID (the server checks it against the trust domain).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aims_audit::AuditRecord;
+use aims_credentials::bundle::certs_from_pem;
+use aims_credentials::jose::CompactJws;
+use aims_credentials::{PublicKey, SlotKey};
+use aims_oauth::claims::AccessClaims;
+use aims_oauth::keys::TokenKeys;
+use aims_policy::PolicyDocument;
+use serde_json::Value;
+
+use crate::GatewayError;
+use crate::identity::WorkloadIdentity;
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
+/// Unknown `kid`s trigger a JWKS refresh at most this often.
+const KEY_REFRESH_MIN: Duration = Duration::from_secs(1);
+
+/// The AS's published token keys, refreshed on an unknown `kid` and every minute.
+pub struct RemoteKeys {
+    keys: RwLock<HashMap<String, PublicKey>>,
+    document: RwLock<Arc<String>>,
+    refreshed: Mutex<Option<Instant>>,
+}
+
+impl TokenKeys for RemoteKeys {
+    fn signing_key(&self) -> Option<SlotKey> {
+        None
+    }
+    fn verifying_key(&self, kid: &str) -> Option<PublicKey> {
+        self.keys.read().ok()?.get(kid).cloned()
+    }
+    fn jwks(&self) -> Arc<String> {
+        self.document
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|_| Arc::new(String::new()))
+    }
+}
+
+/// The client.
+pub struct ServerClient {
+    http: reqwest::Client,
+    /// The issuer.
+    pub issuer: String,
+    /// The mutual-TLS base URL (AuthZEN, policy feed, audit).
+    pub mtls_base: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    jwks_uri: String,
+    trust_domain: String,
+    keys: RemoteKeys,
+    identity: Arc<WorkloadIdentity>,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Server(format!("{what}: {e}"))
+}
+
+fn origin(url: &str) -> Result<String, GatewayError> {
+    let u = reqwest::Url::parse(url).map_err(|e| err("URL", e))?;
+    Ok(u.origin().ascii_serialization())
+}
+
+/// An HTTPS client that trusts the system roots and `extra_ca`, and presents the gateway's
+/// X509-SVID when asked (rotations apply to the next connection).
+pub fn mtls_http_client(
+    identity: &WorkloadIdentity,
+    extra_ca: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, GatewayError> {
+    let mut extra = Vec::new();
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("CA file {}: {e}", path.display())))?;
+        extra = certs_from_pem(&pem).map_err(|e| GatewayError::Config(e.to_string()))?;
+    }
+    let provider = aims_authn::mtls::provider();
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| GatewayError::Config(format!("TLS roots: {e}")))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(identity.svid.clone());
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))
+}
+
+impl ServerClient {
+    /// Discovers the AS at `issuer` (RFC 8414) and loads its keys.
+    pub async fn discover(
+        issuer: &str,
+        trust_domain: &str,
+        http: reqwest::Client,
+        identity: Arc<WorkloadIdentity>,
+    ) -> Result<Self, GatewayError> {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        let meta: Value = http
+            .get(format!("{issuer}/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| err("authorization server metadata", e))?
+            .json()
+            .await
+            .map_err(|e| err("authorization server metadata", e))?;
+        if meta["issuer"] != issuer.as_str() {
+            return Err(GatewayError::Server(format!(
+                "metadata names issuer {} instead of {issuer}",
+                meta["issuer"]
+            )));
+        }
+        let field = |v: &Value, name: &str| -> Result<String, GatewayError> {
+            v[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| GatewayError::Server(format!("metadata without {name}")))
+        };
+        let aliases = &meta["mtls_endpoint_aliases"];
+        let token_endpoint = field(aliases, "token_endpoint")?;
+        let me = Self {
+            mtls_base: origin(&token_endpoint)?,
+            token_endpoint,
+            introspection_endpoint: field(aliases, "introspection_endpoint")?,
+            jwks_uri: field(&meta, "jwks_uri")?,
+            http,
+            issuer,
+            trust_domain: trust_domain.to_owned(),
+            identity,
+            keys: RemoteKeys {
+                keys: RwLock::new(HashMap::new()),
+                document: RwLock::new(Arc::new(String::new())),
+                refreshed: Mutex::new(None),
+            },
+        };
+        me.refresh_keys().await?;
+        Ok(me)
+    }
+
+    /// The AS's keys.
+    pub fn keys(&self) -> &RemoteKeys {
+        &self.keys
+    }
+
+    /// Fetches the JWKS again, unless that was done less than a second ago.
+    pub async fn refresh_keys(&self) -> Result<(), GatewayError> {
+        {
+            let mut last = self
+                .keys
+                .refreshed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_MIN) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let text = self
+            .http
+            .get(&self.jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| err("JWKS", e))?
+            .text()
+            .await
+            .map_err(|e| err("JWKS", e))?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(&text).map_err(|e| err("JWKS", e))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(key)) = (&jwk.common.key_id, PublicKey::from_jwk(jwk)) {
+                keys.insert(kid.clone(), key);
+            }
+        }
+        if let Ok(mut k) = self.keys.keys.write() {
+            *k = keys;
+        }
+        if let Ok(mut d) = self.keys.document.write() {
+            *d = Arc::new(text);
+        }
+        Ok(())
+    }
+
+    /// RFC 7662: the token's claims if it is active, `None` if not.
+    pub async fn introspect(&self, token: &str) -> Result<Option<AccessClaims>, GatewayError> {
+        let v: Value = self
+            .http
+            .post(&self.introspection_endpoint)
+            .form(&[("token", token), ("client_id", self.client_id()?.as_str())])
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| err("introspection", e))?
+            .json()
+            .await
+            .map_err(|e| err("introspection", e))?;
+        if v["active"] != true {
+            return Ok(None);
+        }
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| err("introspection answer", e))
+    }
+
+    fn client_id(&self) -> Result<String, GatewayError> {
+        self.identity
+            .spiffe_id()
+            .map(|id| id.to_string())
+            .ok_or_else(|| GatewayError::Identity("no X509-SVID".into()))
+    }
+
+    /// A transaction token (txn-tokens-11 §7) for a request made with `access_token`, and its
+    /// transaction id (`txn`): the gateway is the workload at the edge of the trust domain
+    /// that asks for it.
+    pub async fn txn_token(
+        &self,
+        access_token: &str,
+        scope: &str,
+        request_context: &Value,
+        request_details: &Value,
+    ) -> Result<(String, String), GatewayError> {
+        let client_id = self.client_id()?;
+        let rctx = request_context.to_string();
+        let tctx = request_details.to_string();
+        let resp = self
+            .http
+            .post(&self.token_endpoint)
+            .form(&[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("client_id", client_id.as_str()),
+                ("subject_token", access_token),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
+                ("requested_token_type", TXN_TOKEN_TYPE),
+                ("audience", self.trust_domain.as_str()),
+                ("scope", scope),
+                ("request_context", rctx.as_str()),
+                ("request_details", tctx.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| err("transaction token", e))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| err("transaction token", e))?;
+        if !status.is_success() {
+            return Err(GatewayError::Server(format!(
+                "transaction token refused ({status}): {} {}",
+                v["error"], v["error_description"]
+            )));
+        }
+        let token = v["access_token"].as_str().ok_or_else(|| {
+            GatewayError::Server("transaction token response without a token".into())
+        })?;
+        // Our own AS answered over mutual TLS; the txn id is read, not verified.
+        let txn = CompactJws::parse(token)
+            .and_then(|jws| jws.claims::<Value>())
+            .ok()
+            .and_then(|c| c["txn"].as_str().map(str::to_owned))
+            .ok_or_else(|| GatewayError::Server("transaction token without txn".into()))?;
+        Ok((token.to_owned(), txn))
+    }
+
+    /// The policy in force, unless it is still `known` (HTTP 304).
+    pub async fn current_policy(
+        &self,
+        known: Option<u64>,
+    ) -> Result<Option<PolicyDocument>, GatewayError> {
+        let mut req = self
+            .http
+            .get(format!("{}/policy/v1/current", self.mtls_base));
+        if let Some(v) = known {
+            req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{v}\""));
+        }
+        let resp = req.send().await.map_err(|e| err("policy", e))?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let resp = resp.error_for_status().map_err(|e| err("policy", e))?;
+        resp.json().await.map(Some).map_err(|e| err("policy", e))
+    }
+
+    /// Appends decision records to the server's audit log; returns once they are durable.
+    pub async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), GatewayError> {
+        self.http
+            .post(format!("{}/audit/v1/records", self.mtls_base))
+            .json(records)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| err("audit append", e))?;
+        Ok(())
+    }
+}

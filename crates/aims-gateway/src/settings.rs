@@ -1,0 +1,132 @@
+//! The gateway's settings (the binary fills them from `[gateway]` in the config file).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aims_core::TrustDomain;
+
+/// When a request's decision record must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// The response waits for the durable append (group commit keeps the wait short).
+    Sync,
+    /// Records go to a bounded queue flushed at once; a full queue makes requests wait, so a
+    /// record is never dropped.
+    #[default]
+    Async,
+}
+
+/// What is behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteKind {
+    /// An HTTP API: one tool.
+    #[default]
+    Http,
+    /// An MCP server (streamable HTTP transport): each tool decided on its own.
+    Mcp,
+}
+
+/// The certificate the gateway's listener presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GatewayTls {
+    /// Its X509-SVID (agents check it by SPIFFE ID).
+    #[default]
+    Svid,
+    /// A Web PKI certificate (for OAuth and MCP clients that check host names).
+    Files {
+        /// PEM certificate chain.
+        cert_file: PathBuf,
+        /// PEM private key.
+        key_file: PathBuf,
+    },
+}
+
+/// One upstream tool.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name (the Cedar `Tool` / `McpServer` id).
+    pub name: String,
+    /// Requests whose path starts with this go to it (`/weather`).
+    pub path_prefix: String,
+    /// Where it is (`http://127.0.0.1:9000`); the request path is appended, without the
+    /// prefix when `strip_prefix`.
+    pub upstream: String,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// HTTP or MCP.
+    pub kind: RouteKind,
+    /// The resource identifier tokens must name in `aud` [default: public URL + prefix].
+    pub resource: Option<String>,
+    /// Scopes a token needs for the route (and for MCP tools without their own).
+    pub required_scopes: Vec<String>,
+    /// MCP: scopes per tool name.
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Attach a transaction token minted for each allowed request.
+    pub transaction_tokens: bool,
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Where to listen (HTTPS; HTTP/1.1 and HTTP/2).
+    pub listen: SocketAddr,
+    /// The URL clients use [default: https://PUBLIC_HOST:<port>].
+    pub public_url: Option<String>,
+    /// The host name in the default public URL [default: localhost].
+    pub public_host: Option<String>,
+    /// The listener's certificate.
+    pub tls: GatewayTls,
+    /// The authorization server's issuer URL (the AIMS server).
+    pub issuer: String,
+    /// A CA file the AIMS server's certificate chains to, besides the system roots.
+    pub server_ca_file: Option<PathBuf>,
+    /// The Workload API socket the gateway gets its SVID from [default: SPIFFE_ENDPOINT_SOCKET].
+    pub workload_socket: Option<String>,
+    /// The SPIFFE ID to use when the Workload API offers several SVIDs [default: the first].
+    pub spiffe_id: Option<aims_core::SpiffeId>,
+    /// This trust domain.
+    pub trust_domain: TrustDomain,
+    /// Sync or async audit appends.
+    pub audit: AuditMode,
+    /// The routes.
+    pub routes: Vec<Route>,
+    /// How often the policy in force is checked for a new version.
+    pub policy_poll: Duration,
+    /// How long a token's introspected status is trusted before it is asked again.
+    pub token_recheck: Duration,
+    /// Tokens whose validation is kept, at most.
+    pub token_cache: usize,
+    /// The largest JSON-RPC body read to authorize an MCP request.
+    pub max_json_body: usize,
+    /// The largest request body forwarded.
+    pub max_body: usize,
+    /// Upstream response timeout.
+    pub upstream_timeout: Duration,
+}
+
+impl GatewaySettings {
+    /// Settings with the defaults and no routes.
+    pub fn new(trust_domain: TrustDomain, issuer: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8445)),
+            public_url: None,
+            public_host: None,
+            tls: GatewayTls::Svid,
+            issuer: issuer.into(),
+            server_ca_file: None,
+            workload_socket: None,
+            spiffe_id: None,
+            trust_domain,
+            audit: AuditMode::Async,
+            routes: Vec::new(),
+            policy_poll: Duration::from_millis(500),
+            token_recheck: Duration::from_secs(1),
+            token_cache: 100_000,
+            max_json_body: 1 << 20,
+            max_body: 16 << 20,
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! End to end through real processes (AIMS AZ-7, AZ-8, AZ-34, AZ-37, AZ-38, MO-8, PO-2, PO-3):
+//! `aims up` runs the server, the agent, the gateway and the demo tool; this test is the agent.
+//! It takes its JWT-SVID from the Workload API with the `spiffe` crate, gets access tokens from
+//! the AS, and calls an HTTP tool and an MCP server through the gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aims_credentials::jose::{JwsHeader, sign};
+use aims_credentials::{KeyType, PrivateKey};
+use base64::Engine as _;
+use common::{Aims, assert_ok};
+use serde_json::{Value, json};
+
+const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+
+struct Stack {
+    aims: Aims,
+    http: reqwest::Client,
+    issuer: String,
+    gateway: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn route(aims: &Aims, name: &str) -> Value {
+    aims.up["gateway"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+impl Stack {
+    fn start() -> Self {
+        let aims = Aims::start("up", &["--register-self"]);
+        let ca = std::fs::read(aims.up["server"]["web_ca_file"].as_str().unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        Self {
+            issuer: aims.up["server"]["oauth_issuer"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            gateway: aims.up["gateway"]["url"].as_str().unwrap().to_owned(),
+            http,
+            aims,
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        }
+    }
+
+    /// The test process's JWT-SVID for the AS, from the Workload API (a third-party client).
+    fn jwt_svid(&self) -> String {
+        let endpoint = format!("unix://{}", self.aims.workload_socket().display());
+        let issuer = self.issuer.clone();
+        self.rt.block_on(async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(client) = spiffe::WorkloadApiClient::connect_to(&endpoint).await
+                    && let Ok(token) = client.fetch_jwt_token([issuer.as_str()], None).await
+                {
+                    return token;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no JWT-SVID from the Workload API"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    fn token_with(&self, resource: &str, scope: &str, dpop: Option<String>) -> Value {
+        let svid = self.jwt_svid();
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .post(format!("{}/oauth2/token", self.issuer))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion", svid.as_str()),
+                    ("resource", resource),
+                    ("scope", scope),
+                ]);
+            if let Some(p) = dpop {
+                req = req.header("DPoP", p);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap();
+            assert!(status.is_success(), "{v}");
+            v
+        })
+    }
+
+    fn token(&self, resource: &str, scope: &str) -> String {
+        self.token_with(resource, scope, None)["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Sends a request through the gateway: status, `WWW-Authenticate`, JSON body.
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> (u16, String, Value) {
+        self.rt.block_on(async {
+            let mut req = self.http.request(method, format!("{}{path}", self.gateway));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                challenge,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, String, Value) {
+        let bearer = format!("Bearer {token}");
+        self.call(
+            reqwest::Method::GET,
+            path,
+            &[("authorization", &bearer)],
+            None,
+        )
+    }
+
+    fn mcp(&self, token: &str, message: &Value) -> (u16, String, Value) {
+        let bearer = format!("Bearer {token}");
+        self.call(
+            reqwest::Method::POST,
+            "/mcp",
+            &[
+                ("authorization", &bearer),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            Some(message.to_string().into_bytes()),
+        )
+    }
+
+    /// The audit log once it holds a record `wanted` accepts (the gateway appends
+    /// asynchronously by default: a record lands within milliseconds of its response).
+    fn audit_until(&self, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = assert_ok(
+                &self
+                    .aims
+                    .cli(&["audit", "list", "--limit", "10000", "--output", "json"]),
+            );
+            let records: Vec<Value> = out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if records.iter().any(|e| wanted(&e["record"])) {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such audit record in {records:?}\n{}",
+                self.aims.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An RFC 9449 proof for `method url`, bound to `token` (`ath`) when there is one.
+fn dpop_proof(key: &PrivateKey, method: &str, url: &str, token: Option<&str>) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = JwsHeader::new(key, Some("dpop+jwt"), None);
+    h.jwk = Some(key.public_key().jwk());
+    let now = aims_core::unix_seconds(std::time::SystemTime::now());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut c = json!({"jti": format!("{now}-{n}-{}", std::process::id()), "htm": method, "htu": url, "iat": now});
+    if let Some(t) = token {
+        c["ath"] = aims_credentials::jose::sha256_b64url(t.as_bytes()).into();
+    }
+    sign(key, &h, &c).unwrap()
+}
+
+#[test]
+fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_token() {
+    let s = Stack::start();
+    let weather = route(&s.aims, "weather");
+    let resource = weather["resource"].as_str().unwrap();
+    // RFC 9728: the challenge names the metadata, the metadata names the AS.
+    let (status, challenge, _) = s.call(reqwest::Method::GET, "/weather", &[], None);
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains(&format!(
+            "resource_metadata=\"{}\"",
+            weather["resource_metadata"].as_str().unwrap()
+        )),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"weather.read\""), "{challenge}");
+    let meta: Value = s.rt.block_on(async {
+        s.http
+            .get(weather["resource_metadata"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(meta["resource"], resource);
+    assert_eq!(meta["authorization_servers"][0], s.issuer.as_str());
+
+    let token = s.token(resource, "weather.read");
+    let (status, _, body) = s.get("/weather?city=Paris", &token);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["city"], "Paris");
+    // The upstream saw a transaction token and never the agent's access token.
+    assert!(body["received"]["authorization"].is_null(), "{body}");
+    let txn = body["received"]["txn_token"].as_str().unwrap();
+    assert_ne!(txn, token);
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(txn.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "txntoken+jwt");
+    let txn_claims = claims(txn);
+    let agent = claims(&token)["client_id"].as_str().unwrap().to_owned();
+    assert_eq!(txn_claims["sub"], agent.as_str());
+    assert_eq!(txn_claims["aud"], "aims.local");
+    assert_eq!(txn_claims["req_wl"], "spiffe://aims.local/aims/gateway");
+    assert_eq!(txn_claims["rctx"]["path"], "/weather");
+    assert_eq!(body["received"]["agent"], agent.as_str());
+
+    // The decision is in the audit log with the MO-8 fields, correlated by the txn id.
+    let records = s.audit_until(|r| r["correlation_id"] == txn_claims["txn"]);
+    let r = &records
+        .iter()
+        .find(|e| e["record"]["correlation_id"] == txn_claims["txn"])
+        .unwrap()["record"];
+    assert_eq!(r["kind"], "decision");
+    assert_eq!(r["action"], "call");
+    assert_eq!(r["resource"], "weather");
+    assert_eq!(r["agent"], agent.as_str());
+    assert_eq!(r["decision"], "allow");
+    assert_eq!(r["policy_version"], 1);
+    assert_eq!(r["source"], "spiffe://aims.local/aims/gateway");
+
+    // Wrong audience: a token for the MCP route.
+    let mcp_token = s.token(
+        route(&s.aims, "demo-mcp")["resource"].as_str().unwrap(),
+        "mcp",
+    );
+    let (status, challenge, _) = s.get("/weather", &mcp_token);
+    assert_eq!(status, 401);
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    // Passthrough: a token for the upstream tool itself is not accepted by the gateway.
+    let upstream = s.aims.up["gateway"]["demo_tool"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let for_upstream = s.token(&format!("{upstream}/weather"), "weather.read");
+    assert_eq!(s.get("/weather", &for_upstream).0, 401);
+    // A policy deny: the token lacks the route's scope.
+    let (status, challenge, body) = s.get("/weather", &s.token(resource, "other"));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"weather.read\""), "{challenge}");
+    s.audit_until(|r| r["decision"] == "deny" && r["resource"] == "weather");
+    // Tampered and forged tokens.
+    let mut tampered = token.clone();
+    tampered.insert(tampered.len() - 3, 'A');
+    assert_eq!(s.get("/weather", &tampered).0, 401);
+    assert_eq!(s.get("/weather", "not-a-token").0, 401);
+
+    // A revoked token is refused once the gateway rechecks it (1 s by default).
+    let svid = s.jwt_svid();
+    let revoked: u16 = s.rt.block_on(async {
+        s.http
+            .post(format!("{}/oauth2/revoke", s.issuer))
+            .form(&[
+                ("token", token.as_str()),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", svid.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(revoked, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, challenge, _) = s.get("/weather", &token);
+        if status == 401 {
+            assert!(challenge.contains("invalid_token"), "{challenge}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked token still works");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dpop_bound_tokens_need_a_fresh_proof_at_the_gateway() {
+    let s = Stack::start();
+    let resource = route(&s.aims, "weather")["resource"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let token_url = format!("{}/oauth2/token", s.issuer);
+    let v = s.token_with(
+        &resource,
+        "weather.read",
+        Some(dpop_proof(&key, "POST", &token_url, None)),
+    );
+    assert_eq!(v["token_type"], "DPoP");
+    let token = v["access_token"].as_str().unwrap();
+    let url = format!("{}/weather", s.gateway);
+    let proof = dpop_proof(&key, "GET", &url, Some(token));
+    let auth = format!("DPoP {token}");
+    let call = |proof: &str| {
+        s.call(
+            reqwest::Method::GET,
+            "/weather",
+            &[("authorization", &auth), ("dpop", proof)],
+            None,
+        )
+    };
+    assert_eq!(call(&proof).0, 200);
+    // The same proof again: a replay.
+    let (status, challenge, _) = call(&proof);
+    assert_eq!(status, 401);
+    assert!(
+        challenge.starts_with("DPoP error=\"invalid_token\""),
+        "{challenge}"
+    );
+    // Without a proof, with another key's proof, or for another URL.
+    assert_eq!(s.get("/weather", token).0, 401);
+    let other = PrivateKey::generate(KeyType::EcP256).unwrap();
+    assert_eq!(call(&dpop_proof(&other, "GET", &url, Some(token))).0, 401);
+    assert_eq!(
+        call(&dpop_proof(
+            &key,
+            "GET",
+            &format!("{}/other", s.gateway),
+            Some(token)
+        ))
+        .0,
+        401
+    );
+    assert_eq!(call(&dpop_proof(&key, "GET", &url, Some(token))).0, 200);
+}
+
+#[test]
+fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
+    let s = Stack::start();
+    let resource = route(&s.aims, "demo-mcp")["resource"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = s.token(&resource, "mcp files.read");
+    let (status, _, body) = s.mcp(
+        &token,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "aims-test", "version": "1"}}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["serverInfo"]["name"], "rmcp");
+    // tools/list shows what this caller may call.
+    let (status, _, body) = s.mcp(
+        &token,
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["echo", "read_file"]);
+    let call = |name: &str, args: Value| {
+        s.mcp(
+            &token,
+            &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                    "params": {"name": name, "arguments": args}}),
+        )
+    };
+    let (status, _, body) = call("read_file", json!({"path": "/etc/passwd"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"],
+        "contents of /etc/passwd"
+    );
+    // A tool the caller may not call.
+    let (status, challenge, _) = call("delete_file", json!({"path": "/tmp/x"}));
+    assert_eq!(status, 403);
+    assert!(
+        challenge.contains("scope=\"mcp files.delete\""),
+        "{challenge}"
+    );
+    // Malformed, batched and oversized bodies.
+    let bearer = format!("Bearer {token}");
+    let post = |body: Vec<u8>| {
+        s.call(
+            reqwest::Method::POST,
+            "/mcp",
+            &[
+                ("authorization", &bearer),
+                ("accept", "application/json, text/event-stream"),
+            ],
+            Some(body),
+        )
+    };
+    let (status, _, body) = post(b"{not json".to_vec());
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32700))
+    );
+    let (status, _, body) = post(b"[]".to_vec());
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600))
+    );
+    let (status, _, body) =
+        post(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{}}"#.to_vec());
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32602))
+    );
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(post(big.into_bytes()).0, 413);
+
+    // A policy that fails schema validation is refused; the old version stays in force.
+    let bad = s.aims.dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        r#"@id("x") forbid(principal, action, resource) when { resource.secret };"#,
+    )
+    .unwrap();
+    assert!(
+        !s.aims
+            .cli(&["policy", "apply", bad.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // A new version reads the tool's arguments; the gateway follows it.
+    let good = s.aims.dir.path().join("good.cedar");
+    std::fs::write(
+        &good,
+        format!(
+            "{}\n@id(\"no-etc\")\nforbid(principal, action == Aims::Action::\"call_tool\", resource)\nwhen {{ resource.hasTag(\"path\") && resource.getTag(\"path\") like \"/etc/*\" }};\n",
+            include_str!("../../aims-policy/cedar/default.cedar")
+        ),
+    )
+    .unwrap();
+    assert_ok(&s.aims.cli(&["policy", "apply", good.to_str().unwrap()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = call("read_file", json!({"path": "/etc/passwd"}));
+        if status == 403 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not take policy version 2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(call("read_file", json!({"path": "/home/me/notes"})).0, 200);
+    s.audit_until(|r| {
+        r["action"] == "call_tool"
+            && r["resource"] == "demo-mcp/read_file"
+            && r["decision"] == "allow"
+            && r["policy_version"] == 2
+    });
+    s.audit_until(|r| {
+        r["decision"] == "deny" && r["reason"] == "no-etc" && r["policy_version"] == 2
+    });
+}
