@@ -18,7 +18,7 @@ use axum::extract::State;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Limited};
+use http_body_util::Limited;
 use serde_json::{Value, json};
 
 use crate::audit_sink::AuditSink;
