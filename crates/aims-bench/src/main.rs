@@ -26,6 +26,7 @@ const SCENARIOS: &[&str] = &[
     "httpsig",
     "workload-api",
     "token",
+    "gateway",
 ];
 
 /// Run AIMS benchmarks.
@@ -34,7 +35,9 @@ const SCENARIOS: &[&str] = &[
 struct Args {
     /// Scenarios to run (default: all): svid, jwt-svid, mtls, wpt, httpsig, workload-api
     /// (needs `cargo build --release -p aims` first), token (the token endpoint against node
-    /// oidc-provider; needs the `aims` binary, Node.js with npm, and taskset).
+    /// oidc-provider; needs the `aims` binary, Node.js with npm, and taskset), gateway (the
+    /// enforcement gateway against the tool called directly; needs the `aims` binary and
+    /// taskset).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             "httpsig" => scenarios::authn::httpsig(timing)?,
             "workload-api" => scenarios::workload::workload_api(timing)?,
             "token" => scenarios::oauth::token(timing)?,
+            "gateway" => scenarios::gateway::gateway(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")

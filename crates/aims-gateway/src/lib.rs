@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit_sink;
+pub mod decision_cache;
 pub mod demo_tool;
 pub mod identity;
 pub mod mcp;
@@ -264,6 +265,7 @@ pub async fn start_with_identity(
             .map_err(|e| GatewayError::Config(e.description))?,
         workload_auth,
         tokens: token_cache::TokenCache::new(settings.token_cache, settings.token_recheck),
+        decisions: decision_cache::DecisionCache::new(settings.token_cache, settings.decision_ttl),
         max_json_body: settings.max_json_body,
         max_body: settings.max_body,
         spiffe_id: identity.spiffe_id(),

@@ -22,6 +22,7 @@ use http_body_util::Limited;
 use serde_json::{Value, json};
 
 use crate::audit_sink::AuditSink;
+use crate::decision_cache::{self, DecisionCache};
 use crate::mcp::{self, McpRequest};
 use crate::server_client::ServerClient;
 use crate::settings::{Route, RouteKind};
@@ -88,6 +89,8 @@ pub struct Gateway {
     pub workload_auth: WorkloadAuthConfig,
     /// Validated tokens.
     pub tokens: TokenCache,
+    /// Recent decisions.
+    pub decisions: DecisionCache,
     /// The largest JSON-RPC body read.
     pub max_json_body: usize,
     /// The largest body forwarded.
@@ -146,7 +149,46 @@ impl Refusal {
     }
 }
 
+/// What a revocation signal names (AIMS MO-5): the hook the signals layer calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One token, by `jti`.
+    Token(String),
+    /// Every token of a client (an agent's SPIFFE ID).
+    Client(String),
+    /// Every token for a subject (a person, or an agent acting for itself).
+    Subject(String),
+    /// Everything (e.g. a key compromise).
+    All,
+}
+
 impl Gateway {
+    /// Drops the validated tokens a revocation names, and every cached decision, at once: the
+    /// next request is checked with the AS and decided again. Returns how many tokens were
+    /// dropped.
+    pub fn revoke(&self, what: &Revoked) -> usize {
+        self.decisions.clear();
+        match what {
+            Revoked::Token(jti) => self.tokens.forget(|c| &c.jti == jti),
+            Revoked::Client(id) => self.tokens.forget(|c| &c.client_id == id),
+            Revoked::Subject(sub) => self.tokens.forget(|c| &c.sub == sub),
+            Revoked::All => self.tokens.forget(|_| true),
+        }
+    }
+
+    /// Decides `query`, reusing a decision made for the identical request at the same policy
+    /// version within the decision TTL.
+    fn decide(&self, query: &Query) -> Arc<Verdict> {
+        let version = self.pdp.current().version;
+        let key = decision_cache::key(query, version);
+        if let Some(v) = self.decisions.get(&key) {
+            return v;
+        }
+        let verdict = Arc::new(self.pdp.decide(query));
+        self.decisions.put(key, verdict.clone());
+        verdict
+    }
+
     fn route_for(&self, path: &str) -> Option<&CompiledRoute> {
         self.routes.iter().find(|r| {
             let p = r.route.path_prefix.trim_end_matches('/');
@@ -514,7 +556,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
         target,
         facts,
     };
-    let verdict = gw.pdp.decide(&query);
+    let verdict = gw.decide(&query);
     // An allowed request gets its transaction token first, so that the decision record carries
     // the transaction's id (`txn`) as its correlation id (AIMS MO-9).
     let mut txn = None;

@@ -96,8 +96,10 @@ pub struct GatewaySettings {
     pub policy_poll: Duration,
     /// How long a token's introspected status is trusted before it is asked again.
     pub token_recheck: Duration,
-    /// Tokens whose validation is kept, at most.
+    /// Tokens whose validation is kept (and decisions), at most.
     pub token_cache: usize,
+    /// How long a decision is reused for an identical request (0 disables).
+    pub decision_ttl: Duration,
     /// The largest JSON-RPC body read to authorize an MCP request.
     pub max_json_body: usize,
     /// The largest request body forwarded.
@@ -124,6 +126,7 @@ impl GatewaySettings {
             policy_poll: Duration::from_millis(500),
             token_recheck: Duration::from_secs(1),
             token_cache: 100_000,
+            decision_ttl: Duration::from_secs(1),
             max_json_body: 1 << 20,
             max_body: 16 << 20,
             upstream_timeout: Duration::from_secs(30),

@@ -80,9 +80,39 @@ impl TokenCache {
         entries.retain(|_, e| !matches(&e.claims));
         before - entries.len()
     }
+}
 
-    /// Drops everything.
-    pub fn clear(&self) {
-        self.lock().clear();
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn claims(jti: &str, client: &str, exp: i64) -> Arc<AccessClaims> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "iss": "https://as", "sub": client, "aud": "r", "exp": exp, "iat": 0,
+                "jti": jti, "client_id": client
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn bounded_rechecked_and_forgotten_on_revocation() {
+        let cache = TokenCache::new(2, Duration::from_secs(60));
+        cache.put(token_hash("a"), claims("a", "x", 100), 0);
+        cache.put(token_hash("b"), claims("b", "y", 5), 0);
+        assert!(cache.get(&token_hash("a")).is_some());
+        // Full: the expired one goes first.
+        cache.put(token_hash("c"), claims("c", "x", 100), 10);
+        assert!(cache.get(&token_hash("b")).is_none());
+        assert!(cache.get(&token_hash("a")).is_some());
+        // A revocation signal for client x drops both of its tokens at once.
+        assert_eq!(cache.forget(|c| c.client_id == "x"), 2);
+        assert!(cache.get(&token_hash("a")).is_none());
+        // A zero recheck interval trusts nothing.
+        let strict = TokenCache::new(2, Duration::ZERO);
+        strict.put(token_hash("a"), claims("a", "x", 100), 0);
+        assert!(strict.get(&token_hash("a")).is_none());
     }
 }

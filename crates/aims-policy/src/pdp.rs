@@ -8,7 +8,7 @@ use cedar_policy::{Authorizer, Decision, Schema};
 use serde::{Deserialize, Serialize};
 
 use crate::policy_set::{CompiledPolicy, PolicyDocument};
-use crate::query::Query;
+use crate::query::{Names, Query};
 use crate::{PolicyError, schema};
 
 /// A decision and what made it.
@@ -29,6 +29,7 @@ pub struct Verdict {
 /// The policy decision point.
 pub struct Pdp {
     schema: Schema,
+    names: Names,
     authorizer: Authorizer,
     active: ArcSwap<CompiledPolicy>,
     install: Mutex<()>,
@@ -51,6 +52,7 @@ impl Pdp {
         let compiled = CompiledPolicy::compile(&schema, initial)?;
         Ok(Self {
             schema,
+            names: Names::new()?,
             authorizer: Authorizer::new(),
             active: ArcSwap::from_pointee(compiled),
             install: Mutex::new(()),
@@ -82,6 +84,12 @@ impl Pdp {
         Ok(compiled)
     }
 
+    /// Checks that `query` is a request the schema admits (the decision path trusts the typed
+    /// construction instead).
+    pub fn check_against_schema(&self, query: &Query) -> Result<(), PolicyError> {
+        query.to_cedar(Some(&self.schema), &self.names).map(|_| ())
+    }
+
     /// The policy set in force.
     pub fn current(&self) -> Arc<CompiledPolicy> {
         self.active.load_full()
@@ -97,7 +105,7 @@ impl Pdp {
             policies: Vec::new(),
             errors: vec![error],
         };
-        let (request, entities) = match query.to_cedar(&self.schema) {
+        let (request, entities) = match query.to_cedar(None, &self.names) {
             Ok(r) => r,
             Err(e) => return deny(e.to_string()),
         };

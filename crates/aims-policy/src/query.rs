@@ -191,11 +191,82 @@ pub struct Query {
     pub facts: Facts,
 }
 
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let name = type_name
-        .parse::<EntityTypeName>()
-        .map_err(|e| PolicyError::Request(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+/// The schema's entity type names and actions, parsed once (parsing a name runs Cedar's
+/// parser, which costs more than a whole decision).
+#[derive(Debug)]
+pub(crate) struct Names {
+    agent: EntityTypeName,
+    workload: EntityTypeName,
+    user: EntityTypeName,
+    trust_domain: EntityTypeName,
+    tool: EntityTypeName,
+    mcp_server: EntityTypeName,
+    mcp_tool: EntityTypeName,
+    resource: EntityTypeName,
+    actions: [EntityUid; 3],
+    /// `ipaddr` values by address: cedar-policy parses the name `ip` on every
+    /// `RestrictedExpression::new_ip`, so each address is built once (bounded).
+    ips: std::sync::Mutex<std::collections::HashMap<IpAddr, RestrictedExpression>>,
+}
+
+/// Addresses whose `ipaddr` value is kept, at most.
+const IP_CACHE: usize = 4096;
+
+impl Names {
+    pub(crate) fn new() -> Result<Self, PolicyError> {
+        let name = |n: &str| {
+            n.parse::<EntityTypeName>()
+                .map_err(|e| PolicyError::Schema(e.to_string()))
+        };
+        let action = name("Aims::Action")?;
+        let act =
+            |a: Action| EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a.as_str()));
+        Ok(Self {
+            agent: name("Aims::Agent")?,
+            workload: name("Aims::Workload")?,
+            user: name("Aims::User")?,
+            trust_domain: name("Aims::TrustDomain")?,
+            tool: name("Aims::Tool")?,
+            mcp_server: name("Aims::McpServer")?,
+            mcp_tool: name("Aims::McpTool")?,
+            resource: name("Aims::Resource")?,
+            actions: [
+                act(Action::Call),
+                act(Action::CallTool),
+                act(Action::ObtainToken),
+            ],
+            ips: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    fn ip(&self, ip: IpAddr) -> RestrictedExpression {
+        let mut ips = self
+            .ips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = ips.get(&ip) {
+            return e.clone();
+        }
+        if ips.len() >= IP_CACHE {
+            ips.clear();
+        }
+        let e = RestrictedExpression::new_ip(ip.to_string());
+        ips.insert(ip, e.clone());
+        e
+    }
+
+    fn action(&self, a: Action) -> EntityUid {
+        let i = match a {
+            Action::Call => 0,
+            Action::CallTool => 1,
+            Action::ObtainToken => 2,
+        };
+        self.actions[i].clone()
+    }
+}
+
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -230,13 +301,35 @@ fn tag_value(value: &Value) -> String {
 }
 
 impl Query {
-    /// The Cedar request and the entities it refers to, checked against `schema`.
-    pub(crate) fn to_cedar(&self, schema: &Schema) -> Result<(Request, Entities), PolicyError> {
+    /// The Cedar request and the entities it refers to. Both are built here from typed values,
+    /// so they match the schema by construction; `schema` checks that (the tests pass it; the
+    /// decision path does not pay for it on every request).
+    pub(crate) fn to_cedar(
+        &self,
+        schema: Option<&Schema>,
+        names: &Names,
+    ) -> Result<(Request, Entities), PolicyError> {
+        // The schema's `appliesTo`, checked here on every request: a policy validated for the
+        // schema says nothing about requests outside it (a `permit` on `obtain_token` would
+        // otherwise admit a User).
+        let applies = match (&self.principal, self.action, &self.target) {
+            (_, Action::Call, Target::Tool { .. })
+            | (_, Action::CallTool, Target::McpTool { .. }) => true,
+            (Principal::User { .. }, Action::ObtainToken, _) => false,
+            (_, Action::ObtainToken, Target::Resource { .. }) => true,
+            _ => false,
+        };
+        if !applies {
+            return Err(PolicyError::Request(format!(
+                "action {} does not apply to this principal and resource",
+                self.action.as_str()
+            )));
+        }
         let mut entities = Vec::with_capacity(4);
         let principal = match &self.principal {
             Principal::Agent { spiffe_id, posture } => {
-                let td = uid("Aims::TrustDomain", spiffe_id.trust_domain_name())?;
-                let me = uid("Aims::Agent", spiffe_id.as_str())?;
+                let td = uid(&names.trust_domain, spiffe_id.trust_domain_name());
+                let me = uid(&names.agent, spiffe_id.as_str());
                 entities.push(entity(
                     me.clone(),
                     vec![
@@ -252,7 +345,7 @@ impl Query {
                 me
             }
             Principal::Workload { client_id } => {
-                let me = uid("Aims::Workload", client_id)?;
+                let me = uid(&names.workload, client_id);
                 entities.push(entity(
                     me.clone(),
                     vec![("client_id", string(client_id))],
@@ -262,7 +355,7 @@ impl Query {
                 me
             }
             Principal::User { id } => {
-                let me = uid("Aims::User", id)?;
+                let me = uid(&names.user, id);
                 entities.push(entity(me.clone(), vec![], vec![], vec![])?);
                 me
             }
@@ -272,7 +365,7 @@ impl Query {
                 name,
                 required_scopes,
             } => {
-                let me = uid("Aims::Tool", name)?;
+                let me = uid(&names.tool, name);
                 entities.push(entity(
                     me.clone(),
                     vec![
@@ -290,8 +383,8 @@ impl Query {
                 required_scopes,
                 arguments,
             } => {
-                let parent = uid("Aims::McpServer", server)?;
-                let me = uid("Aims::McpTool", &format!("{server}/{name}"))?;
+                let parent = uid(&names.mcp_server, server);
+                let me = uid(&names.mcp_tool, &format!("{server}/{name}"));
                 entities.push(entity(
                     me.clone(),
                     vec![
@@ -309,7 +402,7 @@ impl Query {
                 me
             }
             Target::Resource { uri } => {
-                let me = uid("Aims::Resource", uri)?;
+                let me = uid(&names.resource, uri);
                 entities.push(entity(
                     me.clone(),
                     vec![("uri", string(uri))],
@@ -319,18 +412,18 @@ impl Query {
                 me
             }
         };
-        let action = uid("Aims::Action", self.action.as_str())?;
-        let context = self.facts.to_context()?;
-        let request = Request::new(principal, action, resource, context, Some(schema))
+        let action = names.action(self.action);
+        let context = self.facts.to_context(names)?;
+        let request = Request::new(principal, action, resource, context, schema)
             .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let entities = Entities::from_entities(entities, Some(schema))
+        let entities = Entities::from_entities(entities, None)
             .map_err(|e| PolicyError::Request(e.to_string()))?;
         Ok((request, entities))
     }
 }
 
 impl Facts {
-    fn to_context(&self) -> Result<Context, PolicyError> {
+    fn to_context(&self, names: &Names) -> Result<Context, PolicyError> {
         let f = self;
         let details = f
             .authorization_details
@@ -365,11 +458,7 @@ impl Facts {
                 f.delegated_subject.as_deref().map(string),
             ),
             ("approval", f.approval.as_deref().map(string)),
-            (
-                "source_ip",
-                f.source_ip
-                    .map(|ip| RestrictedExpression::new_ip(ip.to_string())),
-            ),
+            ("source_ip", f.source_ip.map(|ip| names.ip(ip))),
             ("method", f.method.as_deref().map(string)),
             ("path", f.path.as_deref().map(string)),
         ];

@@ -259,3 +259,75 @@ fn authzen_batches_merge_defaults_and_honour_the_semantic() {
         "no resource anywhere"
     );
 }
+
+#[test]
+fn every_kind_of_request_the_pdp_builds_fits_the_schema() {
+    // The decision path skips per-request schema checks; this shows the construction fits.
+    let pdp = default_pdp();
+    let details = aims_policy::Detail::from_json(
+        &json!([{"type": "payment", "actions": ["initiate"], "locations": ["https://bank"]}]),
+    );
+    let full = Facts {
+        delegated_subject: Some("alice".into()),
+        chain: vec!["spiffe://aims.test/agent/b".into()],
+        scopes: vec!["s".into()],
+        authorization_details: details,
+        approval: Some("urn:aims:approval:1".into()),
+        time: 1,
+        source_ip: Some("10.1.2.3".parse().unwrap()),
+        risk: vec!["credential-change".into()],
+        method: Some("POST".into()),
+        path: Some("/x".into()),
+    };
+    let principals = [
+        agent("spiffe://aims.test/agent/a"),
+        Principal::Workload {
+            client_id: "c".into(),
+        },
+        Principal::User { id: "alice".into() },
+    ];
+    let targets = [
+        Target::Tool {
+            name: "t".into(),
+            required_scopes: vec!["s".into()],
+        },
+        Target::McpTool {
+            server: "m".into(),
+            name: "n".into(),
+            required_scopes: vec![],
+            arguments: json!({"a": 1, "b": "x", "c": {"d": true}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        },
+        Target::Resource {
+            uri: "https://r".into(),
+        },
+    ];
+    // A policy that permits everything: only requests the schema admits may be allowed.
+    let permissive = Pdp::new(&PolicyDocument::new(
+        1,
+        r#"@id("all") permit(principal, action, resource);"#,
+    ))
+    .unwrap();
+    let mut fitting = 0;
+    for p in &principals {
+        for action in [Action::Call, Action::CallTool, Action::ObtainToken] {
+            for target in &targets {
+                for facts in [Facts::default(), full.clone()] {
+                    let q = Query {
+                        principal: p.clone(),
+                        action,
+                        target: target.clone(),
+                        facts,
+                    };
+                    let fits = pdp.check_against_schema(&q).is_ok();
+                    assert_eq!(permissive.decide(&q).allowed, fits, "{q:?}");
+                    fitting += usize::from(fits);
+                }
+            }
+        }
+    }
+    // Tool calls and MCP calls for all three principals, tokens for agents and workloads.
+    assert_eq!(fitting, 2 * (3 + 3 + 2));
+}

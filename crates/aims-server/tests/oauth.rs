@@ -1193,6 +1193,62 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     assert_eq!((s, error(&v)), (400, "unauthorized_client"), "{v}");
 }
 
+#[tokio::test]
+async fn workloads_append_to_the_audit_log_as_themselves() {
+    // AIMS MO-1, MO-8: gateways hand decision records to the server over mutual TLS.
+    let a = start_as("example.org", |_| {}).await;
+    let base = a
+        .server
+        .authorization_server
+        .settings
+        .mtls_base
+        .clone()
+        .unwrap();
+    let url = format!("{base}/audit/v1/records");
+    let (gw, _) = a.mtls_client(&id("spiffe://example.org/gateway/g1")).await;
+    let record = json!({"time_ms": 1, "kind": "decision", "source": "spiffe://example.org/forged",
+        "agent": "spiffe://example.org/agent/a", "resource": "weather", "action": "call",
+        "decision": "allow", "policy_version": 1});
+    let r = gw
+        .post(&url)
+        .json(&json!([record, record]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["first"].as_u64(), v["count"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let admin = aims_server::admin::client::AdminClient::new(&a.server.admin_socket);
+    let entries = admin.audit_records(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    // The source is who authenticated, not what the record claimed.
+    assert_eq!(entries[1].record.source, "spiffe://example.org/gateway/g1");
+    assert_eq!(entries[1].idx, 1);
+    // No SVID, nothing, junk.
+    let r = a
+        .http
+        .post(&url)
+        .json(&json!([record]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        gw.post(&url)
+            .json(&json!([]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(gw.post(&url).body("[{").send().await.unwrap().status(), 400);
+    assert_eq!(admin.audit_records(0, 10).await.unwrap().len(), 2);
+}
+
 async fn json_of(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }

@@ -46,7 +46,24 @@ fn claims(jwt: &str) -> Value {
 
 impl Stack {
     fn start() -> Self {
-        let aims = Aims::start("up", &["--register-self"]);
+        Self::with(Aims::start("up", &["--register-self"]))
+    }
+
+    /// `aims up` with `config` as its configuration file.
+    fn start_with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aims.toml");
+        std::fs::write(&file, config).unwrap();
+        let data = dir.path().join("data");
+        Self::with(Aims::start_in(
+            dir,
+            data,
+            "up",
+            &["--register-self", "--config", file.to_str().unwrap()],
+        ))
+    }
+
+    fn with(aims: Aims) -> Self {
         let ca = std::fs::read(aims.up["server"]["web_ca_file"].as_str().unwrap()).unwrap();
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -170,6 +187,20 @@ impl Stack {
             ],
             Some(message.to_string().into_bytes()),
         )
+    }
+
+    /// Puts the default policy plus `extra` in force (as the next version).
+    fn apply_policy(&self, name: &str, extra: &str) {
+        let file = self.aims.dir.path().join(name);
+        std::fs::write(
+            &file,
+            format!(
+                "{}\n{extra}\n",
+                include_str!("../../aims-policy/cedar/default.cedar")
+            ),
+        )
+        .unwrap();
+        assert_ok(&self.aims.cli(&["policy", "apply", file.to_str().unwrap()]));
     }
 
     /// The audit log once it holds a record `wanted` accepts (the gateway appends
@@ -488,16 +519,10 @@ fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
             .success()
     );
     // A new version reads the tool's arguments; the gateway follows it.
-    let good = s.aims.dir.path().join("good.cedar");
-    std::fs::write(
-        &good,
-        format!(
-            "{}\n@id(\"no-etc\")\nforbid(principal, action == Aims::Action::\"call_tool\", resource)\nwhen {{ resource.hasTag(\"path\") && resource.getTag(\"path\") like \"/etc/*\" }};\n",
-            include_str!("../../aims-policy/cedar/default.cedar")
-        ),
-    )
-    .unwrap();
-    assert_ok(&s.aims.cli(&["policy", "apply", good.to_str().unwrap()]));
+    s.apply_policy(
+        "good.cedar",
+        "@id(\"no-etc\")\nforbid(principal, action == Aims::Action::\"call_tool\", resource)\nwhen { resource.hasTag(\"path\") && resource.getTag(\"path\") like \"/etc/*\" };",
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, _, _) = call("read_file", json!({"path": "/etc/passwd"}));
@@ -520,4 +545,208 @@ fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
     s.audit_until(|r| {
         r["decision"] == "deny" && r["reason"] == "no-etc" && r["policy_version"] == 2
     });
+}
+
+#[test]
+fn a_standalone_gateway_takes_its_identity_from_the_workload_api() {
+    use std::os::unix::fs::MetadataExt as _;
+    let s = Stack::start();
+    let gw_id = "spiffe://aims.local/gateway/standalone";
+    // The gateway's entry: this user's `aims` executable, and nothing else of the user.
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let exe = std::fs::canonicalize(common::aims_bin()).unwrap();
+    assert_ok(&s.aims.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        gw_id,
+        "--parent-id",
+        "spiffe://aims.local/aims/agent/local",
+        "-s",
+        &format!("unix:uid:{uid}"),
+        "-s",
+        &format!("unix:path:{}", exe.display()),
+    ]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("https://127.0.0.1:{port}");
+    let tls = s.aims.data_dir.join("tls");
+    let config = s.aims.dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"trust_domain = "aims.local"
+
+[gateway]
+listen = "127.0.0.1:{port}"
+public_url = "{public}"
+issuer = "{issuer}"
+server_ca_file = "{ca}"
+workload_socket = "unix://{socket}"
+spiffe_id = "{gw_id}"
+audit = "sync"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+
+[[gateway.route]]
+name = "weather-standalone"
+path_prefix = "/w"
+upstream = "{tool}"
+strip_prefix = true
+required_scopes = ["weather.read"]
+"#,
+            issuer = s.issuer,
+            ca = s.aims.web_ca().display(),
+            socket = s.aims.workload_socket().display(),
+            cert = tls.join("web-server.pem").display(),
+            key = tls.join("web-server.key").display(),
+            tool = s.aims.up["gateway"]["demo_tool"].as_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::aims_bin());
+    cmd.arg("gateway").arg("--config").arg(&config);
+    let mut gw = common::Proc::spawn("aims gateway", cmd, s.aims.dir.path().join("gateway.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gw.logs().contains("AIMS gateway started") {
+        gw.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not start:\n{}",
+            gw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = s.token(&format!("{public}/w"), "weather.read");
+    let body: Value = s.rt.block_on(async {
+        s.http
+            .get(format!("{public}/w/weather?city=Oslo"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body["city"], "Oslo", "{body}\n{}", gw.logs());
+    let txn = claims(body["received"]["txn_token"].as_str().unwrap());
+    assert_eq!(txn["req_wl"], gw_id);
+    // Sync mode: the record was durable before the response.
+    let out = assert_ok(&s.aims.cli(&["audit", "list", "--output", "json"]));
+    assert!(
+        out.lines().any(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            e["record"]["source"] == gw_id && e["record"]["correlation_id"] == txn["txn"]
+        }),
+        "{out}"
+    );
+    gw.stop();
+}
+
+#[test]
+fn an_agent_authenticated_by_its_x509_svid_alone_is_decided_by_its_spiffe_id() {
+    let s = Stack::start();
+    // The test's own X509-SVID, from the Workload API.
+    let out = s.aims.dir.path().join("svid");
+    let socket = format!("unix://{}", s.aims.workload_socket().display());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !common::run(&[
+        "api",
+        "fetch",
+        "x509",
+        "--socket",
+        &socket,
+        "--write",
+        out.to_str().unwrap(),
+    ])
+    .status
+    .success()
+    {
+        assert!(Instant::now() < deadline, "no X509-SVID");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut pem = std::fs::read(out.join("svid.0.pem")).unwrap();
+    pem.extend(std::fs::read(out.join("svid.0.key")).unwrap());
+    let ca = std::fs::read(s.aims.web_ca()).unwrap();
+    let mtls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let get = || {
+        s.rt.block_on(async {
+            let r = mtls
+                .get(format!("{}/weather?city=Rome", s.gateway))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    // Authenticated (403, not 401) but without a token there are no scopes: the default policy
+    // refuses, and the record names the agent.
+    assert_eq!(get().0, 403);
+    let records = s.audit_until(|r| r["decision"] == "deny" && r["resource"] == "weather");
+    let agent = records
+        .iter()
+        .find(|e| e["record"]["decision"] == "deny")
+        .unwrap()["record"]["agent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(agent.starts_with("spiffe://aims.local/user/"), "{agent}");
+    // A policy that allows this agent by its SPIFFE ID.
+    s.apply_policy(
+        "mtls.cedar",
+        &format!("@id(\"svid-callers\")\npermit(principal == Aims::Agent::\"{agent}\", action == Aims::Action::\"call\", resource == Aims::Tool::\"weather\");"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = get();
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body["received"]["agent"], agent.as_str());
+    // No access token: nothing to exchange for a transaction token, and nothing leaks.
+    assert!(body["received"]["txn_token"].is_null());
+    assert!(body["received"]["authorization"].is_null());
+}
+
+#[test]
+fn opaque_tokens_are_introspected_and_sync_audit_records_are_durable_before_the_response() {
+    let s = Stack::start_with_config(
+        "[server.oauth]\ntoken_format = \"opaque\"\n\n[gateway]\naudit = \"sync\"\n",
+    );
+    let resource = route(&s.aims, "weather")["resource"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = s.token(&resource, "weather.read");
+    assert_eq!(
+        token.matches('.').count(),
+        0,
+        "not an opaque token: {token}"
+    );
+    let (status, _, body) = s.get("/weather", &token);
+    assert_eq!(status, 200, "{body}");
+    let txn = claims(body["received"]["txn_token"].as_str().unwrap());
+    // Sync mode: no waiting for the record.
+    let out = assert_ok(&s.aims.cli(&["audit", "list", "--output", "json"]));
+    assert!(out.contains(txn["txn"].as_str().unwrap()), "{out}");
+    // An opaque token for another resource is refused too.
+    let other = s.token(
+        route(&s.aims, "demo-mcp")["resource"].as_str().unwrap(),
+        "mcp",
+    );
+    assert_eq!(s.get("/weather", &other).0, 401);
 }

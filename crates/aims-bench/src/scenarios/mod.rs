@@ -3,6 +3,7 @@
 pub mod authn;
 mod baseline;
 pub mod credentials;
+pub mod gateway;
 pub mod oauth;
 mod process;
 pub mod workload;

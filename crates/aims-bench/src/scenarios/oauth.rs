@@ -31,8 +31,8 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 
 use super::baseline::RawEs256;
-use super::process::{Proc, start_server};
-use crate::load::{BodyFn, LoadResult, Pace, Target, fetch, run};
+use super::process::{Proc, https_target, median_run, pin_self, start_server};
+use crate::load::{BodyFn, Pace, Target, fetch, run};
 use crate::measure::{Measurement, Timing, run_interleaved};
 use crate::report::{Row, ScenarioReport};
 
@@ -48,25 +48,8 @@ const OPEN_RATE: f64 = 4_000.0;
 /// Load on each server before the measured runs.
 const WARMUP: Duration = Duration::from_secs(3);
 
-/// Pins every thread of this process to `cpu`.
-fn pin_self(cpu: u32) -> anyhow::Result<()> {
-    let ok = Command::new("taskset")
-        .args([
-            "-a",
-            "-p",
-            "-c",
-            &cpu.to_string(),
-            &std::process::id().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .context("taskset (util-linux) is needed to pin the load generator")?
-        .success();
-    anyhow::ensure!(ok, "taskset failed");
-    Ok(())
-}
-
-fn form(pairs: &[(&str, &str)]) -> anyhow::Result<Bytes> {
+/// A form body.
+pub(crate) fn form(pairs: &[(&str, &str)]) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(serde_urlencoded::to_string(pairs)?))
 }
 
@@ -95,7 +78,8 @@ fn private_key_jwt(
     })
 }
 
-fn fixed(body: Bytes) -> BodyFn {
+/// The same body every time.
+pub(crate) fn fixed(body: Bytes) -> BodyFn {
     Arc::new(move |_| Ok(body.clone()))
 }
 
@@ -143,58 +127,6 @@ fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
     start_server(dir, TD, Some(&config), Some("1"))
 }
 
-fn https_target(issuer: &str, ca_file: &Path) -> anyhow::Result<Target> {
-    let url = socket_of(issuer)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in aims_credentials::bundle::certs_from_pem(&std::fs::read_to_string(ca_file)?)? {
-        roots.add(cert)?;
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Target {
-        addr: url.1,
-        tls: Some((Arc::new(config), url.0.try_into()?)),
-        path: "/oauth2/token".into(),
-    })
-}
-
-/// `https://host:port` → (host, socket address).
-fn socket_of(base: &str) -> anyhow::Result<(String, std::net::SocketAddr)> {
-    let hostport = base
-        .strip_prefix("https://")
-        .context("issuer is not https")?
-        .trim_end_matches('/');
-    let addr: std::net::SocketAddr = hostport.parse().context("issuer is not host:port")?;
-    Ok((addr.ip().to_string(), addr))
-}
-
-/// One load run per repetition; the repetition with the median throughput.
-async fn median_run(
-    timing: Timing,
-    target: &Target,
-    conns: usize,
-    pace: Pace,
-    body: &BodyFn,
-    counter: &Arc<AtomicU64>,
-) -> anyhow::Result<LoadResult> {
-    let mut runs = Vec::new();
-    for rep in 0..timing.reps.max(1) {
-        let warm = if rep == 0 {
-            timing.warmup
-        } else {
-            Duration::from_millis(200)
-        };
-        let r = run(target, conns, pace, warm, timing.measure, body, counter).await?;
-        if r.errors > 0 {
-            bail!("{} answers were not 200 at {conns} connections", r.errors);
-        }
-        runs.push(r);
-    }
-    runs.sort_by(|a, b| a.m.ops_per_sec.total_cmp(&b.m.ops_per_sec));
-    Ok(runs.swap_remove(runs.len() / 2))
-}
-
 /// Runs the scenario.
 pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     pin_self(0)?;
@@ -230,13 +162,9 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
             .as_str()
             .context("no web_ca_file in up.json")?,
     );
-    let aims = https_target(&issuer, &ca)?;
+    let aims = https_target(&issuer, &ca, "/oauth2/token")?;
     let node_issuer = format!("http://127.0.0.1:{node_port}");
-    let node = Target {
-        addr: format!("127.0.0.1:{node_port}").parse()?,
-        tls: None,
-        path: "/token".into(),
-    };
+    let node = Target::post(format!("127.0.0.1:{node_port}").parse()?, None, "/token");
     let admin = AdminClient::new(
         up["admin_socket"]
             .as_str()

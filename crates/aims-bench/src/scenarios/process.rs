@@ -3,7 +3,12 @@
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+use crate::load::{BodyFn, LoadResult, Pace, Target, run};
+use crate::measure::Timing;
 
 use anyhow::{Context as _, bail};
 
@@ -60,7 +65,18 @@ pub fn start_server(
     config: Option<&Path>,
     cpus: Option<&str>,
 ) -> anyhow::Result<(Proc, serde_json::Value)> {
-    let data = dir.join("server");
+    start_aims(dir, "server", td, config, cpus)
+}
+
+/// `aims <subcommand>` (`server` or `up`) as [`start_server`] describes.
+pub fn start_aims(
+    dir: &Path,
+    subcommand: &str,
+    td: &str,
+    config: Option<&Path>,
+    cpus: Option<&str>,
+) -> anyhow::Result<(Proc, serde_json::Value)> {
+    let data = dir.join(subcommand);
     let mut cmd = match cpus {
         Some(c) => {
             let mut t = Command::new("taskset");
@@ -69,7 +85,10 @@ pub fn start_server(
         }
         None => Command::new(aims_bin()?),
     };
-    cmd.arg("server");
+    cmd.arg(subcommand);
+    if subcommand == "up" {
+        cmd.args(["--gateway-listen", "127.0.0.1:0"]);
+    }
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
@@ -80,10 +99,82 @@ pub fn start_server(
             .arg("--data-dir")
             .arg(&data)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log"))?)
+            .stderr(std::fs::File::create(
+                dir.join(format!("{subcommand}.log")),
+            )?)
             .spawn()?,
     );
     let up = data.join("up.json");
-    wait_for("aims server", Duration::from_secs(30), || up.exists())?;
+    wait_for(
+        &format!("aims {subcommand}"),
+        Duration::from_secs(30),
+        || up.exists(),
+    )?;
     Ok((proc, serde_json::from_slice(&std::fs::read(&up)?)?))
+}
+
+/// Pins every thread of this process to `cpu`.
+pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
+    let ok = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("taskset (util-linux) is needed to pin the load generator")?
+        .success();
+    anyhow::ensure!(ok, "taskset failed");
+    Ok(())
+}
+
+/// Form POSTs to `path` of the HTTPS server at `base` (`https://IP:PORT`), trusting `ca_file`.
+pub fn https_target(base: &str, ca_file: &Path, path: &str) -> anyhow::Result<Target> {
+    let hostport = base
+        .strip_prefix("https://")
+        .context("not an https URL")?
+        .trim_end_matches('/');
+    let addr: std::net::SocketAddr = hostport.parse().context("not https://IP:PORT")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in aims_credentials::bundle::certs_from_pem(&std::fs::read_to_string(ca_file)?)? {
+        roots.add(cert)?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Target::post(
+        addr,
+        Some((Arc::new(config), addr.ip().into())),
+        path,
+    ))
+}
+
+/// One load run per repetition; the repetition with the median throughput. Any answer other
+/// than 200 fails the run.
+pub async fn median_run(
+    timing: Timing,
+    target: &Target,
+    conns: usize,
+    pace: Pace,
+    body: &BodyFn,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<LoadResult> {
+    let mut runs = Vec::new();
+    for rep in 0..timing.reps.max(1) {
+        let warm = if rep == 0 {
+            timing.warmup
+        } else {
+            Duration::from_millis(200)
+        };
+        let r = run(target, conns, pace, warm, timing.measure, body, counter).await?;
+        if r.errors > 0 {
+            anyhow::bail!("{} answers were not 200 at {conns} connections", r.errors);
+        }
+        runs.push(r);
+    }
+    runs.sort_by(|a, b| a.m.ops_per_sec.total_cmp(&b.m.ops_per_sec));
+    Ok(runs.swap_remove(runs.len() / 2))
 }

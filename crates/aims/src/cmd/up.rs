@@ -118,8 +118,11 @@ async fn start_gateway(
     }
     let mut demo = None;
     if file.gateway.demo_tool.unwrap_or(settings.routes.is_empty()) {
-        let (addr, _task) =
-            aims_gateway::demo_tool::serve("127.0.0.1:0".parse()?, shutdown.clone()).await?;
+        let listen = file
+            .gateway
+            .demo_tool_listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (addr, _task) = aims_gateway::demo_tool::serve(listen, shutdown.clone()).await?;
         let upstream = format!("http://{addr}");
         settings
             .routes

@@ -65,8 +65,12 @@ pub struct GatewaySection {
     pub token_recheck: Option<HumanDuration>,
     /// How often the policy version is checked [default: 500ms].
     pub policy_poll: Option<HumanDuration>,
+    /// How long a decision is reused for an identical request [default: 1s; 0 disables].
+    pub decision_ttl: Option<HumanDuration>,
     /// `aims up`: run the built-in demo tool behind the gateway [default: when no routes].
     pub demo_tool: Option<bool>,
+    /// `aims up`: where the demo tool listens (plain HTTP) [default: a free loopback port].
+    pub demo_tool_listen: Option<SocketAddr>,
     /// The routes.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
@@ -154,6 +158,9 @@ impl GatewaySection {
         }
         if let Some(d) = self.policy_poll {
             s.policy_poll = d.0;
+        }
+        if let Some(d) = self.decision_ttl {
+            s.decision_ttl = d.0;
         }
         s.routes = self.routes.iter().map(RouteSection::to_route).collect();
         Ok(s)
