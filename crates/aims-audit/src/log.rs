@@ -55,6 +55,7 @@ struct Pending {
 /// The audit log.
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -64,12 +65,18 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer over `store`. It stops when the last handle is dropped, after
-    /// committing what was handed to it.
+    /// Starts the writer over `store`. It stops at [`AuditLog::close`] (or when the last handle
+    /// is dropped), after committing what was handed to it.
     pub fn start(store: Store) -> (Arc<Self>, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(write_loop(store, rx));
-        (Arc::new(Self { queue }), writer)
+        let (closing, closed) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(write_loop(store, rx, closed));
+        (Arc::new(Self { queue, closing }), writer)
+    }
+
+    /// Stops the writer once what is queued is committed; later appends fail with `Closed`.
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
     }
 
     /// Appends `records` (in this order, contiguous) and returns once they are durable.
@@ -94,8 +101,24 @@ impl AuditLog {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
+async fn write_loop(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            next = rx.recv() => next,
+            changed = closed.changed() => {
+                // Closing (or the log dropped): take nothing new, commit what is queued, stop.
+                if changed.is_err() || *closed.borrow() {
+                    rx.close();
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         // Group commit: everything that queued while the last commit ran goes in this one.
         let mut batch = vec![first];
         let mut count = batch[0].rows.len();

@@ -61,3 +61,30 @@ async fn concurrent_appends_are_durable_contiguous_and_hashed() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn closing_commits_what_was_queued_and_refuses_the_rest() {
+    let dbs = fresh_stores().await;
+    let db = dbs.into_iter().next().unwrap();
+    let (log, writer) = AuditLog::start(db.store.clone());
+    let appends: Vec<_> = (0..20)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(&[record(i)]).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for a in appends {
+        ok += usize::from(a.await.unwrap().is_ok());
+    }
+    log.close();
+    writer.await.unwrap();
+    assert!(matches!(
+        log.append(&[record(99)]).await,
+        Err(aims_audit::AppendError::Closed)
+    ));
+    // Every acknowledged record is there, and nothing else.
+    assert_eq!(db.store.audit_len().await.unwrap(), ok as u64);
+    assert_eq!(ok, 20);
+    db.cleanup().await;
+}

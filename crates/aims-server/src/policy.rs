@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aims_audit::{AuditLog, AuditRecord, Outcome, RecordKind};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{SharedClock, TrustDomain};
 use aims_oauth::policy::{AccessRequest, Decision, DenyKind, PolicyDecisionPoint};
 use aims_policy::authzen;
 use aims_policy::{
     Action, CompiledPolicy, DEFAULT_POLICY, Detail, Facts, Pdp, PolicyDiff, PolicyDocument,
-    Principal, Query, Target,
+    Principal, Query, Target, Verdict,
 };
 use aims_store::{PolicyVersionRow, Store, StoreError};
 use axum::extract::{DefaultBodyLimit, State};
@@ -195,16 +196,57 @@ impl PolicyService {
 }
 
 /// The authorization server's policy trait, served by the Cedar PDP: each audience of a token
-/// is a `Resource`, and every one must be permitted (`obtain_token`).
+/// is a `Resource`, and every one must be permitted (`obtain_token`). Every decision is
+/// recorded in the audit log with its policy version before the grant goes on (AIMS MO-8).
 pub struct TokenPolicy {
     pdp: Arc<Pdp>,
+    audit: Arc<AuditLog>,
+    source: String,
     clock: SharedClock,
 }
 
 impl TokenPolicy {
-    /// Decides grants with `pdp`.
-    pub fn new(pdp: Arc<Pdp>, clock: SharedClock) -> Self {
-        Self { pdp, clock }
+    /// Decides grants with `pdp` and records them in `audit` as `source` (the server).
+    pub fn new(pdp: Arc<Pdp>, audit: Arc<AuditLog>, source: String, clock: SharedClock) -> Self {
+        Self {
+            pdp,
+            audit,
+            source,
+            clock,
+        }
+    }
+
+    fn record(
+        &self,
+        r: &AccessRequest,
+        audience: &str,
+        facts: &Facts,
+        verdict: &Verdict,
+    ) -> AuditRecord {
+        let now_ms = self
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let mut rec = AuditRecord::new(RecordKind::Decision, Action::ObtainToken.as_str(), now_ms);
+        rec.source = self.source.clone();
+        rec.agent = Some(r.client_id.clone());
+        rec.delegated_subject = facts.delegated_subject.clone();
+        rec.chain = facts.chain.clone();
+        rec.resource = Some(audience.to_owned());
+        rec.decision = Some(if verdict.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        });
+        rec.reason = Some(if verdict.errors.is_empty() {
+            verdict.policies.join(",")
+        } else {
+            verdict.errors.join("; ")
+        });
+        rec.policy_version = Some(verdict.policy_version);
+        rec
     }
 }
 
@@ -244,6 +286,18 @@ impl PolicyDecisionPoint for TokenPolicy {
                 facts: facts.clone(),
             });
             tracing::debug!(client = %r.client_id, audience, allowed = verdict.allowed, policy_version = verdict.policy_version, policies = ?verdict.policies, "token policy decision");
+            if let Err(e) = self
+                .audit
+                .append(&[self.record(r, audience, &facts, &verdict)])
+                .await
+            {
+                // Fail closed: a decision that cannot be recorded issues nothing.
+                tracing::error!(error = %e, "token decision not recorded; refusing the grant");
+                return Decision::Deny(
+                    DenyKind::Client,
+                    "the decision could not be recorded; try again".into(),
+                );
+            }
             if !verdict.allowed {
                 let why = if verdict.policies.is_empty() {
                     "no policy permits it".to_owned()

@@ -82,8 +82,8 @@ impl RunningServer {
         for t in self.tasks {
             let _ = t.await;
         }
-        // The writer commits what it was handed and ends with the last handle.
-        drop(self.audit);
+        // The writer commits what it was handed, then ends.
+        self.audit.close();
         let _ = self.audit_writer.await;
         self.issuer.store().close().await;
         let _ = std::fs::remove_file(&self.admin_socket);
@@ -224,6 +224,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             issuer.store().clone(),
             Arc::new(TokenPolicy::new(
                 policy.pdp().clone(),
+                audit.clone(),
+                crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
                 settings.clock.clone(),
             )),
             settings.clock.clone(),

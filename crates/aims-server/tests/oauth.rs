@@ -1329,6 +1329,35 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
     );
     assert_eq!(history[1].author, "test");
     assert_eq!(admin.policy_version(2).await.unwrap().text, NO_ADMIN_POLICY);
+    // Every token decision is in the audit log with the version that made it (AIMS MO-8).
+    let records: Vec<_> = admin
+        .audit_records(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record)
+        .collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| r.action == "obtain_token" && r.source == "spiffe://example.org/aims/server")
+    );
+    let denied = records
+        .iter()
+        .find(|r| r.decision == Some(aims_audit::Outcome::Deny) && r.policy_version == Some(2))
+        .unwrap();
+    assert_eq!(
+        denied.agent.as_deref(),
+        Some("spiffe://example.org/agent/a")
+    );
+    assert_eq!(denied.reason.as_deref(), Some("no-admin-for-agents"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.decision == Some(aims_audit::Outcome::Allow)
+                && r.policy_version == Some(1)
+                && r.resource.as_deref() == Some(RESOURCE))
+    );
 }
 
 #[tokio::test]
