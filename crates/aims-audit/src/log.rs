@@ -15,6 +15,9 @@ use crate::record::AuditRecord;
 const QUEUE: usize = 4096;
 /// Records committed in one transaction, at most.
 const MAX_BATCH: usize = 8192;
+/// How long records submitted without a waiter may gather before their commit (a waiter's
+/// arrival commits at once).
+const SUBMIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Why an append failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,7 +52,8 @@ pub fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
 
 struct Pending {
     rows: Vec<(String, String)>,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    /// Who waits for the commit (`None`: submitted without waiting).
+    reply: Option<oneshot::Sender<Result<Appended, AppendError>>>,
 }
 
 /// The audit log.
@@ -81,6 +85,22 @@ impl AuditLog {
 
     /// Appends `records` (in this order, contiguous) and returns once they are durable.
     pub async fn append(&self, records: &[AuditRecord]) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(records, Some(reply)).await?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Hands `records` to the writer without waiting for their commit (the next group commit
+    /// takes them); waits only while the queue is full, so nothing is dropped.
+    pub async fn submit(&self, records: &[AuditRecord]) -> Result<(), AppendError> {
+        self.enqueue(records, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        records: &[AuditRecord],
+        reply: Option<oneshot::Sender<Result<Appended, AppendError>>>,
+    ) -> Result<(), AppendError> {
         let rows = records
             .iter()
             .map(|r| {
@@ -92,12 +112,10 @@ impl AuditLog {
                 Ok((hash, text))
             })
             .collect::<Result<Vec<_>, AppendError>>()?;
-        let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { rows, reply })
             .await
-            .map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+            .map_err(|_| AppendError::Closed)
     }
 }
 
@@ -131,6 +149,18 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        // Nobody waits for this batch: let more gather for a few milliseconds, so a busy
+        // submitter (the AS, an async gateway) pays one fsync per many records.
+        let deadline = tokio::time::Instant::now() + SUBMIT_FLUSH;
+        while count < MAX_BATCH && batch.iter().all(|p| p.reply.is_none()) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => {
+                    count += p.rows.len();
+                    batch.push(p);
+                }
+                _ => break,
+            }
+        }
         let mut rows = Vec::with_capacity(count);
         let mut waiters = Vec::with_capacity(batch.len());
         for p in batch {
@@ -145,16 +175,20 @@ async fn write_loop(
             Ok(first_index) => {
                 let mut at = first_index;
                 for (n, reply) in waiters {
-                    let _ = reply.send(Ok(Appended {
-                        indexes: at..at + n,
-                    }));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(Appended {
+                            indexes: at..at + n,
+                        }));
+                    }
                     at += n;
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, records = rows.len(), "audit append failed");
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(AppendError::Store(e.to_string())));
+                for (_, reply) in waiters.into_iter() {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(AppendError::Store(e.to_string())));
+                    }
                 }
             }
         }

@@ -1329,14 +1329,25 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
     );
     assert_eq!(history[1].author, "test");
     assert_eq!(admin.policy_version(2).await.unwrap().text, NO_ADMIN_POLICY);
-    // Every token decision is in the audit log with the version that made it (AIMS MO-8).
-    let records: Vec<_> = admin
-        .audit_records(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.record)
-        .collect();
+    // Every token decision is in the audit log with the version that made it (AIMS MO-8); the
+    // AS submits without waiting, so the last ones land with the next group commit.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = admin
+            .audit_records(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record)
+            .collect();
+        if records
+            .iter()
+            .any(|r| r.policy_version == Some(2) && r.decision == Some(aims_audit::Outcome::Allow))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         records
             .iter()
