@@ -140,6 +140,7 @@ pub fn routes(upstream: &str) -> Vec<crate::Route> {
             required_scopes: scopes(&["weather.read"]),
             tool_scopes: Default::default(),
             transaction_tokens: true,
+            exchange_audience: None,
         },
         crate::Route {
             name: "demo-mcp".into(),
@@ -156,6 +157,7 @@ pub fn routes(upstream: &str) -> Vec<crate::Route> {
             .into_iter()
             .collect(),
             transaction_tokens: true,
+            exchange_audience: None,
         },
     ]
 }

@@ -628,14 +628,45 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
         }
         .into_response();
     }
-    forward(&gw, route, req, txn.as_deref(), mcp.as_ref(), &query).await
+    // An upstream that takes OAuth tokens gets one for itself, never the caller's.
+    let exchanged = match (&route.route.exchange_audience, &caller.token) {
+        (Some(audience), Some((token, claims))) => match gw
+            .server
+            .exchange(token, audience, claims.scope.as_deref().unwrap_or_default())
+            .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "token exchange failed; refusing to forward");
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "temporarily_unavailable", "error_description": "no token for the upstream could be obtained"}),
+                );
+            }
+        },
+        _ => None,
+    };
+    let upstream_tokens = UpstreamTokens {
+        txn: txn.as_deref(),
+        bearer: exchanged.as_deref(),
+    };
+    forward(&gw, route, req, upstream_tokens, mcp.as_ref(), &query).await
+}
+
+/// What the upstream receives instead of the caller's credentials.
+#[derive(Clone, Copy)]
+struct UpstreamTokens<'a> {
+    /// A transaction token (`Txn-Token`).
+    txn: Option<&'a str>,
+    /// A token exchanged for the upstream (`Authorization: Bearer`).
+    bearer: Option<&'a str>,
 }
 
 async fn forward(
     gw: &Gateway,
     route: &CompiledRoute,
     req: Request<Body>,
-    txn: Option<&str>,
+    tokens: UpstreamTokens<'_>,
     mcp: Option<&McpRequest>,
     query: &Query,
 ) -> Response<Body> {
@@ -663,8 +694,14 @@ async fn forward(
     }
     // The upstream sees the caller through the gateway: a transaction token, never the
     // caller's access token (MCP: no token passthrough).
-    if let Some(v) = txn.and_then(|t| HeaderValue::from_str(t).ok()) {
+    if let Some(v) = tokens.txn.and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert(HeaderName::from_static(TXN_TOKEN_HEADER), v);
+    }
+    if let Some(v) = tokens
+        .bearer
+        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        headers.insert(header::AUTHORIZATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(query.principal.id()) {
         headers.insert(HeaderName::from_static("x-aims-agent"), v);

@@ -277,6 +277,46 @@ impl ServerClient {
         Ok((token.to_owned(), txn))
     }
 
+    /// RFC 8693: `access_token` exchanged for a token for `audience`, with the gateway as the
+    /// actor (`act`), for an upstream that takes OAuth tokens rather than transaction tokens.
+    pub async fn exchange(
+        &self,
+        access_token: &str,
+        audience: &str,
+        scope: &str,
+    ) -> Result<String, GatewayError> {
+        let client_id = self.client_id()?;
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("client_id", client_id.as_str()),
+            ("subject_token", access_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("resource", audience),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        let resp = self
+            .http
+            .post(&self.token_endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| err("token exchange", e))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| err("token exchange", e))?;
+        if !status.is_success() {
+            return Err(GatewayError::Server(format!(
+                "token exchange refused ({status}): {} {}",
+                v["error"], v["error_description"]
+            )));
+        }
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| GatewayError::Server("token exchange response without a token".into()))
+    }
+
     /// The policy in force, unless it is still `known` (HTTP 304).
     pub async fn current_policy(
         &self,

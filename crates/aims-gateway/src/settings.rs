@@ -65,6 +65,9 @@ pub struct Route {
     pub tool_scopes: BTreeMap<String, Vec<String>>,
     /// Attach a transaction token minted for each allowed request.
     pub transaction_tokens: bool,
+    /// Forward `Authorization: Bearer` with the caller's token exchanged (RFC 8693, the gateway
+    /// as actor) for this audience, for upstreams that take OAuth tokens.
+    pub exchange_audience: Option<String>,
 }
 
 /// The gateway's settings.

@@ -750,3 +750,47 @@ fn opaque_tokens_are_introspected_and_sync_audit_records_are_durable_before_the_
     );
     assert_eq!(s.get("/weather", &other).0, 401);
 }
+
+#[test]
+fn an_upstream_that_takes_oauth_tokens_gets_one_exchanged_for_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Stack::start_with_config(&format!(
+        r#"[gateway]
+demo_tool = true
+demo_tool_listen = "127.0.0.1:{port}"
+
+[[gateway.route]]
+name = "weather-oauth"
+path_prefix = "/wx"
+upstream = "http://127.0.0.1:{port}"
+strip_prefix = true
+required_scopes = ["weather.read"]
+transaction_tokens = false
+exchange_audience = "https://weather.internal"
+"#
+    ));
+    let resource = route(&s.aims, "weather-oauth")["resource"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = s.token(&resource, "weather.read");
+    let (status, _, body) = s.get("/wx/weather", &token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["received"]["txn_token"].is_null());
+    let forwarded = body["received"]["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert_ne!(forwarded, token);
+    // RFC 8693: a token for the upstream, for the same agent, with the gateway as actor.
+    let c = claims(forwarded);
+    assert_eq!(c["aud"], "https://weather.internal");
+    assert_eq!(c["sub"], claims(&token)["sub"]);
+    assert_eq!(c["act"]["sub"], "spiffe://aims.local/aims/gateway");
+    assert_eq!(c["scope"], "weather.read");
+}

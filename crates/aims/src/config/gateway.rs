@@ -102,6 +102,8 @@ pub struct RouteSection {
     pub tool_scopes: BTreeMap<String, Vec<String>>,
     /// Attach a transaction token [default: true].
     pub transaction_tokens: Option<bool>,
+    /// Forward a token exchanged for this audience (the upstream takes OAuth tokens).
+    pub exchange_audience: Option<String>,
 }
 
 impl RouteSection {
@@ -120,6 +122,7 @@ impl RouteSection {
             required_scopes: self.required_scopes.clone(),
             tool_scopes: self.tool_scopes.clone(),
             transaction_tokens: self.transaction_tokens.unwrap_or(true),
+            exchange_audience: self.exchange_audience.clone(),
         }
     }
 }
