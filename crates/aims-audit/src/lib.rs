@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod log;
+pub mod merkle;
 mod record;
 
 pub use log::{AppendError, Appended, AuditLog, leaf_hash};
