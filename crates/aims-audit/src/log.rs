@@ -167,10 +167,7 @@ async fn write_loop(
             waiters.push((p.rows.len() as u64, p.reply));
             rows.extend(p.rows);
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
         match store.append_audit(&rows, now_ms).await {
             Ok(first_index) => {
                 let mut at = first_index;

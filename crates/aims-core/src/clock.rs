@@ -23,6 +23,14 @@ pub trait Clock: Send + Sync + fmt::Debug {
 /// A shared, dynamically dispatched clock, as components hold it.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Milliseconds since the Unix epoch; times before the epoch are negative.
+pub fn unix_millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
 /// Whole seconds since the Unix epoch; times before the epoch are negative.
 pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {

@@ -78,7 +78,8 @@ async fn flush_loop(server: Arc<ServerClient>, mut rx: mpsc::Receiver<Item>) {
                 Err(_) => break,
             }
         }
-        let records: Vec<AuditRecord> = batch.iter().map(|i| i.record.clone()).collect();
+        let (records, acks): (Vec<AuditRecord>, Vec<_>) =
+            batch.into_iter().map(|i| (i.record, i.ack)).unzip();
         let mut backoff = Duration::from_millis(50);
         loop {
             match server.append_audit(&records).await {
@@ -90,10 +91,8 @@ async fn flush_loop(server: Arc<ServerClient>, mut rx: mpsc::Receiver<Item>) {
                 }
             }
         }
-        for item in batch {
-            if let Some(ack) = item.ack {
-                let _ = ack.send(());
-            }
+        for ack in acks.into_iter().flatten() {
+            let _ = ack.send(());
         }
     }
 }

@@ -2,24 +2,15 @@
 //! call, and a Cedar decision costs more than a lookup. An entry is only used at the policy
 //! version that made it, and every revocation signal empties the cache (AIMS MO-5).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use aims_policy::{Principal, Query, Target, Verdict};
 
-struct Entry {
-    verdict: Arc<Verdict>,
-    made: Instant,
-}
+use crate::recent::RecentCache;
 
-/// The cache.
-pub struct DecisionCache {
-    entries: Mutex<HashMap<String, Entry>>,
-    capacity: usize,
-    ttl: Duration,
-}
+/// Decisions by [`key`].
+pub type DecisionCache = RecentCache<String, Arc<Verdict>>;
 
 /// Everything a decision depends on except the time, as one string (`\x1f`-separated, each
 /// part length-prefixed so no two requests share a key).
@@ -88,66 +79,13 @@ pub fn key(query: &Query, policy_version: u64) -> String {
     k
 }
 
-impl DecisionCache {
-    /// A cache of at most `capacity` decisions, each used for `ttl`.
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-            ttl,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A decision made for `key` less than `ttl` ago.
-    pub fn get(&self, key: &str) -> Option<Arc<Verdict>> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self.lock();
-        let e = entries.get(key)?;
-        (e.made.elapsed() < self.ttl).then(|| e.verdict.clone())
-    }
-
-    /// Remembers a decision. When full, stale entries go first, then everything.
-    pub fn put(&self, key: String, verdict: Arc<Verdict>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.made.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            key,
-            Entry {
-                verdict,
-                made: Instant::now(),
-            },
-        );
-    }
-
-    /// Forgets every decision.
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use aims_core::SpiffeId;
     use aims_policy::{Action, Facts};
+    use std::time::Duration;
 
     fn query(path: &str, args: serde_json::Value) -> Query {
         Query {
@@ -203,15 +141,15 @@ mod tests {
             errors: vec![],
         });
         let cache = DecisionCache::new(1, Duration::from_secs(60));
-        cache.put(key(&a, 1), verdict.clone());
+        cache.put(key(&a, 1), verdict.clone(), |_| false);
         assert!(cache.get(&key(&a, 1)).is_some());
         // Bounded: a second entry evicts.
-        cache.put(key(&scoped, 1), verdict.clone());
+        cache.put(key(&scoped, 1), verdict.clone(), |_| false);
         assert!(cache.get(&key(&a, 1)).is_none());
-        cache.clear();
+        cache.forget(|_| true);
         assert!(cache.get(&key(&scoped, 1)).is_none());
         let off = DecisionCache::new(10, Duration::ZERO);
-        off.put(key(&a, 1), verdict);
+        off.put(key(&a, 1), verdict, |_| false);
         assert!(off.get(&key(&a, 1)).is_none());
     }
 }

@@ -16,6 +16,7 @@ pub mod demo_tool;
 pub mod identity;
 pub mod mcp;
 pub mod proxy;
+pub mod recent;
 pub mod server_client;
 pub mod settings;
 pub mod token_cache;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use aims_audit::{AuditRecord, Outcome, RecordKind};
+use aims_audit::AuditRecord;
 use aims_authn::layer::{WorkloadAuthConfig, authenticate};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::SpiffeId;
@@ -69,6 +69,17 @@ pub struct CompiledRoute {
     pub metadata_url: String,
 }
 
+impl CompiledRoute {
+    /// The scopes a token needs for `tool` of this (MCP) route: its own, or the route's.
+    fn scopes_for(&self, tool: &str) -> Vec<String> {
+        self.route
+            .tool_scopes
+            .get(tool)
+            .cloned()
+            .unwrap_or_else(|| self.route.required_scopes.clone())
+    }
+}
+
 /// The gateway's shared state.
 pub struct Gateway {
     /// Routes, longest prefix first.
@@ -117,13 +128,6 @@ fn now_unix() -> i64 {
     aims_core::unix_seconds(std::time::SystemTime::now())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A quoted-string for a challenge parameter (RFC 9110 §5.6.4), without what would need
 /// escaping.
 fn quoted(s: &str) -> String {
@@ -167,7 +171,7 @@ impl Gateway {
     /// next request is checked with the AS and decided again. Returns how many tokens were
     /// dropped.
     pub fn revoke(&self, what: &Revoked) -> usize {
-        self.decisions.clear();
+        self.decisions.forget(|_| true);
         match what {
             Revoked::Token(jti) => self.tokens.forget(|c| &c.jti == jti),
             Revoked::Client(id) => self.tokens.forget(|c| &c.client_id == id),
@@ -185,7 +189,7 @@ impl Gateway {
             return v;
         }
         let verdict = Arc::new(self.pdp.decide(query));
-        self.decisions.put(key, verdict.clone());
+        self.decisions.put(key, verdict.clone(), |_| false);
         verdict
     }
 
@@ -250,7 +254,7 @@ impl Gateway {
             None => {
                 let claims = self.check_token(token, now).await?;
                 let claims = Arc::new(claims);
-                self.tokens.put(key, claims.clone(), now);
+                self.tokens.put(key, claims.clone(), |c| c.exp <= now);
                 claims
             }
         };
@@ -414,38 +418,6 @@ impl Gateway {
         }
         facts
     }
-
-    fn record(
-        &self,
-        query: &Query,
-        resource: String,
-        verdict: &Verdict,
-        correlation_id: &str,
-    ) -> AuditRecord {
-        let mut r = AuditRecord::new(RecordKind::Decision, query.action.as_str(), now_ms());
-        r.agent = Some(query.principal.id().to_owned());
-        r.delegated_subject = query.facts.delegated_subject.clone();
-        r.chain = query.facts.chain.clone();
-        r.resource = Some(resource);
-        r.decision = Some(if verdict.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        });
-        r.reason = Some(if verdict.errors.is_empty() {
-            verdict.policies.join(",")
-        } else {
-            verdict.errors.join("; ")
-        });
-        r.correlation_id = Some(correlation_id.to_owned());
-        if let Principal::Agent { posture, .. } = &query.principal {
-            r.posture = Some(posture.clone());
-        }
-        r.risk = query.facts.risk.clone();
-        r.approval = query.facts.approval.clone();
-        r.policy_version = Some(verdict.policy_version);
-        r
-    }
 }
 
 fn correlation_id(headers: &HeaderMap) -> String {
@@ -501,14 +473,6 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
     };
     let facts = gw.facts(&caller, &req);
     let correlation = correlation_id(req.headers());
-    let tool = |name: &str| -> Vec<String> {
-        route
-            .route
-            .tool_scopes
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| route.route.required_scopes.clone())
-    };
     // MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
     let (req, mcp) = if route.route.kind == RouteKind::Mcp && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
@@ -536,7 +500,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
             Target::McpTool {
                 server: route.route.name.clone(),
                 name: name.clone(),
-                required_scopes: tool(name),
+                required_scopes: route.scopes_for(name),
                 arguments: arguments.clone(),
             },
             format!("{}/{name}", route.route.name),
@@ -594,7 +558,13 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
             }
         }
     }
-    let record = gw.record(&query, resource_name, &verdict, &correlation);
+    let mut record = AuditRecord::decision(
+        &query,
+        &verdict,
+        resource_name,
+        aims_core::unix_millis(std::time::SystemTime::now()),
+    );
+    record.correlation_id = Some(correlation.clone());
     if let Err(e) = gw.audit.record(record).await {
         tracing::error!(error = %e, "decision not recorded; refusing the request");
         return json_response(
@@ -773,12 +743,7 @@ async fn forward(
             q.target = Target::McpTool {
                 server: route.route.name.clone(),
                 name: name.to_owned(),
-                required_scopes: route
-                    .route
-                    .tool_scopes
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| route.route.required_scopes.clone()),
+                required_scopes: route.scopes_for(name),
                 arguments: serde_json::Map::new(),
             };
             gw.pdp.decide(&q).allowed

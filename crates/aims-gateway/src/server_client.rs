@@ -227,6 +227,44 @@ impl ServerClient {
             .ok_or_else(|| GatewayError::Identity("no X509-SVID".into()))
     }
 
+    /// RFC 8693 token exchange of `subject_token` (an access token) at the mutual-TLS token
+    /// endpoint, the gateway authenticated by its X509-SVID, with `params` added; the issued
+    /// token. `what` names the call in errors.
+    async fn exchange_token(
+        &self,
+        what: &str,
+        subject_token: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, GatewayError> {
+        let client_id = self.client_id()?;
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("client_id", client_id.as_str()),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ];
+        form.extend_from_slice(params);
+        let resp = self
+            .http
+            .post(&self.token_endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| err(what, e))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| err(what, e))?;
+        if !status.is_success() {
+            return Err(GatewayError::Server(format!(
+                "{what} refused ({status}): {} {}",
+                v["error"], v["error_description"]
+            )));
+        }
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| GatewayError::Server(format!("{what} response without a token")))
+    }
+
     /// A transaction token (txn-tokens-11 §7) for a request made with `access_token`, and its
     /// transaction id (`txn`): the gateway is the workload at the edge of the trust domain
     /// that asks for it.
@@ -237,44 +275,28 @@ impl ServerClient {
         request_context: &Value,
         request_details: &Value,
     ) -> Result<(String, String), GatewayError> {
-        let client_id = self.client_id()?;
         let rctx = request_context.to_string();
         let tctx = request_details.to_string();
-        let resp = self
-            .http
-            .post(&self.token_endpoint)
-            .form(&[
-                ("grant_type", TOKEN_EXCHANGE),
-                ("client_id", client_id.as_str()),
-                ("subject_token", access_token),
-                ("subject_token_type", ACCESS_TOKEN_TYPE),
-                ("requested_token_type", TXN_TOKEN_TYPE),
-                ("audience", self.trust_domain.as_str()),
-                ("scope", scope),
-                ("request_context", rctx.as_str()),
-                ("request_details", tctx.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(|e| err("transaction token", e))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| err("transaction token", e))?;
-        if !status.is_success() {
-            return Err(GatewayError::Server(format!(
-                "transaction token refused ({status}): {} {}",
-                v["error"], v["error_description"]
-            )));
-        }
-        let token = v["access_token"].as_str().ok_or_else(|| {
-            GatewayError::Server("transaction token response without a token".into())
-        })?;
+        let token = self
+            .exchange_token(
+                "transaction token",
+                access_token,
+                &[
+                    ("requested_token_type", TXN_TOKEN_TYPE),
+                    ("audience", self.trust_domain.as_str()),
+                    ("scope", scope),
+                    ("request_context", rctx.as_str()),
+                    ("request_details", tctx.as_str()),
+                ],
+            )
+            .await?;
         // Our own AS answered over mutual TLS; the txn id is read, not verified.
-        let txn = CompactJws::parse(token)
+        let txn = CompactJws::parse(&token)
             .and_then(|jws| jws.claims::<Value>())
             .ok()
             .and_then(|c| c["txn"].as_str().map(str::to_owned))
             .ok_or_else(|| GatewayError::Server("transaction token without txn".into()))?;
-        Ok((token.to_owned(), txn))
+        Ok((token, txn))
     }
 
     /// RFC 8693: `access_token` exchanged for a token for `audience`, with the gateway as the
@@ -285,36 +307,12 @@ impl ServerClient {
         audience: &str,
         scope: &str,
     ) -> Result<String, GatewayError> {
-        let client_id = self.client_id()?;
-        let mut form = vec![
-            ("grant_type", TOKEN_EXCHANGE),
-            ("client_id", client_id.as_str()),
-            ("subject_token", access_token),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("resource", audience),
-        ];
+        let mut params = vec![("resource", audience)];
         if !scope.is_empty() {
-            form.push(("scope", scope));
+            params.push(("scope", scope));
         }
-        let resp = self
-            .http
-            .post(&self.token_endpoint)
-            .form(&form)
-            .send()
+        self.exchange_token("token exchange", access_token, &params)
             .await
-            .map_err(|e| err("token exchange", e))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| err("token exchange", e))?;
-        if !status.is_success() {
-            return Err(GatewayError::Server(format!(
-                "token exchange refused ({status}): {} {}",
-                v["error"], v["error_description"]
-            )));
-        }
-        v["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| GatewayError::Server("token exchange response without a token".into()))
     }
 
     /// The policy in force, unless it is still `known` (HTTP 304).

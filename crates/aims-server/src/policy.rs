@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aims_audit::{AuditLog, AuditRecord, Outcome, RecordKind};
+use aims_audit::{AuditLog, AuditRecord};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{SharedClock, TrustDomain};
 use aims_oauth::policy::{AccessRequest, Decision, DenyKind, PolicyDecisionPoint};
 use aims_policy::authzen;
 use aims_policy::{
     Action, CompiledPolicy, DEFAULT_POLICY, Detail, Facts, Pdp, PolicyDiff, PolicyDocument,
-    Principal, Query, Target, Verdict,
+    Principal, Query, Target,
 };
 use aims_store::{PolicyVersionRow, Store, StoreError};
 use axum::extract::{DefaultBodyLimit, State};
@@ -215,39 +215,6 @@ impl TokenPolicy {
             clock,
         }
     }
-
-    fn record(
-        &self,
-        r: &AccessRequest,
-        audience: &str,
-        facts: &Facts,
-        verdict: &Verdict,
-    ) -> AuditRecord {
-        let now_ms = self
-            .clock
-            .now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let mut rec = AuditRecord::new(RecordKind::Decision, Action::ObtainToken.as_str(), now_ms);
-        rec.source = self.source.clone();
-        rec.agent = Some(r.client_id.clone());
-        rec.delegated_subject = facts.delegated_subject.clone();
-        rec.chain = facts.chain.clone();
-        rec.resource = Some(audience.to_owned());
-        rec.decision = Some(if verdict.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        });
-        rec.reason = Some(if verdict.errors.is_empty() {
-            verdict.policies.join(",")
-        } else {
-            verdict.errors.join("; ")
-        });
-        rec.policy_version = Some(verdict.policy_version);
-        rec
-    }
 }
 
 #[tonic::async_trait]
@@ -277,22 +244,26 @@ impl PolicyDecisionPoint for TokenPolicy {
             ..Facts::default()
         };
         for audience in &r.audience {
-            let verdict = self.pdp.decide(&Query {
+            let query = Query {
                 principal: principal.clone(),
                 action: Action::ObtainToken,
                 target: Target::Resource {
                     uri: audience.clone(),
                 },
                 facts: facts.clone(),
-            });
+            };
+            let verdict = self.pdp.decide(&query);
+            let mut record = AuditRecord::decision(
+                &query,
+                &verdict,
+                audience.clone(),
+                aims_core::unix_millis(self.clock.now()),
+            );
+            record.source = self.source.clone();
             tracing::debug!(client = %r.client_id, audience, allowed = verdict.allowed, policy_version = verdict.policy_version, policies = ?verdict.policies, "token policy decision");
             // Submitted, not awaited: the token response does not wait for the fsync (the
             // record is in the next group commit); a full queue makes the grant wait.
-            if let Err(e) = self
-                .audit
-                .submit(&[self.record(r, audience, &facts, &verdict)])
-                .await
-            {
+            if let Err(e) = self.audit.submit(&[record]).await {
                 // Fail closed: a decision that cannot be recorded issues nothing.
                 tracing::error!(error = %e, "token decision not recorded; refusing the grant");
                 return Decision::Deny(

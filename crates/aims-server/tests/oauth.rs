@@ -614,6 +614,16 @@ async fn mutual_tls_binds_tokens_to_the_x509_svid() {
 }
 
 impl As {
+    /// The mutual-TLS listener's base URL.
+    fn mtls_base(&self) -> String {
+        self.server
+            .authorization_server
+            .settings
+            .mtls_base
+            .clone()
+            .unwrap()
+    }
+
     /// An HTTPS client that checks the server with Web PKI (spiffe-client-auth-02 §3.2) and
     /// presents a fresh X509-SVID for `agent`; and the SVID's leaf.
     async fn mtls_client(&self, agent: &SpiffeId) -> (reqwest::Client, Vec<u8>) {
@@ -1197,13 +1207,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
 async fn workloads_append_to_the_audit_log_as_themselves() {
     // AIMS MO-1, MO-8: gateways hand decision records to the server over mutual TLS.
     let a = start_as("example.org", |_| {}).await;
-    let base = a
-        .server
-        .authorization_server
-        .settings
-        .mtls_base
-        .clone()
-        .unwrap();
+    let base = a.mtls_base();
     let url = format!("{base}/audit/v1/records");
     let (gw, _) = a.mtls_client(&id("spiffe://example.org/gateway/g1")).await;
     let record = json!({"time_ms": 1, "kind": "decision", "source": "spiffe://example.org/forged",
@@ -1374,13 +1378,7 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
 #[tokio::test]
 async fn the_authzen_api_answers_authenticated_workloads_of_the_trust_domain() {
     let a = start_as("example.org", |_| {}).await;
-    let base = a
-        .server
-        .authorization_server
-        .settings
-        .mtls_base
-        .clone()
-        .unwrap();
+    let base = a.mtls_base();
     let (pep, _) = a.mtls_client(&id("spiffe://example.org/gateway/g1")).await;
     // §9.2.3: the metadata names the PDP it was fetched from.
     let meta: Value = json_of(pep.get(format!("{base}/.well-known/authzen-configuration"))).await;

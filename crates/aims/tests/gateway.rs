@@ -34,6 +34,11 @@ fn route(aims: &Aims, name: &str) -> Value {
         .clone()
 }
 
+/// The resource identifier of route `name`.
+fn resource_of(aims: &Aims, name: &str) -> String {
+    route(aims, name)["resource"].as_str().unwrap().to_owned()
+}
+
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -311,10 +316,7 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
     assert_eq!(r["source"], "spiffe://aims.local/aims/gateway");
 
     // Wrong audience: a token for the MCP route.
-    let mcp_token = s.token(
-        route(&s.aims, "demo-mcp")["resource"].as_str().unwrap(),
-        "mcp",
-    );
+    let mcp_token = s.token(&resource_of(&s.aims, "demo-mcp"), "mcp");
     let (status, challenge, _) = s.get("/weather", &mcp_token);
     assert_eq!(status, 401);
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
@@ -372,10 +374,7 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
 #[test]
 fn dpop_bound_tokens_need_a_fresh_proof_at_the_gateway() {
     let s = Stack::start();
-    let resource = route(&s.aims, "weather")["resource"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let resource = resource_of(&s.aims, "weather");
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let token_url = format!("{}/oauth2/token", s.issuer);
     let v = s.token_with(
@@ -424,10 +423,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_at_the_gateway() {
 #[test]
 fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
     let s = Stack::start();
-    let resource = route(&s.aims, "demo-mcp")["resource"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let resource = resource_of(&s.aims, "demo-mcp");
     let token = s.token(&resource, "mcp files.read");
     let (status, _, body) = s.mcp(
         &token,
@@ -727,10 +723,7 @@ fn opaque_tokens_are_introspected_and_sync_audit_records_are_durable_before_the_
     let s = Stack::start_with_config(
         "[server.oauth]\ntoken_format = \"opaque\"\n\n[gateway]\naudit = \"sync\"\n",
     );
-    let resource = route(&s.aims, "weather")["resource"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let resource = resource_of(&s.aims, "weather");
     let token = s.token(&resource, "weather.read");
     assert_eq!(
         token.matches('.').count(),
@@ -744,10 +737,7 @@ fn opaque_tokens_are_introspected_and_sync_audit_records_are_durable_before_the_
     let out = assert_ok(&s.aims.cli(&["audit", "list", "--output", "json"]));
     assert!(out.contains(txn["txn"].as_str().unwrap()), "{out}");
     // An opaque token for another resource is refused too.
-    let other = s.token(
-        route(&s.aims, "demo-mcp")["resource"].as_str().unwrap(),
-        "mcp",
-    );
+    let other = s.token(&resource_of(&s.aims, "demo-mcp"), "mcp");
     assert_eq!(s.get("/weather", &other).0, 401);
 }
 
@@ -773,10 +763,7 @@ transaction_tokens = false
 exchange_audience = "https://weather.internal"
 "#
     ));
-    let resource = route(&s.aims, "weather-oauth")["resource"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let resource = resource_of(&s.aims, "weather-oauth");
     let token = s.token(&resource, "weather.read");
     let (status, _, body) = s.get("/wx/weather", &token);
     assert_eq!(status, 200, "{body}");

@@ -109,7 +109,7 @@ async fn start_gateway(
     if settings.server_ca_file.is_none() {
         settings.server_ca_file = server.web_ca_file.clone();
     }
-    if settings.tls == aims_gateway::GatewayTls::Svid && file.gateway.tls_cert_file.is_none() {
+    if settings.tls == aims_gateway::GatewayTls::Svid {
         // The server's HTTPS certificate, so OAuth and MCP clients can check the host name.
         settings.tls = aims_gateway::GatewayTls::Files {
             cert_file: server.web_tls.0.clone(),
