@@ -1,16 +1,27 @@
 //! # aims-audit
 //!
-//! The AIMS audit log (AIMS §11, MO-1, MO-8): every decision (of the PDP: [`AuditRecord::decision`]),
-//! issuance and remediation as an
-//! [`AuditRecord`], appended to the store in order and durably — an append returns only after
-//! its transaction committed, and concurrent appends share one commit (group commit). Each
-//! record is an RFC 9162 Merkle tree leaf: its exact bytes are stored with their leaf hash, so
-//! signed checkpoints and inclusion and consistency proofs can be built over the log.
+//! The AIMS audit log (AIMS §11, MO-1, MO-6…MO-8, MO-11): every decision (of the PDP:
+//! [`AuditRecord::decision`]), issuance and remediation as an [`AuditRecord`], appended to the
+//! store in order and durably — an append returns only after its transaction committed, and
+//! concurrent appends share one commit (group commit). Each record is an RFC 9162 Merkle tree
+//! leaf: a [`Checkpointer`] hashes new records into stored subtrees and signs C2SP
+//! checkpoints; [`TreeReader`] serves inclusion and consistency proofs; [`LogVerifier`] checks
+//! a whole exported log offline; [`render_trace`] rebuilds a task's execution chain.
 #![forbid(unsafe_code)]
 
+mod checkpoint;
+mod export;
 mod log;
 pub mod merkle;
 mod record;
+mod trace;
+mod tree;
+mod verify;
 
+pub use checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+pub use export::{LogEntry, otlp_logs};
 pub use log::{AppendError, Appended, AuditLog, leaf_hash};
 pub use record::{AuditRecord, Outcome, RecordKind};
+pub use trace::render_trace;
+pub use tree::{Checkpointer, TreeError, TreeReader, node_id};
+pub use verify::{LogVerifier, Verified, VerifyError};

@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use aims_store::Store;
+use aims_store::{NewAuditRow, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -51,7 +51,7 @@ pub fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
 }
 
 struct Pending {
-    rows: Vec<(String, String)>,
+    rows: Vec<NewAuditRow>,
     /// Who waits for the commit (`None`: submitted without waiting).
     reply: Option<oneshot::Sender<Result<Appended, AppendError>>>,
 }
@@ -106,10 +106,14 @@ impl AuditLog {
             .map(|r| {
                 let bytes =
                     serde_json::to_vec(r).map_err(|e| AppendError::Encode(e.to_string()))?;
-                let hash = hex::encode(leaf_hash(&bytes));
-                let text =
+                let leaf_hash = hex::encode(leaf_hash(&bytes));
+                let record =
                     String::from_utf8(bytes).map_err(|e| AppendError::Encode(e.to_string()))?;
-                Ok((hash, text))
+                Ok(NewAuditRow {
+                    leaf_hash,
+                    record,
+                    correlation_id: r.correlation_id.clone(),
+                })
             })
             .collect::<Result<Vec<_>, AppendError>>()?;
         self.queue

@@ -1,5 +1,8 @@
 //! RFC 9162 §2.1 Merkle trees over the log's leaf hashes: the tree head, inclusion proofs
-//! (§2.1.3) and consistency proofs (§2.1.4), made and checked.
+//! (§2.1.3) and consistency proofs (§2.1.4), made and checked — from the leaves in memory or
+//! from stored perfect-subtree hashes ([`Subtree`], [`Frontier`]).
+
+use std::ops::Range;
 
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];
@@ -20,7 +23,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// The largest power of two strictly less than `n` (`n` ≥ 2).
-fn split(n: usize) -> usize {
+fn split(n: u64) -> u64 {
     let mut k = 1;
     while k << 1 < n {
         k <<= 1;
@@ -34,61 +37,182 @@ pub fn root(leaves: &[Hash]) -> Hash {
         0 => sha256(&[]),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
     }
 }
 
-/// §2.1.3.1: the inclusion proof of leaf `index` in the tree of `leaves`.
-pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
-    fn path(index: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-        let n = leaves.len();
-        if n <= 1 {
+/// A perfect subtree: `2^level` leaves starting at leaf `index << level`. Its hash is what a
+/// store keeps, so any proof is a handful of stored hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subtree {
+    /// Height: 0 for a leaf.
+    pub level: u32,
+    /// Position among the subtrees of this level.
+    pub index: u64,
+}
+
+/// The perfect subtrees, left to right, whose hashes fold (see [`fold`]) into the Merkle tree
+/// hash of leaves `range` — one per bit of its length. Every range a proof or a tree head
+/// needs starts at a multiple of its largest part, so the parts are aligned subtrees.
+pub fn subtrees(range: Range<u64>) -> Vec<Subtree> {
+    let mut out = Vec::new();
+    let mut at = range.start;
+    let mut rest = range.end.saturating_sub(range.start);
+    while rest > 0 {
+        let level = 63 - rest.leading_zeros();
+        debug_assert_eq!(at % (1 << level), 0, "unaligned range");
+        out.push(Subtree {
+            level,
+            index: at >> level,
+        });
+        at += 1 << level;
+        rest -= 1 << level;
+    }
+    out
+}
+
+/// §2.1.1: the tree hash of a range from its [`subtrees`]' hashes (largest first): the split
+/// puts the largest perfect subtree left and the rest right, so it folds from the right.
+pub fn fold(parts: &[Hash]) -> Hash {
+    match parts.split_last() {
+        None => sha256(&[]),
+        Some((last, rest)) => rest.iter().rev().fold(*last, |r, p| node_hash(p, &r)),
+    }
+}
+
+/// §2.1.3.1: the leaf ranges whose tree hashes, in order, are the inclusion proof of leaf
+/// `index` in the tree of `size` leaves; `None` if the leaf is not in it.
+pub fn inclusion_ranges(index: u64, size: u64) -> Option<Vec<Range<u64>>> {
+    fn path(index: u64, lo: u64, hi: u64, out: &mut Vec<Range<u64>>) {
+        if hi - lo <= 1 {
             return;
         }
-        let k = split(n);
-        if index < k {
-            path(index, &leaves[..k], out);
-            out.push(root(&leaves[k..]));
+        let mid = lo + split(hi - lo);
+        if index < mid {
+            path(index, lo, mid, out);
+            out.push(mid..hi);
         } else {
-            path(index - k, &leaves[k..], out);
-            out.push(root(&leaves[..k]));
+            path(index, mid, hi, out);
+            out.push(lo..mid);
         }
     }
-    (index < leaves.len()).then(|| {
+    (index < size).then(|| {
         let mut out = Vec::new();
-        path(index, leaves, &mut out);
+        path(index, 0, size, &mut out);
         out
     })
 }
 
-/// §2.1.4.1: the consistency proof between the first `m` leaves and all of `leaves`.
-pub fn consistency_proof(leaves: &[Hash], m: usize) -> Option<Vec<Hash>> {
-    fn subproof(m: usize, leaves: &[Hash], whole: bool, out: &mut Vec<Hash>) {
-        let n = leaves.len();
-        if m == n {
+/// §2.1.4.1: the leaf ranges whose tree hashes, in order, are the consistency proof between
+/// the trees of `m` and of `n` leaves; `None` unless `0 < m ≤ n`.
+pub fn consistency_ranges(m: u64, n: u64) -> Option<Vec<Range<u64>>> {
+    fn subproof(m: u64, lo: u64, hi: u64, whole: bool, out: &mut Vec<Range<u64>>) {
+        if lo + m == hi {
             if !whole {
-                out.push(root(leaves));
+                out.push(lo..hi);
             }
             return;
         }
-        let k = split(n);
+        let k = split(hi - lo);
         if m <= k {
-            subproof(m, &leaves[..k], whole, out);
-            out.push(root(&leaves[k..]));
+            subproof(m, lo, lo + k, whole, out);
+            out.push(lo + k..hi);
         } else {
-            subproof(m - k, &leaves[k..], false, out);
-            out.push(root(&leaves[..k]));
+            subproof(m - k, lo + k, hi, false, out);
+            out.push(lo..lo + k);
         }
     }
-    (m > 0 && m <= leaves.len()).then(|| {
+    (m > 0 && m <= n).then(|| {
         let mut out = Vec::new();
-        if m < leaves.len() {
-            subproof(m, leaves, true, &mut out);
+        if m < n {
+            subproof(m, 0, n, true, &mut out);
         }
         out
     })
+}
+
+/// The tree hashes of `ranges` of `leaves`.
+fn range_roots(leaves: &[Hash], ranges: Vec<Range<u64>>) -> Vec<Hash> {
+    ranges
+        .into_iter()
+        .map(|r| root(&leaves[r.start as usize..r.end as usize]))
+        .collect()
+}
+
+/// §2.1.3.1: the inclusion proof of leaf `index` in the tree of `leaves`.
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
+    inclusion_ranges(index as u64, leaves.len() as u64).map(|r| range_roots(leaves, r))
+}
+
+/// §2.1.4.1: the consistency proof between the first `m` leaves and all of `leaves`.
+pub fn consistency_proof(leaves: &[Hash], m: usize) -> Option<Vec<Hash>> {
+    consistency_ranges(m as u64, leaves.len() as u64).map(|r| range_roots(leaves, r))
+}
+
+/// The right edge of a growing tree: the hashes of [`subtrees`]`(0..size)`, largest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    parts: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    /// The frontier of a tree of `size` leaves, from its `subtrees(0..size)` hashes.
+    pub fn new(size: u64, hashes: &[Hash]) -> Option<Self> {
+        let shape = subtrees(0..size);
+        (shape.len() == hashes.len()).then(|| Self {
+            size,
+            parts: shape
+                .iter()
+                .map(|s| s.level)
+                .zip(hashes.iter().copied())
+                .collect(),
+        })
+    }
+
+    /// How many leaves the tree has.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// §2.1.1: the tree head.
+    pub fn root(&self) -> Hash {
+        let hashes: Vec<Hash> = self.parts.iter().map(|(_, h)| *h).collect();
+        fold(&hashes)
+    }
+
+    /// Appends a leaf and returns every subtree it completes, the leaf itself first.
+    pub fn push(&mut self, leaf: Hash) -> Vec<(Subtree, Hash)> {
+        let mut done = vec![(
+            Subtree {
+                level: 0,
+                index: self.size,
+            },
+            leaf,
+        )];
+        let mut carry = (0u32, leaf);
+        while let Some(&(level, left)) = self.parts.last() {
+            if level != carry.0 {
+                break;
+            }
+            self.parts.pop();
+            let level = level + 1;
+            let hash = node_hash(&left, &carry.1);
+            done.push((
+                Subtree {
+                    level,
+                    index: self.size >> level,
+                },
+                hash,
+            ));
+            carry = (level, hash);
+        }
+        self.parts.push(carry);
+        self.size += 1;
+        done
+    }
 }
 
 /// §2.1.3.2: whether `proof` shows `leaf` at `index` in the tree of `size` with `root`.
@@ -203,6 +327,34 @@ mod tests {
         for (n, want) in roots.iter().enumerate() {
             assert_eq!(hex::encode(root(&leaves[..n])), *want, "size {n}");
         }
+    }
+
+    #[test]
+    fn the_frontier_builds_every_subtree_and_the_root() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut frontier = Frontier::default();
+        let mut stored = std::collections::HashMap::new();
+        for (i, leaf) in leaves.iter().enumerate() {
+            for (subtree, hash) in frontier.push(*leaf) {
+                let lo = (subtree.index << subtree.level) as usize;
+                let hi = lo + (1usize << subtree.level);
+                assert_eq!(hash, root(&leaves[lo..hi]), "{subtree:?}");
+                stored.insert(subtree, hash);
+            }
+            let n = i as u64 + 1;
+            assert_eq!(frontier.root(), root(&leaves[..=i]), "size {n}");
+            // Any proof is a fold of stored subtrees; so is the frontier.
+            let parts: Vec<Hash> = subtrees(0..n).iter().map(|s| stored[s]).collect();
+            assert_eq!(Frontier::new(n, &parts).unwrap(), frontier);
+            for r in inclusion_ranges(i as u64 / 2, n).unwrap() {
+                let hashes: Vec<Hash> = subtrees(r.clone()).iter().map(|s| stored[s]).collect();
+                assert_eq!(
+                    fold(&hashes),
+                    root(&leaves[r.start as usize..r.end as usize])
+                );
+            }
+        }
+        assert!(Frontier::new(3, &[leaves[0]]).is_none());
     }
 
     #[test]

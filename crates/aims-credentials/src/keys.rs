@@ -286,6 +286,16 @@ impl PublicKey {
         jwk
     }
 
+    /// The raw 32-byte key of an Ed25519 public key (RFC 8037 `x`); `None` for other types.
+    pub fn ed25519_bytes(&self) -> Option<Vec<u8>> {
+        match &self.jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(okp) if self.key_type == KeyType::Ed25519 => {
+                URL_SAFE_NO_PAD.decode(&okp.x).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// The RFC 7638 SHA-256 thumbprint, base64url (DPoP `jkt`, RFC 9449 §6.1).
     pub fn thumbprint(&self) -> String {
         // Only the required members feed the thumbprint, and every key type we accept has one.

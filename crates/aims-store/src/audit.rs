@@ -1,6 +1,9 @@
 //! Audit log rows (AIMS MO-1): appended in batches, each batch one transaction that numbers its
 //! rows after the last one. Several replicas on PostgreSQL serialize their appends with a table
-//! lock, so indexes never collide or leave gaps.
+//! lock, so indexes never collide or leave gaps. Beside them: the Merkle tree's stored subtree
+//! hashes and the signed checkpoints (the audit crate owns their meaning).
+
+use std::collections::HashMap;
 
 use sqlx::Row as _;
 
@@ -17,17 +20,79 @@ pub struct AuditRow {
     pub record: String,
     /// When it was appended, Unix milliseconds.
     pub appended_at: i64,
+    /// The leaf hash a checkpoint certified for this index (hex), once one covers it.
+    pub certified_hash: Option<String>,
 }
 
-/// Rows per INSERT statement (4 parameters each, well under every engine's limit).
-const ROWS_PER_STATEMENT: usize = 500;
+/// A row to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditRow {
+    /// RFC 9162 leaf hash, hex.
+    pub leaf_hash: String,
+    /// The record's bytes (JSON).
+    pub record: String,
+    /// The task's correlation id, for lookups.
+    pub correlation_id: Option<String>,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// The tree size it signs.
+    pub size: u64,
+    /// The signed note.
+    pub note: String,
+    /// When it was signed, Unix milliseconds.
+    pub created_at: i64,
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("audit index {v}")))
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Invalid(format!("audit index {v}")))
+}
+
+/// Multi-row `INSERT … VALUES ($1, $2 …), (…)` text for `rows` rows of `width` values: only
+/// placeholders are formatted into it; every value is bound.
+fn values_sql(head: &str, rows: usize, width: usize, tail: &str) -> sqlx::AssertSqlSafe<String> {
+    let mut sql = String::from(head);
+    for i in 0..rows {
+        sql.push_str(if i > 0 { ",(" } else { "(" });
+        for j in 0..width {
+            if j > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * width + j + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sqlx::AssertSqlSafe(sql)
+}
+
+fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        idx: to_u64(r.try_get("idx")?)?,
+        leaf_hash: r.try_get("leaf_hash")?,
+        record: r.try_get("record")?,
+        appended_at: r.try_get("appended_at")?,
+        certified_hash: r.try_get("certified")?,
+    })
+}
+
+const AUDIT_SELECT: &str = "SELECT l.idx, l.leaf_hash, l.record, l.appended_at, n.hash AS certified \
+     FROM audit_log l LEFT JOIN audit_nodes n ON n.id = l.idx";
+
+/// Rows per INSERT statement (at most 5 parameters each, well under every engine's limit).
+const ROWS_PER_STATEMENT: usize = 400;
 
 impl Store {
-    /// Appends `(leaf_hash, record)` pairs in one durable transaction and returns the index of
-    /// the first.
+    /// Appends `rows` in one durable transaction and returns the index of the first.
     pub async fn append_audit(
         &self,
-        rows: &[(String, String)],
+        rows: &[NewAuditRow],
         appended_at: i64,
     ) -> Result<u64, StoreError> {
         // The writer lock comes first: on SQLite a read that later upgrades to a write could
@@ -47,19 +112,19 @@ impl Store {
             .await?;
         let mut idx = next;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut sql =
-                String::from("INSERT INTO audit_log (idx, leaf_hash, record, appended_at) VALUES ");
-            for i in 0..chunk.len() {
-                let p = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
-            }
-            // Only placeholders are formatted into the text; every value is bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (leaf, record) in chunk {
-                q = q.bind(idx).bind(leaf).bind(record).bind(appended_at);
+            let mut q = sqlx::query(values_sql(
+                "INSERT INTO audit_log (idx, leaf_hash, record, appended_at, correlation_id) VALUES ",
+                chunk.len(),
+                5,
+                "",
+            ));
+            for row in chunk {
+                q = q
+                    .bind(idx)
+                    .bind(&row.leaf_hash)
+                    .bind(&row.record)
+                    .bind(appended_at)
+                    .bind(&row.correlation_id);
                 idx += 1;
             }
             q.execute(&mut *tx).await?;
@@ -78,27 +143,100 @@ impl Store {
 
     /// Rows `from..from+limit`, in order.
     pub async fn audit_rows(&self, from: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError> {
-        let to_i64 =
-            |v: u64| i64::try_from(v).map_err(|_| StoreError::Invalid(format!("index {v}")));
-        let rows = sqlx::query(
-            "SELECT idx, leaf_hash, record, appended_at FROM audit_log \
-             WHERE idx >= $1 ORDER BY idx LIMIT $2",
+        let sql = format!("{AUDIT_SELECT} WHERE l.idx >= $1 ORDER BY l.idx LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(from)?)
+            .bind(to_i64(limit)?)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// The rows of one task (AIMS MO-11), in log order, at most `limit`.
+    pub async fn audit_by_correlation(
+        &self,
+        correlation_id: &str,
+        limit: u64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let sql = format!("{AUDIT_SELECT} WHERE l.correlation_id = $1 ORDER BY l.idx LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(correlation_id)
+            .bind(to_i64(limit)?)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// The stored tree hashes among `ids` (hex), by id.
+    pub async fn audit_nodes(&self, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from("SELECT id, hash FROM audit_nodes WHERE id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", i + 1));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.insert(r.try_get("id")?, r.try_get("hash")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores tree hashes and, in the same transaction, the signed checkpoint they complete.
+    /// Both are deterministic: what another replica already stored is kept as it is.
+    pub async fn put_audit_tree(
+        &self,
+        nodes: &[(i64, String)],
+        checkpoint: &CheckpointRow,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query(values_sql(
+                "INSERT INTO audit_nodes (id, hash) VALUES ",
+                chunk.len(),
+                2,
+                " ON CONFLICT (id) DO NOTHING",
+            ));
+            for (id, hash) in chunk {
+                q = q.bind(*id).bind(hash);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, note, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (size) DO NOTHING",
         )
-        .bind(to_i64(from)?)
-        .bind(to_i64(limit)?)
-        .fetch_all(&self.pool)
+        .bind(to_i64(checkpoint.size)?)
+        .bind(&checkpoint.note)
+        .bind(checkpoint.created_at)
+        .execute(&mut *tx)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let idx: i64 = r.try_get("idx")?;
-                Ok(AuditRow {
-                    idx: u64::try_from(idx)
-                        .map_err(|_| StoreError::Invalid(format!("audit index {idx}")))?,
-                    leaf_hash: r.try_get("leaf_hash")?,
-                    record: r.try_get("record")?,
-                    appended_at: r.try_get("appended_at")?,
-                })
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest signed checkpoint, if any.
+    pub async fn latest_audit_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT size, note, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CheckpointRow {
+                size: to_u64(r.try_get("size")?)?,
+                note: r.try_get("note")?,
+                created_at: r.try_get("created_at")?,
             })
-            .collect()
+        })
+        .transpose()
     }
 }

@@ -9,7 +9,8 @@ use aims_store::{
     IssuedCredential, NewEntry, SlotRow, SlotStatus, Store, StoreError,
 };
 use aims_store::{
-    ClientSource, OAuthClientRow, PolicyVersionRow, RefreshUse, TokenKind, TokenRecord,
+    CheckpointRow, ClientSource, NewAuditRow, OAuthClientRow, PolicyVersionRow, RefreshUse,
+    TokenKind, TokenRecord,
 };
 
 fn id(s: &str) -> SpiffeId {
@@ -444,9 +445,13 @@ async fn policy_suite(store: &Store) {
 
 async fn audit_suite(store: &Store) {
     assert_eq!(store.audit_len().await.unwrap(), 0);
-    let rows = |n: usize, tag: &str| -> Vec<(String, String)> {
+    let rows = |n: usize, tag: &str| -> Vec<NewAuditRow> {
         (0..n)
-            .map(|i| (format!("h{tag}{i}"), format!("{{\"r\":\"{tag}{i}\"}}")))
+            .map(|i| NewAuditRow {
+                leaf_hash: format!("h{tag}{i}"),
+                record: format!("{{\"r\":\"{tag}{i}\"}}"),
+                correlation_id: Some(format!("task-{tag}")),
+            })
             .collect()
     };
     assert_eq!(store.append_audit(&rows(3, "a"), 10).await.unwrap(), 0);
@@ -464,6 +469,47 @@ async fn audit_suite(store: &Store) {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a + 50 <= b || b + 50 <= a, "{a} {b}");
     assert_eq!(store.audit_len().await.unwrap(), 1306);
+    // A task's rows, by correlation id, in order.
+    let task = store.audit_by_correlation("task-a", 10).await.unwrap();
+    assert_eq!(
+        task.iter().map(|r| r.idx).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert!(
+        store
+            .audit_by_correlation("nope", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Tree hashes and checkpoints: stored once, a replica's second write changes nothing.
+    assert_eq!(store.latest_audit_checkpoint().await.unwrap(), None);
+    let cp = |size: u64, note: &str| CheckpointRow {
+        size,
+        note: note.into(),
+        created_at: 5,
+    };
+    let nodes: Vec<(i64, String)> = (0..900).map(|i| (i, format!("n{i}"))).collect();
+    store
+        .put_audit_tree(&nodes, &cp(900, "first"))
+        .await
+        .unwrap();
+    store
+        .put_audit_tree(&[(0, "other".into())], &cp(900, "second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_audit_checkpoint().await.unwrap(),
+        Some(cp(900, "first"))
+    );
+    let got = store.audit_nodes(&[0, 899, 5000]).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[&0], "n0");
+    assert_eq!(got[&899], "n899");
+    // Rows carry the leaf hash their checkpoint certified (level 0 ids are the indexes).
+    let r = store.audit_rows(899, 2).await.unwrap();
+    assert_eq!(r[0].certified_hash.as_deref(), Some("n899"));
+    assert_eq!(r[1].certified_hash, None);
 }
 
 #[tokio::test]

@@ -1,0 +1,209 @@
+//! The log's Merkle tree in the store: a checkpointer that hashes new records into stored
+//! perfect subtrees and signs a checkpoint (AIMS MO-7), and proofs read back from those
+//! subtrees — a proof at any size is one indexed query for a few dozen hashes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aims_store::{CheckpointRow, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoint, NoteError, NoteSigner};
+use crate::leaf_hash;
+use crate::merkle::{self, Frontier, Hash, Subtree};
+
+/// Records hashed into one checkpoint at most (a backlog takes several).
+const MAX_LEAVES_PER_CHECKPOINT: u64 = 100_000;
+/// Rows read per query while hashing.
+const READ_CHUNK: u64 = 10_000;
+
+/// Why the tree could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored hash is missing or malformed: the tree does not cover what was asked.
+    #[error("the audit tree has no hash for {0}")]
+    Missing(String),
+    /// A record no longer matches the leaf hash it was appended with, or an index is missing:
+    /// nothing past it is signed (fail closed).
+    #[error("audit record {index} was altered or removed after it was appended")]
+    Tampered {
+        /// The first bad index.
+        index: u64,
+    },
+    /// The proof asked for is outside the tree.
+    #[error("no proof for {0}")]
+    OutOfRange(String),
+    /// Signing failed.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+}
+
+/// The store key of a subtree's hash: `level · 2^48 + index`.
+pub fn node_id(s: Subtree) -> i64 {
+    // Levels stay below 64 and indexes below 2^48 (far beyond any log), so this fits an i64.
+    ((i64::from(s.level)) << 48) | (s.index as i64 & ((1 << 48) - 1))
+}
+
+fn parse_hash(hex_hash: &str) -> Option<Hash> {
+    hex::decode(hex_hash).ok()?.try_into().ok()
+}
+
+/// Reads the stored tree.
+#[derive(Debug, Clone)]
+pub struct TreeReader {
+    store: Store,
+}
+
+impl TreeReader {
+    /// A reader over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The tree hashes of `ranges`, each folded from its stored subtrees (one query).
+    async fn range_hashes(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Hash>, TreeError> {
+        let parts: Vec<Vec<Subtree>> = ranges.iter().map(|r| merkle::subtrees(r.clone())).collect();
+        let mut ids: Vec<i64> = parts.iter().flatten().map(|s| node_id(*s)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored: HashMap<i64, String> = self.store.audit_nodes(&ids).await?;
+        parts
+            .iter()
+            .map(|p| {
+                let hashes = p
+                    .iter()
+                    .map(|s| {
+                        stored
+                            .get(&node_id(*s))
+                            .and_then(|h| parse_hash(h))
+                            .ok_or_else(|| TreeError::Missing(format!("{s:?}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(merkle::fold(&hashes))
+            })
+            .collect()
+    }
+
+    /// The certified leaf hash at `index` and its RFC 9162 §2.1.3 inclusion proof in the tree
+    /// of `size` leaves.
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), TreeError> {
+        let ranges = merkle::inclusion_ranges(index, size)
+            .ok_or_else(|| TreeError::OutOfRange(format!("leaf {index} in a tree of {size}")))?;
+        let mut all = Vec::with_capacity(ranges.len() + 1);
+        all.push(index..index + 1);
+        all.extend(ranges);
+        let mut hashes = self.range_hashes(&all).await?;
+        let leaf = hashes.remove(0);
+        Ok((leaf, hashes))
+    }
+
+    /// The RFC 9162 §2.1.4 consistency proof between the trees of `m` and `n` leaves.
+    pub async fn consistency_proof(&self, m: u64, n: u64) -> Result<Vec<Hash>, TreeError> {
+        let ranges = merkle::consistency_ranges(m, n)
+            .ok_or_else(|| TreeError::OutOfRange(format!("from {m} to {n}")))?;
+        self.range_hashes(&ranges).await
+    }
+
+    /// The right edge of the stored tree of `size` leaves.
+    async fn frontier(&self, size: u64) -> Result<Frontier, TreeError> {
+        let parts = merkle::subtrees(0..size);
+        let ranges: Vec<_> = parts
+            .iter()
+            .map(|s| (s.index << s.level)..((s.index + 1) << s.level))
+            .collect();
+        let hashes = self.range_hashes(&ranges).await?;
+        Frontier::new(size, &hashes).ok_or_else(|| TreeError::Missing(format!("frontier {size}")))
+    }
+}
+
+/// Hashes appended records into the stored tree and signs checkpoints over it.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    store: Store,
+    signer: NoteSigner,
+    origin: String,
+}
+
+impl Checkpointer {
+    /// A checkpointer for the log named `origin`, signing with `signer` (named `origin` too).
+    pub fn new(store: Store, signer: NoteSigner, origin: String) -> Self {
+        Self {
+            store,
+            signer,
+            origin,
+        }
+    }
+
+    /// Hashes what was appended since the last checkpoint (up to a bound) and signs a
+    /// checkpoint for it; `None` when there was nothing new.
+    pub async fn step(&self, now_ms: i64) -> Result<Option<CheckpointRow>, TreeError> {
+        let last = self.store.latest_audit_checkpoint().await?;
+        let from = last.as_ref().map_or(0, |c| c.size);
+        let len = self.store.audit_len().await?;
+        if len <= from {
+            return Ok(None);
+        }
+        let to = len.min(from + MAX_LEAVES_PER_CHECKPOINT);
+        let mut frontier = TreeReader::new(self.store.clone()).frontier(from).await?;
+        let mut nodes = Vec::new();
+        let mut at = from;
+        while at < to {
+            let rows = self.store.audit_rows(at, READ_CHUNK.min(to - at)).await?;
+            if rows.is_empty() {
+                return Err(TreeError::Tampered { index: at });
+            }
+            for row in rows {
+                // The record's bytes, not the stored hash, go into the tree: a record edited
+                // after its append is refused here, before anything signs it.
+                let leaf = leaf_hash(row.record.as_bytes());
+                if row.idx != at || hex::encode(leaf) != row.leaf_hash {
+                    return Err(TreeError::Tampered { index: at });
+                }
+                for (subtree, hash) in frontier.push(leaf) {
+                    nodes.push((node_id(subtree), hex::encode(hash)));
+                }
+                at += 1;
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size: to,
+            root: frontier.root(),
+        };
+        let row = CheckpointRow {
+            size: to,
+            note: self.signer.sign(&checkpoint.to_text())?,
+            created_at: now_ms,
+        };
+        self.store.put_audit_tree(&nodes, &row).await?;
+        Ok(Some(row))
+    }
+
+    /// Runs [`Checkpointer::step`] every `interval` until `shutdown`, catching up on a backlog
+    /// without waiting; a failure (a tampered record) is logged and retried, never skipped.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
+            match self.step(now_ms).await {
+                // A bounded step may have left a backlog: look again at once.
+                Ok(Some(row)) => {
+                    tracing::debug!(size = row.size, "audit checkpoint signed");
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
