@@ -1,23 +1,35 @@
-//! Appending to the audit log over the mutual-TLS listener: enforcement points of the trust
-//! domain (gateways) hand their decision records to the server, which owns the log (AIMS MO-1,
-//! MO-8). The response comes after the records are durable.
+//! The audit log over the mutual-TLS listener: enforcement points of the trust domain
+//! (gateways) hand their decision records to the server, which owns the log (AIMS MO-1, MO-8),
+//! and get an answer once they are durable; any workload of the trust domain reads the signed
+//! checkpoint and RFC 9162 inclusion and consistency proofs (AIMS MO-7), in RFC 6962 §4's
+//! JSON shapes (`leaf_index`/`audit_path`, `consistency`, base64 hashes).
 
 use std::sync::Arc;
 
-use aims_audit::{AuditLog, AuditRecord};
+use aims_audit::{AuditLog, AuditRecord, TreeError, TreeReader};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::TrustDomain;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::peer::{Refusal, require_workload};
 
 /// Where records are appended (ours: the log's append API is AIMS's own).
 pub const RECORDS_PATH: &str = "/audit/v1/records";
+/// The newest signed checkpoint (C2SP tlog-checkpoint, `text/plain`).
+pub const CHECKPOINT_PATH: &str = "/audit/v1/checkpoint";
+/// The log's verifier key (C2SP signed-note vkey, `text/plain`).
+pub const VKEY_PATH: &str = "/audit/v1/vkey";
+/// `?leaf_index=&tree_size=`: an inclusion proof.
+pub const INCLUSION_PATH: &str = "/audit/v1/proof/inclusion";
+/// `?first=&second=`: a consistency proof.
+pub const CONSISTENCY_PATH: &str = "/audit/v1/proof/consistency";
 /// Records per append, at most.
 pub const MAX_RECORDS: usize = 10_000;
 const MAX_BODY: usize = 8 << 20;
@@ -31,18 +43,159 @@ pub struct AppendResponse {
     pub count: u64,
 }
 
+/// RFC 6962 §4.5-style inclusion proof (plus the certified leaf hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// Its leaf hash, base64.
+    pub leaf_hash: String,
+    /// The proof, base64 hashes.
+    pub audit_path: Vec<String>,
+}
+
+/// RFC 6962 §4.4-style consistency proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// The proof, base64 hashes.
+    pub consistency: Vec<String>,
+}
+
+/// The log's readable side: its store and verifier key.
+#[derive(Debug, Clone)]
+pub struct LogView {
+    /// The store holding the log.
+    pub store: aims_store::Store,
+    /// The C2SP verifier key of its checkpoints.
+    pub vkey: String,
+}
+
 #[derive(Clone)]
 struct AuditState {
     log: Arc<AuditLog>,
+    view: LogView,
     trust_domain: TrustDomain,
 }
 
-/// The append endpoint.
-pub fn router(log: Arc<AuditLog>, trust_domain: TrustDomain) -> Router {
+/// The append, checkpoint and proof endpoints.
+pub fn router(log: Arc<AuditLog>, view: LogView, trust_domain: TrustDomain) -> Router {
     Router::new()
         .route(RECORDS_PATH, post(append))
+        .route(CHECKPOINT_PATH, get(checkpoint))
+        .route(VKEY_PATH, get(vkey))
+        .route(INCLUSION_PATH, get(inclusion))
+        .route(CONSISTENCY_PATH, get(consistency))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AuditState { log, trust_domain })
+        .with_state(AuditState {
+            log,
+            view,
+            trust_domain,
+        })
+}
+
+fn text(body: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn tree_refusal(e: TreeError) -> Response {
+    match e {
+        TreeError::OutOfRange(_) => Refusal(StatusCode::BAD_REQUEST, e.to_string()),
+        TreeError::Missing(_) => Refusal(StatusCode::NOT_FOUND, e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "audit proof failed");
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log is unavailable".into(),
+            )
+        }
+    }
+    .into_response()
+}
+
+fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+async fn checkpoint(
+    State(s): State<AuditState>,
+    conn: Option<Extension<ConnectionInfo>>,
+) -> Response {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
+        return refusal.into_response();
+    }
+    match s.view.store.latest_audit_checkpoint().await {
+        Ok(Some(cp)) => text(cp.note),
+        Ok(None) => Refusal(StatusCode::NOT_FOUND, "no checkpoint yet".into()).into_response(),
+        Err(e) => tree_refusal(e.into()),
+    }
+}
+
+async fn vkey(State(s): State<AuditState>, conn: Option<Extension<ConnectionInfo>>) -> Response {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
+        return refusal.into_response();
+    }
+    text(format!("{}\n", s.view.vkey))
+}
+
+#[derive(Debug, Deserialize)]
+struct InclusionQuery {
+    leaf_index: u64,
+    tree_size: u64,
+}
+
+async fn inclusion(
+    State(s): State<AuditState>,
+    conn: Option<Extension<ConnectionInfo>>,
+    Query(q): Query<InclusionQuery>,
+) -> Response {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
+        return refusal.into_response();
+    }
+    match TreeReader::new(s.view.store.clone())
+        .inclusion_proof(q.leaf_index, q.tree_size)
+        .await
+    {
+        Ok((leaf, path)) => Json(InclusionProof {
+            leaf_index: q.leaf_index,
+            leaf_hash: STANDARD.encode(leaf),
+            audit_path: b64(&path),
+        })
+        .into_response(),
+        Err(e) => tree_refusal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsistencyQuery {
+    first: u64,
+    second: u64,
+}
+
+async fn consistency(
+    State(s): State<AuditState>,
+    conn: Option<Extension<ConnectionInfo>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Response {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
+        return refusal.into_response();
+    }
+    match TreeReader::new(s.view.store.clone())
+        .consistency_proof(q.first, q.second)
+        .await
+    {
+        Ok(path) => Json(ConsistencyProof {
+            consistency: b64(&path),
+        })
+        .into_response(),
+        Err(e) => tree_refusal(e),
+    }
 }
 
 async fn append(

@@ -140,6 +140,35 @@ fn url_host(host: &str) -> String {
     }
 }
 
+/// How often new audit records are hashed and a checkpoint signed (AIMS MO-7).
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The key that signs audit checkpoints, in the server's key directory.
+const AUDIT_LOG_KEY: &str = "audit-log";
+
+/// The audit log's origin (and checkpoint key name): `<trust domain>/audit`.
+fn audit_log_origin(td: &aims_core::TrustDomain) -> String {
+    format!("{td}/audit")
+}
+
+/// The Ed25519 key that signs audit checkpoints, created on first start. Replicas sharing a
+/// store must share it (copy `keys/audit-log.pem`), or verifiers must know each one's key.
+fn audit_log_signer(
+    keys: &DiskKeyManager,
+    td: &aims_core::TrustDomain,
+) -> Result<aims_audit::NoteSigner, ServerError> {
+    use aims_credentials::KeyManager as _;
+    let key_err =
+        |e: aims_credentials::KeyError| ServerError::Config(format!("audit log key: {e}"));
+    let key = match keys.get(AUDIT_LOG_KEY).map_err(key_err)? {
+        Some(k) => k,
+        None => keys
+            .generate(AUDIT_LOG_KEY, aims_credentials::KeyType::Ed25519)
+            .map_err(key_err)?,
+    };
+    aims_audit::NoteSigner::new(&audit_log_origin(td), key)
+        .map_err(|e| ServerError::Config(format!("audit log key: {e}")))
+}
+
 /// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
 /// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
 pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
@@ -160,6 +189,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 .as_deref(),
         )?),
     };
+    let log_signer = audit_log_signer(keys.as_ref(), &settings.trust_domain)?;
     let ca = CaManager::new(settings.trust_domain.clone(), settings.ca, keys, upstream);
     let issuer = Arc::new(
         Issuer::start(
@@ -215,6 +245,10 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     as_settings.trust_domain = settings.trust_domain.clone();
     let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
     let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
+    let log_view = crate::audit_api::LogView {
+        store: issuer.store().clone(),
+        vkey: log_signer.vkey(),
+    };
     let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
     let authorization_server = Arc::new(
         AuthorizationServer::new(
@@ -235,14 +269,13 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let shutdown = CancellationToken::new();
     // Whatever was started stops again if a later step fails.
     let stop_on_error = shutdown.clone().drop_guard();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve_tls(
+    let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
         bundle_endpoint::router(issuer.clone())
             .merge(aims_oauth::endpoints::router(authorization_server.clone())),
         shutdown.clone(),
-    )));
+    ))];
     // The mutual-TLS listener also serves the trust domain's enforcement points, authenticated
     // by their X509-SVIDs: the AuthZEN API, the policy in force and audit appends.
     tasks.push(tokio::spawn(serve_tls(
@@ -256,6 +289,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             ))
             .merge(crate::audit_api::router(
                 audit.clone(),
+                log_view.clone(),
                 settings.trust_domain.clone(),
             )),
         shutdown.clone(),
@@ -264,6 +298,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         policy
             .clone()
             .watch_store(settings.change_poll_interval, shutdown.clone()),
+    ));
+    tasks.push(tokio::spawn(
+        aims_audit::Checkpointer::new(
+            issuer.store().clone(),
+            log_signer,
+            audit_log_origin(&settings.trust_domain),
+        )
+        .run(CHECKPOINT_INTERVAL, shutdown.clone()),
     ));
     // The agent API: the server presents its own SVID; clients may connect without one only to
     // attest (AIMS PR-4), and every other call checks the agent's SVID and node record.
@@ -313,6 +355,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 changes: changes.clone(),
                 authorization_server: authorization_server.clone(),
                 policy: policy.clone(),
+                log: log_view.clone(),
             }),
             shutdown.clone(),
         )

@@ -1229,8 +1229,11 @@ async fn workloads_append_to_the_audit_log_as_themselves() {
     let entries = admin.audit_records(0, 10).await.unwrap();
     assert_eq!(entries.len(), 2);
     // The source is who authenticated, not what the record claimed.
-    assert_eq!(entries[1].record.source, "spiffe://example.org/gateway/g1");
-    assert_eq!(entries[1].idx, 1);
+    assert_eq!(
+        entries[1].parsed().unwrap().source,
+        "spiffe://example.org/gateway/g1"
+    );
+    assert_eq!(entries[1].index, 1);
     // No SVID, nothing, junk.
     let r = a
         .http
@@ -1342,7 +1345,7 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| e.record)
+            .map(|e| e.parsed().unwrap())
             .collect();
         if records
             .iter()

@@ -156,15 +156,11 @@ pub struct ApplyPolicyRequest {
     pub author: Option<String>,
 }
 
-/// One audit log entry, as the admin API shows it.
+/// The newest signed audit checkpoint and its verifier key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Its index.
-    pub idx: u64,
-    /// RFC 9162 leaf hash, hex.
-    pub leaf_hash: String,
-    /// When it was appended, Unix milliseconds.
-    pub appended_at: i64,
-    /// The record.
-    pub record: aims_audit::AuditRecord,
+pub struct AuditCheckpoint {
+    /// The C2SP signed note, if a checkpoint was signed yet.
+    pub note: Option<String>,
+    /// The C2SP verifier key.
+    pub vkey: String,
 }

@@ -136,13 +136,26 @@ impl AdminClient {
         &self,
         from: u64,
         limit: u64,
-    ) -> Result<Vec<super::api::AuditEntry>, AdminError> {
+    ) -> Result<Vec<aims_audit::LogEntry>, AdminError> {
         self.call::<(), _>(
             Method::GET,
             &format!("/v1/audit/records?from={from}&limit={limit}"),
             None,
         )
         .await
+    }
+
+    /// The newest signed checkpoint and its verifier key.
+    pub async fn audit_checkpoint(&self) -> Result<super::api::AuditCheckpoint, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/audit/checkpoint", None)
+            .await
+    }
+
+    /// The log entries of one task.
+    pub async fn audit_trace(&self, id: &str) -> Result<Vec<aims_audit::LogEntry>, AdminError> {
+        let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+        self.call::<(), _>(Method::GET, &format!("/v1/audit/trace/{id}"), None)
+            .await
     }
 
     /// The policy set in force.

@@ -168,6 +168,8 @@ pub struct AdminState {
     pub authorization_server: Arc<aims_oauth::AuthorizationServer>,
     /// The policy service.
     pub policy: Arc<crate::policy::PolicyService>,
+    /// The audit log's readable side.
+    pub log: crate::audit_api::LogView,
 }
 
 type AppState = Arc<AdminState>;
@@ -228,6 +230,8 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/policy/history", get(policy_history))
         .route("/v1/policy/{version}", get(policy_version))
         .route("/v1/audit/records", get(audit_records))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/audit/trace/{id}", get(audit_trace))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -592,28 +596,37 @@ fn default_audit_limit() -> u64 {
     100
 }
 
-/// Audit records `from..from+limit` (at most 10,000 per call).
+/// Audit log entries `from..from+limit` (at most 10,000 per call), with their exact bytes.
 async fn audit_records(
     State(s): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rows = s
-        .issuer
-        .store()
-        .audit_rows(q.from, q.limit.min(10_000))
-        .await?;
-    let entries = rows
-        .into_iter()
-        .map(|r| {
-            Ok(api::AuditEntry {
-                idx: r.idx,
-                leaf_hash: r.leaf_hash,
-                appended_at: r.appended_at,
-                record: serde_json::from_str(&r.record).map_err(|e| {
-                    ApiError::from(StoreError::Invalid(format!("audit record {}: {e}", r.idx)))
-                })?,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(entries))
+    let rows = s.log.store.audit_rows(q.from, q.limit.min(10_000)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(aims_audit::LogEntry::from)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The newest signed checkpoint and the key that verifies it.
+async fn audit_checkpoint(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let note = s.log.store.latest_audit_checkpoint().await?.map(|c| c.note);
+    Ok(Json(api::AuditCheckpoint {
+        note,
+        vkey: s.log.vkey.clone(),
+    }))
+}
+
+/// The entries of one task (AIMS MO-11).
+async fn audit_trace(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = s.log.store.audit_by_correlation(&id, 10_000).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(aims_audit::LogEntry::from)
+            .collect::<Vec<_>>(),
+    ))
 }
