@@ -220,6 +220,17 @@ impl AuthorizationServer {
                 if self.store.is_jti_revoked(&c.jti).await? {
                     return Ok(None);
                 }
+                // AIMS MO-5: a revocation of its client or subject ends every token issued
+                // before it.
+                let revoked = self
+                    .store
+                    .revocations_of(&[&c.client_id, &c.sub])
+                    .await?
+                    .iter()
+                    .any(|r| r.revoked_at >= c.iat);
+                if revoked {
+                    return Ok(None);
+                }
                 return Ok(Some(access_introspection(c)));
             }
             if let Ok(c) = verify_own::<TxnClaims>(

@@ -85,18 +85,36 @@ pub fn random_token() -> Result<String, OAuthError> {
 }
 
 impl AuthorizationServer {
-    /// Asks the policy decision point.
+    /// Refuses a grant to or for a revoked principal (AIMS MO-4), then asks the policy
+    /// decision point.
     pub(crate) async fn decide(
         &self,
         client: &AuthenticatedClient,
         g: &Grant,
     ) -> Result<(), OAuthError> {
+        let actors = g.act.as_ref().map(Actor::chain).unwrap_or_default();
+        let mut principals: Vec<&str> = vec![&client.client_id, &g.subject];
+        principals.extend(client.spiffe_id.as_ref().map(|id| id.as_str()));
+        principals.extend(actors.iter().map(String::as_str));
+        if let Some(r) = self
+            .store
+            .revocations_of(&principals)
+            .await?
+            .into_iter()
+            .find(|r| r.lifted_at.is_none())
+        {
+            tracing::warn!(client = %client.client_id, principal = %r.principal, cause = %r.cause, "grant refused: access revoked");
+            return Err(OAuthError::invalid_grant(format!(
+                "access for {} was revoked",
+                r.principal
+            )));
+        }
         let request = AccessRequest {
             grant_type: g.grant_type.clone(),
             client_id: client.client_id.clone(),
             client_spiffe_id: client.spiffe_id.clone(),
             subject: g.subject.clone(),
-            actors: g.act.as_ref().map(Actor::chain).unwrap_or_default(),
+            actors,
             scopes: g.scopes.clone(),
             audience: g.audience.clone(),
             authorization_details: g.authorization_details.clone(),

@@ -35,6 +35,9 @@ pub enum ServerError {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The audit log refused a record: the act it records did not complete its trail.
+    #[error(transparent)]
+    Audit(#[from] aims_audit::AppendError),
 }
 
 impl ServerError {

@@ -16,6 +16,7 @@ pub mod federation;
 pub mod issuer;
 mod peer;
 pub mod policy;
+pub mod remediation;
 pub mod server;
 pub mod server_svid;
 pub mod settings;

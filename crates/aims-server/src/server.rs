@@ -356,6 +356,12 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 authorization_server: authorization_server.clone(),
                 policy: policy.clone(),
                 log: log_view.clone(),
+                remediation: Arc::new(crate::remediation::Remediation::new(
+                    issuer.store().clone(),
+                    audit.clone(),
+                    crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
+                    settings.clock.clone(),
+                )),
             }),
             shutdown.clone(),
         )

@@ -54,22 +54,12 @@ fn to_u64(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Invalid(format!("audit index {v}")))
 }
 
-/// Multi-row `INSERT … VALUES ($1, $2 …), (…)` text for `rows` rows of `width` values: only
-/// placeholders are formatted into it; every value is bound.
+/// Multi-row `INSERT … VALUES ($1, $2 …), (…)` text for `rows` rows of `width` values.
 fn values_sql(head: &str, rows: usize, width: usize, tail: &str) -> sqlx::AssertSqlSafe<String> {
-    let mut sql = String::from(head);
-    for i in 0..rows {
-        sql.push_str(if i > 0 { ",(" } else { "(" });
-        for j in 0..width {
-            if j > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", i * width + j + 1));
-        }
-        sql.push(')');
-    }
-    sql.push_str(tail);
-    sqlx::AssertSqlSafe(sql)
+    let tuples: Vec<String> = (0..rows)
+        .map(|i| format!("({})", crate::placeholders(i * width + 1, width)))
+        .collect();
+    sqlx::AssertSqlSafe(format!("{head}{}{tail}", tuples.join(",")))
 }
 
 fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
@@ -171,14 +161,10 @@ impl Store {
     pub async fn audit_nodes(&self, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from("SELECT id, hash FROM audit_nodes WHERE id IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", i + 1));
-            }
-            sql.push(')');
+            let sql = format!(
+                "SELECT id, hash FROM audit_nodes WHERE id IN ({})",
+                crate::placeholders(1, chunk.len())
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(*id);

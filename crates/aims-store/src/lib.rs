@@ -16,6 +16,7 @@ mod issued;
 mod nodes;
 mod oauth;
 mod policy;
+mod remediation;
 pub mod testing;
 
 use std::path::Path;
@@ -34,6 +35,7 @@ pub use issued::{CredentialKind, IssuedCredential};
 pub use nodes::AttestedNode;
 pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 pub use policy::PolicyVersionRow;
+pub use remediation::Revocation;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -157,6 +159,14 @@ pub fn redact_url(url: &str) -> String {
 
 pub(crate) fn now_unix() -> i64 {
     aims_core::unix_seconds(std::time::SystemTime::now())
+}
+
+/// `$first,$first+1,…` for `n` bound values: the only text ever formatted into SQL.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

@@ -443,6 +443,56 @@ async fn policy_suite(store: &Store) {
     assert!(history.iter().all(|r| r.text.is_empty()));
 }
 
+async fn remediation_suite(store: &Store) {
+    let agent = "spiffe://example.org/agent/r";
+    let token = |hash: &str, client: &str, subject: &str| TokenRecord {
+        token_hash: hash.into(),
+        kind: TokenKind::Access,
+        jti: format!("jti-{hash}"),
+        client_id: client.into(),
+        subject: subject.into(),
+        claims: serde_json::json!({}),
+        family: None,
+        expires_at: 10_000,
+        revoked_at: None,
+    };
+    for t in [
+        token("rm-1", agent, agent),
+        token("rm-2", "other", agent),
+        token("rm-3", "other", "bob"),
+    ] {
+        store.put_token(&t).await.unwrap();
+    }
+    assert!(store.revocations_of(&[agent]).await.unwrap().is_empty());
+    // The agent's own tokens and tokens for it go; others stay.
+    assert_eq!(
+        store
+            .revoke_principal(agent, "compromised", 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.get_token("rm-1").await.unwrap().revoked_at, Some(100));
+    assert_eq!(store.get_token("rm-2").await.unwrap().revoked_at, Some(100));
+    assert_eq!(store.get_token("rm-3").await.unwrap().revoked_at, None);
+    let r = store.revocations_of(&["bob", agent]).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].revoked_at, r[0].cause.as_str(), r[0].lifted_at),
+        (100, "compromised", None)
+    );
+    // Lifted once; revoked again, it stands again with the new cause.
+    assert!(store.lift_revocation(agent, 150).await.unwrap());
+    assert!(!store.lift_revocation(agent, 160).await.unwrap());
+    assert_eq!(store.revocations().await.unwrap()[0].lifted_at, Some(150));
+    store.revoke_principal(agent, "again", 200).await.unwrap();
+    let r = store.revocations_of(&[agent]).await.unwrap();
+    assert_eq!(
+        (r[0].revoked_at, r[0].cause.as_str(), r[0].lifted_at),
+        (200, "again", None)
+    );
+}
+
 async fn audit_suite(store: &Store) {
     assert_eq!(store.audit_len().await.unwrap(), 0);
     let rows = |n: usize, tag: &str| -> Vec<NewAuditRow> {
@@ -524,6 +574,7 @@ async fn repository_suite_on_every_backend() {
         agents_suite(&db.store).await;
         oauth_suite(&db.store).await;
         policy_suite(&db.store).await;
+        remediation_suite(&db.store).await;
         audit_suite(&db.store).await;
         db.cleanup().await;
     }

@@ -64,6 +64,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Revoke a principal's access (remediation), lift or list revocations.
+    #[command(subcommand)]
+    Revoke(cmd::revoke::RevokeCommand),
     /// Show, diff and apply the versioned Cedar policy set.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
             Command::Client(c) => cmd::client::run(c).await,
             Command::Policy(c) => cmd::policy::run(c).await,
             Command::Audit(c) => cmd::audit::run(c).await,
+            Command::Revoke(c) => cmd::revoke::run(c).await,
             Command::Gateway(a) => cmd::gateway::run(a).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aims_credentials::jose::{JwsHeader, sign};
 use aims_credentials::{KeyType, PrivateKey};
 use base64::Engine as _;
-use common::{Aims, assert_ok};
+use common::{Aims, assert_ok, eventually};
 use serde_json::{Value, json};
 
 const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
@@ -108,6 +108,18 @@ impl Stack {
     }
 
     fn token_with(&self, resource: &str, scope: &str, dpop: Option<String>) -> Value {
+        let (status, v) = self.token_response(resource, scope, dpop);
+        assert!(status.is_success(), "{v}");
+        v
+    }
+
+    /// The token endpoint's answer to a client credentials grant with a fresh JWT-SVID.
+    fn token_response(
+        &self,
+        resource: &str,
+        scope: &str,
+        dpop: Option<String>,
+    ) -> (reqwest::StatusCode, Value) {
         let svid = self.jwt_svid();
         self.rt.block_on(async {
             let mut req = self
@@ -124,10 +136,7 @@ impl Stack {
                 req = req.header("DPoP", p);
             }
             let resp = req.send().await.unwrap();
-            let status = resp.status();
-            let v: Value = resp.json().await.unwrap();
-            assert!(status.is_success(), "{v}");
-            v
+            (resp.status(), resp.json().await.unwrap())
         })
     }
 
@@ -780,4 +789,61 @@ exchange_audience = "https://weather.internal"
     assert_eq!(c["sub"], claims(&token)["sub"]);
     assert_eq!(c["act"]["sub"], "spiffe://aims.local/aims/gateway");
     assert_eq!(c["scope"], "weather.read");
+}
+
+/// AIMS MO-3…MO-6: an operator revokes an agent; its next calls through the gateway are refused
+/// once the gateway rechecks the token (at most `token_recheck`, 1 s), it gets no new token,
+/// and the audit log shows the revocation with its cause, from the server, before the
+/// revocation was acknowledged.
+#[test]
+fn a_revoked_agent_is_refused_at_the_gateway_and_the_trail_names_the_cause() {
+    let s = Stack::start();
+    let resource = resource_of(&s.aims, "weather");
+    let token = s.token(&resource, "weather.read");
+    assert_eq!(s.get("/weather?city=Lima", &token).0, 200);
+    let agent = claims(&token)["client_id"].as_str().unwrap().to_owned();
+
+    let out = assert_ok(&s.aims.cli(&[
+        "revoke",
+        "access",
+        &agent,
+        "--cause",
+        "key compromised (ticket 42)",
+    ]));
+    assert!(out.contains(&format!("revoked {agent}")), "{out}");
+    let revoked_at = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the gateway refuses the revoked agent",
+        || (s.get("/weather?city=Lima", &token).0 == 401).then_some(()),
+    );
+    assert!(revoked_at.elapsed() < Duration::from_millis(2500));
+    // No new token while the revocation stands.
+    let (_, refused) = s.token_response(&resource, "weather.read", None);
+    assert_eq!(refused["error"], "invalid_grant", "{refused}");
+    let list = assert_ok(&s.aims.cli(&["revoke", "list"]));
+    assert!(list.contains("standing") && list.contains(&agent), "{list}");
+    // The trail: the revocation, its cause and who recorded it.
+    let records = s.audit_until(|r| r["kind"] == "remediation");
+    let rec = &records
+        .iter()
+        .find(|e| e["record"]["kind"] == "remediation")
+        .unwrap()["record"];
+    assert_eq!(rec["action"], "revoke");
+    assert_eq!(rec["agent"], agent.as_str());
+    assert_eq!(rec["remediation_cause"], "key compromised (ticket 42)");
+    assert!(
+        rec["source"].as_str().unwrap().ends_with("/aims/server"),
+        "{rec}"
+    );
+    // Lifted: new tokens again; the old one stays dead. (A token issued in the revocation's own
+    // second counts as revoked — `iat` has seconds only — so the lift comes a second later.)
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_ok(
+        &s.aims
+            .cli(&["revoke", "lift", &agent, "--cause", "key rotated"]),
+    );
+    let fresh = s.token(&resource, "weather.read");
+    assert_eq!(s.get("/weather?city=Lima", &fresh).0, 200);
+    assert_eq!(s.get("/weather?city=Lima", &token).0, 401);
 }

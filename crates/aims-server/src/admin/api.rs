@@ -164,3 +164,26 @@ pub struct AuditCheckpoint {
     /// The C2SP verifier key.
     pub vkey: String,
 }
+
+/// `POST /v1/remediation/revoke` and `/lift`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemediationRequest {
+    /// The principal: an agent's SPIFFE ID, a client id or a user.
+    pub principal: String,
+    /// Why (recorded in the audit log).
+    pub cause: String,
+}
+
+impl RemediationRequest {
+    /// Both fields must say something, and not too much.
+    pub fn check(&self) -> Result<(), super::ApiError> {
+        for (what, v) in [("principal", &self.principal), ("cause", &self.cause)] {
+            if v.trim().is_empty() || v.len() > 1024 {
+                return Err(super::ApiError::invalid(format!(
+                    "{what} must be 1 to 1024 characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -145,6 +145,36 @@ impl AdminClient {
         .await
     }
 
+    /// Revokes a principal's access for `cause`.
+    pub async fn revoke(
+        &self,
+        principal: &str,
+        cause: &str,
+    ) -> Result<crate::remediation::Remediated, AdminError> {
+        let req = super::api::RemediationRequest {
+            principal: principal.into(),
+            cause: cause.into(),
+        };
+        self.call(Method::POST, "/v1/remediation/revoke", Some(&req))
+            .await
+    }
+
+    /// Lifts a principal's revocation.
+    pub async fn lift_revocation(&self, principal: &str, cause: &str) -> Result<(), AdminError> {
+        let req = super::api::RemediationRequest {
+            principal: principal.into(),
+            cause: cause.into(),
+        };
+        self.call::<_, ()>(Method::POST, "/v1/remediation/lift", Some(&req))
+            .await
+    }
+
+    /// Every revocation, newest first.
+    pub async fn revocations(&self) -> Result<Vec<aims_store::Revocation>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/remediation", None)
+            .await
+    }
+
     /// The newest signed checkpoint and its verifier key.
     pub async fn audit_checkpoint(&self) -> Result<super::api::AuditCheckpoint, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/audit/checkpoint", None)

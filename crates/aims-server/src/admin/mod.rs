@@ -69,7 +69,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 }
@@ -170,6 +170,8 @@ pub struct AdminState {
     pub policy: Arc<crate::policy::PolicyService>,
     /// The audit log's readable side.
     pub log: crate::audit_api::LogView,
+    /// Revocations.
+    pub remediation: Arc<crate::remediation::Remediation>,
 }
 
 type AppState = Arc<AdminState>;
@@ -231,6 +233,9 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/policy/{version}", get(policy_version))
         .route("/v1/audit/records", get(audit_records))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/remediation", get(list_revocations))
+        .route("/v1/remediation/revoke", post(revoke_principal))
+        .route("/v1/remediation/lift", post(lift_revocation))
         .route("/v1/audit/trace/{id}", get(audit_trace))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -607,6 +612,44 @@ async fn audit_records(
             .map(aims_audit::LogEntry::from)
             .collect::<Vec<_>>(),
     ))
+}
+
+/// Who acts through the admin socket, for the audit trail.
+const OPERATOR: &str = "operator (admin socket)";
+
+async fn list_revocations(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.remediation.list().await?))
+}
+
+async fn revoke_principal(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::RemediationRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    req.check()?;
+    Ok(Json(
+        s.remediation
+            .revoke(&req.principal, &req.cause, OPERATOR)
+            .await?,
+    ))
+}
+
+async fn lift_revocation(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::RemediationRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    req.check()?;
+    match s
+        .remediation
+        .lift(&req.principal, &req.cause, OPERATOR)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no revocation of {} stands", req.principal),
+        )),
+    }
 }
 
 /// The newest signed checkpoint and the key that verifies it.

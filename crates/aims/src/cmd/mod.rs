@@ -9,6 +9,7 @@ pub mod entry;
 pub mod gateway;
 pub mod node;
 pub mod policy;
+pub mod revoke;
 pub mod server;
 pub mod svid;
 pub mod token;

@@ -1,0 +1,121 @@
+//! Remediation (AIMS MO-3…MO-6): revoking a principal's access — an agent's SPIFFE ID, a client,
+//! a user — and lifting it again, each recorded durably in the audit log with its cause before
+//! it is acknowledged. A revocation kills the principal's remembered tokens and refresh
+//! families, makes introspection call every earlier token inactive (so gateways refuse it at
+//! their next recheck), and refuses new grants until lifted.
+
+use std::sync::Arc;
+
+use aims_audit::{AuditLog, AuditRecord, RecordKind};
+use aims_core::Clock;
+use aims_store::{Revocation, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServerError;
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remediated {
+    /// The revocation as it stands.
+    pub revocation: Revocation,
+    /// Remembered tokens revoked with it.
+    pub tokens_revoked: u64,
+    /// The audit record's index.
+    pub audit_index: u64,
+}
+
+/// Revokes and restores access, recording each act.
+pub struct Remediation {
+    store: Store,
+    audit: Arc<AuditLog>,
+    source: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Remediation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remediation")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remediation {
+    /// Remediation over `store`, recorded in `audit` as `source` (the server's SPIFFE ID).
+    pub fn new(store: Store, audit: Arc<AuditLog>, source: String, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            audit,
+            source,
+            clock,
+        }
+    }
+
+    async fn record(
+        &self,
+        action: &str,
+        principal: &str,
+        cause: &str,
+        initiator: &str,
+    ) -> Result<u64, ServerError> {
+        let mut r = AuditRecord::new(
+            RecordKind::Remediation,
+            action,
+            aims_core::unix_millis(self.clock.now()),
+        );
+        r.source = self.source.clone();
+        r.agent = Some(principal.to_owned());
+        r.remediation_cause = Some(cause.to_owned());
+        r.reason = Some(format!("initiated by {initiator}"));
+        Ok(self.audit.append(&[r]).await?.indexes.start)
+    }
+
+    /// Revokes `principal` for `cause`, initiated by `initiator` (an operator, a signal).
+    pub async fn revoke(
+        &self,
+        principal: &str,
+        cause: &str,
+        initiator: &str,
+    ) -> Result<Remediated, ServerError> {
+        let now = aims_core::unix_seconds(self.clock.now());
+        let tokens_revoked = self.store.revoke_principal(principal, cause, now).await?;
+        // Recorded before it is acknowledged: no remediation without its trail.
+        let audit_index = self.record("revoke", principal, cause, initiator).await?;
+        tracing::warn!(%principal, %cause, %initiator, tokens_revoked, "access revoked");
+        let revocation = self
+            .store
+            .revocations_of(&[principal])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| aims_store::StoreError::NotFound(principal.to_owned()))?;
+        Ok(Remediated {
+            revocation,
+            tokens_revoked,
+            audit_index,
+        })
+    }
+
+    /// Lifts the revocation of `principal`; `None` if none stood.
+    pub async fn lift(
+        &self,
+        principal: &str,
+        cause: &str,
+        initiator: &str,
+    ) -> Result<Option<u64>, ServerError> {
+        let now = aims_core::unix_seconds(self.clock.now());
+        if !self.store.lift_revocation(principal, now).await? {
+            return Ok(None);
+        }
+        let index = self
+            .record("lift_revocation", principal, cause, initiator)
+            .await?;
+        tracing::warn!(%principal, %cause, %initiator, "revocation lifted");
+        Ok(Some(index))
+    }
+
+    /// Every revocation, newest first.
+    pub async fn list(&self) -> Result<Vec<Revocation>, ServerError> {
+        Ok(self.store.revocations().await?)
+    }
+}

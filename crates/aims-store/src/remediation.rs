@@ -1,0 +1,107 @@
+//! Revoked principals (AIMS MO-3…MO-5): a revocation kills the principal's remembered tokens
+//! at once, marks every self-contained token issued before it inactive, and refuses new tokens
+//! until it is lifted.
+
+use sqlx::Row as _;
+
+use crate::{Store, StoreError};
+
+/// A stored revocation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    /// The principal (SPIFFE ID, client id or user).
+    pub principal: String,
+    /// When, Unix seconds: tokens issued at or before it are inactive.
+    pub revoked_at: i64,
+    /// Why (operator's words or the signal that caused it).
+    pub cause: String,
+    /// When it was lifted, if it was: new tokens may be issued again.
+    pub lifted_at: Option<i64>,
+}
+
+fn row(r: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        principal: r.try_get("principal")?,
+        revoked_at: r.try_get("revoked_at")?,
+        cause: r.try_get("cause")?,
+        lifted_at: r.try_get("lifted_at")?,
+    })
+}
+
+impl Store {
+    /// Revokes `principal` at `now` (Unix seconds) for `cause`, in one transaction: the
+    /// revocation stands (again) and every remembered token to or for it (opaque access tokens,
+    /// refresh tokens and so their families) is revoked. Returns how many tokens were.
+    pub async fn revoke_principal(
+        &self,
+        principal: &str,
+        cause: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO revoked_principals (principal, revoked_at, cause, lifted_at) \
+             VALUES ($1, $2, $3, NULL) ON CONFLICT (principal) DO UPDATE SET \
+             revoked_at = excluded.revoked_at, cause = excluded.cause, lifted_at = NULL",
+        )
+        .bind(principal)
+        .bind(now)
+        .bind(cause)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = $1 \
+             WHERE (client_id = $2 OR subject = $2) AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(principal)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Lifts the revocation of `principal` at `now`: new tokens may be issued again; tokens
+    /// from before the revocation stay inactive. Returns whether one stood.
+    pub async fn lift_revocation(&self, principal: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE revoked_principals SET lifted_at = $1 \
+             WHERE principal = $2 AND lifted_at IS NULL",
+        )
+        .bind(now)
+        .bind(principal)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The revocations of any of `principals`, newest first.
+    pub async fn revocations_of(&self, principals: &[&str]) -> Result<Vec<Revocation>, StoreError> {
+        if principals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT principal, revoked_at, cause, lifted_at FROM revoked_principals \
+             WHERE principal IN ({}) ORDER BY revoked_at DESC",
+            crate::placeholders(1, principals.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in principals {
+            q = q.bind(*p);
+        }
+        q.fetch_all(&self.pool).await?.iter().map(row).collect()
+    }
+
+    /// Every revocation, newest first.
+    pub async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query(
+            "SELECT principal, revoked_at, cause, lifted_at FROM revoked_principals \
+             ORDER BY revoked_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(row)
+        .collect()
+    }
+}
