@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod recent;
 pub mod server_client;
 pub mod settings;
+pub mod signals;
 pub mod token_cache;
 
 use std::net::SocketAddr;
@@ -274,6 +275,16 @@ pub async fn start_with_identity(
     let router = axum::Router::new()
         .fallback(proxy::handle)
         .with_state(gateway.clone());
+    let own_id = identity
+        .spiffe_id()
+        .map(|id| id.to_string())
+        .ok_or_else(|| GatewayError::Config("the gateway has no X509-SVID".into()))?;
+    // Long polls outlast the server client's request timeout.
+    let signals_http = server_client::mtls_http_client(
+        &identity,
+        settings.server_ca_file.as_deref(),
+        Duration::from_secs(60),
+    )?;
     let mut tasks = vec![
         tokio::spawn(aims_authn::transport::serve_tls(
             listener,
@@ -282,9 +293,16 @@ pub async fn start_with_identity(
             shutdown.clone(),
         )),
         tokio::spawn(follow_policy(
-            server,
+            server.clone(),
             pdp,
             settings.policy_poll,
+            shutdown.clone(),
+        )),
+        tokio::spawn(signals::follow(
+            server,
+            gateway.clone(),
+            signals_http,
+            own_id,
             shutdown.clone(),
         )),
     ];

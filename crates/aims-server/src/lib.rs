@@ -20,6 +20,7 @@ pub mod remediation;
 pub mod server;
 pub mod server_svid;
 pub mod settings;
+pub mod signals_api;
 pub mod tls;
 
 pub use error::ServerError;

@@ -2,14 +2,18 @@
 //! a user — and lifting it again, each recorded durably in the audit log with its cause before
 //! it is acknowledged. A revocation kills the principal's remembered tokens and refresh
 //! families, makes introspection call every earlier token inactive (so gateways refuse it at
-//! their next recheck), and refuses new grants until lifted.
+//! their next recheck), and refuses new grants until lifted. Every receiver of the Shared
+//! Signals transmitter hears of it at once: CAEP session-revoked on a revocation, RISC
+//! account-enabled when it is lifted (AIMS MO-2, MO-4).
 
 use std::sync::Arc;
 
 use aims_audit::{AuditLog, AuditRecord, RecordKind};
 use aims_core::Clock;
+use aims_signals::{SubjectId, Transmitter, event};
 use aims_store::{Revocation, Store};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::error::ServerError;
 
@@ -28,6 +32,7 @@ pub struct Remediated {
 pub struct Remediation {
     store: Store,
     audit: Arc<AuditLog>,
+    signals: Arc<Transmitter>,
     source: String,
     clock: Arc<dyn Clock>,
 }
@@ -42,10 +47,17 @@ impl std::fmt::Debug for Remediation {
 
 impl Remediation {
     /// Remediation over `store`, recorded in `audit` as `source` (the server's SPIFFE ID).
-    pub fn new(store: Store, audit: Arc<AuditLog>, source: String, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Store,
+        audit: Arc<AuditLog>,
+        signals: Arc<Transmitter>,
+        source: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             audit,
+            signals,
             source,
             clock,
         }
@@ -82,6 +94,8 @@ impl Remediation {
         // Recorded before it is acknowledged: no remediation without its trail.
         let audit_index = self.record("revoke", principal, cause, initiator).await?;
         tracing::warn!(%principal, %cause, %initiator, tokens_revoked, "access revoked");
+        self.signal(event::SESSION_REVOKED, principal, cause, now, audit_index)
+            .await;
         let revocation = self
             .store
             .revocations_of(&[principal])
@@ -112,6 +126,25 @@ impl Remediation {
             .await?;
         tracing::warn!(%principal, %cause, %initiator, "revocation lifted");
         Ok(Some(index))
+    }
+
+    /// Tells every receiver (CAEP/RISC, `initiating_entity` admin, the cause as
+    /// `reason_admin`; `txn` the audit record's index). The revocation already holds at the
+    /// AS, so a failure here is logged, not fatal: gateways still refuse at their next recheck.
+    async fn signal(&self, event_type: &str, principal: &str, cause: &str, now: i64, index: u64) {
+        let body = json!({
+            "event_timestamp": now,
+            "initiating_entity": "admin",
+            "reason_admin": {"en": cause},
+        });
+        let subject = SubjectId::for_principal(principal);
+        if let Err(e) = self
+            .signals
+            .emit(event_type, &subject, body, Some(format!("audit-{index}")))
+            .await
+        {
+            tracing::error!(error = %e, %principal, "remediation signal not sent");
+        }
     }
 
     /// Every revocation, newest first.

@@ -38,6 +38,8 @@ pub struct RunningServer {
     pub policy: Arc<PolicyService>,
     /// The audit log.
     pub audit: Arc<aims_audit::AuditLog>,
+    /// The Shared Signals transmitter.
+    pub signals: Arc<aims_signals::Transmitter>,
     /// The bundle endpoint URL.
     pub bundle_url: String,
     /// The admin socket.
@@ -269,13 +271,28 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let shutdown = CancellationToken::new();
     // Whatever was started stops again if a later step fails.
     let stop_on_error = shutdown.clone().drop_guard();
+    let as_issuer = authorization_server.settings.issuer.clone();
+    let signals = Arc::new(
+        aims_signals::Transmitter::new(
+            issuer.store().clone(),
+            as_issuer.clone(),
+            mtls_base.clone(),
+            Arc::new(crate::signals_api::AsSigner(issuer.clone())),
+        )
+        .map_err(|e| ServerError::Config(format!("signals: {e}")))?,
+    );
     let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
         bundle_endpoint::router(issuer.clone())
-            .merge(aims_oauth::endpoints::router(authorization_server.clone())),
+            .merge(aims_oauth::endpoints::router(authorization_server.clone()))
+            .merge(crate::signals_api::metadata_router(
+                as_issuer,
+                mtls_base.clone(),
+            )),
         shutdown.clone(),
     ))];
+    tasks.push(tokio::spawn(signals.clone().run_push(shutdown.clone())));
     // The mutual-TLS listener also serves the trust domain's enforcement points, authenticated
     // by their X509-SVIDs: the AuthZEN API, the policy in force and audit appends.
     tasks.push(tokio::spawn(serve_tls(
@@ -290,6 +307,10 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .merge(crate::audit_api::router(
                 audit.clone(),
                 log_view.clone(),
+                settings.trust_domain.clone(),
+            ))
+            .merge(crate::signals_api::router(
+                signals.clone(),
                 settings.trust_domain.clone(),
             )),
         shutdown.clone(),
@@ -359,6 +380,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 remediation: Arc::new(crate::remediation::Remediation::new(
                     issuer.store().clone(),
                     audit.clone(),
+                    signals.clone(),
                     crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
                     settings.clock.clone(),
                 )),
@@ -422,6 +444,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         authorization_server,
         policy,
         audit,
+        signals,
         bundle_url,
         admin_socket,
         web_ca_file,

@@ -4,18 +4,17 @@
 //! client can get them wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aims_authn::mtls::SvidStore;
-use aims_core::{Clock as _, ManualClock, SharedClock, SpiffeId, TrustDomain};
+use aims_core::{Clock as _, SpiffeId, TrustDomain};
 use aims_credentials::jose::{Audience, JwsHeader, sign};
-use aims_credentials::{
-    AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey, SubjectKey,
-};
+use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey};
 use aims_oauth::claims::{AT_TYP, AccessClaims};
 use aims_oauth::resource::{SenderProof, verify_access_token};
-use aims_server::{RunningServer, ServerSettings};
+use common::{As, start_as};
 use serde_json::{Value, json};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -25,39 +24,6 @@ const RESOURCE: &str = "https://tool.example/api";
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
-}
-
-struct As {
-    _dir: tempfile::TempDir,
-    server: RunningServer,
-    http: reqwest::Client,
-    issuer: String,
-    clock: Arc<ManualClock>,
-}
-
-async fn start_as(td: &str, tweak: impl FnOnce(&mut ServerSettings)) -> As {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::starting_now();
-    let mut s = ServerSettings::new(TrustDomain::new(td).unwrap(), dir.path().join("data"));
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.agent_listen = "127.0.0.1:0".parse().unwrap();
-    s.oauth_mtls_listen = "127.0.0.1:0".parse().unwrap();
-    s.clock = clock.clone() as SharedClock;
-    tweak(&mut s);
-    let server = aims_server::start(s).await.unwrap();
-    let ca = std::fs::read(server.web_ca_file.as_ref().unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
-    As {
-        issuer: server.authorization_server.settings.issuer.clone(),
-        _dir: dir,
-        server,
-        http,
-        clock,
-    }
 }
 
 impl As {
@@ -614,48 +580,6 @@ async fn mutual_tls_binds_tokens_to_the_x509_svid() {
 }
 
 impl As {
-    /// The mutual-TLS listener's base URL.
-    fn mtls_base(&self) -> String {
-        self.server
-            .authorization_server
-            .settings
-            .mtls_base
-            .clone()
-            .unwrap()
-    }
-
-    /// An HTTPS client that checks the server with Web PKI (spiffe-client-auth-02 §3.2) and
-    /// presents a fresh X509-SVID for `agent`; and the SVID's leaf.
-    async fn mtls_client(&self, agent: &SpiffeId) -> (reqwest::Client, Vec<u8>) {
-        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let svid = self
-            .server
-            .issuer
-            .issue_x509(agent, &SubjectKey::of(&key), &[], None)
-            .await
-            .unwrap();
-        let leaf = svid.chain[0].to_vec();
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = std::fs::read(self.server.web_ca_file.as_ref().unwrap()).unwrap();
-        for c in
-            aims_credentials::bundle::certs_from_pem(std::str::from_utf8(&ca).unwrap()).unwrap()
-        {
-            roots.add(c).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .build()
-            .unwrap();
-        (client, leaf)
-    }
-
     fn verify_bound(
         &self,
         token: &str,

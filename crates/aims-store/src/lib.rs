@@ -17,6 +17,7 @@ mod nodes;
 mod oauth;
 mod policy;
 mod remediation;
+mod signals;
 pub mod testing;
 
 use std::path::Path;
@@ -36,6 +37,7 @@ pub use nodes::AttestedNode;
 pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 pub use policy::PolicyVersionRow;
 pub use remediation::Revocation;
+pub use signals::{PendingSet, StreamRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -1,0 +1,411 @@
+//! The Shared Signals transmitter over real HTTPS (SSF 1.0, RFC 8935, RFC 8936; AIMS MO-2…MO-4):
+//! metadata, stream management owned by the receiver's SPIFFE ID, poll delivery that catches
+//! up and long-polls, pause and verification, and push delivery that retries with backoff
+//! while the receiver is down and loses nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aims_core::SpiffeId;
+use aims_oauth::keys::TokenKeys as _;
+use aims_signals::stream::{POLL, PUSH};
+use aims_signals::{PollReceiver, SecEvent, SubjectId, event, verify_set};
+use common::{As, start_as};
+use serde_json::{Value, json};
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+const RECEIVER: &str = "spiffe://example.org/gateway/g1";
+
+impl As {
+    fn ssf_url(&self, path: &str) -> String {
+        format!("{}/ssf/v1/{path}", self.mtls_base())
+    }
+
+    fn check(&self, set: &str, audience: &str) -> SecEvent {
+        let keys = |kid: &str| self.server.issuer.verifying_key(kid);
+        verify_set(set, &self.issuer, audience, &keys).unwrap()
+    }
+
+    async fn revoke_signal(&self, who: &str) -> usize {
+        self.server
+            .signals
+            .emit(
+                event::SESSION_REVOKED,
+                &SubjectId::for_principal(who),
+                json!({"initiating_entity": "admin", "reason_admin": {"en": "test"}}),
+                None,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn metadata_and_streams_owned_by_their_receiver() {
+    let a = start_as("example.org", |_| {}).await;
+    let meta = send(
+        a.http
+            .get(format!("{}/.well-known/ssf-configuration", a.issuer)),
+    )
+    .await
+    .1;
+    assert_eq!(meta["spec_version"], "1_0");
+    assert_eq!(meta["issuer"], a.issuer.as_str());
+    assert_eq!(meta["jwks_uri"], format!("{}/oauth2/jwks", a.issuer));
+    assert_eq!(meta["delivery_methods_supported"], json!([PUSH, POLL]));
+    assert_eq!(meta["configuration_endpoint"], a.ssf_url("stream"));
+
+    let (mine, _) = a.mtls_client(&id(RECEIVER)).await;
+    let (other, _) = a.mtls_client(&id("spiffe://example.org/gateway/g2")).await;
+    let (status, created) = send(mine.post(a.ssf_url("stream")).json(&json!({
+        "events_requested": [event::SESSION_REVOKED, event::ACCOUNT_ENABLED, "https://unknown/event"],
+        "description": "test receiver"
+    })))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let stream_id = created["stream_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["iss"], a.issuer.as_str());
+    assert_eq!(created["aud"], RECEIVER);
+    // Delivered: what was asked for and is supported; poll by default, at our endpoint.
+    assert_eq!(
+        created["events_delivered"],
+        json!([event::SESSION_REVOKED, event::ACCOUNT_ENABLED])
+    );
+    assert_eq!(created["delivery"]["method"], POLL);
+    assert_eq!(
+        created["delivery"]["endpoint_url"],
+        a.ssf_url(&format!("poll/{stream_id}"))
+    );
+
+    let by_id = format!("{}?stream_id={stream_id}", a.ssf_url("stream"));
+    assert_eq!(send(mine.get(&by_id)).await, (200, created.clone()));
+    assert_eq!(
+        send(mine.get(a.ssf_url("stream"))).await.1,
+        json!([created])
+    );
+    // Another receiver sees nothing of it; no SVID, no answer; junk is a 400.
+    assert_eq!(send(other.get(&by_id)).await.0, 404);
+    assert_eq!(send(other.get(a.ssf_url("stream"))).await.1, json!([]));
+    assert_eq!(send(other.delete(&by_id)).await.0, 404);
+    assert_eq!(send(a.http.get(a.ssf_url("stream"))).await.0, 401);
+    assert_eq!(
+        send(mine.post(a.ssf_url("stream")).body("{not json"))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        send(
+            mine.post(a.ssf_url("stream")).json(
+                &json!({"delivery": {"method": PUSH, "endpoint_url": "http://example.com/x"}})
+            )
+        )
+        .await
+        .0,
+        400,
+        "push to plain HTTP off loopback"
+    );
+
+    // PATCH changes what is given; status and verification.
+    let (status, patched) = send(mine.patch(a.ssf_url("stream")).json(&json!({
+        "stream_id": stream_id, "description": "renamed"
+    })))
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(patched["description"], "renamed");
+    assert_eq!(patched["events_delivered"], created["events_delivered"]);
+    let status_url = format!("{}?stream_id={stream_id}", a.ssf_url("status"));
+    assert_eq!(send(mine.get(&status_url)).await.1["status"], "enabled");
+    let (s, _) = send(
+        mine.post(a.ssf_url("verify"))
+            .json(&json!({"stream_id": stream_id, "state": "abc"})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let receiver = PollReceiver::connect(
+        mine.clone(),
+        &a.issuer,
+        RECEIVER,
+        &[event::SESSION_REVOKED, event::ACCOUNT_ENABLED],
+        "renamed",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        receiver.stream_id(),
+        stream_id,
+        "the receiver reuses its stream"
+    );
+    let got = receiver
+        .poll_once(vec![], BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let sets: Vec<SecEvent> = got.sets.values().map(|s| a.check(s, RECEIVER)).collect();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(
+        sets[0].event().unwrap(),
+        (event::VERIFICATION, &json!({"state": "abc"}))
+    );
+    assert_eq!(
+        sets[0].sub_id,
+        SubjectId::Opaque {
+            id: stream_id.clone()
+        }
+    );
+
+    assert_eq!(send(mine.delete(&by_id)).await.0, 204);
+    assert_eq!(send(mine.get(&by_id)).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_poll_receiver_catches_up_long_polls_and_a_paused_stream_holds_events() {
+    let a = start_as("example.org", |_| {}).await;
+    let (client, _) = a.mtls_client(&id(RECEIVER)).await;
+    let receiver = PollReceiver::connect(
+        client.clone(),
+        &a.issuer,
+        RECEIVER,
+        event::SUPPORTED,
+        "poller",
+    )
+    .await
+    .unwrap();
+    // Five signals while nobody polls: all wait for the receiver.
+    for i in 0..5 {
+        assert_eq!(
+            a.revoke_signal(&format!("spiffe://example.org/agent/{i}"))
+                .await,
+            1
+        );
+    }
+    let got = receiver
+        .poll_once(vec![], BTreeMap::new(), false)
+        .await
+        .unwrap();
+    assert_eq!(got.sets.len(), 5);
+    assert!(!got.more_available);
+    let mut subjects: Vec<String> = got
+        .sets
+        .values()
+        .flat_map(|s| a.check(s, RECEIVER).sub_id.principals())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        (0..5)
+            .map(|i| format!("spiffe://example.org/agent/{i}"))
+            .collect::<Vec<_>>()
+    );
+    // Unacknowledged SETs come again; acknowledged ones do not.
+    assert_eq!(
+        receiver
+            .poll_once(vec![], BTreeMap::new(), false)
+            .await
+            .unwrap()
+            .sets
+            .len(),
+        5
+    );
+    let acks: Vec<String> = got.sets.keys().cloned().collect();
+    assert!(
+        receiver
+            .poll_once(acks, BTreeMap::new(), false)
+            .await
+            .unwrap()
+            .sets
+            .is_empty()
+    );
+
+    // A long poll answers the moment a signal is emitted.
+    let waiting = tokio::spawn({
+        let r = receiver.clone();
+        async move {
+            let t = Instant::now();
+            (r.poll_once(vec![], BTreeMap::new(), true).await.unwrap(), t)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.revoke_signal("spiffe://example.org/agent/late").await;
+    let (got, started) = waiting.await.unwrap();
+    assert_eq!(got.sets.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let late: Vec<String> = got.sets.keys().cloned().collect();
+    receiver
+        .poll_once(late, BTreeMap::new(), false)
+        .await
+        .unwrap();
+
+    // Paused: held (after a stream-updated event); enabled again: delivered.
+    let stream_id = receiver.stream_id().to_owned();
+    let (s, _) = send(
+        client
+            .post(a.ssf_url("status"))
+            .json(&json!({"stream_id": stream_id, "status": "paused", "reason": "maintenance"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let updated = receiver
+        .poll_once(vec![], BTreeMap::new(), false)
+        .await
+        .unwrap();
+    assert!(updated.sets.is_empty(), "a paused stream delivers nothing");
+    a.revoke_signal("spiffe://example.org/agent/held").await;
+    assert!(
+        receiver
+            .poll_once(vec![], BTreeMap::new(), false)
+            .await
+            .unwrap()
+            .sets
+            .is_empty()
+    );
+    send(
+        client
+            .post(a.ssf_url("status"))
+            .json(&json!({"stream_id": stream_id, "status": "enabled"})),
+    )
+    .await;
+    let got = receiver
+        .poll_once(vec![], BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let types: Vec<String> = got
+        .sets
+        .values()
+        .map(|s| a.check(s, RECEIVER).event().unwrap().0.to_owned())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == event::STREAM_UPDATED).count(),
+        2,
+        "{types:?}"
+    );
+    assert!(
+        types.iter().any(|t| t == event::SESSION_REVOKED),
+        "the held event"
+    );
+    // A SET the receiver refuses is reported and not sent again.
+    let errs: BTreeMap<_, _> = got
+        .sets
+        .keys()
+        .map(|j| {
+            (
+                j.clone(),
+                aims_signals::stream::SetErr {
+                    err: "invalid_request".into(),
+                    description: "test".into(),
+                },
+            )
+        })
+        .collect();
+    assert!(
+        receiver
+            .poll_once(vec![], errs, false)
+            .await
+            .unwrap()
+            .sets
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn push_retries_with_backoff_while_the_receiver_is_down_and_loses_nothing() {
+    let a = start_as("example.org", |_| {}).await;
+    let (client, _) = a.mtls_client(&id(RECEIVER)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (s, created) = send(client.post(a.ssf_url("stream")).json(&json!({
+        "events_requested": [event::SESSION_REVOKED],
+        "delivery": {"method": PUSH, "endpoint_url": format!("http://127.0.0.1:{port}/events"),
+                     "authorization_header": "Bearer receiver-secret"}
+    })))
+    .await;
+    assert_eq!(s, 201, "{created}");
+    // The receiver is down: three signals wait in the outbox.
+    for i in 0..3 {
+        a.revoke_signal(&format!("spiffe://example.org/agent/{i}"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Now it comes up: an RFC 8935 receiver that checks every SET and answers 202.
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = received.clone();
+    let issuer = a.issuer.clone();
+    let keys_of = a.server.issuer.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            let issuer = issuer.clone();
+            let keys_of = keys_of.clone();
+            async move {
+                assert_eq!(headers["content-type"], "application/secevent+jwt");
+                assert_eq!(headers["authorization"], "Bearer receiver-secret");
+                let keys = |kid: &str| keys_of.verifying_key(kid);
+                let set = verify_set(&body, &issuer, RECEIVER, &keys).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push((set.jti.clone(), set.sub_id.principals()[0].clone()));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while received.lock().unwrap().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "push did not recover: {:?}",
+            received.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // In order, each once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(
+        got.iter().map(|(_, who)| who.as_str()).collect::<Vec<_>>(),
+        (0..3)
+            .map(|i| format!("spiffe://example.org/agent/{i}"))
+            .collect::<Vec<_>>()
+    );
+    let stream_id = created["stream_id"].as_str().unwrap();
+    assert_eq!(
+        a.server
+            .issuer
+            .store()
+            .pending_count(stream_id)
+            .await
+            .unwrap(),
+        0
+    );
+    // Once up, a new signal is pushed at once.
+    let t = Instant::now();
+    a.revoke_signal("spiffe://example.org/agent/now").await;
+    while received.lock().unwrap().len() < 4 {
+        assert!(t.elapsed() < Duration::from_secs(2), "not pushed promptly");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
