@@ -216,13 +216,14 @@ impl AgentApi {
                 .await
                 .map_err(store_status)?
                 .into_iter()
+                .filter(|e| !e.disabled)
                 .map(|e| (e.id.clone(), e))
                 .collect());
         }
         let mut found = HashMap::new();
         for csr in csrs {
             match store.get_entry(&csr.entry_id).await {
-                Ok(e) if e.parent_id == *agent => {
+                Ok(e) if e.parent_id == *agent && !e.disabled => {
                     found.insert(e.id.clone(), e);
                 }
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
@@ -244,8 +245,9 @@ impl AgentApi {
             .get_entry(entry_id)
             .await
             .map_err(store_status)?;
-        if entry.parent_id != *agent {
-            // The same answer as for an unknown entry: an agent learns nothing about others'.
+        if entry.parent_id != *agent || entry.disabled {
+            // The same answer as for an unknown entry: an agent learns nothing about others',
+            // and a disabled entry (AIMS MO-3) gets nothing.
             return Err(Status::not_found(format!("entry {entry_id}")));
         }
         Ok(entry)
@@ -331,7 +333,12 @@ impl AgentApi {
                 .map_err(store_status)?;
         let mut msg = SyncResponse {
             revision: 0,
-            entries: entries.iter().map(entry_message).collect(),
+            // A disabled entry leaves the agent's state: it drops the entry's SVIDs.
+            entries: entries
+                .iter()
+                .filter(|e| !e.disabled)
+                .map(entry_message)
+                .collect(),
             bundle: issuer.published().document.clone(),
             federated_bundles: federated
                 .into_iter()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use aims_audit::{AuditLog, AuditRecord, RecordKind};
 use aims_core::Clock;
 use aims_signals::{SubjectId, Transmitter, event};
-use aims_store::{Revocation, Store};
+use aims_store::{EntryUpdate, RegistrationEntry, Revocation, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -70,6 +70,18 @@ impl Remediation {
         cause: &str,
         initiator: &str,
     ) -> Result<u64, ServerError> {
+        self.record_on(action, principal, None, cause, initiator)
+            .await
+    }
+
+    async fn record_on(
+        &self,
+        action: &str,
+        principal: &str,
+        resource: Option<String>,
+        cause: &str,
+        initiator: &str,
+    ) -> Result<u64, ServerError> {
         let mut r = AuditRecord::new(
             RecordKind::Remediation,
             action,
@@ -77,6 +89,7 @@ impl Remediation {
         );
         r.source = self.source.clone();
         r.agent = Some(principal.to_owned());
+        r.resource = resource;
         r.remediation_cause = Some(cause.to_owned());
         r.reason = Some(format!("initiated by {initiator}"));
         Ok(self.audit.append(&[r]).await?.indexes.start)
@@ -126,6 +139,59 @@ impl Remediation {
             .await?;
         tracing::warn!(%principal, %cause, %initiator, "revocation lifted");
         Ok(Some(index))
+    }
+
+    /// Disables (or enables again) a registration entry: no SVID is issued or renewed for it
+    /// and agents drop the ones they hold at their next sync (the caller pokes them). Receivers
+    /// hear CAEP credential-change (`x509`, `revoke` or `create`) about its SPIFFE ID.
+    pub async fn set_entry_disabled(
+        &self,
+        entry_id: &str,
+        disabled: bool,
+        cause: &str,
+        initiator: &str,
+    ) -> Result<RegistrationEntry, ServerError> {
+        let update = EntryUpdate {
+            disabled: Some(disabled),
+            ..EntryUpdate::default()
+        };
+        let entry = self.store.update_entry(entry_id, update).await?;
+        let (action, change) = if disabled {
+            ("disable_entry", "revoke")
+        } else {
+            ("enable_entry", "create")
+        };
+        let principal = entry.spiffe_id.to_string();
+        let index = self
+            .record_on(
+                action,
+                &principal,
+                Some(format!("entry {entry_id}")),
+                cause,
+                initiator,
+            )
+            .await?;
+        tracing::warn!(entry = %entry_id, spiffe_id = %principal, disabled, %cause, %initiator, "entry remediated");
+        let body = json!({
+            "credential_type": "x509",
+            "change_type": change,
+            "initiating_entity": "admin",
+            "reason_admin": {"en": cause},
+            "event_timestamp": aims_core::unix_seconds(self.clock.now()),
+        });
+        if let Err(e) = self
+            .signals
+            .emit(
+                event::CREDENTIAL_CHANGE,
+                &SubjectId::for_principal(&principal),
+                body,
+                Some(format!("audit-{index}")),
+            )
+            .await
+        {
+            tracing::error!(error = %e, %principal, "remediation signal not sent");
+        }
+        Ok(entry)
     }
 
     /// Tells every receiver (CAEP/RISC, `initiating_entity` admin, the cause as

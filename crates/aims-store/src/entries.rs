@@ -105,6 +105,9 @@ pub struct RegistrationEntry {
     pub admin: bool,
     /// The Workload API `hint` (SPIFFE Workload API §5.3).
     pub hint: Option<String>,
+    /// Disabled by remediation: no SVID is issued or renewed for it.
+    #[serde(default)]
+    pub disabled: bool,
     /// Incremented on every update.
     pub revision: i64,
     /// Creation time, Unix seconds.
@@ -160,6 +163,9 @@ pub struct EntryUpdate {
     /// New admin flag.
     #[serde(default)]
     pub admin: Option<bool>,
+    /// Disable or enable the entry.
+    #[serde(default)]
+    pub disabled: Option<bool>,
     /// New hint (`Some(None)` clears it).
     #[serde(default)]
     pub hint: Option<Option<String>>,
@@ -249,6 +255,7 @@ fn row_to_entry(row: &sqlx::any::AnyRow) -> Result<RegistrationEntry, StoreError
             .map_err(|e| StoreError::Invalid(format!("stored dns_names: {e}")))?,
         admin: row.try_get::<i64, _>("admin")? != 0,
         hint: row.try_get("hint")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
         revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -259,7 +266,7 @@ fn row_to_entry(row: &sqlx::any::AnyRow) -> Result<RegistrationEntry, StoreError
 macro_rules! entry_columns {
     () => {
         "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
-         dns_names, admin, hint, revision, created_at, updated_at"
+         dns_names, admin, hint, revision, created_at, updated_at, disabled"
     };
 }
 
@@ -295,6 +302,7 @@ impl Store {
             dns_names: new.dns_names,
             admin: new.admin,
             hint: new.hint,
+            disabled: false,
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -303,7 +311,7 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO registration_entries (",
             entry_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&entry.id)
         .bind(entry.spiffe_id.as_str())
@@ -317,6 +325,7 @@ impl Store {
         .bind(entry.revision)
         .bind(entry.created_at)
         .bind(entry.updated_at)
+        .bind(i64::from(entry.disabled))
         .execute(&mut *tx)
         .await?;
         Self::bump(&mut *tx, Counter::Registration).await?;
@@ -384,6 +393,9 @@ impl Store {
         if let Some(a) = update.admin {
             entry.admin = a;
         }
+        if let Some(d) = update.disabled {
+            entry.disabled = d;
+        }
         if let Some(h) = update.hint {
             validate_hint(h.as_ref())?;
             entry.hint = h;
@@ -394,7 +406,7 @@ impl Store {
         let result = sqlx::query(
             "UPDATE registration_entries SET parent_id = $1, selectors = $2, x509_svid_ttl = $3, \
              jwt_svid_ttl = $4, dns_names = $5, admin = $6, hint = $7, revision = revision + 1, \
-             updated_at = $8 WHERE id = $9 AND revision = $10",
+             updated_at = $8, disabled = $11 WHERE id = $9 AND revision = $10",
         )
         .bind(entry.parent_id.as_str())
         .bind(to_json(&entry.selectors)?)
@@ -406,6 +418,7 @@ impl Store {
         .bind(entry.updated_at)
         .bind(id)
         .bind(entry.revision)
+        .bind(i64::from(entry.disabled))
         .execute(&mut *tx)
         .await?;
         if result.rows_affected() == 0 {

@@ -187,3 +187,14 @@ impl RemediationRequest {
         Ok(())
     }
 }
+
+/// `POST /v1/remediation/entry`: disable or enable a registration entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryRemediationRequest {
+    /// The entry.
+    pub entry_id: String,
+    /// Disable (true) or enable (false).
+    pub disabled: bool,
+    /// Why (recorded in the audit log).
+    pub cause: String,
+}

@@ -169,6 +169,22 @@ impl AdminClient {
             .await
     }
 
+    /// Disables (or enables) a registration entry for `cause`.
+    pub async fn remediate_entry(
+        &self,
+        entry_id: &str,
+        disabled: bool,
+        cause: &str,
+    ) -> Result<aims_store::RegistrationEntry, AdminError> {
+        let req = super::api::EntryRemediationRequest {
+            entry_id: entry_id.into(),
+            disabled,
+            cause: cause.into(),
+        };
+        self.call(Method::POST, "/v1/remediation/entry", Some(&req))
+            .await
+    }
+
     /// Every revocation, newest first.
     pub async fn revocations(&self) -> Result<Vec<aims_store::Revocation>, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/remediation", None)

@@ -236,6 +236,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/remediation", get(list_revocations))
         .route("/v1/remediation/revoke", post(revoke_principal))
         .route("/v1/remediation/lift", post(lift_revocation))
+        .route("/v1/remediation/entry", post(remediate_entry))
         .route("/v1/audit/trace/{id}", get(audit_trace))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -650,6 +651,23 @@ async fn lift_revocation(
             format!("no revocation of {} stands", req.principal),
         )),
     }
+}
+
+async fn remediate_entry(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::EntryRemediationRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    api::RemediationRequest {
+        principal: req.entry_id.clone(),
+        cause: req.cause.clone(),
+    }
+    .check()?;
+    let entry = s
+        .remediation
+        .set_entry_disabled(&req.entry_id, req.disabled, &req.cause, OPERATOR)
+        .await?;
+    s.changes.poke();
+    Ok(Json(entry))
 }
 
 /// The newest signed checkpoint and the key that verifies it.

@@ -146,6 +146,11 @@ fn print_entry(e: &RegistrationEntry, output: Output) -> anyhow::Result<()> {
             if let Some(h) = &e.hint {
                 println!("Hint          : {h}");
             }
+            if e.disabled {
+                println!(
+                    "Disabled      : true (no SVIDs are issued; `aims revoke entry --enable`)"
+                );
+            }
             println!("Revision      : {}", e.revision);
         }
     }
@@ -235,6 +240,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 dns_names: (!dns_names.is_empty()).then_some(dns_names),
                 admin: admin_flag,
                 hint: hint.map(Some),
+                disabled: None,
             };
             print_entry(&admin.client().update_entry(&id, &update).await?, output)
         }

@@ -28,6 +28,20 @@ pub enum RevokeCommand {
         #[arg(long)]
         cause: String,
     },
+    /// Disable a registration entry: no SVID is issued or renewed for it and agents drop the
+    /// ones they hold; with --enable, enable it again. Recorded with the cause.
+    Entry {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The entry id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        cause: String,
+        /// Enable the entry again instead.
+        #[arg(long)]
+        enable: bool,
+    },
     /// List revocations, newest first.
     List {
         #[command(flatten)]
@@ -58,6 +72,19 @@ pub async fn run(cmd: RevokeCommand) -> anyhow::Result<()> {
         } => {
             admin.client().lift_revocation(&principal, &cause).await?;
             println!("lifted the revocation of {principal}");
+        }
+        RevokeCommand::Entry {
+            admin,
+            id,
+            cause,
+            enable,
+        } => {
+            let e = admin.client().remediate_entry(&id, !enable, &cause).await?;
+            println!(
+                "{} entry {id} ({})",
+                if enable { "enabled" } else { "disabled" },
+                e.spiffe_id
+            );
         }
         RevokeCommand::List { admin, output } => {
             let list = admin.client().revocations().await?;
