@@ -21,6 +21,7 @@ pub mod server;
 pub mod server_svid;
 pub mod settings;
 pub mod signals_api;
+pub mod signals_in;
 pub mod tls;
 
 pub use error::ServerError;

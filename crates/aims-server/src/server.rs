@@ -278,9 +278,31 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             as_issuer.clone(),
             mtls_base.clone(),
             Arc::new(crate::signals_api::AsSigner(issuer.clone())),
+            // Receivers' push endpoints are trusted like the URLs clients name.
+            settings
+                .oauth
+                .fetch
+                .ca_file
+                .as_ref()
+                .map(|p| read(p, "CA file"))
+                .transpose()?
+                .as_deref(),
         )
         .map_err(|e| ServerError::Config(format!("signals: {e}")))?,
     );
+    let remediation = Arc::new(crate::remediation::Remediation::new(
+        issuer.store().clone(),
+        audit.clone(),
+        signals.clone(),
+        crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
+        settings.clock.clone(),
+    ));
+    let intake = Arc::new(crate::signals_in::SignalIntake::new(
+        &settings.signal_sources,
+        as_issuer.clone(),
+        remediation.clone(),
+        signals.clone(),
+    )?);
     let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
@@ -289,7 +311,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .merge(crate::signals_api::metadata_router(
                 as_issuer,
                 mtls_base.clone(),
-            )),
+            ))
+            .merge(crate::signals_in::router(intake)),
         shutdown.clone(),
     ))];
     tasks.push(tokio::spawn(signals.clone().run_push(shutdown.clone())));
@@ -377,13 +400,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 authorization_server: authorization_server.clone(),
                 policy: policy.clone(),
                 log: log_view.clone(),
-                remediation: Arc::new(crate::remediation::Remediation::new(
-                    issuer.store().clone(),
-                    audit.clone(),
-                    signals.clone(),
-                    crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
-                    settings.clock.clone(),
-                )),
+                remediation: remediation.clone(),
             }),
             shutdown.clone(),
         )

@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub oauth: aims_oauth::AsSettings,
     /// Foreign trust domains whose bundles this server fetches and hands to agents.
     pub federation: Vec<crate::federation::Federation>,
+    /// Transmitters whose Shared Signals this server receives and acts on (RFC 8935 push to
+    /// `/ssf/v1/receive`).
+    pub signal_sources: Vec<crate::signals_in::SignalSource>,
     /// How often the store's change counters are polled for changes other replicas made.
     pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
@@ -93,6 +96,7 @@ impl ServerSettings {
             oauth_mtls_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             x509pop_ca_file: None,
             federation: Vec::new(),
+            signal_sources: Vec::new(),
             change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
             admin_socket: None,

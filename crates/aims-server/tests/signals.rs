@@ -14,7 +14,7 @@ use aims_core::SpiffeId;
 use aims_oauth::keys::TokenKeys as _;
 use aims_signals::stream::{POLL, PUSH};
 use aims_signals::{PollReceiver, SecEvent, SubjectId, event, verify_set};
-use common::{As, start_as};
+use common::{As, start_as, start_as_in};
 use serde_json::{Value, json};
 
 fn id(s: &str) -> SpiffeId {
@@ -408,4 +408,155 @@ async fn push_retries_with_backoff_while_the_receiver_is_down_and_loses_nothing(
         assert!(t.elapsed() < Duration::from_secs(2), "not pushed promptly");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// AIMS MO-2, MO-3: another AIMS (trust domain partner.org) is a configured transmitter of this
+/// one; its account-disabled SET, pushed to `/ssf/v1/receive`, revokes the subject here with
+/// the signal as cause; account-enabled lifts it; forged, foreign and mistargeted SETs get RFC
+/// 8935 errors and change nothing.
+#[tokio::test]
+async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
+    // Our web CA exists before either server starts, so the partner can trust our endpoint.
+    let ours = tempfile::tempdir().unwrap();
+    let our_ca = aims_server::tls::LocalWebPki::load_or_create(
+        &ours.path().join("data").join("tls"),
+        &["localhost".to_owned()],
+    )
+    .unwrap()
+    .ca_file;
+    let partner = start_as("partner.org", |s| s.oauth.fetch.ca_file = Some(our_ca)).await;
+    let audience = "spiffe://partner.org/receiver/example";
+    let source = aims_server::signals_in::SignalSource {
+        issuer: partner.issuer.clone(),
+        jwks_uri: format!("{}/oauth2/jwks", partner.issuer),
+        audience: Some(audience.into()),
+        ca_file: partner.server.web_ca_file.clone(),
+        allow_private_networks: true,
+    };
+    let a = start_as_in(ours, "example.org", move |s| {
+        s.signal_sources = vec![source]
+    })
+    .await;
+    let receive = format!("{}/ssf/v1/receive", a.issuer);
+    // The partner's operator points a push stream at us.
+    let (client, _) = partner.mtls_client(&id(audience)).await;
+    let (s, _) = send(client.post(partner.ssf_url("stream")).json(&json!({
+        "events_requested": [event::ACCOUNT_DISABLED, event::ACCOUNT_ENABLED],
+        "delivery": {"method": PUSH, "endpoint_url": receive}
+    })))
+    .await;
+    assert_eq!(s, 201);
+    let store = a.server.issuer.store().clone();
+    let emit = |t: &'static str| {
+        let p = &partner;
+        async move {
+            p.server
+                .signals
+                .emit(
+                    t,
+                    &SubjectId::Email {
+                        email: "alice@example.org".into(),
+                    },
+                    json!({"reason": "hijacking", "reason_admin": {"en": "account takeover"}}),
+                    None,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    emit(event::ACCOUNT_DISABLED).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let revocation = loop {
+        let r = store.revocations_of(&["alice@example.org"]).await.unwrap();
+        if let Some(r) = r.into_iter().next() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the signal was not acted on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(revocation.lifted_at, None);
+    assert_eq!(
+        revocation.cause,
+        format!(
+            "account-disabled signal from {}: account takeover",
+            partner.issuer
+        )
+    );
+    emit(event::ACCOUNT_ENABLED).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.revocations_of(&["alice@example.org"]).await.unwrap()[0]
+        .lifted_at
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "account-enabled was not acted on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Refusals, each with its RFC 8935 code.
+    let push = |body: String, ct: &'static str| {
+        let http = a.http.clone();
+        let url = receive.clone();
+        async move { send(http.post(url).header("content-type", ct).body(body)).await }
+    };
+    let key = aims_credentials::PrivateKey::generate(aims_credentials::KeyType::EcP256).unwrap();
+    let set = |iss: &str, aud: &str| {
+        SecEvent::new(
+            iss,
+            aud,
+            SubjectId::for_principal("bob"),
+            event::ACCOUNT_DISABLED,
+            json!({}),
+            None,
+            1,
+        )
+    };
+    let forged = set(&partner.issuer, audience).sign(&key, "nope").unwrap();
+    assert_eq!(
+        push(forged, "application/secevent+jwt").await,
+        (
+            400,
+            json!({"err": "invalid_key", "description": "invalid_key: unknown kid \"nope\""})
+        )
+    );
+    let foreign = set("https://elsewhere", audience).sign(&key, "k").unwrap();
+    assert_eq!(
+        push(foreign, "application/secevent+jwt").await.1["err"],
+        "invalid_issuer"
+    );
+    let slot = partner.server.issuer.signing_key().unwrap();
+    let mistargeted = set(&partner.issuer, "https://someone-else")
+        .sign(&slot.key, &slot.kid)
+        .unwrap();
+    assert_eq!(
+        push(mistargeted, "application/secevent+jwt").await.1["err"],
+        "invalid_audience"
+    );
+    let good = set(&partner.issuer, audience)
+        .sign(&slot.key, &slot.kid)
+        .unwrap();
+    assert_eq!(
+        push(good.clone(), "application/json").await.1["err"],
+        "invalid_request"
+    );
+    assert_eq!(
+        push("junk".into(), "application/secevent+jwt").await.1["err"],
+        "invalid_request"
+    );
+    assert!(store.revocations_of(&["bob"]).await.unwrap().is_empty());
+    // A valid one is acted on once, however often it comes.
+    assert_eq!(push(good.clone(), "application/secevent+jwt").await.0, 202);
+    assert_eq!(push(good, "application/secevent+jwt").await.0, 202);
+    let log = a
+        .server
+        .issuer
+        .store()
+        .audit_by_correlation("nope", 1)
+        .await
+        .unwrap();
+    assert!(log.is_empty());
+    let revoked = store.revocations_of(&["bob"]).await.unwrap();
+    assert_eq!(revoked.len(), 1);
 }

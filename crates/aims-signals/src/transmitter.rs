@@ -100,15 +100,26 @@ fn acceptable_push_url(url: &str) -> bool {
 }
 
 impl Transmitter {
-    /// A transmitter issuing SETs as `issuer`, serving polls under `poll_base`.
+    /// A transmitter issuing SETs as `issuer`, serving polls under `poll_base`; pushes trust
+    /// the system's roots and the CA certificates in `push_ca_pem`.
     pub fn new(
         store: Store,
         issuer: String,
         poll_base: String,
         signer: Arc<dyn SetSigner>,
+        push_ca_pem: Option<&str>,
     ) -> Result<Self, TransmitterError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = push_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| TransmitterError::Invalid(format!("push CA certificates: {e}")))?;
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| TransmitterError::Invalid(e.to_string()))?;
         Ok(Self {

@@ -18,8 +18,16 @@ pub struct As {
 }
 
 pub async fn start_as(td: &str, tweak: impl FnOnce(&mut ServerSettings)) -> As {
+    start_as_in(tempfile::tempdir().unwrap(), td, tweak).await
+}
+
+/// A server whose data directory is `dir/data`.
+pub async fn start_as_in(
+    dir: tempfile::TempDir,
+    td: &str,
+    tweak: impl FnOnce(&mut ServerSettings),
+) -> As {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let mut s = ServerSettings::new(TrustDomain::new(td).unwrap(), dir.path().join("data"));
     s.listen = "127.0.0.1:0".parse().unwrap();

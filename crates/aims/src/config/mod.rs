@@ -78,6 +78,10 @@ pub struct ServerSection {
     /// `[[server.federation]]`: foreign trust domains whose bundles the server fetches.
     #[serde(default)]
     pub federation: Vec<FederationSection>,
+    /// `[[server.signal_source]]`: transmitters whose Shared Signals (pushed to
+    /// `/ssf/v1/receive`) the server acts on.
+    #[serde(default)]
+    pub signal_source: Vec<aims_server::signals_in::SignalSource>,
     /// OAuth mutual-TLS listen address (RFC 8705 endpoint aliases).
     pub oauth_mtls_listen: Option<SocketAddr>,
     /// `[server.oauth]`.
@@ -558,6 +562,15 @@ pub fn server_settings(
     for f in &s.federation {
         f.validate(&s.trust_domain)?;
     }
+    for src in &sec.signal_source {
+        if !src.jwks_uri.starts_with("https://") {
+            bail!(
+                "server.signal_source {}: jwks_uri must be https",
+                src.issuer
+            );
+        }
+    }
+    s.signal_sources = sec.signal_source.clone();
     s.tls = sec.tls.as_ref().map(|t| TlsFiles {
         cert_file: t.cert_file.clone(),
         key_file: t.key_file.clone(),
