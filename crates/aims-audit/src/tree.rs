@@ -186,23 +186,34 @@ impl Checkpointer {
         Ok(Some(row))
     }
 
-    /// Runs [`Checkpointer::step`] every `interval` until `shutdown`, catching up on a backlog
-    /// without waiting; a failure (a tampered record) is logged and retried, never skipped.
+    /// Runs [`Checkpointer::step`] every `interval` (a fixed rate: a step that takes long is
+    /// followed by the next at once, so checkpoints stay at most `interval` apart while records
+    /// arrive) until `shutdown`; a backlog larger than one step is worked off without waiting;
+    /// a failure (a tampered record) is logged and retried, never skipped.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
-            match self.step(now_ms).await {
-                // A bounded step may have left a backlog: look again at once.
-                Ok(Some(row)) => {
-                    tracing::debug!(size = row.size, "audit checkpoint signed");
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
-            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
+                _ = ticks.tick() => {}
+            }
+            loop {
+                let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
+                match self.step(now_ms).await {
+                    Ok(Some(row)) => {
+                        tracing::debug!(size = row.size, "audit checkpoint signed");
+                        // A bounded step may have left a backlog: work it off at once.
+                        if self.store.audit_len().await.unwrap_or(0) <= row.size {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                        break;
+                    }
+                }
             }
         }
     }

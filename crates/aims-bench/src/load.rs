@@ -119,6 +119,31 @@ async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::R
     Ok(ok)
 }
 
+/// A kept-alive connection answering with status codes only.
+pub struct StatusConn {
+    sender: Sender,
+}
+
+impl StatusConn {
+    /// Opens a connection to `target`.
+    pub async fn open(target: &Target) -> anyhow::Result<Self> {
+        Ok(Self {
+            sender: connect(target).await?,
+        })
+    }
+
+    /// Sends `target`'s request (empty body) and returns the answer's status.
+    pub async fn status(&mut self, target: &Target) -> anyhow::Result<http::StatusCode> {
+        let resp = self
+            .sender
+            .send_request(form_post(target, Bytes::new())?)
+            .await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        Ok(status)
+    }
+}
+
 /// One request on a connection of its own: the body of a 200 answer, or the answer as error.
 pub async fn fetch(target: &Target, body: Bytes) -> anyhow::Result<Bytes> {
     let mut sender = connect(target).await?;

@@ -27,6 +27,8 @@ const SCENARIOS: &[&str] = &[
     "workload-api",
     "token",
     "gateway",
+    "audit",
+    "revocation",
 ];
 
 /// Run AIMS benchmarks.
@@ -37,7 +39,9 @@ struct Args {
     /// (needs `cargo build --release -p aims` first), token (the token endpoint against node
     /// oidc-provider; needs the `aims` binary, Node.js with npm, and taskset), gateway (the
     /// enforcement gateway against the tool called directly; needs the `aims` binary and
-    /// taskset).
+    /// taskset), audit (durable appends on SQLite and PostgreSQL, checkpoint lag, inclusion
+    /// proofs at 10 million entries; PostgreSQL at AIMS_TEST_POSTGRES_URL), revocation
+    /// (operator revoke → gateway refuses; needs the `aims` binary).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -83,15 +87,20 @@ fn main() -> anyhow::Result<()> {
             "workload-api" => scenarios::workload::workload_api(timing)?,
             "token" => scenarios::oauth::token(timing)?,
             "gateway" => scenarios::gateway::gateway(timing)?,
+            "audit" => scenarios::audit::audit(timing)?,
+            "revocation" => scenarios::revocation::revocation(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")
             ),
         };
-        r.notes.push(format!(
-            "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
-            args.seconds, args.reps
-        ));
+        // These two measure latencies of single events, not interleaved throughput.
+        if !matches!(name, "audit" | "revocation") {
+            r.notes.push(format!(
+                "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
+                args.seconds, args.reps
+            ));
+        }
         report::write(&args.out, &machine, &command, &r)?;
         tables.push_str(&report::table(&r));
     }

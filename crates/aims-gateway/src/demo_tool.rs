@@ -38,6 +38,7 @@ async fn weather(Query(q): Query<WeatherQuery>, headers: HeaderMap) -> Json<Valu
             "txn_token": header("txn-token"),
             "agent": header("x-aims-agent"),
             "subject": header("x-aims-subject"),
+            "traceparent": header("traceparent"),
         },
     }))
 }

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::audit_sink::AuditSink;
 use crate::decision_cache::{self, DecisionCache};
 use crate::mcp::{self, McpRequest};
-use crate::server_client::ServerClient;
+use crate::server_client::{ServerClient, TxnSubject};
 use crate::settings::{Route, RouteKind};
 use crate::token_cache::{TokenCache, token_hash};
 
@@ -53,6 +53,7 @@ const DROPPED: &[&str] = &[
     "signature",
     "signature-input",
     TXN_TOKEN_HEADER,
+    "traceparent",
     "x-aims-agent",
     "x-aims-subject",
 ];
@@ -420,15 +421,27 @@ impl Gateway {
     }
 }
 
-fn correlation_id(headers: &HeaderMap) -> String {
-    // W3C traceparent: version-traceid-parentid-flags; the trace id names the task.
+/// A W3C Trace Context trace id: 32 lowercase hex digits, not all zero.
+fn is_trace_id(t: &str) -> bool {
+    t.len() == 32
+        && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && t.bytes().any(|b| b != b'0')
+}
+
+/// The trace id of the caller's `traceparent` (W3C Trace Context §3.2:
+/// version-traceid-parentid-flags), if it sent a valid one.
+fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split('-').nth(1))
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|t| is_trace_id(t))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A fresh random id in W3C trace-id form.
+fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, StatusCode> {
@@ -472,7 +485,15 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
         Err(refusal) => return refusal.into_response(),
     };
     let facts = gw.facts(&caller, &req);
-    let correlation = correlation_id(req.headers());
+    // The task's id (AIMS MO-9, MO-11): a transaction the caller forwarded keeps its `txn`;
+    // otherwise a new transaction gets one below; without either, the caller's trace id.
+    let incoming_trace = incoming_trace_id(req.headers());
+    let incoming_txn = req
+        .headers()
+        .get(TXN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let correlation = incoming_trace.clone().unwrap_or_else(new_trace_id);
     // MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
     let (req, mcp) = if route.route.kind == RouteKind::Mcp && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
@@ -525,9 +546,17 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
     // the transaction's id (`txn`) as its correlation id (AIMS MO-9).
     let mut txn = None;
     let mut correlation = correlation;
+    let txn_subject = match (&incoming_txn, &caller.token) {
+        (Some(t), _) => Some((TxnSubject::TxnToken(t), "")),
+        (None, Some((token, claims))) => Some((
+            TxnSubject::AccessToken(token),
+            claims.scope.as_deref().unwrap_or_default(),
+        )),
+        (None, None) => None,
+    };
     if verdict.allowed
         && route.route.transaction_tokens
-        && let Some((token, claims)) = &caller.token
+        && let Some((subject, scope)) = txn_subject
     {
         let rctx = json!({
             "req_ip": query.facts.source_ip.map(|ip| ip.to_string()),
@@ -535,16 +564,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
             "path": req.uri().path(),
         });
         let details = json!({"tool": route.route.name, "trace": correlation});
-        match gw
-            .server
-            .txn_token(
-                token,
-                claims.scope.as_deref().unwrap_or_default(),
-                &rctx,
-                &details,
-            )
-            .await
-        {
+        match gw.server.txn_token(subject, scope, &rctx, &details).await {
             Ok((token, id)) => {
                 correlation = id;
                 txn = Some(token);
@@ -616,9 +636,18 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
         },
         _ => None,
     };
+    // The upstream continues the caller's trace, or one named after the transaction.
+    let trace = incoming_trace.unwrap_or_else(|| {
+        if is_trace_id(&correlation) {
+            correlation.clone()
+        } else {
+            new_trace_id()
+        }
+    });
     let upstream_tokens = UpstreamTokens {
         txn: txn.as_deref(),
         bearer: exchanged.as_deref(),
+        trace: &trace,
     };
     forward(&gw, route, req, upstream_tokens, mcp.as_ref(), &query).await
 }
@@ -630,6 +659,8 @@ struct UpstreamTokens<'a> {
     txn: Option<&'a str>,
     /// A token exchanged for the upstream (`Authorization: Bearer`).
     bearer: Option<&'a str>,
+    /// The trace id the upstream's `traceparent` carries.
+    trace: &'a str,
 }
 
 async fn forward(
@@ -672,6 +703,11 @@ async fn forward(
         .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
     {
         headers.insert(header::AUTHORIZATION, v);
+    }
+    // W3C Trace Context: the same trace, the gateway's hop as the parent span.
+    let span = &new_trace_id()[..16];
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{}-{span}-01", tokens.trace)) {
+        headers.insert(HeaderName::from_static("traceparent"), v);
     }
     if let Ok(v) = HeaderValue::from_str(query.principal.id()) {
         headers.insert(HeaderName::from_static("x-aims-agent"), v);

@@ -47,6 +47,23 @@ impl TokenKeys for RemoteKeys {
     }
 }
 
+/// A string claim of a JWT, read without verifying it.
+fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
+    CompactJws::parse(jwt)
+        .and_then(|jws| jws.claims::<Value>())
+        .ok()
+        .and_then(|c| c[name].as_str().map(str::to_owned))
+}
+
+/// What a transaction token is asked for with.
+#[derive(Debug, Clone, Copy)]
+pub enum TxnSubject<'a> {
+    /// The caller's access token: a new transaction.
+    AccessToken(&'a str),
+    /// A transaction token the caller forwarded: its replacement.
+    TxnToken(&'a str),
+}
+
 /// The client.
 pub struct ServerClient {
     http: reqwest::Client,
@@ -233,15 +250,19 @@ impl ServerClient {
     async fn exchange_token(
         &self,
         what: &str,
-        subject_token: &str,
+        subject: TxnSubject<'_>,
         params: &[(&str, &str)],
     ) -> Result<String, GatewayError> {
         let client_id = self.client_id()?;
+        let (subject_token, subject_token_type) = match subject {
+            TxnSubject::AccessToken(t) => (t, ACCESS_TOKEN_TYPE),
+            TxnSubject::TxnToken(t) => (t, TXN_TOKEN_TYPE),
+        };
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("client_id", client_id.as_str()),
             ("subject_token", subject_token),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("subject_token_type", subject_token_type),
         ];
         form.extend_from_slice(params);
         let resp = self
@@ -265,36 +286,40 @@ impl ServerClient {
             .ok_or_else(|| GatewayError::Server(format!("{what} response without a token")))
     }
 
-    /// A transaction token (txn-tokens-11 §7) for a request made with `access_token`, and its
-    /// transaction id (`txn`): the gateway is the workload at the edge of the trust domain
-    /// that asks for it.
+    /// A transaction token (txn-tokens-11 §7) and its transaction id (`txn`), the gateway
+    /// asking as the workload at the edge of the trust domain: a new transaction for a request
+    /// made with an access token (with `request_details` as its context), or the replacement of
+    /// a transaction token the caller forwarded (txn-tokens §7.4: same `txn` and context, the
+    /// gateway appended to `req_wl`) — so one task keeps one id across hops (AIMS MO-11).
     pub async fn txn_token(
         &self,
-        access_token: &str,
+        subject: TxnSubject<'_>,
         scope: &str,
         request_context: &Value,
         request_details: &Value,
     ) -> Result<(String, String), GatewayError> {
         let rctx = request_context.to_string();
         let tctx = request_details.to_string();
+        // A replacement asks for the scope the forwarded token has (the AS checks it).
+        let forwarded_scope = match subject {
+            TxnSubject::TxnToken(t) => unverified_claim(t, "scope"),
+            TxnSubject::AccessToken(_) => None,
+        };
+        let scope = forwarded_scope.as_deref().unwrap_or(scope);
+        let mut params = vec![
+            ("requested_token_type", TXN_TOKEN_TYPE),
+            ("audience", self.trust_domain.as_str()),
+            ("request_context", rctx.as_str()),
+            ("scope", scope),
+        ];
+        if matches!(subject, TxnSubject::AccessToken(_)) {
+            params.push(("request_details", tctx.as_str()));
+        }
         let token = self
-            .exchange_token(
-                "transaction token",
-                access_token,
-                &[
-                    ("requested_token_type", TXN_TOKEN_TYPE),
-                    ("audience", self.trust_domain.as_str()),
-                    ("scope", scope),
-                    ("request_context", rctx.as_str()),
-                    ("request_details", tctx.as_str()),
-                ],
-            )
+            .exchange_token("transaction token", subject, &params)
             .await?;
         // Our own AS answered over mutual TLS; the txn id is read, not verified.
-        let txn = CompactJws::parse(&token)
-            .and_then(|jws| jws.claims::<Value>())
-            .ok()
-            .and_then(|c| c["txn"].as_str().map(str::to_owned))
+        let txn = unverified_claim(&token, "txn")
             .ok_or_else(|| GatewayError::Server("transaction token without txn".into()))?;
         Ok((token, txn))
     }
@@ -311,8 +336,12 @@ impl ServerClient {
         if !scope.is_empty() {
             params.push(("scope", scope));
         }
-        self.exchange_token("token exchange", access_token, &params)
-            .await
+        self.exchange_token(
+            "token exchange",
+            TxnSubject::AccessToken(access_token),
+            &params,
+        )
+        .await
     }
 
     /// The policy in force, unless it is still `known` (HTTP 304).

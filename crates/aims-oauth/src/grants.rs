@@ -725,8 +725,9 @@ impl AuthorizationServer {
                     prev.tctx.clone(),
                 )
             }
+            // 32 hex digits: the id can double as a W3C trace id (AIMS MO-11).
             None => (
-                uuid::Uuid::new_v4().to_string(),
+                uuid::Uuid::new_v4().simple().to_string(),
                 workload.to_string(),
                 details,
             ),

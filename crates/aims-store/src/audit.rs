@@ -123,9 +123,10 @@ impl Store {
         u64::try_from(next).map_err(|_| StoreError::Invalid(format!("audit index {next}")))
     }
 
-    /// How many records the log holds.
+    /// How many records the log holds (one past the highest index).
     pub async fn audit_len(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        // The highest index, not a count: an index lookup at any size.
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx), -1) + 1 FROM audit_log")
             .fetch_one(&self.pool)
             .await?;
         u64::try_from(n).map_err(|_| StoreError::Invalid(format!("audit length {n}")))

@@ -860,3 +860,65 @@ fn a_revoked_agent_is_refused_at_the_gateway_and_the_trail_names_the_cause() {
     assert_eq!(s.get("/weather?city=Lima", &fresh).0, 200);
     assert_eq!(s.get("/weather?city=Lima", &token).0, 401);
 }
+
+/// AIMS MO-9, MO-11: one task keeps one id across hops. A call with a W3C `traceparent`
+/// reaches the tool in the same trace (the gateway's hop as parent span) with a transaction
+/// token whose `txn` is 32 hex digits; when that tool calls the next tool through the gateway
+/// forwarding the `Txn-Token`, the gateway has it replaced (same `txn`, `req_wl` extended), and
+/// `aims audit trace <txn>` shows both hops.
+#[test]
+fn a_task_keeps_one_id_across_hops_and_the_trace_shows_them() {
+    let s = Stack::start_with_config("[gateway]\naudit = \"sync\"\n");
+    let resource = resource_of(&s.aims, "weather");
+    let token = s.token(&resource, "weather.read");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (status, _, first) = s.call(
+        reqwest::Method::GET,
+        "/weather?city=Rome",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("traceparent", &parent),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{first}");
+    let forwarded = first["received"]["traceparent"].as_str().unwrap();
+    assert!(
+        forwarded.starts_with(&format!("00-{trace}-")),
+        "{forwarded}"
+    );
+    assert_ne!(forwarded, parent, "the gateway's hop is the parent span");
+    let txn_token = first["received"]["txn_token"].as_str().unwrap().to_owned();
+    let txn = claims(&txn_token)["txn"].as_str().unwrap().to_owned();
+    assert_eq!(txn.len(), 32);
+    assert!(txn.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // The tool calls on, forwarding the transaction token: same transaction.
+    let (status, _, second) = s.call(
+        reqwest::Method::GET,
+        "/weather?city=Oslo",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("txn-token", &txn_token),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{second}");
+    let replaced = claims(second["received"]["txn_token"].as_str().unwrap());
+    assert_eq!(replaced["txn"], txn.as_str());
+    let wl = replaced["req_wl"].as_str().unwrap();
+    assert_eq!(wl.matches("/aims/gateway").count(), 2, "{wl}");
+    // Without a traceparent, the upstream's trace is named after the transaction.
+    assert!(
+        second["received"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("00-{txn}-")),
+        "{second}"
+    );
+
+    let out = assert_ok(&s.aims.cli(&["audit", "trace", &txn]));
+    assert!(out.starts_with(&format!("task {txn}: 2 records")), "{out}");
+    assert_eq!(out.matches("call weather → allow").count(), 2, "{out}");
+}

@@ -46,6 +46,22 @@ struct Stack {
     with_txn: Target,
 }
 
+/// A `[[gateway.route]]` named `name` at `/name` to the demo tool's port, needing scope
+/// `weather.read`.
+pub(super) fn route_toml(name: &str, tool_port: u16, transaction_tokens: bool) -> String {
+    format!(
+        r#"
+[[gateway.route]]
+name = "{name}"
+path_prefix = "/{name}"
+upstream = "http://127.0.0.1:{tool_port}"
+strip_prefix = true
+required_scopes = ["weather.read"]
+transaction_tokens = {transaction_tokens}
+"#
+    )
+}
+
 /// `aims up` with the demo tool on a known port and two routes to it: `/bench` (no
 /// transaction token) and `/bench-txn` (with one).
 fn start(dir: &Path, audit: &str) -> anyhow::Result<Stack> {
@@ -64,22 +80,9 @@ audit = "{audit}"
 demo_tool = true
 demo_tool_listen = "127.0.0.1:{tool_port}"
 
-[[gateway.route]]
-name = "bench"
-path_prefix = "/bench"
-upstream = "http://127.0.0.1:{tool_port}"
-strip_prefix = true
-required_scopes = ["weather.read"]
-transaction_tokens = false
-
-[[gateway.route]]
-name = "bench-txn"
-path_prefix = "/bench-txn"
-upstream = "http://127.0.0.1:{tool_port}"
-strip_prefix = true
-required_scopes = ["weather.read"]
-transaction_tokens = true
-"#
+{}{}"#,
+            route_toml("bench", tool_port, false),
+            route_toml("bench-txn", tool_port, true)
         ),
     )?;
     let (proc, up) = start_aims(dir, "up", TD, Some(&config), Some("1"))?;

@@ -1,9 +1,11 @@
 //! Benchmark scenarios. Each measures its own baseline in the same run.
 
+pub mod audit;
 pub mod authn;
 mod baseline;
 pub mod credentials;
 pub mod gateway;
 pub mod oauth;
 mod process;
+pub mod revocation;
 pub mod workload;
