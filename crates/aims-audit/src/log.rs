@@ -172,8 +172,13 @@ async fn write_loop(
             rows.extend(p.rows);
         }
         let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
-        match store.append_audit(&rows, now_ms).await {
+        let started = std::time::Instant::now();
+        let committed = store.append_audit(&rows, now_ms).await;
+        metrics::histogram!("aims_audit_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match committed {
             Ok(first_index) => {
+                metrics::counter!("aims_audit_records_appended_total").increment(rows.len() as u64);
                 let mut at = first_index;
                 for (n, reply) in waiters {
                     if let Some(reply) = reply {
@@ -185,6 +190,7 @@ async fn write_loop(
                 }
             }
             Err(e) => {
+                metrics::counter!("aims_audit_append_failures_total").increment(1);
                 tracing::error!(error = %e, records = rows.len(), "audit append failed");
                 for (_, reply) in waiters.into_iter() {
                     if let Some(reply) = reply {

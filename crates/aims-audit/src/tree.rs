@@ -203,6 +203,7 @@ impl Checkpointer {
                 match self.step(now_ms).await {
                     Ok(Some(row)) => {
                         tracing::debug!(size = row.size, "audit checkpoint signed");
+                        metrics::gauge!("aims_audit_checkpoint_size").set(row.size as f64);
                         // A bounded step may have left a backlog: work it off at once.
                         if self.store.audit_len().await.unwrap_or(0) <= row.size {
                             break;
@@ -210,6 +211,7 @@ impl Checkpointer {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        metrics::counter!("aims_audit_checkpoint_failures_total").increment(1);
                         tracing::error!(error = %e, "audit checkpoint failed");
                         break;
                     }

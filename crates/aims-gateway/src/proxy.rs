@@ -463,8 +463,24 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     resp
 }
 
-/// Serves one request.
+/// Serves one request, counted and timed by outcome (Prometheus `aims_gateway_*`).
 pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let resp = serve(gw, req).await;
+    let outcome = match resp.status().as_u16() {
+        200..=399 => "forwarded",
+        401 => "unauthenticated",
+        403 => "denied",
+        400..=499 => "rejected",
+        _ => "failed",
+    };
+    metrics::counter!("aims_gateway_requests_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("aims_gateway_request_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn serve(gw: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix(PRM_PATH) {
         let route = gw

@@ -20,7 +20,15 @@ pub fn apply(gateway: &Gateway, set: &SecEvent) -> usize {
         return 0;
     };
     let principals = set.sub_id.principals();
-    let dropped = match event::effect(event_type, body) {
+    let effect = event::effect(event_type, body);
+    let label = match effect {
+        Effect::Revoke => "revoke",
+        Effect::Reevaluate => "reevaluate",
+        Effect::Restore => "restore",
+        Effect::None => "none",
+    };
+    metrics::counter!("aims_gateway_signals_applied_total", "effect" => label).increment(1);
+    let dropped = match effect {
         // Revoked or changed: nothing cached about the subject may be used again (MO-5).
         Effect::Revoke | Effect::Reevaluate => principals
             .iter()

@@ -112,6 +112,7 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let conn = conn.map(|Extension(c)| c);
+    let started = std::time::Instant::now();
     let result = async {
         let form = form_body(&headers, &body)?;
         let client = s.authenticate(&headers, &form, conn.as_ref()).await?;
@@ -119,9 +120,16 @@ async fn token(
         s.grant(&form, &client, &binding, conn.as_ref()).await
     }
     .await;
+    metrics::histogram!("aims_oauth_token_request_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(r) => json_response(StatusCode::OK, &r),
+        Ok(r) => {
+            metrics::counter!("aims_oauth_token_requests_total", "outcome" => "issued")
+                .increment(1);
+            json_response(StatusCode::OK, &r)
+        }
         Err(e) => {
+            metrics::counter!("aims_oauth_token_requests_total", "outcome" => e.code).increment(1);
             tracing::debug!(error = %e, "token request refused");
             e.into_response()
         }

@@ -276,6 +276,7 @@ impl Issuer {
         expires_at: i64,
         issuer: &str,
     ) -> Result<(), ServerError> {
+        metrics::counter!("aims_svids_issued_total", "kind" => kind.as_str()).increment(1);
         self.store
             .record_issued(&IssuedCredential {
                 kind,

@@ -82,6 +82,7 @@ impl Remediation {
         cause: &str,
         initiator: &str,
     ) -> Result<u64, ServerError> {
+        metrics::counter!("aims_remediations_total", "action" => action.to_owned()).increment(1);
         let mut r = AuditRecord::new(
             RecordKind::Remediation,
             action,

@@ -63,6 +63,17 @@ pub enum TransmitterError {
     Sign(#[from] SetError),
 }
 
+/// The last path segment of an event type URI (`session-revoked`), for metric labels; only
+/// the event types AIMS knows, so the label set stays bounded.
+fn short_name(event_type: &str) -> &'static str {
+    event::SUPPORTED
+        .iter()
+        .chain([event::VERIFICATION, event::STREAM_UPDATED].iter())
+        .find(|e| **e == event_type)
+        .and_then(|e| e.rsplit('/').next())
+        .unwrap_or("other")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -438,6 +449,8 @@ impl Transmitter {
             sets.push((row.stream_id, set.jti, token));
         }
         let n = sets.len();
+        metrics::counter!("aims_ssf_sets_queued_total", "event" => short_name(event_type))
+            .increment(n as u64);
         if n > 0 {
             self.store.enqueue_sets(&sets, now).await?;
             self.wake();
@@ -552,6 +565,12 @@ impl Transmitter {
             _ => Err("stream unreadable".to_owned()),
         };
         let now = now_ms();
+        let label = if outcome.is_ok() {
+            "delivered"
+        } else {
+            "retry"
+        };
+        metrics::counter!("aims_ssf_pushes_total", "outcome" => label).increment(1);
         let result = match &outcome {
             Ok(()) => Ok(()),
             Err(e) => {

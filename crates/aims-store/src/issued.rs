@@ -21,7 +21,8 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
-    fn as_str(self) -> &'static str {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::X509Svid => "x509-svid",
             CredentialKind::JwtSvid => "jwt-svid",

@@ -243,6 +243,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchX509SVID")
+            .increment(1);
         let caller = self.caller(&request).await?;
         // The first message decides whether the caller has an identity at all.
         self.provider.ready(&caller, SvidKind::X509).await?;
@@ -259,6 +261,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchX509Bundles")
+            .increment(1);
         check_header(&request)?;
         let this = self.clone();
         Ok(Response::new(stream_state(
@@ -272,6 +276,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchJWTSVID")
+            .increment(1);
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
@@ -310,6 +316,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchJWTBundles")
+            .increment(1);
         check_header(&request)?;
         let this = self.clone();
         Ok(Response::new(stream_state(
@@ -323,6 +331,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "ValidateJWTSVID")
+            .increment(1);
         check_header(&request)?;
         let req = request.into_inner();
         if req.audience.is_empty() {
@@ -347,6 +357,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchWITSVID")
+            .increment(1);
         let caller = self.caller(&request).await?;
         let only = match request.get_ref().spiffe_id.as_str() {
             "" => None,
@@ -369,6 +381,8 @@ impl<P: IdentityProvider> SpiffeWorkloadApi for WorkloadApi<P> {
         &self,
         request: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        metrics::counter!("aims_workload_api_requests_total", "method" => "FetchWITBundles")
+            .increment(1);
         check_header(&request)?;
         let this = self.clone();
         Ok(Response::new(stream_state(

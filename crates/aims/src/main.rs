@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod telemetry;
 mod up_file;
 
 use std::path::PathBuf;

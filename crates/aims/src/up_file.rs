@@ -31,6 +31,9 @@ pub struct UpFile {
     /// The gateway, when this process runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayEndpoints>,
+    /// Prometheus metrics, when served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// The gateway and what it guards.
@@ -129,10 +132,17 @@ impl UpFile {
                 spiffe_id: a.agent.spiffe_id().map(|id| id.to_string()),
             }),
             gateway: None,
+            metrics: None,
         })
     }
 
-    /// Adds the gateway's endpoints.
+    /// Adds the metrics URL, if any.
+    pub fn with_metrics(mut self, url: Option<String>) -> Self {
+        self.metrics = url;
+        self
+    }
+
+    /// Adds the gateway and the tool it guards.
     pub fn with_gateway(
         mut self,
         gateway: &aims_gateway::RunningGateway,
@@ -197,6 +207,9 @@ impl UpFile {
             for r in &g.routes {
                 rows.push(("  route", format!("{} -> {}", r.name, r.url)));
             }
+        }
+        if let Some(m) = &self.metrics {
+            rows.push(("Metrics", m.clone()));
         }
         rows.push(("Data directory", self.data_dir.display().to_string()));
         let mut out = String::from("AIMS is up.\n");

@@ -922,3 +922,45 @@ fn a_task_keeps_one_id_across_hops_and_the_trace_shows_them() {
     assert!(out.starts_with(&format!("task {txn}: 2 records")), "{out}");
     assert_eq!(out.matches("call weather → allow").count(), 2, "{out}");
 }
+
+/// Prometheus metrics (`--metrics-listen`): the stack counts what it issues, forwards, denies
+/// and records, in the text exposition format.
+#[test]
+fn the_stack_serves_prometheus_metrics() {
+    let s = Stack::with(Aims::start(
+        "up",
+        &["--register-self", "--metrics-listen", "127.0.0.1:0"],
+    ));
+    let url = s.aims.up["metrics"].as_str().unwrap().to_owned();
+    let resource = resource_of(&s.aims, "weather");
+    let token = s.token(&resource, "weather.read");
+    assert_eq!(s.get("/weather", &token).0, 200);
+    assert_eq!(s.get("/weather", "not-a-token").0, 401);
+    let scrape = || -> String {
+        s.rt.block_on(async {
+            let r = reqwest::get(&url).await.unwrap();
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/plain")
+            );
+            r.text().await.unwrap()
+        })
+    };
+    let text = eventually(Duration::from_secs(5), "audit records counted", || {
+        let t = scrape();
+        t.contains("aims_audit_records_appended_total").then_some(t)
+    });
+    for needle in [
+        // The agent's token and the gateway's transaction token.
+        "aims_oauth_token_requests_total{outcome=\"issued\"} 2",
+        "aims_gateway_requests_total{outcome=\"forwarded\"} 1",
+        "aims_gateway_requests_total{outcome=\"unauthenticated\"} 1",
+        "aims_svids_issued_total{kind=\"jwt-svid\"}",
+        "aims_workload_api_requests_total{method=\"FetchJWTSVID\"}",
+        "# TYPE aims_gateway_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+}

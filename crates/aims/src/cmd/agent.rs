@@ -20,6 +20,7 @@ pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(15);
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let file = config::load_file(&args.flags.common)?;
     let settings = config::agent_settings(&args.flags, &file)?;
+    crate::telemetry::start(&args.flags.common, &file).await?;
     let agent = aims_agent::start(settings, FIRST_SYNC_WAIT)
         .await
         .context("the agent could not start")?;

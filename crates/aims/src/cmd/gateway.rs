@@ -50,6 +50,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(m) = args.audit {
         settings.audit = m.into();
     }
+    crate::telemetry::start(&args.common, &file).await?;
     let gateway = aims_gateway::start(settings)
         .await
         .context("the gateway could not start")?;

@@ -171,6 +171,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
     let data_dir = settings.data_dir.clone();
     let td = settings.trust_domain.clone();
+    let metrics = crate::telemetry::start(&args.flags.common, &file).await?;
     let server = aims_server::start(settings)
         .await
         .context("AIMS could not start")?;
@@ -197,7 +198,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 return Err(e.context("the gateway could not start"));
             }
         };
-    let up = UpFile::new(&data_dir, &server, Some(&agent))?.with_gateway(&gateway, demo);
+    let up = UpFile::new(&data_dir, &server, Some(&agent))?
+        .with_gateway(&gateway, demo)
+        .with_metrics(metrics);
     let path = up.write(&data_dir)?;
     println!("{}", up.table());
     if let Some(id) = self_id {

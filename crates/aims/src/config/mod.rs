@@ -42,6 +42,17 @@ pub struct FileConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
+    /// `[telemetry]`.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off by default).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[server]`.
@@ -377,6 +388,10 @@ pub struct CommonFlags {
     /// Trust domain [default for `aims up`: aims.local].
     #[arg(long, env = "AIMS_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it on loopback or a
+    /// private network) [default: off].
+    #[arg(long, env = "AIMS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Flags that override the file, shared by `aims up` and `aims server`.
