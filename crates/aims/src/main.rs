@@ -65,6 +65,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Compliance reports from recorded evidence against versioned rules.
+    #[command(subcommand)]
+    Compliance(cmd::compliance::ComplianceCommand),
     /// Revoke a principal's access (remediation), lift or list revocations.
     #[command(subcommand)]
     Revoke(cmd::revoke::RevokeCommand),
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
             Command::Policy(c) => cmd::policy::run(c).await,
             Command::Audit(c) => cmd::audit::run(c).await,
             Command::Revoke(c) => cmd::revoke::run(c).await,
+            Command::Compliance(c) => cmd::compliance::run(c).await,
             Command::Gateway(a) => cmd::gateway::run(a).await,
             Command::Entry(c) => cmd::entry::run(c).await,
             Command::Svid(c) => cmd::svid::run(c).await,

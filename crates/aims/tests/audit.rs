@@ -273,3 +273,64 @@ fn kill_9_during_appends_loses_no_acknowledged_record() {
     }
     verified(&server, entries.len() as u64);
 }
+
+/// AIMS CO-1: `aims compliance report` evaluates the shipped rules over the server's evidence
+/// and writes JSON and HTML; records without a policy version fail "tool-calls-decided", each
+/// finding linked to its entry; `--strict` turns failures into the exit status.
+#[test]
+fn compliance_reports_are_built_from_the_recorded_evidence() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = Aims::start("server", TD);
+    let client = workload_client(&server, "gw");
+    let mut decided = record("tool-ok");
+    decided["policy_version"] = json!(3);
+    let undecided = record("tool-undecided");
+    rt.block_on(append(&client, &server, &[decided, undecided]))
+        .unwrap();
+    verified(&server, 2);
+    let out = server.dir.path().join("report");
+    let run = |strict: bool| {
+        let mut args = vec!["compliance", "report", "--out", out.to_str().unwrap()];
+        if strict {
+            args.push("--strict");
+        }
+        server.cli(&args)
+    };
+    let text = assert_ok(&run(false));
+    assert!(text.contains("FAIL  tool-calls-decided"), "{text}");
+    assert!(text.contains("PASS  audit-log-consistent"), "{text}");
+    assert!(text.contains("PASS  no-client-secrets"), "{text}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compliance-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["rules_version"], "aims-default-1");
+    let decided_rule = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "tool-calls-decided")
+        .unwrap();
+    assert_eq!(decided_rule["evaluated"], 2);
+    assert_eq!(decided_rule["findings"][0]["audit_indexes"], json!([1]));
+    let html = std::fs::read_to_string(out.join("compliance-report.html")).unwrap();
+    assert!(html.contains("<a href=\"#entry-1\">entry 1</a>"), "{html}");
+    assert!(html.contains("tool-undecided"));
+    assert!(!run(true).status.success(), "--strict fails on findings");
+    // A rule file of one's own, versioned.
+    let rules = server.dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "version = \"acme-2\"\n[[rule]]\nid = \"log\"\ntitle = \"log\"\ncheck = \"audit_log_consistent\"\n",
+    )
+    .unwrap();
+    let text = assert_ok(&server.cli(&[
+        "compliance",
+        "report",
+        "--strict",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(text.contains("rules acme-2 (1 passed, 0 failed)"), "{text}");
+}

@@ -198,3 +198,11 @@ pub struct EntryRemediationRequest {
     /// Why (recorded in the audit log).
     pub cause: String,
 }
+
+/// `POST /v1/compliance/report`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ComplianceRequest {
+    /// A rule document (TOML); the shipped rules when absent.
+    #[serde(default)]
+    pub rules: Option<String>,
+}

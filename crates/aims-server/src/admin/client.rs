@@ -185,6 +185,17 @@ impl AdminClient {
             .await
     }
 
+    /// A compliance report over the server's evidence, against `rules` (TOML) or the shipped
+    /// rules.
+    pub async fn compliance_report(
+        &self,
+        rules: Option<String>,
+    ) -> Result<aims_compliance::Report, AdminError> {
+        let req = super::api::ComplianceRequest { rules };
+        self.call(Method::POST, "/v1/compliance/report", Some(&req))
+            .await
+    }
+
     /// Every revocation, newest first.
     pub async fn revocations(&self) -> Result<Vec<aims_store::Revocation>, AdminError> {
         self.call::<(), _>(Method::GET, "/v1/remediation", None)

@@ -233,6 +233,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/policy/{version}", get(policy_version))
         .route("/v1/audit/records", get(audit_records))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/compliance/report", post(compliance_report))
         .route("/v1/remediation", get(list_revocations))
         .route("/v1/remediation/revoke", post(revoke_principal))
         .route("/v1/remediation/lift", post(lift_revocation))
@@ -613,6 +614,23 @@ async fn audit_records(
             .map(aims_audit::LogEntry::from)
             .collect::<Vec<_>>(),
     ))
+}
+
+/// AIMS CO-1: evaluates compliance rules (the shipped ones unless the request brings its own)
+/// over the evidence in the store.
+async fn compliance_report(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::ComplianceRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = req
+        .rules
+        .as_deref()
+        .unwrap_or(aims_compliance::DEFAULT_RULES);
+    let rules =
+        aims_compliance::RuleSet::parse(text).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let evidence = aims_compliance::Evidence::collect(&s.log.store, &s.log.vkey).await?;
+    let now = aims_core::unix_seconds(std::time::SystemTime::now());
+    Ok(Json(aims_compliance::Report::build(&rules, &evidence, now)))
 }
 
 /// Who acts through the admin socket, for the audit trail.

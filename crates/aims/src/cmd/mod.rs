@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod bundle;
 pub mod client;
+pub mod compliance;
 pub mod entry;
 pub mod gateway;
 pub mod node;
