@@ -21,6 +21,7 @@ pub mod server_client;
 pub mod settings;
 pub mod signals;
 pub mod token_cache;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -27,6 +27,8 @@ use crate::mcp::{self, McpRequest};
 use crate::server_client::{ServerClient, TxnSubject};
 use crate::settings::{Route, RouteKind};
 use crate::token_cache::{TokenCache, token_hash};
+use crate::trace;
+use tracing::Instrument as _;
 
 /// RFC 9728 §3: the well-known path of protected resource metadata.
 pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -421,29 +423,6 @@ impl Gateway {
     }
 }
 
-/// A W3C Trace Context trace id: 32 lowercase hex digits, not all zero.
-fn is_trace_id(t: &str) -> bool {
-    t.len() == 32
-        && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && t.bytes().any(|b| b != b'0')
-}
-
-/// The trace id of the caller's `traceparent` (W3C Trace Context §3.2:
-/// version-traceid-parentid-flags), if it sent a valid one.
-fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .filter(|t| is_trace_id(t))
-        .map(str::to_owned)
-}
-
-/// A fresh random id in W3C trace-id form.
-fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, StatusCode> {
     aims_authn::layer::body_bytes(body, limit)
         .await
@@ -463,10 +442,16 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     resp
 }
 
-/// Serves one request, counted and timed by outcome (Prometheus `aims_gateway_*`).
+/// Serves one request in its trace's span, counted and timed by outcome (Prometheus
+/// `aims_gateway_*`).
 pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response<Body> {
     let started = std::time::Instant::now();
-    let resp = serve(gw, req).await;
+    let ids = trace::from_headers(req.headers());
+    let span = trace::request_span(req.method(), req.uri().path(), &ids);
+    let resp = serve(gw, req, ids.trace_id, span.clone())
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", resp.status().as_u16());
     let outcome = match resp.status().as_u16() {
         200..=399 => "forwarded",
         401 => "unauthenticated",
@@ -480,7 +465,12 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respo
     resp
 }
 
-async fn serve(gw: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
+async fn serve(
+    gw: Arc<Gateway>,
+    req: Request<Body>,
+    trace_id: String,
+    span: tracing::Span,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix(PRM_PATH) {
         let route = gw
@@ -502,14 +492,13 @@ async fn serve(gw: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
     };
     let facts = gw.facts(&caller, &req);
     // The task's id (AIMS MO-9, MO-11): a transaction the caller forwarded keeps its `txn`;
-    // otherwise a new transaction gets one below; without either, the caller's trace id.
-    let incoming_trace = incoming_trace_id(req.headers());
+    // otherwise a new transaction gets one below; without either, the trace id.
     let incoming_txn = req
         .headers()
         .get(TXN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let correlation = incoming_trace.clone().unwrap_or_else(new_trace_id);
+    let correlation = trace_id.clone();
     // MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
     let (req, mcp) = if route.route.kind == RouteKind::Mcp && req.method() == http::Method::POST {
         let (parts, body) = req.into_parts();
@@ -652,18 +641,12 @@ async fn serve(gw: Arc<Gateway>, req: Request<Body>) -> Response<Body> {
         },
         _ => None,
     };
-    // The upstream continues the caller's trace, or one named after the transaction.
-    let trace = incoming_trace.unwrap_or_else(|| {
-        if is_trace_id(&correlation) {
-            correlation.clone()
-        } else {
-            new_trace_id()
-        }
-    });
+    // The upstream continues the trace, the gateway's span as its parent.
+    let traceparent = trace::upstream_traceparent(&span, &trace_id);
     let upstream_tokens = UpstreamTokens {
         txn: txn.as_deref(),
         bearer: exchanged.as_deref(),
-        trace: &trace,
+        traceparent: &traceparent,
     };
     forward(&gw, route, req, upstream_tokens, mcp.as_ref(), &query).await
 }
@@ -675,8 +658,8 @@ struct UpstreamTokens<'a> {
     txn: Option<&'a str>,
     /// A token exchanged for the upstream (`Authorization: Bearer`).
     bearer: Option<&'a str>,
-    /// The trace id the upstream's `traceparent` carries.
-    trace: &'a str,
+    /// The upstream's `traceparent`.
+    traceparent: &'a str,
 }
 
 async fn forward(
@@ -721,8 +704,7 @@ async fn forward(
         headers.insert(header::AUTHORIZATION, v);
     }
     // W3C Trace Context: the same trace, the gateway's hop as the parent span.
-    let span = &new_trace_id()[..16];
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{}-{span}-01", tokens.trace)) {
+    if let Ok(v) = HeaderValue::from_str(tokens.traceparent) {
         headers.insert(HeaderName::from_static("traceparent"), v);
     }
     if let Ok(v) = HeaderValue::from_str(query.principal.id()) {

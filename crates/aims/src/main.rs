@@ -88,7 +88,15 @@ pub fn admin_socket(data_dir: Option<&PathBuf>, explicit: Option<&PathBuf>) -> P
     })
 }
 
-fn init_logging(level: Option<&str>, format: LogFormat) {
+/// Logs to stderr (text or JSON) and, with an OTLP endpoint, spans to OpenTelemetry; returns
+/// the trace provider to flush at exit.
+fn init_logging(
+    level: Option<&str>,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
             eprintln!("warning: invalid log filter {l:?} ({e}); using info");
@@ -96,14 +104,31 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let (otel, provider) = match otlp_endpoint.map(telemetry::otel_layer) {
+        Some(Ok((layer, provider))) => (Some(layer), Some(provider)),
+        Some(Err(e)) => {
+            eprintln!("warning: OpenTelemetry export is off: {e:#}");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .init();
+    provider
 }
 
 fn main() -> ExitCode {
@@ -121,13 +146,23 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let (file_log, long_running) = match &cli.command {
-            Command::Up(a) => (Some(config::load_file(&a.flags.common)?.log), true),
-            Command::Server(a) => (Some(config::load_file(&a.flags.common)?.log), true),
-            Command::Agent(a) => (Some(config::load_file(&a.flags.common)?.log), true),
-            Command::Gateway(a) => (Some(config::load_file(&a.common)?.log), true),
-            _ => (None, false),
+        let file = match &cli.command {
+            Command::Up(a) => Some(config::load_file(&a.flags.common)?),
+            Command::Server(a) => Some(config::load_file(&a.flags.common)?),
+            Command::Agent(a) => Some(config::load_file(&a.flags.common)?),
+            Command::Gateway(a) => Some(config::load_file(&a.common)?),
+            _ => None,
         };
+        let long_running = file.is_some();
+        let otlp = file
+            .as_ref()
+            .and_then(|f| f.telemetry.otlp_endpoint.clone())
+            .or_else(|| {
+                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .ok()
+                    .filter(|_| long_running)
+            });
+        let file_log = file.map(|f| f.log);
         let level = cli
             .log_level
             .clone()
@@ -137,8 +172,8 @@ fn main() -> ExitCode {
             .log_format
             .or_else(|| file_log.as_ref().and_then(|l| l.format))
             .unwrap_or(LogFormat::Text);
-        init_logging(level.as_deref(), format);
-        match cli.command {
+        let traces = init_logging(level.as_deref(), format, otlp.as_deref());
+        let done = match cli.command {
             Command::Up(a) => cmd::up::run(a).await,
             Command::Server(a) => cmd::server::run(a).await,
             Command::Agent(a) => cmd::agent::run(a).await,
@@ -155,7 +190,12 @@ fn main() -> ExitCode {
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,
             Command::Health(a) => cmd::health(a).await,
+        };
+        if let Some(t) = traces {
+            // What is queued goes out before the process ends.
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
+        done
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

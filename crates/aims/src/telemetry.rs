@@ -58,6 +58,47 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// An OpenTelemetry layer exporting spans by OTLP/gRPC to `endpoint` (a collector such as
+/// `http://127.0.0.1:4317`), batched every second, as service `aims`; W3C Trace Context is the
+/// propagation format. The provider must be shut down at exit to flush what is queued.
+pub fn otel_layer<S>(
+    endpoint: &str,
+) -> anyhow::Result<(
+    tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+)>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .context("OTLP exporter")?;
+    let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("aims")
+                .build(),
+        )
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let tracer = provider.tracer("aims");
+    Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
+}
+
 /// Starts the metrics listener if the flags or the file name an address.
 pub async fn start(
     flags: &crate::config::CommonFlags,

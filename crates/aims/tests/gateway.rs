@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_credentials::jose::{JwsHeader, sign};
@@ -963,4 +964,100 @@ fn the_stack_serves_prometheus_metrics() {
     ] {
         assert!(text.contains(needle), "{needle} not in\n{text}");
     }
+}
+
+/// A received span: trace id, span id, parent span id, name.
+type SpanRow = (String, String, String, String);
+
+/// Spans received by a test OTLP/gRPC collector.
+#[derive(Clone, Default)]
+struct Collector(Arc<std::sync::Mutex<Vec<SpanRow>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut spans = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for sp in ss.spans {
+                    spans.push((
+                        hex(&sp.trace_id),
+                        hex(&sp.span_id),
+                        hex(&sp.parent_span_id),
+                        sp.name,
+                    ));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// AIMS MO-9, MO-11: with `[telemetry] otlp_endpoint`, the gateway exports an OpenTelemetry
+/// span per request in the caller's trace (W3C traceparent), and the upstream's traceparent
+/// names that span as its parent — one trace across agent, gateway and tool.
+#[test]
+fn the_gateway_exports_its_span_in_the_callers_trace() {
+    let collector = Collector::default();
+    let crt = tokio::runtime::Runtime::new().unwrap();
+    let listener = crt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(collector.clone());
+    crt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let s = Stack::start_with_config(&format!(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{port}\"\n"
+    ));
+    let resource = resource_of(&s.aims, "weather");
+    let token = s.token(&resource, "weather.read");
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let (status, _, body) = s.call(
+        reqwest::Method::GET,
+        "/weather",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("traceparent", &format!("00-{trace}-{caller_span}-01")),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let upstream = body["received"]["traceparent"].as_str().unwrap().to_owned();
+    let span = eventually(
+        Duration::from_secs(10),
+        "the gateway's span exported",
+        || {
+            collector
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(t, _, _, name)| t == trace && name == "gateway.request")
+                .cloned()
+        },
+    );
+    assert_eq!(span.2, caller_span, "the caller's span is the parent");
+    assert_eq!(
+        upstream,
+        format!("00-{trace}-{}-01", span.1),
+        "the tool's parent is the gateway's span"
+    );
 }

@@ -53,6 +53,9 @@ pub struct FileConfig {
 pub struct TelemetrySection {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off by default).
     pub metrics_listen: Option<SocketAddr>,
+    /// Export OpenTelemetry traces by OTLP/gRPC to this collector (off by default; the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` works too).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[server]`.

@@ -1,0 +1,116 @@
+//! W3C Trace Context at the gateway (AIMS MO-9, MO-11): which trace a request belongs to, the
+//! gateway's OpenTelemetry span in it, and the `traceparent` the upstream gets.
+//!
+//! The trace is the caller's (`traceparent`); failing that, the transaction it forwards (a
+//! `Txn-Token`'s `txn` is 32 hex digits, a valid trace id); failing that, a new one. The span
+//! is exported when the process installs an OpenTelemetry layer; without one, ids are still
+//! made and passed on.
+
+use http::HeaderMap;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::proxy::TXN_TOKEN_HEADER;
+
+/// Where a request's trace comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace id (32 lowercase hex digits).
+    pub trace_id: String,
+    /// The caller's span, if it sent a `traceparent`.
+    pub parent: Option<String>,
+}
+
+/// A W3C trace id: 32 lowercase hex digits, not all zero.
+pub fn is_trace_id(t: &str) -> bool {
+    t.len() == 32
+        && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && t.bytes().any(|b| b != b'0')
+}
+
+fn is_span_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && s.bytes().any(|b| b != b'0')
+}
+
+/// A fresh random id in W3C trace-id form.
+pub fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// W3C Trace Context §3.2 (`00-traceid-parentid-flags`), else a forwarded transaction's id,
+/// else a new trace.
+pub fn from_headers(headers: &HeaderMap) -> TraceIds {
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.split('-');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("00"), Some(t), Some(p)) if is_trace_id(t) && is_span_id(p) => {
+                    Some((t.to_owned(), p.to_owned()))
+                }
+                _ => None,
+            }
+        });
+    if let Some((trace_id, span)) = parent {
+        return TraceIds {
+            trace_id,
+            parent: Some(span),
+        };
+    }
+    // The transaction's id names the trace; read unverified: it only labels spans.
+    let txn = headers
+        .get(TXN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| aims_credentials::jose::CompactJws::parse(t).ok())
+        .and_then(|j| j.claims::<serde_json::Value>().ok())
+        .and_then(|c| c["txn"].as_str().map(str::to_owned))
+        .filter(|t| is_trace_id(t));
+    TraceIds {
+        trace_id: txn.unwrap_or_else(new_trace_id),
+        parent: None,
+    }
+}
+
+/// The gateway's span for a request, in the request's trace.
+pub fn request_span(method: &http::Method, path: &str, ids: &TraceIds) -> tracing::Span {
+    let span = tracing::info_span!(
+        "gateway.request",
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace = TraceId::from_hex(&ids.trace_id).unwrap_or(TraceId::INVALID);
+    let parent = ids
+        .parent
+        .as_deref()
+        .and_then(|p| SpanId::from_hex(p).ok())
+        .unwrap_or_else(|| SpanId::from_hex(&new_trace_id()[..16]).unwrap_or(SpanId::INVALID));
+    let remote = SpanContext::new(
+        trace,
+        parent,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    span
+}
+
+/// The `traceparent` for the upstream: the request's trace, the gateway's span as parent (a
+/// random span id when no span is exported).
+pub fn upstream_traceparent(span: &tracing::Span, trace_id: &str) -> String {
+    let cx = span.context();
+    let own = cx.span().span_context().clone();
+    let span_id = if own.is_valid() && own.trace_id().to_string() == trace_id {
+        own.span_id().to_string()
+    } else {
+        new_trace_id()[..16].to_owned()
+    };
+    format!("00-{trace_id}-{span_id}-01")
+}
