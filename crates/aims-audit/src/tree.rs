@@ -124,11 +124,13 @@ impl TreeReader {
 }
 
 /// Hashes appended records into the stored tree and signs checkpoints over it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Checkpointer {
     store: Store,
     signer: NoteSigner,
     origin: String,
+    /// The right edge after the last step (read from the store when another replica moved on).
+    frontier: tokio::sync::Mutex<Frontier>,
 }
 
 impl Checkpointer {
@@ -138,6 +140,7 @@ impl Checkpointer {
             store,
             signer,
             origin,
+            frontier: tokio::sync::Mutex::new(Frontier::default()),
         }
     }
 
@@ -151,7 +154,12 @@ impl Checkpointer {
             return Ok(None);
         }
         let to = len.min(from + MAX_LEAVES_PER_CHECKPOINT);
-        let mut frontier = TreeReader::new(self.store.clone()).frontier(from).await?;
+        let mut cached = self.frontier.lock().await;
+        let mut frontier = if cached.size() == from {
+            cached.clone()
+        } else {
+            TreeReader::new(self.store.clone()).frontier(from).await?
+        };
         let mut nodes = Vec::new();
         let mut at = from;
         while at < to {
@@ -183,6 +191,7 @@ impl Checkpointer {
             created_at: now_ms,
         };
         self.store.put_audit_tree(&nodes, &row).await?;
+        *cached = frontier;
         Ok(Some(row))
     }
 

@@ -184,7 +184,12 @@ impl Store {
         nodes: &[(i64, String)],
         checkpoint: &CheckpointRow,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // On SQLite the write lock is taken first and waited for, not raced for mid-transaction
+        // against the appender's back-to-back commits.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(values_sql(
                 "INSERT INTO audit_nodes (id, hash) VALUES ",
