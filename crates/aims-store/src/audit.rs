@@ -85,6 +85,7 @@ impl Store {
         rows: &[NewAuditRow],
         appended_at: i64,
     ) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         // The writer lock comes first: on SQLite a read that later upgrades to a write could
         // deadlock with another writer (SQLITE_BUSY at once, not after busy_timeout).
         let mut tx = match self.backend {
@@ -184,8 +185,9 @@ impl Store {
         nodes: &[(i64, String)],
         checkpoint: &CheckpointRow,
     ) -> Result<(), StoreError> {
-        // On SQLite the write lock is taken first and waited for, not raced for mid-transaction
-        // against the appender's back-to-back commits.
+        // On SQLite the tree write waits its turn behind the appender's commits (fairly), then
+        // takes the write lock first instead of racing for it mid-transaction.
+        let _turn = self.write_turn().await;
         let mut tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

@@ -56,6 +56,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time, and a writer that loses the race polls with growing
+    /// sleeps: this process's long write transactions (audit appends, the audit tree) take
+    /// turns here, first come first served, instead.
+    write_turns: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,6 +71,14 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// This process's turn to write, on SQLite (see `write_turns`); PostgreSQL needs none.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_turns.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+
     /// Opens (creating if needed) the SQLite store at `path` and migrates it.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -113,7 +125,11 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redact_url(url))))?;
         let _ = probe.close().await;
         let pool = pool_options.connect_lazy_with(options);
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            write_turns: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
