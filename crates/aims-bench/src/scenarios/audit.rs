@@ -63,7 +63,7 @@ async fn single_commits(store: &Store, timing: Timing) -> anyhow::Result<Measure
 }
 
 /// `APPENDERS` tasks appending through the group-committing writer, while a checkpointer signs
-/// twice a second (as the server does); returns the appends, the checkpoint lag (ack →
+/// four times a second (as the server does); returns the appends, the checkpoint lag (ack →
 /// covered) and the intervals between signed checkpoints.
 async fn group_commits(
     store: &Store,
@@ -75,7 +75,7 @@ async fn group_commits(
     let stop = tokio_util::sync::CancellationToken::new();
     let checkpointer = tokio::spawn(
         Checkpointer::new(store.clone(), signer, "bench.example/audit".into())
-            .run(Duration::from_millis(500), stop.clone()),
+            .run(Duration::from_millis(250), stop.clone()),
     );
     // Watch checkpoints: when each size was first seen signed.
     let seen: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
