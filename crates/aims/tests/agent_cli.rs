@@ -320,9 +320,10 @@ fn during_a_server_outage_longer_than_half_an_svid_life_the_agent_serves_its_cac
         "{}",
         agent.logs()
     );
-    // The server comes back on the same address; the agent renews on its next retry.
+    // The server comes back on the same address; the agent renews on its next retry, which
+    // its backoff (doubling up to 30 s, jittered) may put up to half a minute away.
     let srv = start_server(tempfile::tempdir().unwrap());
-    eventually(Duration::from_secs(20), "SVID renewed", || {
+    eventually(Duration::from_secs(45), "SVID renewed", || {
         let o = fetch();
         (o.status.success() && x509_expiry(&o) > expiry).then_some(())
     });
