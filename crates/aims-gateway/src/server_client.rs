@@ -48,7 +48,7 @@ impl TokenKeys for RemoteKeys {
 }
 
 /// A string claim of a JWT, read without verifying it.
-fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
+pub(crate) fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
     CompactJws::parse(jwt)
         .and_then(|jws| jws.claims::<Value>())
         .ok()

@@ -66,9 +66,7 @@ pub fn from_headers(headers: &HeaderMap) -> TraceIds {
     let txn = headers
         .get(TXN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|t| aims_credentials::jose::CompactJws::parse(t).ok())
-        .and_then(|j| j.claims::<serde_json::Value>().ok())
-        .and_then(|c| c["txn"].as_str().map(str::to_owned))
+        .and_then(|t| crate::server_client::unverified_claim(t, "txn"))
         .filter(|t| is_trace_id(t));
     TraceIds {
         trace_id: txn.unwrap_or_else(new_trace_id),

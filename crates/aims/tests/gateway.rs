@@ -658,23 +658,9 @@ fn an_agent_authenticated_by_its_x509_svid_alone_is_decided_by_its_spiffe_id() {
     let s = Stack::start();
     // The test's own X509-SVID, from the Workload API.
     let out = s.aims.dir.path().join("svid");
-    let socket = format!("unix://{}", s.aims.workload_socket().display());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !common::run(&[
-        "api",
-        "fetch",
-        "x509",
-        "--socket",
-        &socket,
-        "--write",
-        out.to_str().unwrap(),
-    ])
-    .status
-    .success()
-    {
-        assert!(Instant::now() < deadline, "no X509-SVID");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(15), "an X509-SVID", || {
+        s.aims.fetch_x509(&out).then_some(())
+    });
     let mut pem = std::fs::read(out.join("svid.0.pem")).unwrap();
     pem.extend(std::fs::read(out.join("svid.0.key")).unwrap());
     let ca = std::fs::read(s.aims.web_ca()).unwrap();

@@ -11,19 +11,7 @@ use common::{Aims, assert_ok, eventually};
 use serde_json::Value;
 
 fn fetch_x509(aims: &Aims) -> bool {
-    let socket = format!("unix://{}", aims.workload_socket().display());
-    let out = aims.dir.path().join("svid");
-    common::run(&[
-        "api",
-        "fetch",
-        "x509",
-        "--socket",
-        &socket,
-        "--write",
-        out.to_str().unwrap(),
-    ])
-    .status
-    .success()
+    aims.fetch_x509(&aims.dir.path().join("svid"))
 }
 
 #[test]

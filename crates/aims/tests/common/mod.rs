@@ -192,6 +192,23 @@ impl Aims {
         PathBuf::from(self.up["server"]["web_ca_file"].as_str().unwrap())
     }
 
+    /// `aims api fetch x509 --write DIR` against the stack's Workload API, as this process:
+    /// whether an X509-SVID was written.
+    pub fn fetch_x509(&self, dir: &Path) -> bool {
+        let socket = format!("unix://{}", self.workload_socket().display());
+        run(&[
+            "api",
+            "fetch",
+            "x509",
+            "--socket",
+            &socket,
+            "--write",
+            dir.to_str().unwrap(),
+        ])
+        .status
+        .success()
+    }
+
     /// Runs `aims <args…> --data-dir <ours>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut full: Vec<&str> = args.to_vec();
