@@ -12,6 +12,7 @@ use aims_store::{
     CheckpointRow, ClientSource, NewAuditRow, OAuthClientRow, PolicyVersionRow, RefreshUse,
     TokenKind, TokenRecord,
 };
+use aims_store::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow};
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
@@ -562,6 +563,168 @@ async fn audit_suite(store: &Store) {
     assert_eq!(r[1].certified_hash, None);
 }
 
+/// AIMS AZ-10, AZ-11, AZ-29: users, sessions, single-use flow state and codes, CIBA requests
+/// decided only by their user.
+async fn people_suite(store: &Store) {
+    let alice = UserRow {
+        user_id: "u-1".into(),
+        username: "alice".into(),
+        display_name: "Alice".into(),
+        password_hash: Some("$argon2id$x".into()),
+        is_admin: false,
+        disabled: false,
+        created_at: 1,
+    };
+    store.create_user(&alice).await.unwrap();
+    let mut twin = alice.clone();
+    twin.user_id = "u-2".into();
+    assert!(matches!(
+        store.create_user(&twin).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_user("alice").await.unwrap(), alice);
+    assert_eq!(store.get_user("u-1").await.unwrap(), alice);
+
+    store
+        .put_passkey("cred-1", "u-1", &serde_json::json!({"k": 1}), 10)
+        .await
+        .unwrap();
+    store
+        .put_passkey("cred-1", "u-1", &serde_json::json!({"k": 2}), 11)
+        .await
+        .unwrap();
+    // Another user cannot take over a credential id.
+    store
+        .put_passkey("cred-1", "u-9", &serde_json::json!({"k": 3}), 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.passkeys_of("u-1").await.unwrap(),
+        vec![serde_json::json!({"k": 2})]
+    );
+
+    let session = SessionRow {
+        session_hash: "s1".into(),
+        user_id: "u-1".into(),
+        method: "hwk".into(),
+        created_at: 100,
+        expires_at: 200,
+    };
+    store.put_session(&session).await.unwrap();
+    let (s, u) = store.live_session("s1", 150).await.unwrap().unwrap();
+    assert_eq!((s, u.username.as_str()), (session.clone(), "alice"));
+    assert!(
+        store.live_session("s1", 200).await.unwrap().is_none(),
+        "expired"
+    );
+    store.set_user_disabled("u-1", true).await.unwrap();
+    assert!(
+        store.live_session("s1", 150).await.unwrap().is_none(),
+        "disabled ends sessions"
+    );
+    store.set_user_disabled("u-1", false).await.unwrap();
+
+    let data = serde_json::json!({"client_id": "c"});
+    store.put_flow("f1", "par", &data, 100).await.unwrap();
+    assert_eq!(store.get_flow("f1", "other", 50).await.unwrap(), None);
+    assert_eq!(
+        store.take_flow("f1", "par", 50).await.unwrap(),
+        Some(data.clone())
+    );
+    assert_eq!(
+        store.take_flow("f1", "par", 50).await.unwrap(),
+        None,
+        "single use"
+    );
+    store.put_flow("f2", "par", &data, 100).await.unwrap();
+    assert_eq!(
+        store.take_flow("f2", "par", 100).await.unwrap(),
+        None,
+        "expired"
+    );
+
+    let code = CodeRow {
+        code_hash: "c1".into(),
+        client_id: "client".into(),
+        user_id: "u-1".into(),
+        request: serde_json::json!({"scope": "read"}),
+        expires_at: 160,
+    };
+    store.put_code(&code).await.unwrap();
+    assert_eq!(
+        store.use_code("c1", 100).await.unwrap(),
+        CodeUse::Fresh(Box::new(code))
+    );
+    store
+        .set_code_issued("c1", &serde_json::json!({"jti": "j"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.use_code("c1", 101).await.unwrap(),
+        CodeUse::Reused(Some(serde_json::json!({"jti": "j"})))
+    );
+    assert_eq!(store.use_code("nope", 101).await.unwrap(), CodeUse::Invalid);
+
+    store
+        .put_consent("u-1", "client", &serde_json::json!({"scopes": ["read"]}), 5)
+        .await
+        .unwrap();
+    assert_eq!(store.consents_of("u-1").await.unwrap().len(), 1);
+    assert!(store.delete_consent("u-1", "client").await.unwrap());
+    assert!(!store.delete_consent("u-1", "client").await.unwrap());
+
+    let ciba = CibaRow {
+        id_hash: "h1".into(),
+        approval_id: "a1".into(),
+        client_id: "client".into(),
+        user_id: "u-1".into(),
+        request: serde_json::json!({"scope": "openid"}),
+        status: CibaStatus::Pending,
+        interval_secs: 5,
+        last_polled_at: None,
+        created_at: 100,
+        expires_at: 400,
+        decided_at: None,
+    };
+    store.put_ciba(&ciba).await.unwrap();
+    assert_eq!(
+        store.pending_ciba("u-1", 150).await.unwrap(),
+        vec![ciba.clone()]
+    );
+    store.ciba_polled("h1", 110, 10).await.unwrap();
+    assert!(
+        !store.decide_ciba("a1", "u-2", true, 120).await.unwrap(),
+        "another user"
+    );
+    assert!(!store.redeem_ciba("h1").await.unwrap(), "not approved yet");
+    assert!(store.decide_ciba("a1", "u-1", true, 120).await.unwrap());
+    assert!(
+        !store.decide_ciba("a1", "u-1", false, 121).await.unwrap(),
+        "decided once"
+    );
+    let got = store.get_ciba("a1").await.unwrap();
+    assert_eq!(
+        (got.status, got.interval_secs, got.last_polled_at),
+        (CibaStatus::Approved, 10, Some(110))
+    );
+    assert!(store.redeem_ciba("h1").await.unwrap());
+    assert!(!store.redeem_ciba("h1").await.unwrap(), "a token once");
+    assert!(store.pending_ciba("u-1", 150).await.unwrap().is_empty());
+
+    store.delete_user("u-1").await.unwrap();
+    assert!(matches!(
+        store.get_user("alice").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.passkeys_of("u-1").await.unwrap().is_empty());
+    assert!(matches!(
+        store.get_ciba("h1").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.put_flow("f3", "par", &data, 100).await.unwrap();
+    assert_eq!(store.prune_people(1_000_000).await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn repository_suite_on_every_backend() {
     let dbs = fresh_stores().await;
@@ -576,6 +739,7 @@ async fn repository_suite_on_every_backend() {
         policy_suite(&db.store).await;
         remediation_suite(&db.store).await;
         audit_suite(&db.store).await;
+        people_suite(&db.store).await;
         db.cleanup().await;
     }
 }
