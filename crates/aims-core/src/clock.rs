@@ -31,6 +31,17 @@ pub fn unix_millis(t: SystemTime) -> i64 {
     }
 }
 
+/// A Unix time (seconds) as RFC 3339, UTC.
+pub fn format_unix(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ts.to_string())
+}
+
 /// Whole seconds since the Unix epoch; times before the epoch are negative.
 pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {

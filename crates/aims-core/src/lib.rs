@@ -18,7 +18,9 @@ pub mod files;
 mod spiffe_id;
 mod wimse_id;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock, unix_millis, unix_seconds};
+pub use clock::{
+    Clock, ManualClock, SharedClock, SystemClock, format_unix, unix_millis, unix_seconds,
+};
 pub use duration::{HumanDuration, format_duration, parse_duration};
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME_PREFIX, SpiffeId, SpiffeIdError,

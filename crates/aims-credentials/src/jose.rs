@@ -359,6 +359,14 @@ pub fn sha256_b64url(input: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input))
 }
 
+/// 256 random bits, base64url: bearer handles (tokens, codes, session cookies, flow handles)
+/// that are stored only as their [`sha256_b64url`].
+pub fn random_b64url() -> Result<String, aws_lc_rs::error::Unspecified> {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b)?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 
 use aims_credentials::jose::{Audience, sha256_b64url};
 use aims_store::{TokenKind, TokenRecord};
-use base64::Engine as _;
 use serde::Serialize;
 
 use crate::AuthorizationServer;
@@ -78,10 +77,8 @@ pub struct Grant {
 
 /// A random token: 256 bits, base64url.
 pub fn random_token() -> Result<String, OAuthError> {
-    let mut b = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| OAuthError::server_error("token generation", "random generator failed"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    aims_credentials::jose::random_b64url()
+        .map_err(|_| OAuthError::server_error("token generation", "random generator failed"))
 }
 
 impl AuthorizationServer {

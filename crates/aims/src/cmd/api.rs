@@ -166,7 +166,7 @@ async fn fetch_x509(
                 println!(
                     "SPIFFE ID: {}\n  expires {}{}",
                     r.spiffe_id,
-                    super::format_time(r.expires_at),
+                    aims_core::format_unix(r.expires_at),
                     if r.hint.is_empty() {
                         String::new()
                     } else {

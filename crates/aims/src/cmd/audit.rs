@@ -124,7 +124,7 @@ fn print_entries(entries: &[LogEntry], output: Output) -> anyhow::Result<()> {
             (Output::Text, Ok(r)) => println!(
                 "{:>6}  {}  {:?}  {:<10} {:<6} {}  agent={}  policy=v{}  corr={}",
                 e.index,
-                super::format_time(r.time_ms / 1000),
+                aims_core::format_unix(r.time_ms / 1000),
                 r.kind,
                 r.action,
                 r.decision

@@ -55,7 +55,7 @@ pub async fn run(cmd: BundleCommand) -> anyhow::Result<()> {
                             r.trust_domain,
                             r.endpoint,
                             r.sequence,
-                            super::format_time(r.refreshed_at)
+                            aims_core::format_unix(r.refreshed_at)
                         );
                     }
                 }

@@ -125,7 +125,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                                 .as_str()
                                 .unwrap_or("?"),
                             c.source,
-                            super::format_time(c.created_at)
+                            aims_core::format_unix(c.created_at)
                         );
                     }
                 }

@@ -51,17 +51,6 @@ pub async fn health(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Unix time as RFC 3339 (UTC).
-pub fn format_time(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ts.to_string())
-}
-
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

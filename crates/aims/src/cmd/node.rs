@@ -48,7 +48,7 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                             n.spiffe_id,
                             n.attestation_type,
                             n.cert_serial,
-                            super::format_time(n.cert_not_after),
+                            aims_core::format_unix(n.cert_not_after),
                             if n.banned { "\n  BANNED" } else { "" }
                         );
                     }

@@ -70,7 +70,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 println!(
                     "{:>5}  {}  {}  {}",
                     row.version,
-                    super::format_time(row.created_at),
+                    aims_core::format_unix(row.created_at),
                     row.hash,
                     row.author
                 );

@@ -94,7 +94,7 @@ pub async fn run(cmd: RevokeCommand) -> anyhow::Result<()> {
                     for r in list {
                         println!(
                             "{}  {}  {}  cause={}",
-                            super::format_time(r.revoked_at),
+                            aims_core::format_unix(r.revoked_at),
                             if r.lifted_at.is_some() {
                                 "lifted "
                             } else {

@@ -123,7 +123,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
                 "X509-SVID for {} (serial {}), expires {}",
                 resp.spiffe_id,
                 resp.serial,
-                super::format_time(resp.expires_at)
+                aims_core::format_unix(resp.expires_at)
             );
             println!(
                 "  {}\n  {}\n  {}",
@@ -163,7 +163,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
                     println!(
                         "JWT-SVID for {}, expires {}",
                         resp.spiffe_id,
-                        super::format_time(resp.expires_at)
+                        aims_core::format_unix(resp.expires_at)
                     );
                     println!("  {}\n  {}", token.display(), jwks.display());
                 }
@@ -202,7 +202,7 @@ pub async fn run(cmd: SvidCommand) -> anyhow::Result<()> {
             println!(
                 "WIT-SVID for {}, expires {}",
                 resp.spiffe_id,
-                super::format_time(resp.expires_at)
+                aims_core::format_unix(resp.expires_at)
             );
             println!(
                 "  {}\n  {}\n  {}",

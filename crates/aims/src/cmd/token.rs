@@ -39,7 +39,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     eprintln!(
         "Join token for {} (single use, expires {}). Start the agent with:\n  aims agent --trust-domain {} --join-token <token> --trust-bundle <bundle.pem>",
         resp.spiffe_id,
-        super::format_time(resp.expires_at),
+        aims_core::format_unix(resp.expires_at),
         resp.spiffe_id.trust_domain_name(),
     );
     Ok(())
