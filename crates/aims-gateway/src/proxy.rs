@@ -418,6 +418,7 @@ impl Gateway {
             if c.sub != c.client_id {
                 facts.delegated_subject = Some(c.sub.clone());
             }
+            facts.approval = c.approval.clone();
         }
         facts
     }
@@ -607,10 +608,19 @@ async fn serve(
             } => required_scopes.clone(),
             Target::Resource { .. } => Vec::new(),
         };
-        let description = format!(
-            "policy version {} does not allow this",
-            verdict.policy_version
-        );
+        // AIMS AZ-27, AZ-28: what policy allows only with a person's approval is a step-up the
+        // client can take (a token obtained through CIBA carries the approval).
+        let description = if gw.pdp.allowed_with_approval(&query) {
+            format!(
+                "policy version {} allows this only with a person's approval: obtain a token through CIBA",
+                verdict.policy_version
+            )
+        } else {
+            format!(
+                "policy version {} does not allow this",
+                verdict.policy_version
+            )
+        };
         return Refusal {
             status: StatusCode::FORBIDDEN,
             challenge: Some(gw.challenge(

@@ -94,6 +94,11 @@ pub struct AccessClaims {
     /// Sender constraint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The reference of the person's approval this grant rests on (a CIBA approval; AIMS
+    /// AZ-30: a confirmation bound to a verifiable grant). The audit log records the approval
+    /// under the same reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 impl AccessClaims {
@@ -136,6 +141,41 @@ pub struct TxnClaims {
     /// Request context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rctx: Option<serde_json::Value>,
+}
+
+/// `typ` of ID tokens (OpenID Connect Core §2 leaves it open; `JWT` as RFC 7519 §5.1).
+pub const ID_TYP: &str = "JWT";
+
+/// ID token claims (OpenID Connect Core 1.0 §2), issued with delegated grants when the scope
+/// asks for `openid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    /// The client.
+    pub aud: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// The authorization request's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// How the user authenticated (RFC 8176).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// The CIBA request it answers (CIBA Core §10.1.1).
+    #[serde(
+        rename = "urn:openid:params:jwt:claim:auth_req_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_req_id: Option<String>,
 }
 
 /// Verifies a JWT this server signed: the explicit type, an allowed algorithm, a published key,

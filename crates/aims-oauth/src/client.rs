@@ -81,13 +81,30 @@ pub struct ClientMetadata {
     /// RFC 9449 §5.2: every access token for it is DPoP-bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_bound_access_tokens: Option<bool>,
+    /// Where authorization responses may go, matched exactly (RFC 9700 §2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uris: Option<Vec<String>>,
+    /// RFC 9126 §6: its authorization requests must be pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// CIBA Core §4: `poll` (default) or `ping`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_token_delivery_mode: Option<String>,
+    /// CIBA Core §4: where pings go (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_client_notification_endpoint: Option<String>,
     /// Everything else it registered.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// OpenID CIBA Core §10.1.
+pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
+
 /// The grant types this server implements.
 pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    CIBA_GRANT,
     "client_credentials",
     "refresh_token",
     "urn:ietf:params:oauth:grant-type:jwt-bearer",
@@ -158,6 +175,25 @@ impl ClientMetadata {
                 "grant type {g:?} is not supported"
             )));
         }
+        for uri in self.redirect_uris.iter().flatten() {
+            check_redirect_uri(uri)?;
+        }
+        match self.backchannel_token_delivery_mode.as_deref() {
+            None | Some("poll") => {}
+            Some("ping") => match &self.backchannel_client_notification_endpoint {
+                Some(e) if e.starts_with("https://") => {}
+                _ => {
+                    return Err(OAuthError::invalid_client_metadata(
+                        "ping mode needs an https backchannel_client_notification_endpoint",
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "backchannel_token_delivery_mode {other:?} is not supported (poll, ping)"
+                )));
+            }
+        }
         if let Some(scope) = &self.scope {
             crate::form::parse_scope(scope)
                 .map_err(|e| OAuthError::invalid_client_metadata(e.description))?;
@@ -200,6 +236,30 @@ impl ClientMetadata {
         self.grant_types
             .as_ref()
             .is_none_or(|g| g.iter().any(|x| x == grant_type))
+    }
+}
+
+/// A redirect URI a client may register (RFC 9700 §2.1, RFC 8252 §7): absolute, no fragment,
+/// https, or http only to a loopback address, or a private-use scheme of a native app.
+fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
+    let bad = |why: &str| OAuthError::invalid_redirect_uri(format!("{uri}: {why}"));
+    let u = reqwest::Url::parse(uri).map_err(|_| bad("not an absolute URI"))?;
+    if u.fragment().is_some() {
+        return Err(bad("has a fragment"));
+    }
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => match u.host() {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Domain("localhost")) => Ok(()),
+            _ => Err(bad("http is allowed only to a loopback address")),
+        },
+        "javascript" | "data" | "file" | "vbscript" => Err(bad("scheme not allowed")),
+        s if s.contains('.') => Ok(()),
+        _ => Err(bad(
+            "a native app's scheme must be a reverse domain name (RFC 8252 §7.1)",
+        )),
     }
 }
 

@@ -60,8 +60,99 @@ pub fn router(server: Arc<AuthorizationServer>) -> Router {
         .route(INTROSPECTION_PATH, post(introspect))
         .route(REVOCATION_PATH, post(revoke))
         .route(REGISTRATION_PATH, post(register))
+        .route(crate::authorize::PAR_PATH, post(push_request))
+        .route(crate::ciba::BACKCHANNEL_PATH, post(backchannel))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
+}
+
+/// The pages people use (served on the HTTPS listener at the issuer, where their cookies
+/// live): sign-in, enrolment and account ([`aims_people::pages`]), the authorization endpoint
+/// with its consent page, and the approvals page. Empty without a people layer.
+pub fn people_router(server: Arc<AuthorizationServer>) -> Router {
+    let Some(people) = server.people.clone() else {
+        return Router::new();
+    };
+    Router::new()
+        .route(
+            crate::authorize::AUTHORIZE_PATH,
+            get(crate::authorize::authorize),
+        )
+        .route(
+            crate::authorize::CONTINUE_PATH,
+            get(crate::authorize::continue_request),
+        )
+        .route(
+            crate::authorize::DECIDE_PATH,
+            post(crate::authorize::decide),
+        )
+        .merge(crate::ciba::page_routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(server)
+        .merge(aims_people::pages::router(people))
+}
+
+/// A request a client makes with its authentication, answered with JSON (`status` on success).
+async fn client_request<F, Fut>(
+    s: Arc<AuthorizationServer>,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+    status: StatusCode,
+    f: F,
+) -> Response
+where
+    F: FnOnce(Arc<AuthorizationServer>, Form, AuthenticatedClient) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, OAuthError>>,
+{
+    let conn = conn.map(|Extension(c)| c);
+    let result = async {
+        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        f(s.clone(), form, client).await
+    }
+    .await;
+    match result {
+        Ok(v) => json_response(status, &v),
+        Err(e) => {
+            tracing::debug!(error = %e, "client request refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn push_request(
+    State(s): S,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // RFC 9126 §2.2: 201 Created.
+    client_request(
+        s,
+        conn,
+        headers,
+        body,
+        StatusCode::CREATED,
+        |s, form, client| async move { s.push_request(&form, &client).await },
+    )
+    .await
+}
+
+async fn backchannel(
+    State(s): S,
+    conn: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    client_request(
+        s,
+        conn,
+        headers,
+        body,
+        StatusCode::OK,
+        |s, form, client| async move { s.backchannel_authentication(&form, &client).await },
+    )
+    .await
 }
 
 async fn metadata(State(s): S) -> Response {
@@ -198,12 +289,79 @@ impl AuthorizationServer {
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
         });
+        if self.people.is_some() {
+            let par = crate::authorize::PAR_PATH;
+            let bc = crate::ciba::BACKCHANNEL_PATH;
+            for (k, v) in [
+                (
+                    "authorization_endpoint",
+                    json!(format!("{}{}", st.issuer, crate::authorize::AUTHORIZE_PATH)),
+                ),
+                (
+                    "pushed_authorization_request_endpoint",
+                    json!(format!("{}{par}", st.issuer)),
+                ),
+                (
+                    "require_pushed_authorization_requests",
+                    json!(st.require_par),
+                ),
+                ("response_types_supported", json!(["code"])),
+                ("response_modes_supported", json!(["query"])),
+                ("code_challenge_methods_supported", json!(["S256"])),
+                (
+                    "authorization_response_iss_parameter_supported",
+                    json!(true),
+                ),
+                ("prompt_values_supported", json!(["none", "consent"])),
+                (
+                    "backchannel_authentication_endpoint",
+                    json!(format!("{}{bc}", st.issuer)),
+                ),
+                (
+                    "backchannel_token_delivery_modes_supported",
+                    json!(["poll", "ping"]),
+                ),
+                ("backchannel_user_code_parameter_supported", json!(false)),
+                (
+                    "scopes_supported",
+                    json!([crate::authorize::OPENID, "offline_access"]),
+                ),
+                (
+                    "claims_supported",
+                    json!([
+                        "sub",
+                        "iss",
+                        "aud",
+                        "exp",
+                        "iat",
+                        "auth_time",
+                        "nonce",
+                        "amr"
+                    ]),
+                ),
+            ] {
+                doc[k] = v;
+            }
+        } else {
+            doc["grant_types_supported"] = json!(
+                GRANT_TYPES
+                    .iter()
+                    .filter(|g| !["authorization_code", crate::client::CIBA_GRANT].contains(g))
+                    .collect::<Vec<_>>()
+            );
+        }
         if let Some(m) = &st.mtls_base {
             doc["mtls_endpoint_aliases"] = json!({
                 "token_endpoint": format!("{m}{}", TOKEN_PATH),
                 "introspection_endpoint": format!("{m}{INTROSPECTION_PATH}"),
                 "revocation_endpoint": format!("{m}{REVOCATION_PATH}"),
             });
+            if self.people.is_some() {
+                doc["mtls_endpoint_aliases"]["pushed_authorization_request_endpoint"] =
+                    json!(format!("{m}{}", crate::authorize::PAR_PATH));
+                doc["mtls_endpoint_aliases"]["backchannel_authentication_endpoint"] =
+                    json!(format!("{m}{}", crate::ciba::BACKCHANNEL_PATH));
+            }
         }
         if st.client_id_metadata_documents {
             doc["client_id_metadata_document_supported"] = json!(true);

@@ -38,6 +38,12 @@ impl OAuthError {
         }
     }
 
+    /// A 400 answer with a code another specification defines (OpenID Connect Core §3.1.2.6,
+    /// RFC 9126 §2.3, RFC 6749 §4.1.2.1).
+    pub fn coded(code: &'static str, d: impl Into<String>) -> Self {
+        Self::new(code, StatusCode::BAD_REQUEST, d)
+    }
+
     /// `invalid_request` (400).
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", StatusCode::BAD_REQUEST, d)
@@ -99,6 +105,11 @@ impl OAuthError {
         Self::new("invalid_client_metadata", StatusCode::BAD_REQUEST, d)
     }
 
+    /// `invalid_redirect_uri` (400, RFC 7591 §3.2.2).
+    pub fn invalid_redirect_uri(d: impl Into<String>) -> Self {
+        Self::new("invalid_redirect_uri", StatusCode::BAD_REQUEST, d)
+    }
+
     /// `invalid_token` (401), for endpoints that take a bearer token.
     pub fn invalid_token(d: impl Into<String>) -> Self {
         Self::new("invalid_token", StatusCode::UNAUTHORIZED, d)
@@ -107,6 +118,54 @@ impl OAuthError {
     /// `unsupported_token_type` (400, RFC 7009 §2.2.1).
     pub fn unsupported_token_type(d: impl Into<String>) -> Self {
         Self::new("unsupported_token_type", StatusCode::BAD_REQUEST, d)
+    }
+
+    /// `interaction_required` (400): policy allows this only with a person's approval, which
+    /// a direct grant cannot carry; the client asks for it through CIBA (AIMS AZ-28).
+    pub fn interaction_required(d: impl Into<String>) -> Self {
+        Self::new("interaction_required", StatusCode::BAD_REQUEST, d)
+    }
+
+    /// `authorization_pending` (400, CIBA Core §11).
+    pub fn authorization_pending() -> Self {
+        Self::new(
+            "authorization_pending",
+            StatusCode::BAD_REQUEST,
+            "the user has not decided yet",
+        )
+    }
+
+    /// `slow_down` (400, CIBA Core §11): the client polled before its interval passed.
+    pub fn slow_down(interval: i64) -> Self {
+        Self::new(
+            "slow_down",
+            StatusCode::BAD_REQUEST,
+            format!("polled too fast: wait {interval} s between polls"),
+        )
+    }
+
+    /// `expired_token` (400, CIBA Core §11).
+    pub fn expired_token(d: impl Into<String>) -> Self {
+        Self::new("expired_token", StatusCode::BAD_REQUEST, d)
+    }
+
+    /// `unknown_user_id` (400, CIBA Core §13).
+    pub fn unknown_user_id(d: impl Into<String>) -> Self {
+        Self::new("unknown_user_id", StatusCode::BAD_REQUEST, d)
+    }
+
+    /// `invalid_binding_message` (400, CIBA Core §13).
+    pub fn invalid_binding_message(d: impl Into<String>) -> Self {
+        Self::new("invalid_binding_message", StatusCode::BAD_REQUEST, d)
+    }
+
+    /// `access_denied` (400) at the token endpoint: the user denied the request (CIBA Core §11).
+    pub fn denied_by_user() -> Self {
+        Self::new(
+            "access_denied",
+            StatusCode::BAD_REQUEST,
+            "the user denied the request",
+        )
     }
 
     /// `access_denied` (403).

@@ -236,7 +236,8 @@ impl Fetcher {
         value
     }
 
-    async fn fetch(&self, url: &str, max: usize) -> Result<(Value, Duration), FetchError> {
+    /// `url` parsed, if it is https and not a special-use address literal.
+    fn checked_url(&self, url: &str) -> Result<reqwest::Url, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl {
             url: url.to_owned(),
             why: "not a URL",
@@ -263,6 +264,37 @@ impl Fetcher {
                 ip,
             });
         }
+        Ok(parsed)
+    }
+
+    /// POSTs `body` as JSON to `url` (a notification: CIBA ping, an approval webhook) with the
+    /// same guards, and an optional bearer token; any 2xx is success.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Result<(), FetchError> {
+        let parsed = self.checked_url(url)?;
+        let mut req = self.http.post(parsed).json(body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| FetchError::Transport {
+            url: url.to_owned(),
+            why: error_chain(&e),
+        })?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, url: &str, max: usize) -> Result<(Value, Duration), FetchError> {
+        let parsed = self.checked_url(url)?;
         let transport = |e: reqwest::Error| FetchError::Transport {
             url: url.to_owned(),
             why: error_chain(&e),

@@ -59,6 +59,7 @@ pub(crate) struct Presented {
     may_act: Option<Value>,
     exp: i64,
     txn: Option<TxnClaims>,
+    approval: Option<String>,
 }
 
 impl Presented {
@@ -72,6 +73,7 @@ impl Presented {
             may_act: c.may_act,
             exp: c.exp,
             txn: None,
+            approval: c.approval,
         }
     }
 }
@@ -117,7 +119,7 @@ fn split_scope(s: Option<&str>) -> Vec<String> {
 }
 
 /// RFC 8707 §2: absolute URIs without a fragment.
-fn resources(form: &Form) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn resources(form: &Form) -> Result<Vec<String>, OAuthError> {
     form.all("resource")
         .iter()
         .map(|r| match reqwest::Url::parse(r) {
@@ -168,6 +170,8 @@ impl AuthorizationServer {
         match grant_type {
             "client_credentials" => self.client_credentials(form, client, binding).await,
             "refresh_token" => self.refresh(form, client, binding).await,
+            "authorization_code" => self.authorization_code(form, client, binding).await,
+            crate::client::CIBA_GRANT => self.ciba_grant(form, client, binding).await,
             JWT_BEARER_GRANT => self.jwt_bearer(form, client, binding).await,
             TOKEN_EXCHANGE_GRANT => self.token_exchange(form, client, binding, connection).await,
             other => Err(OAuthError::unsupported_grant_type(format!(
@@ -182,7 +186,7 @@ impl AuthorizationServer {
             .transpose()
     }
 
-    fn registered_scopes(
+    pub(crate) fn registered_scopes(
         client: &AuthenticatedClient,
         scopes: &[String],
     ) -> Result<(), OAuthError> {
@@ -226,6 +230,7 @@ impl AuthorizationServer {
             may_act: None,
             not_after: None,
             refresh: None,
+            approval: None,
         };
         self.issue_access_token(client, g, binding, None).await
     }
@@ -273,6 +278,7 @@ impl AuthorizationServer {
             may_act: held.may_act.clone(),
             not_after: None,
             refresh: Some(record.family),
+            approval: held.approval.clone(),
         };
         self.issue_access_token(client, g, binding, None).await
     }
@@ -329,7 +335,7 @@ impl AuthorizationServer {
     }
 
     /// Adds the client as the current actor unless it already is, or is the subject itself.
-    fn actor_chain(
+    pub(crate) fn actor_chain(
         client: &AuthenticatedClient,
         subject: &str,
         earlier: Option<Actor>,
@@ -381,6 +387,7 @@ impl AuthorizationServer {
                 may_act: None,
                 not_after: Some(svid.expiry.max(self.now())),
                 refresh: None,
+                approval: None,
             };
             return self.issue_access_token(client, g, binding, None).await;
         }
@@ -409,6 +416,7 @@ impl AuthorizationServer {
             may_act: grant.may_act,
             not_after: None,
             refresh: None,
+            approval: None,
         };
         self.issue_access_token(client, g, binding, None).await
     }
@@ -456,6 +464,7 @@ impl AuthorizationServer {
                             may_act: None,
                             exp: svid.expiry,
                             txn: None,
+                            approval: None,
                         })
                     }
                     Err(e) => Err(bad(e)),
@@ -498,6 +507,7 @@ impl AuthorizationServer {
                     may_act: None,
                     exp: c.exp,
                     txn: Some(c),
+                    approval: None,
                 })
             }
             ID_TOKEN_TYPE => {
@@ -519,6 +529,7 @@ impl AuthorizationServer {
                     may_act: None,
                     exp: claims["exp"].as_i64().unwrap_or(now),
                     txn: None,
+                    approval: None,
                 })
             }
             REFRESH_TOKEN_TYPE => Err(bad("refresh tokens cannot be exchanged".into())),
@@ -645,6 +656,7 @@ impl AuthorizationServer {
             may_act: subject.may_act,
             not_after: Some(subject.exp),
             refresh: None,
+            approval: subject.approval,
         };
         self.issue_access_token(client, g, binding, Some(ACCESS_TOKEN_TYPE))
             .await
@@ -742,6 +754,7 @@ impl AuthorizationServer {
             may_act: None,
             not_after: Some(subject.exp),
             refresh: None,
+            approval: None,
         };
         self.decide(client, &g).await?;
         let now = self.now();
@@ -768,6 +781,8 @@ impl AuthorizationServer {
             refresh_token: None,
             issued_token_type: Some(TXN_TOKEN_TYPE),
             authorization_details: None,
+            id_token: None,
+            issued: None,
         })
     }
 
@@ -798,6 +813,7 @@ impl AuthorizationServer {
             may_act: subject.may_act.clone(),
             not_after: Some(subject.exp),
             refresh: None,
+            approval: None,
         };
         self.decide(client, &g).await?;
         let now = self.now();
@@ -826,6 +842,8 @@ impl AuthorizationServer {
             refresh_token: None,
             issued_token_type: Some(JWT_TOKEN_TYPE),
             authorization_details: None,
+            id_token: None,
+            issued: None,
         })
     }
 }

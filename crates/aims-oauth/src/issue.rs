@@ -8,7 +8,7 @@ use aims_store::{TokenKind, TokenRecord};
 use serde::Serialize;
 
 use crate::AuthorizationServer;
-use crate::claims::{AT_TYP, AccessClaims, Actor, Confirmation};
+use crate::claims::{AT_TYP, AccessClaims, Actor, Confirmation, ID_TYP, IdClaims};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::keys::sign_token;
@@ -43,6 +43,23 @@ pub struct TokenResponse {
     /// RFC 9396 §7: the authorization details granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<serde_json::Value>,
+    /// OpenID Connect Core §3.1.3.3: with `openid` in the scope of a delegated grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// What was issued, to revoke it if the grant behind it turns out to be compromised.
+    #[serde(skip)]
+    pub issued: Option<Issued>,
+}
+
+/// The revocable handles of an issued token response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Issued {
+    /// The access token's `jti`.
+    pub jti: String,
+    /// Its expiry.
+    pub exp: i64,
+    /// The refresh token family, if one was issued.
+    pub family: Option<String>,
 }
 
 /// How the token is bound to the client.
@@ -73,6 +90,8 @@ pub struct Grant {
     pub not_after: Option<i64>,
     /// Issue a refresh token too (its family, if continuing one).
     pub refresh: Option<Option<String>>,
+    /// The person's approval the grant rests on.
+    pub approval: Option<String>,
 }
 
 /// A random token: 256 bits, base64url.
@@ -115,9 +134,11 @@ impl AuthorizationServer {
             scopes: g.scopes.clone(),
             audience: g.audience.clone(),
             authorization_details: g.authorization_details.clone(),
+            approval: g.approval.clone(),
         };
         match self.pdp.decide(&request).await {
             Decision::Permit => Ok(()),
+            Decision::Deny(DenyKind::Approval, m) => Err(OAuthError::interaction_required(m)),
             Decision::Deny(DenyKind::Scope, m) => Err(OAuthError::invalid_scope(m)),
             Decision::Deny(DenyKind::Target, m) => Err(OAuthError::invalid_target(m)),
             Decision::Deny(DenyKind::Client, m) => Err(OAuthError::unauthorized_client(m)),
@@ -190,6 +211,7 @@ impl AuthorizationServer {
             act: g.act.clone(),
             may_act: g.may_act.clone(),
             cnf,
+            approval: g.approval.clone(),
         };
         let access_token = match self.settings.token_format {
             TokenFormat::Jwt => sign_token(self.keys.as_ref(), AT_TYP, &claims)?,
@@ -212,13 +234,13 @@ impl AuthorizationServer {
                 token
             }
         };
-        let refresh_token = if wants_refresh {
-            Some(
-                self.issue_refresh_token(&claims, g.refresh.flatten())
-                    .await?,
-            )
+        let (refresh_token, family) = if wants_refresh {
+            let (token, family) = self
+                .issue_refresh_token(&claims, g.refresh.flatten())
+                .await?;
+            (Some(token), Some(family))
         } else {
-            None
+            (None, None)
         };
         tracing::debug!(
             client = %claims.client_id,
@@ -235,14 +257,46 @@ impl AuthorizationServer {
             refresh_token,
             issued_token_type,
             authorization_details: g.authorization_details,
+            id_token: None,
+            issued: Some(Issued {
+                jti: claims.jti,
+                exp,
+                family,
+            }),
         })
+    }
+
+    /// An ID token for `user` and `client_id` (OpenID Connect Core §2; CIBA Core §10.1.1 adds
+    /// `auth_req_id`).
+    pub(crate) fn id_token(
+        &self,
+        client_id: &str,
+        user: &str,
+        auth_time: Option<i64>,
+        nonce: Option<String>,
+        amr: Option<String>,
+        auth_req_id: Option<String>,
+    ) -> Result<String, OAuthError> {
+        let now = self.now();
+        let claims = IdClaims {
+            iss: self.settings.issuer.clone(),
+            sub: user.to_owned(),
+            aud: client_id.to_owned(),
+            exp: now + self.ttl(self.settings.access_token_ttl),
+            iat: now,
+            auth_time,
+            nonce,
+            amr: amr.into_iter().collect(),
+            auth_req_id,
+        };
+        sign_token(self.keys.as_ref(), ID_TYP, &claims)
     }
 
     async fn issue_refresh_token(
         &self,
         claims: &AccessClaims,
         family: Option<String>,
-    ) -> Result<String, OAuthError> {
+    ) -> Result<(String, String), OAuthError> {
         let token = random_token()?;
         let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         self.store
@@ -254,11 +308,11 @@ impl AuthorizationServer {
                 subject: claims.sub.clone(),
                 claims: serde_json::to_value(claims)
                     .map_err(|e| OAuthError::server_error("token claims", e))?,
-                family: Some(family),
+                family: Some(family.clone()),
                 expires_at: self.now() + self.ttl(self.settings.refresh_token_ttl),
                 revoked_at: None,
             })
             .await?;
-        Ok(token)
+        Ok((token, family))
     }
 }

@@ -17,6 +17,8 @@
 //! * [`resource`]: the resource server's check of a presented token and its sender constraint.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
+pub mod ciba;
 pub mod cimd;
 pub mod claims;
 pub mod client;
@@ -58,10 +60,13 @@ pub struct AuthorizationServer {
     replay: Arc<ReplayCache>,
     dpop: dpop::DpopVerifier,
     trusted: trusted::TrustedIssuers,
-    fetcher: fetch::Fetcher,
+    fetcher: Arc<fetch::Fetcher>,
+    notifier: Option<Arc<dyn ciba::Notifier>>,
     clients: client::ClientCache,
     svids: aims_authn::verified_cache::JwtSvidVerifier,
     clock: SharedClock,
+    /// The users who delegate and approve; without them no user-facing grant is offered.
+    people: Option<Arc<aims_people::People>>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -95,8 +100,13 @@ impl AuthorizationServer {
             settings.issuer.clone(),
             100_000,
         );
-        let fetcher = fetch::Fetcher::new(&settings.fetch)
-            .map_err(|e| OAuthError::server_error("outbound fetches", e))?;
+        let fetcher = Arc::new(
+            fetch::Fetcher::new(&settings.fetch)
+                .map_err(|e| OAuthError::server_error("outbound fetches", e))?,
+        );
+        let notifier = settings.approval_webhook.clone().map(|url| {
+            Arc::new(ciba::WebhookNotifier::new(url, fetcher.clone())) as Arc<dyn ciba::Notifier>
+        });
         let dpop = dpop::DpopVerifier::new(
             replay.clone(),
             settings.require_dpop_nonce,
@@ -112,10 +122,19 @@ impl AuthorizationServer {
             dpop,
             trusted,
             fetcher,
+            notifier,
             clients: client::ClientCache::default(),
             svids,
             clock,
+            people: None,
         })
+    }
+
+    /// Offers the grants people take part in (authorization code, CIBA), signing them in
+    /// through `people`.
+    pub fn with_people(mut self, people: Arc<aims_people::People>) -> Self {
+        self.people = Some(people);
+        self
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -128,6 +147,11 @@ impl AuthorizationServer {
 
     pub(crate) fn ttl(&self, d: Duration) -> i64 {
         i64::try_from(d.as_secs()).unwrap_or(300)
+    }
+
+    /// The people layer, when users can sign in.
+    pub fn people(&self) -> Option<&Arc<aims_people::People>> {
+        self.people.as_ref()
     }
 
     /// A DPoP nonce for clients (the `DPoP-Nonce` header).

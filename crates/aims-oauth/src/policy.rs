@@ -23,6 +23,8 @@ pub struct AccessRequest {
     pub audience: Vec<String>,
     /// RFC 9396 authorization details, if any.
     pub authorization_details: Option<serde_json::Value>,
+    /// The person's approval the grant rests on (a CIBA approval reference), if any.
+    pub approval: Option<String>,
 }
 
 /// Why a request is refused.
@@ -34,6 +36,9 @@ pub enum DenyKind {
     Target,
     /// The client may not obtain this at all (`unauthorized_client`).
     Client,
+    /// Policy allows it only with a person's approval (AIMS AZ-27, AZ-28): the client must
+    /// obtain one through CIBA (`interaction_required`).
+    Approval,
 }
 
 /// A decision.
@@ -45,11 +50,36 @@ pub enum Decision {
     Deny(DenyKind, String),
 }
 
-/// A policy decision point.
+/// A person's decision on a request for their approval (AIMS AZ-30).
+#[derive(Debug, Clone)]
+pub struct ApprovalDecision {
+    /// The approval's reference (what tokens issued on it carry).
+    pub approval_id: String,
+    /// The agent that asked.
+    pub client_id: String,
+    /// The person who decided.
+    pub user_id: String,
+    /// Approved or denied.
+    pub approved: bool,
+    /// What was asked: scopes.
+    pub scopes: Vec<String>,
+    /// Resources.
+    pub audience: Vec<String>,
+    /// Authorization details.
+    pub authorization_details: Option<serde_json::Value>,
+}
+
+/// A policy decision point, which also keeps the record of what it decided.
 #[tonic::async_trait]
 pub trait PolicyDecisionPoint: Send + Sync {
     /// Decides a request.
     async fn decide(&self, request: &AccessRequest) -> Decision;
+
+    /// Records a person's approval or denial before it takes effect; an error leaves the
+    /// request undecided.
+    async fn record_approval(&self, _decision: &ApprovalDecision) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Permits everything the protocol rules allow: until a policy is configured, what a token

@@ -66,6 +66,19 @@ pub struct AsSettings {
     pub client_id_metadata_documents: bool,
     /// How client-named URLs (metadata documents, `jwks_uri`) are fetched.
     pub fetch: FetchSettings,
+    /// Whether every authorization request must be pushed first (RFC 9126 §5; FAPI 2.0).
+    /// A client can require it for itself (`require_pushed_authorization_requests`).
+    pub require_par: bool,
+    /// Authorization code lifetime (60 s; RFC 6749 §4.1.2 recommends at most 10 minutes).
+    pub code_ttl: Duration,
+    /// The poll interval CIBA clients are given (5 s, CIBA Core §7.3's default).
+    pub ciba_interval: Duration,
+    /// The default and the longest lifetime of a CIBA request (5 and 30 minutes).
+    pub ciba_expiry: Duration,
+    /// The longest `requested_expiry` accepted.
+    pub ciba_max_expiry: Duration,
+    /// Where people are told of approvals waiting for them (a JSON POST; AIMS AZ-29).
+    pub approval_webhook: Option<String>,
 }
 
 impl AsSettings {
@@ -88,6 +101,12 @@ impl AsSettings {
             leeway: Duration::from_secs(60),
             client_id_metadata_documents: false,
             fetch: FetchSettings::default(),
+            require_par: false,
+            code_ttl: Duration::from_secs(60),
+            ciba_interval: Duration::from_secs(5),
+            ciba_expiry: Duration::from_secs(300),
+            ciba_max_expiry: Duration::from_secs(1800),
+            approval_webhook: None,
         }
     }
 

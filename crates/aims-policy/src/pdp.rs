@@ -26,6 +26,9 @@ pub struct Verdict {
     pub errors: Vec<String>,
 }
 
+/// The approval reference a step-up check assumes (never one a token carries).
+const PENDING_APPROVAL: &str = "(pending approval)";
+
 /// The policy decision point.
 pub struct Pdp {
     schema: Schema,
@@ -93,6 +96,18 @@ impl Pdp {
     /// The policy set in force.
     pub fn current(&self) -> Arc<CompiledPolicy> {
         self.active.load_full()
+    }
+
+    /// Whether `query`, as asked without a person's approval, would be allowed with one (AIMS
+    /// AZ-27, AZ-28): the step-up a client can take by asking for approval through CIBA. A
+    /// policy asks for approval by permitting only `when { context has approval }`.
+    pub fn allowed_with_approval(&self, query: &Query) -> bool {
+        if query.facts.approval.is_some() {
+            return false;
+        }
+        let mut with = query.clone();
+        with.facts.approval = Some(PENDING_APPROVAL.to_owned());
+        self.decide(&with).allowed
     }
 
     /// Decides `query` with the policy set in force. Fails closed: a request that does not fit

@@ -8,7 +8,9 @@ use std::time::Duration;
 use aims_audit::{AuditLog, AuditRecord};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{SharedClock, TrustDomain};
-use aims_oauth::policy::{AccessRequest, Decision, DenyKind, PolicyDecisionPoint};
+use aims_oauth::policy::{
+    AccessRequest, ApprovalDecision, Decision, DenyKind, PolicyDecisionPoint,
+};
 use aims_policy::authzen;
 use aims_policy::{
     Action, CompiledPolicy, DEFAULT_POLICY, Detail, Facts, Pdp, PolicyDiff, PolicyDocument,
@@ -241,6 +243,7 @@ impl PolicyDecisionPoint for TokenPolicy {
                 .map(Detail::from_json)
                 .unwrap_or_default(),
             time: aims_core::unix_seconds(self.clock.now()),
+            approval: r.approval.clone(),
             ..Facts::default()
         };
         for audience in &r.audience {
@@ -271,6 +274,15 @@ impl PolicyDecisionPoint for TokenPolicy {
                     "the decision could not be recorded; try again".into(),
                 );
             }
+            if !verdict.allowed && self.pdp.allowed_with_approval(&query) {
+                return Decision::Deny(
+                    DenyKind::Approval,
+                    format!(
+                        "policy version {} allows this token for {audience} only with a person's approval: ask for it through CIBA (backchannel_authentication_endpoint)",
+                        verdict.policy_version
+                    ),
+                );
+            }
             if !verdict.allowed {
                 let why = if verdict.policies.is_empty() {
                     "no policy permits it".to_owned()
@@ -287,6 +299,41 @@ impl PolicyDecisionPoint for TokenPolicy {
             }
         }
         Decision::Permit
+    }
+
+    async fn record_approval(&self, d: &ApprovalDecision) -> Result<(), String> {
+        let mut record = AuditRecord::new(
+            aims_audit::RecordKind::Decision,
+            "approve",
+            aims_core::unix_millis(self.clock.now()),
+        );
+        record.source = self.source.clone();
+        record.agent = Some(d.client_id.clone());
+        record.delegated_subject = Some(d.user_id.clone());
+        record.resource = Some(d.audience.join(" "));
+        record.decision = Some(if d.approved {
+            aims_audit::Outcome::Allow
+        } else {
+            aims_audit::Outcome::Deny
+        });
+        record.approval = Some(d.approval_id.clone());
+        let mut what = format!(
+            "{} by the user",
+            if d.approved { "approved" } else { "denied" }
+        );
+        if !d.scopes.is_empty() {
+            what.push_str(&format!("; scope {}", d.scopes.join(" ")));
+        }
+        if let Some(details) = &d.authorization_details {
+            what.push_str(&format!("; authorization_details {details}"));
+        }
+        record.reason = Some(what);
+        // Awaited: the approval takes effect only once it is durably recorded (AIMS AZ-30).
+        self.audit
+            .append(&[record])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -254,6 +254,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         vkey: log_signer.vkey(),
     };
     let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
+    let mut people_settings = settings.people.clone();
+    people_settings.public_url = as_settings.issuer.clone();
+    let people = aims_people::People::new(
+        people_settings,
+        issuer.store().clone(),
+        settings.clock.clone(),
+    )
+    .map_err(|e| ServerError::Config(format!("user sign-in: {e}")))?;
     let authorization_server = Arc::new(
         AuthorizationServer::new(
             as_settings,
@@ -268,7 +276,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             )),
             settings.clock.clone(),
         )
-        .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?,
+        .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?
+        .with_people(people.clone()),
     );
     let shutdown = CancellationToken::new();
     // Whatever was started stops again if a later step fails.
@@ -310,6 +319,9 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         Arc::new(tls),
         bundle_endpoint::router(issuer.clone())
             .merge(aims_oauth::endpoints::router(authorization_server.clone()))
+            .merge(aims_oauth::endpoints::people_router(
+                authorization_server.clone(),
+            ))
             .merge(crate::signals_api::metadata_router(
                 as_issuer,
                 mtls_base.clone(),
@@ -403,6 +415,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 policy: policy.clone(),
                 log: log_view.clone(),
                 remediation: remediation.clone(),
+                people: people.clone(),
             }),
             shutdown.clone(),
         )
@@ -433,8 +446,12 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                             tracing::error!(error = %e, "SVID renewal failed; will retry");
                         }
                     }
-                    if let Err(e) = ticker_issuer.store().prune_oauth(aims_core::unix_seconds(clock.now())).await {
+                    let now = aims_core::unix_seconds(clock.now());
+                    if let Err(e) = ticker_issuer.store().prune_oauth(now).await {
                         tracing::warn!(error = %e, "cannot prune expired OAuth tokens; will retry");
+                    }
+                    if let Err(e) = ticker_issuer.store().prune_people(now).await {
+                        tracing::warn!(error = %e, "cannot prune expired sessions and requests; will retry");
                     }
                 }
             }

@@ -49,6 +49,9 @@ pub struct ServerSettings {
     /// The authorization server (`issuer`, `mtls_base` and `trust_domain` are filled in from
     /// the listeners at start).
     pub oauth: aims_oauth::AsSettings,
+    /// Users' sign-in (`public_url` is filled in with the issuer at start). Passkeys need the
+    /// public host to be a name (`localhost` for a local stack), not an IP address.
+    pub people: aims_people::PeopleSettings,
     /// Foreign trust domains whose bundles this server fetches and hands to agents.
     pub federation: Vec<crate::federation::Federation>,
     /// Transmitters whose Shared Signals this server receives and acts on (RFC 8935 push to
@@ -88,6 +91,7 @@ impl ServerSettings {
     pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
         Self {
             oauth: aims_oauth::AsSettings::new(String::new(), trust_domain.clone()),
+            people: aims_people::PeopleSettings::new(String::new()),
             trust_domain,
             data_dir,
             database_url: None,

@@ -713,6 +713,7 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
         act: None,
         may_act: None,
         cnf: None,
+        approval: None,
     });
     // Hop 1: the planner acts for alice.
     let (s, v) = exchange(

@@ -268,6 +268,18 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Revokes the remembered (opaque) tokens with `jti`.
+    pub async fn revoke_tokens_with_jti(&self, jti: &str, now: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(jti)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Revokes every token of a refresh family.
     pub async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(

@@ -62,6 +62,9 @@ enum Command {
     /// Register OAuth clients that are not SPIFFE workloads.
     #[command(subcommand)]
     Client(cmd::client::ClientCommand),
+    /// Manage the people who delegate to agents and approve their requests.
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
             Command::Token(c) => cmd::token::run(c).await,
             Command::Node(c) => cmd::node::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
+            Command::User(c) => cmd::user::run(c).await,
             Command::Policy(c) => cmd::policy::run(c).await,
             Command::Audit(c) => cmd::audit::run(c).await,
             Command::Revoke(c) => cmd::revoke::run(c).await,

@@ -133,6 +133,22 @@ pub struct CreateClientRequest {
     pub metadata: serde_json::Value,
 }
 
+/// `POST /v1/users`: a user who can delegate to agents and approve their requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    /// The sign-in name.
+    pub username: String,
+    /// The name pages show.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// May sign in to the console.
+    #[serde(default)]
+    pub admin: bool,
+    /// An initial password (the fallback; passkeys are enrolled through the link).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

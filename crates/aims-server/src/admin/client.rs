@@ -361,6 +361,54 @@ impl AdminClient {
         .await
     }
 
+    /// Creates a user; answers the user and their enrolment link.
+    pub async fn create_user(
+        &self,
+        req: &crate::admin::api::CreateUserRequest,
+    ) -> Result<serde_json::Value, AdminError> {
+        self.call(Method::POST, "/v1/users", Some(req)).await
+    }
+
+    /// Every user.
+    pub async fn list_users(&self) -> Result<Vec<aims_store::UserRow>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/users", None).await
+    }
+
+    /// Disables (`disable`) or enables a user.
+    pub async fn set_user_disabled(
+        &self,
+        user: &str,
+        disable: bool,
+    ) -> Result<aims_store::UserRow, AdminError> {
+        let verb = if disable { "disable" } else { "enable" };
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/users/{}/{verb}", path_segment(user)),
+            None,
+        )
+        .await
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, user: &str) -> Result<(), AdminError> {
+        self.call::<(), ()>(
+            Method::DELETE,
+            &format!("/v1/users/{}", path_segment(user)),
+            None,
+        )
+        .await
+    }
+
+    /// A new enrolment link for a user.
+    pub async fn enrol_user(&self, user: &str) -> Result<serde_json::Value, AdminError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/users/{}/enrolment", path_segment(user)),
+            None,
+        )
+        .await
+    }
+
     /// Creates a join token.
     pub async fn create_join_token(
         &self,

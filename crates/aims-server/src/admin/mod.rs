@@ -36,9 +36,9 @@ use crate::error::ServerError;
 use crate::issuer::Issuer;
 use crate::server_svid::server_spiffe_id;
 use api::{
-    AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, ErrorBody,
-    HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse, MintWitRequest,
-    MintX509Request, MintX509Response,
+    AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, CreateUserRequest,
+    ErrorBody, HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse,
+    MintWitRequest, MintX509Request, MintX509Response,
 };
 
 /// Paths of SPIFFE IDs AIMS gives its own components (`/aims/server`, `/aims/agent/…`); no
@@ -99,6 +99,24 @@ impl From<StoreError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "the store is unavailable",
+                )
+            }
+        }
+    }
+}
+
+impl From<aims_people::PeopleError> for ApiError {
+    fn from(e: aims_people::PeopleError) -> Self {
+        use aims_people::PeopleError as P;
+        match e {
+            P::Store(s) => s.into(),
+            P::Invalid(m) => Self::invalid(m),
+            other => {
+                tracing::error!(error = %other, "admin API failure");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
                 )
             }
         }
@@ -172,6 +190,8 @@ pub struct AdminState {
     pub log: crate::audit_api::LogView,
     /// Revocations.
     pub remediation: Arc<crate::remediation::Remediation>,
+    /// Users.
+    pub people: Arc<aims_people::People>,
 }
 
 type AppState = Arc<AdminState>;
@@ -239,6 +259,11 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/remediation/lift", post(lift_revocation))
         .route("/v1/remediation/entry", post(remediate_entry))
         .route("/v1/audit/trace/{id}", get(audit_trace))
+        .route("/v1/users", post(create_user).get(list_users))
+        .route("/v1/users/{user}", axum::routing::delete(delete_user))
+        .route("/v1/users/{user}/disable", post(disable_user))
+        .route("/v1/users/{user}/enable", post(enable_user))
+        .route("/v1/users/{user}/enrolment", post(enrol_user))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -552,6 +577,56 @@ async fn delete_client(
     s.authorization_server.forget_client(&id);
     tracing::info!(client = %id, "OAuth client deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created = s
+        .people
+        .create_user(aims_people::users::NewUser {
+            username: req.username,
+            display_name: req.display_name,
+            is_admin: req.admin,
+            password: req.password,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list_users(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.people.list_users().await?))
+}
+
+async fn delete_user(
+    State(s): State<AppState>,
+    UrlPath(user): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.people.delete_user(&user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disable_user(
+    State(s): State<AppState>,
+    UrlPath(user): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.people.set_disabled(&user, true).await?))
+}
+
+async fn enable_user(
+    State(s): State<AppState>,
+    UrlPath(user): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.people.set_disabled(&user, false).await?))
+}
+
+async fn enrol_user(
+    State(s): State<AppState>,
+    UrlPath(user): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let url = s.people.enrolment_link(&user).await?;
+    Ok(Json(serde_json::json!({ "enrolment_url": url })))
 }
 
 impl From<crate::policy::ApplyError> for ApiError {

@@ -36,9 +36,18 @@ pub enum ClientCommand {
         /// A grant type the client may use (repeatable) [default: all].
         #[arg(long = "grant-type")]
         grant_types: Vec<String>,
-        /// A human-readable name.
+        /// A human-readable name (the consent page shows it).
         #[arg(long)]
         name: Option<String>,
+        /// A redirect URI for the authorization code grant (repeatable; matched exactly).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Its authorization requests must be pushed first (PAR, RFC 9126).
+        #[arg(long)]
+        require_par: bool,
+        /// CIBA ping mode: where the server pings when the user has decided (https).
+        #[arg(long)]
+        ciba_ping_endpoint: Option<String>,
     },
     /// List registered clients.
     List {
@@ -68,6 +77,9 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             scope,
             grant_types,
             name,
+            redirect_uris,
+            require_par,
+            ciba_ping_endpoint,
         } => {
             let mut metadata = serde_json::Map::new();
             let method = auth_method.unwrap_or_else(|| {
@@ -96,6 +108,19 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             if !grant_types.is_empty() {
                 metadata.insert("grant_types".into(), grant_types.into());
+            }
+            if !redirect_uris.is_empty() {
+                metadata.insert("redirect_uris".into(), redirect_uris.into());
+            }
+            if require_par {
+                metadata.insert("require_pushed_authorization_requests".into(), true.into());
+            }
+            if let Some(endpoint) = ciba_ping_endpoint {
+                metadata.insert("backchannel_token_delivery_mode".into(), "ping".into());
+                metadata.insert(
+                    "backchannel_client_notification_endpoint".into(),
+                    endpoint.into(),
+                );
             }
             let created = admin
                 .client()

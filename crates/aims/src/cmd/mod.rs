@@ -15,6 +15,7 @@ pub mod server;
 pub mod svid;
 pub mod token;
 pub mod up;
+pub mod user;
 
 use std::path::PathBuf;
 

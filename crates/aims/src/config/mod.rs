@@ -101,6 +101,22 @@ pub struct ServerSection {
     /// `[server.oauth]`.
     #[serde(default)]
     pub oauth: OAuthSection,
+    /// `[server.people]`.
+    #[serde(default)]
+    pub people: PeopleSection,
+}
+
+/// `[server.people]`: how users sign in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeopleSection {
+    /// Allow the password fallback (on). Passkeys are always on where the public host is a
+    /// name.
+    pub password_sign_in: Option<bool>,
+    /// How long a sign-in lasts (8h).
+    pub session_ttl: Option<HumanDuration>,
+    /// How long an enrolment link stays valid (24h).
+    pub enrolment_ttl: Option<HumanDuration>,
 }
 
 /// Access token format.
@@ -144,6 +160,14 @@ pub struct OAuthSection {
     /// `[[server.oauth.trusted_issuers]]`: authorization servers whose JWT grants are accepted.
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerSection>,
+    /// Every authorization request must be pushed first (PAR, RFC 9126; FAPI 2.0).
+    pub require_par: Option<bool>,
+    /// The poll interval given to CIBA clients (5s).
+    pub ciba_interval: Option<HumanDuration>,
+    /// How long a CIBA request waits for the user by default (5m).
+    pub ciba_expiry: Option<HumanDuration>,
+    /// A URL that is POSTed a JSON notice whenever an approval waits for someone.
+    pub approval_webhook: Option<String>,
 }
 
 /// `[[server.oauth.trusted_issuers]]`.
@@ -171,6 +195,8 @@ impl OAuthSection {
             (&mut o.txn_token_ttl, self.transaction_token_ttl),
             (&mut o.refresh_token_ttl, self.refresh_token_ttl),
             (&mut o.grant_ttl, self.grant_ttl),
+            (&mut o.ciba_interval, self.ciba_interval),
+            (&mut o.ciba_expiry, self.ciba_expiry),
         ] {
             if let Some(v) = value {
                 if v.0.as_secs() < 1 {
@@ -195,6 +221,7 @@ impl OAuthSection {
                 &mut o.fetch.allow_private_networks,
                 self.fetch_allow_private_networks,
             ),
+            (&mut o.require_par, self.require_par),
         ] {
             if let Some(v) = value {
                 *field = v;
@@ -202,6 +229,12 @@ impl OAuthSection {
         }
         if let Some(ca) = &self.fetch_ca_file {
             o.fetch.ca_file = Some(ca.clone());
+        }
+        if let Some(url) = &self.approval_webhook {
+            if !url.starts_with("https://") {
+                bail!("server.oauth.approval_webhook must be an https URL");
+            }
+            o.approval_webhook = Some(url.clone());
         }
         for t in &self.trusted_issuers {
             for (name, url) in [("issuer", &t.issuer), ("jwks_uri", &t.jwks_uri)] {
@@ -527,6 +560,17 @@ pub fn server_settings(
         s.oauth_mtls_listen = l;
     }
     sec.oauth.apply(&mut s.oauth)?;
+    if let Some(p) = sec.people.password_sign_in {
+        s.people.password_sign_in = p;
+    }
+    for (field, value) in [
+        (&mut s.people.session_ttl, sec.people.session_ttl),
+        (&mut s.people.enrolment_ttl, sec.people.enrolment_ttl),
+    ] {
+        if let Some(v) = value {
+            *field = v.0;
+        }
+    }
     s.x509pop_ca_file = sec.x509pop_ca_file.clone();
     if let Some(h) = &sec.public_host {
         s.public_host = h.clone();

@@ -1,0 +1,886 @@
+//! People in the loop over real HTTPS on 127.0.0.1 (AIMS AZ-10…AZ-14, AZ-27…AZ-33): a user
+//! signs in and delegates to an agent by the authorization code grant with PKCE and PAR; an
+//! agent asks a user's approval through CIBA; policy decides when approval is needed — and
+//! every way a client, a browser or another user can get it wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aims_core::SpiffeId;
+use aims_credentials::jose::{CompactJws, sha256_b64url};
+use aims_people::users::NewUser;
+use aims_store::ClientSource;
+use common::{As, start_as};
+use serde_json::{Value, json};
+
+const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+const CIBA: &str = "urn:openid:params:grant-type:ciba";
+const RESOURCE: &str = "https://tool.example/api";
+const REDIRECT: &str = "https://app.example/cb";
+const AGENT: &str = "spiffe://example.org/agent/a";
+const PASSWORD: &str = "correct horse battery staple";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// A browser: follows nothing by itself, keeps cookies.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Mutex<HashMap<String, String>>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(a: &As) -> Self {
+        let ca = std::fs::read(a.server.web_ca_file.as_ref().unwrap()).unwrap();
+        Self {
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: a.issuer.clone(),
+            cookies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("https://") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (name, rest) = c.split_once('=').unwrap();
+            let value = rest.split(';').next().unwrap();
+            let mut jar = self.cookies.lock().unwrap();
+            if value.is_empty() {
+                jar.remove(name);
+            } else {
+                jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        Page {
+            status: resp.status().as_u16(),
+            location: resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned()),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(self.http.post(self.url(path)).form(form)).await
+    }
+
+    fn csrf(&self) -> String {
+        self.cookies
+            .lock()
+            .unwrap()
+            .get("__Host-aims-csrf")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Approves or denies a request on the approvals page.
+    async fn decide(&self, approval: &str, decision: &str) -> Page {
+        let csrf = self.csrf();
+        self.post(
+            "/approvals/decide",
+            &[("id", approval), ("decision", decision), ("csrf", &csrf)],
+        )
+        .await
+    }
+
+    /// Signs in with the password, through the sign-in page.
+    async fn sign_in(&self, user: &str, return_to: &str) -> Page {
+        let page = self
+            .get(&format!("/login?return_to={}", urlencode(return_to)))
+            .await;
+        assert_eq!(page.status, 200);
+        let csrf = self.csrf();
+        self.post(
+            "/login/password",
+            &[
+                ("username", user),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("return_to", return_to),
+            ],
+        )
+        .await
+    }
+}
+
+/// The id of the first request on an approvals page.
+fn first_approval(page: &Page) -> String {
+    page.body
+        .split("id=\"approval-")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn query_of(location: &str) -> HashMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn claims(token: &str) -> Value {
+    CompactJws::parse(token).unwrap().claims().unwrap()
+}
+
+fn challenge(verifier: &str) -> String {
+    sha256_b64url(verifier.as_bytes())
+}
+
+struct Fixture {
+    a: As,
+    alice: String,
+}
+
+impl Fixture {
+    async fn start(tweak: impl FnOnce(&mut aims_server::ServerSettings)) -> Self {
+        let a = start_as("example.org", tweak).await;
+        let people = a.server.authorization_server.people().unwrap().clone();
+        let alice = people
+            .create_user(NewUser {
+                username: "alice".into(),
+                display_name: Some("Alice Example".into()),
+                is_admin: false,
+                password: Some(PASSWORD.into()),
+            })
+            .await
+            .unwrap()
+            .user
+            .user_id;
+        people
+            .create_user(NewUser {
+                username: "bob".into(),
+                display_name: None,
+                is_admin: false,
+                password: Some(PASSWORD.into()),
+            })
+            .await
+            .unwrap();
+        a.server
+            .authorization_server
+            .register_client(
+                serde_json::from_value(json!({
+                    "token_endpoint_auth_method": "spiffe_jwt",
+                    "spiffe_id": AGENT,
+                    "client_name": "Agent A",
+                    "redirect_uris": [REDIRECT],
+                }))
+                .unwrap(),
+                Some("agent-a".into()),
+                ClientSource::Admin,
+            )
+            .await
+            .unwrap();
+        Self { a, alice }
+    }
+
+    async fn assertion(&self, spiffe_id: &str) -> String {
+        self.a
+            .server
+            .issuer
+            .mint_jwt_svid(
+                &SpiffeId::parse(spiffe_id).unwrap(),
+                std::slice::from_ref(&self.a.issuer),
+                None,
+            )
+            .await
+            .unwrap()
+            .token
+    }
+
+    /// A client request authenticated with the agent's JWT-SVID.
+    async fn client_post(
+        &self,
+        path: &str,
+        client_id: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let a = self.assertion(AGENT).await;
+        let mut f: Vec<(&str, &str)> = form.to_vec();
+        f.push(("client_assertion_type", JWT_SPIFFE));
+        f.push(("client_assertion", &a));
+        if let Some(id) = client_id {
+            f.push(("client_id", id));
+        }
+        let resp = self
+            .a
+            .http
+            .post(format!("{}{path}", self.a.issuer))
+            .form(&f)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn redeem(&self, code: &str, verifier: &str) -> (u16, Value) {
+        self.client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await
+    }
+
+    /// Alice approves the request at `authorize_url` in `browser`; returns the redirect's query.
+    async fn approve(
+        &self,
+        browser: &Browser,
+        authorize_url: &str,
+        remember: bool,
+    ) -> HashMap<String, String> {
+        let first = browser.get(authorize_url).await;
+        assert_eq!(first.status, 303, "{}", first.body);
+        let pending = first.location.unwrap();
+        assert!(pending.starts_with("/oauth2/authorize/continue?id="));
+        let mut consent = browser.get(&pending).await;
+        if consent.status == 303 && consent.location.as_deref().unwrap().starts_with("/login") {
+            let signed = browser.sign_in("alice", &pending).await;
+            assert_eq!(signed.status, 303, "{}", signed.body);
+            assert_eq!(signed.location.as_deref(), Some(pending.as_str()));
+            consent = browser.get(&pending).await;
+        }
+        if consent.status == 303 {
+            // Remembered consent: straight back to the client.
+            return query_of(&consent.location.unwrap());
+        }
+        assert_eq!(consent.status, 200, "{}", consent.body);
+        assert!(
+            consent.body.contains("Agent A"),
+            "the consent page names the agent"
+        );
+        assert!(consent.body.contains(AGENT), "and its workload identity");
+        assert!(consent.body.contains("Alice Example"), "and the user");
+        assert!(consent.body.contains(RESOURCE), "and the resource");
+        let id = pending.split("id=").nth(1).unwrap().to_owned();
+        let csrf = browser.csrf();
+        let mut form = vec![
+            ("id", id.as_str()),
+            ("decision", "approve"),
+            ("csrf", csrf.as_str()),
+        ];
+        if remember {
+            form.push(("remember", "on"));
+        }
+        let done = browser.post("/oauth2/authorize/decide", &form).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        let location = done.location.unwrap();
+        assert!(location.starts_with(REDIRECT), "{location}");
+        query_of(&location)
+    }
+}
+
+fn authorize_url(extra: &[(&str, &str)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("client_id", "agent-a"),
+        ("response_type", "code"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid offline_access tickets:read"),
+        ("resource", RESOURCE),
+        ("state", "st-1"),
+        ("nonce", "n-1"),
+        ("code_challenge_method", "S256"),
+    ] {
+        q.append_pair(k, v);
+    }
+    let challenge = challenge(VERIFIER);
+    q.append_pair("code_challenge", &challenge);
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    format!("/oauth2/authorize?{}", q.finish())
+}
+
+/// AIMS AZ-10…AZ-13, SE-2: PAR, sign-in, consent, the code redeemed with the agent's SVID and
+/// PKCE; the token carries the user's authority and the agent as actor; refresh tokens rotate
+/// and a replayed one revokes the family.
+#[tokio::test]
+async fn a_user_delegates_to_an_agent_with_pkce_and_par() {
+    let f = Fixture::start(|_| {}).await;
+    let meta: Value =
+        f.a.http
+            .get(format!("{}/.well-known/openid-configuration", f.a.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        meta["authorization_response_iss_parameter_supported"],
+        json!(true)
+    );
+    assert!(meta["pushed_authorization_request_endpoint"].is_string());
+    assert!(meta["backchannel_authentication_endpoint"].is_string());
+
+    // RFC 9126: push the request, then send only client_id and request_uri.
+    let challenge = challenge(VERIFIER);
+    let (s, par) = f
+        .client_post(
+            "/oauth2/par",
+            Some("agent-a"),
+            &[
+                ("response_type", "code"),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid offline_access tickets:read"),
+                ("resource", RESOURCE),
+                ("state", "st-par"),
+                ("nonce", "n-par"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 201, "{par}");
+    let request_uri = par["request_uri"].as_str().unwrap().to_owned();
+    assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    let url = format!(
+        "/oauth2/authorize?client_id=agent-a&request_uri={}",
+        urlencode(&request_uri)
+    );
+    let browser = Browser::new(&f.a);
+    let q = f.approve(&browser, &url, false).await;
+    assert_eq!(q["state"], "st-par");
+    assert_eq!(q["iss"], f.a.issuer, "RFC 9207 iss");
+    // The request_uri was single use.
+    let again = browser.get(&url).await;
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("invalid_request_uri"));
+
+    let (s, tokens) = f.redeem(&q["code"], VERIFIER).await;
+    assert_eq!(s, 200, "{tokens}");
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["sub"], f.alice, "AZ-13: the user's delegated authority");
+    assert_eq!(at["client_id"], "agent-a");
+    assert_eq!(at["act"]["sub"], "agent-a", "the agent acts for her");
+    assert_eq!(at["aud"], RESOURCE);
+    let id = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id["sub"], f.alice);
+    assert_eq!(id["aud"], "agent-a");
+    assert_eq!(id["nonce"], "n-par");
+    assert_eq!(id["amr"], json!(["pwd"]));
+
+    // Refresh rotation; the old refresh token presented again revokes the family.
+    let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (s, rotated) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+        )
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    let r2 = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    assert_eq!(
+        claims(rotated["access_token"].as_str().unwrap())["sub"],
+        f.alice
+    );
+    let (s, reuse) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+        )
+        .await;
+    assert_eq!((s, reuse["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, after) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &r2)],
+        )
+        .await;
+    assert_eq!(
+        (s, after["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the family is revoked"
+    );
+
+    // Remembered consent: the next request needs no consent page; withdrawn, it does again.
+    let q = f.approve(&browser, &authorize_url(&[]), true).await;
+    assert!(q.contains_key("code"));
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    assert!(q.contains_key("code"), "remembered");
+    let account = browser.get("/account").await;
+    assert!(
+        account.body.contains("agent-a"),
+        "the account page lists the consent"
+    );
+    let csrf = browser.csrf();
+    let w = browser
+        .post(
+            "/account/consents/withdraw",
+            &[("client_id", "agent-a"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(w.status, 303);
+    let pending = browser.get(&authorize_url(&[])).await.location.unwrap();
+    assert_eq!(
+        browser.get(&pending).await.status,
+        200,
+        "consent is asked again"
+    );
+}
+
+/// RFC 7636 §4.6, RFC 9700 §2.1 and §4.5, RFC 6749 §4.1.2: PKCE verifier wrong or missing, a
+/// redirect URI that is not exact, plain PKCE, a reused code (which revokes what it issued),
+/// PAR required.
+#[tokio::test]
+async fn wrong_pkce_inexact_redirects_and_reused_codes_are_refused() {
+    let f = Fixture::start(|_| {}).await;
+    let browser = Browser::new(&f.a);
+
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    let (s, e) = f.redeem(&q["code"], &"x".repeat(43)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+    // The failed attempt spent the code.
+    let (s, _) = f.redeem(&q["code"], VERIFIER).await;
+    assert_eq!(s, 400);
+
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    let (s, e) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "missing verifier: {e}"
+    );
+
+    // Not the registered URI, not even a path or case variant: our own error page, no redirect.
+    for bad in [
+        "https://app.example/cb/",
+        "https://app.example/cb?x=1",
+        "https://evil.example/cb",
+    ] {
+        let url = authorize_url(&[]).replace(&urlencode(REDIRECT), &urlencode(bad));
+        let page = browser.get(&url).await;
+        assert_eq!(page.status, 400, "{bad}");
+        assert!(page.location.is_none(), "never redirects to {bad}");
+    }
+    // Plain PKCE (or none) is refused at the client's redirect URI.
+    let url =
+        authorize_url(&[]).replace("code_challenge_method=S256", "code_challenge_method=plain");
+    let page = browser.get(&url).await;
+    let q = query_of(page.location.as_deref().unwrap());
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["state"], "st-1");
+
+    // A code used twice: the second use fails and revokes what the first issued.
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    let (s, tokens) = f.redeem(&q["code"], VERIFIER).await;
+    assert_eq!(s, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let f = &f;
+    let introspect = |token: String| async move {
+        f.client_post("/oauth2/introspect", Some("agent-a"), &[("token", &token)])
+            .await
+            .1
+    };
+    assert_eq!(introspect(access.clone()).await["active"], true);
+    let (s, e) = f.redeem(&q["code"], VERIFIER).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        introspect(access).await["active"],
+        false,
+        "revoked by the reuse"
+    );
+    let (s, _) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(s, 400, "its refresh token too");
+
+    // A client that must push its requests.
+    f.a.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "spiffe_jwt",
+                "spiffe_id": AGENT,
+                "redirect_uris": [REDIRECT],
+                "require_pushed_authorization_requests": true,
+            }))
+            .unwrap(),
+            Some("agent-a".into()),
+            ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    let page = browser.get(&authorize_url(&[])).await;
+    let q = query_of(page.location.as_deref().unwrap());
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("PAR"));
+}
+
+/// Every form needs its CSRF token; a post from another origin is refused even with it.
+#[tokio::test]
+async fn forms_without_a_csrf_token_or_from_another_origin_are_refused() {
+    let f = Fixture::start(|_| {}).await;
+    let browser = Browser::new(&f.a);
+    browser.get("/login").await;
+    let no_token = browser
+        .post(
+            "/login/password",
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(no_token.status, 403);
+    let wrong = browser
+        .post(
+            "/login/password",
+            &[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("csrf", "forged"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+    let csrf = browser.csrf();
+    let foreign = browser
+        .send(
+            browser
+                .http
+                .post(browser.url("/login/password"))
+                .header("origin", "https://evil.example")
+                .form(&[
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                    ("csrf", csrf.as_str()),
+                ]),
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+    // A wrong password is a plain refusal.
+    let bad = browser
+        .post(
+            "/login/password",
+            &[
+                ("username", "alice"),
+                ("password", "wrong password!!"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+
+    // Signed in, the consent form still needs the token.
+    let pending = browser.get(&authorize_url(&[])).await.location.unwrap();
+    browser.sign_in("alice", &pending).await;
+    let id = pending.split("id=").nth(1).unwrap().to_owned();
+    let forged = browser
+        .post(
+            "/oauth2/authorize/decide",
+            &[("id", &id), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.location.is_none(), "no code leaves");
+    let csrf = browser.csrf();
+    let signed_out = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(signed_out.status, 303);
+    assert_eq!(browser.get("/account").await.status, 303, "signed out");
+}
+
+async fn backchannel(f: &Fixture, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut form = vec![
+        ("scope", "openid payments"),
+        ("login_hint", "alice"),
+        ("binding_message", "W4SCT"),
+        ("resource", "https://bank.example/pay"),
+        (
+            "authorization_details",
+            r#"[{"type":"payment_initiation","actions":["initiate"],"locations":["https://bank.example/pay"],"instructedAmount":{"currency":"EUR","amount":"123.50"}}]"#,
+        ),
+    ];
+    form.extend_from_slice(extra);
+    f.client_post("/oauth2/bc-authorize", None, &form).await
+}
+
+async fn poll(f: &Fixture, auth_req_id: &str) -> (u16, Value) {
+    f.client_post(
+        "/oauth2/token",
+        None,
+        &[("grant_type", CIBA), ("auth_req_id", auth_req_id)],
+    )
+    .await
+}
+
+/// AIMS AZ-29, AZ-30: an agent (no registration: its SPIFFE ID is its client_id) asks Alice's
+/// approval; polling too fast slows it down; Bob cannot decide for her; once she approves, the
+/// token carries the approved details and the approval reference the audit log records.
+#[tokio::test]
+async fn ciba_poll_approval_binds_the_token_to_the_recorded_decision() {
+    let f = Fixture::start(|_| {}).await;
+    let (s, bc) = backchannel(&f, &[]).await;
+    assert_eq!(s, 200, "{bc}");
+    assert_eq!(bc["interval"], 5);
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+
+    let (s, e) = poll(&f, &id).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+    let (s, e) = poll(&f, &id).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("slow_down")),
+        "polled again at once"
+    );
+    f.a.clock.advance(Duration::from_secs(11));
+
+    // Bob sees nothing and cannot approve it.
+    let bob = Browser::new(&f.a);
+    bob.sign_in("bob", "/approvals").await;
+    let page = bob.get("/approvals").await;
+    assert!(page.body.contains("no-approvals"), "{}", page.body);
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    let page = alice.get("/approvals").await;
+    assert!(page.body.contains("W4SCT"), "the binding message is shown");
+    assert!(page.body.contains("123.50"), "the details in plain words");
+    let approval = first_approval(&page);
+    let stolen = bob.decide(&approval, "approve").await;
+    assert_eq!(stolen.status, 404);
+    let (s, e) = poll(&f, &id).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("authorization_pending")),
+        "still pending"
+    );
+
+    let ok = alice.decide(&approval, "approve").await;
+    assert_eq!(ok.status, 303);
+    f.a.clock.advance(Duration::from_secs(11));
+    let (s, tokens) = poll(&f, &id).await;
+    assert_eq!(s, 200, "{tokens}");
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["sub"], f.alice);
+    assert_eq!(at["client_id"], AGENT);
+    assert_eq!(
+        at["approval"],
+        approval.as_str(),
+        "AZ-30: bound to the approval"
+    );
+    assert_eq!(
+        at["authorization_details"][0]["instructedAmount"]["amount"],
+        "123.50"
+    );
+    let idt = claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(idt["urn:openid:params:jwt:claim:auth_req_id"], id.as_str());
+    let (s, e) = poll(&f, &id).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a token once"
+    );
+
+    // The audit log has her decision under the reference the token carries.
+    f.a.server.audit.append(&[]).await.unwrap();
+    let rows = f.a.server.issuer.store().audit_rows(0, 1000).await.unwrap();
+    let decision = rows
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.record).unwrap())
+        .find(|r| r["action"] == "approve")
+        .expect("the approval is recorded");
+    assert_eq!(decision["approval"], approval.as_str());
+    assert_eq!(decision["decision"], "allow");
+    assert_eq!(decision["delegated_subject"], f.alice);
+    assert_eq!(decision["agent"], AGENT);
+}
+
+/// CIBA Core §11: a denied request answers access_denied, an expired one expired_token; an
+/// unknown user, two hints, a long binding message or no openid scope are refused up front.
+#[tokio::test]
+async fn ciba_denial_expiry_and_bad_requests() {
+    let f = Fixture::start(|_| {}).await;
+    let (_, bc) = backchannel(&f, &[]).await;
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    let page = alice.get("/approvals").await;
+    let approval = first_approval(&page);
+    alice.decide(&approval, "deny").await;
+    let (s, e) = poll(&f, &id).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("access_denied")));
+    let rows = f.a.server.issuer.store().audit_rows(0, 1000).await.unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.record.contains("\"approve\"") && r.record.contains("\"deny\""))
+    );
+
+    let (_, bc) = backchannel(&f, &[("requested_expiry", "60")]).await;
+    assert_eq!(bc["expires_in"], 60);
+    f.a.clock.advance(Duration::from_secs(61));
+    let (s, e) = poll(&f, bc["auth_req_id"].as_str().unwrap()).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("expired_token")));
+
+    for (extra, code) in [
+        (vec![("login_hint", "nobody")], "unknown_user_id"),
+        (vec![("id_token_hint", "x.y.z")], "invalid_request"),
+        (
+            vec![(
+                "binding_message",
+                "a message far too long to show in a notification on a phone screen",
+            )],
+            "invalid_binding_message",
+        ),
+        (vec![("requested_expiry", "999999")], "invalid_request"),
+    ] {
+        let mut form: Vec<(&str, &str)> = vec![("scope", "openid"), ("resource", RESOURCE)];
+        if !extra.iter().any(|(k, _)| *k == "login_hint") {
+            form.push(("login_hint", "alice"));
+        }
+        form.extend(extra.iter().copied());
+        let (s, e) = f.client_post("/oauth2/bc-authorize", None, &form).await;
+        assert_eq!((s, e["error"].as_str()), (400, Some(code)), "{form:?}");
+    }
+    let (s, e) = f
+        .client_post(
+            "/oauth2/bc-authorize",
+            None,
+            &[
+                ("scope", "payments"),
+                ("login_hint", "alice"),
+                ("resource", RESOURCE),
+            ],
+        )
+        .await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_scope")));
+    let (s, e) = poll(&f, "made-up").await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
+}
+
+/// AIMS AZ-27, AZ-28: policy says payments need a person's approval. A direct grant is refused
+/// with `interaction_required`; the same access approved through CIBA is issued.
+#[tokio::test]
+async fn policy_decides_when_a_persons_approval_is_needed() {
+    let f = Fixture::start(|_| {}).await;
+    let policy = format!(
+        "{}\n@id(\"payments-need-approval\")\nforbid (principal, action == Aims::Action::\"obtain_token\", resource)\nwhen {{ resource.uri == \"https://bank.example/pay\" }}\nunless {{ context has approval }};\n",
+        aims_policy::DEFAULT_POLICY
+    );
+    f.a.server
+        .policy
+        .apply(&policy, "test", false)
+        .await
+        .unwrap();
+    let a = f.assertion(AGENT).await;
+    let direct =
+        f.a.http
+            .post(format!("{}/oauth2/token", f.a.issuer))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &a),
+                ("resource", "https://bank.example/pay"),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(direct.status(), 400);
+    let e: Value = direct.json().await.unwrap();
+    assert_eq!(e["error"], "interaction_required", "{e}");
+    assert!(e["error_description"].as_str().unwrap().contains("CIBA"));
+    // Another resource needs no approval.
+    let (s, _) = f
+        .client_post(
+            "/oauth2/token",
+            None,
+            &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let (_, bc) = backchannel(&f, &[]).await;
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    let page = alice.get("/approvals").await;
+    let approval = first_approval(&page);
+    alice.decide(&approval, "approve").await;
+    let (s, tokens) = poll(&f, &id).await;
+    assert_eq!(s, 200, "{tokens}");
+    assert_eq!(
+        claims(tokens["access_token"].as_str().unwrap())["aud"],
+        "https://bank.example/pay"
+    );
+}
