@@ -731,27 +731,28 @@ async fn consent_page(
         .and_then(Value::as_array)
         .map(|a| a.iter().map(describe_detail).collect())
         .unwrap_or_default();
-    let csrf = pages::page_csrf(people, headers);
-    let body = render(&ConsentPage {
-        csrf: &csrf,
-        handle,
-        agent: &agent,
-        agent_id: &r.client_id,
-        spiffe_id: spiffe_id.as_deref(),
-        user: &me.user.display_name,
-        username: &me.user.username,
-        scopes: &r.scopes,
-        resources: &r.resources,
-        details,
-        decide_path: DECIDE_PATH,
-    });
+    let body = |csrf: &str| {
+        render(&ConsentPage {
+            csrf,
+            handle,
+            agent: &agent,
+            agent_id: &r.client_id,
+            spiffe_id: spiffe_id.as_deref(),
+            user: &me.user.display_name,
+            username: &me.user.username,
+            scopes: &r.scopes,
+            resources: &r.resources,
+            details,
+            decide_path: DECIDE_PATH,
+        })
+    };
     pages::layout(
         people,
         headers,
         StatusCode::OK,
         "Allow this agent?",
         Some(me),
-        &body,
+        body,
     )
 }
 

@@ -483,18 +483,13 @@ pub(crate) async fn approvals(State(s): S, headers: HeaderMap) -> Response {
             expires: aims_core::format_unix(r.expires_at),
         });
     }
-    let csrf = pages::page_csrf(&people, &headers);
-    let body = render(&ApprovalsPage {
-        csrf: &csrf,
-        requests,
-    });
     pages::layout(
         &people,
         &headers,
         StatusCode::OK,
         "Approvals",
         Some(&me),
-        &body,
+        |csrf| render(&ApprovalsPage { csrf, requests }),
     )
 }
 

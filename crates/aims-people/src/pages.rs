@@ -84,7 +84,9 @@ fn page_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // same-origin: no URL (with a code or a handle in it) leaks to another site, while form
+    // posts keep their `Origin` (no-referrer would make it "null").
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -106,15 +108,15 @@ pub fn render(t: &impl Template) -> String {
     })
 }
 
-/// A whole page: `body` (already rendered HTML) in the layout, with the CSRF cookie set if the
-/// browser had none.
+/// A whole page: the HTML `body` renders (given the page's CSRF token, which its forms carry)
+/// in the layout, with the CSRF cookie set if the browser had none.
 pub fn layout(
     people: &People,
     headers: &HeaderMap,
     status: StatusCode,
     title: &str,
     signed_in: Option<&SignedIn>,
-    body: &str,
+    body: impl FnOnce(&str) -> String,
 ) -> Response {
     let (csrf, set) = match people.csrf_token(headers) {
         Ok(t) => t,
@@ -124,7 +126,7 @@ pub fn layout(
         title,
         csrf: &csrf,
         user: signed_in.map(|s| s.user.display_name.as_str()),
-        body,
+        body: &body(&csrf),
     });
     let mut resp = (status, Html(html)).into_response();
     if let Some(c) = set {
@@ -132,15 +134,6 @@ pub fn layout(
     }
     page_headers(&mut resp);
     resp
-}
-
-/// The CSRF token a page about to be rendered will carry (the same [`layout`] puts in the
-/// page's meta tag).
-pub fn page_csrf(people: &People, headers: &HeaderMap) -> String {
-    people
-        .csrf_token(headers)
-        .map(|(t, _)| t)
-        .unwrap_or_default()
 }
 
 /// A page with one message.
@@ -153,12 +146,13 @@ pub fn message(
     link: Option<&str>,
 ) -> Response {
     let class = if status.is_success() { "ok" } else { "error" };
-    let body = render(&MessagePage {
-        message: text,
-        class,
-        link,
-    });
-    layout(people, headers, status, title, None, &body)
+    layout(people, headers, status, title, None, |_| {
+        render(&MessagePage {
+            message: text,
+            class,
+            link,
+        })
+    })
 }
 
 fn status_of(e: &PeopleError) -> StatusCode {
@@ -298,15 +292,15 @@ fn login_form(
     return_to: &str,
     error: &str,
 ) -> Response {
-    let csrf = page_csrf(people, headers);
-    let body = render(&LoginPage {
-        csrf: &csrf,
-        return_to: safe_return(Some(return_to)),
-        error,
-        passkeys: people.passkeys_enabled(),
-        passwords: people.settings.password_sign_in,
-    });
-    layout(people, headers, status, "Sign in", None, &body)
+    layout(people, headers, status, "Sign in", None, |csrf| {
+        render(&LoginPage {
+            csrf,
+            return_to: safe_return(Some(return_to)),
+            error,
+            passkeys: people.passkeys_enabled(),
+            passwords: people.settings.password_sign_in,
+        })
+    })
 }
 
 async fn login_page(State(p): S, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
@@ -433,18 +427,23 @@ struct TokenQuery {
 
 async fn enrol_page(State(p): S, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
     match p.enrolling_user(&q.token).await {
-        Ok(user) => {
-            let csrf = page_csrf(&p, &headers);
-            let body = render(&EnrolPage {
-                csrf: &csrf,
-                token: &q.token,
-                username: &user.username,
-                display_name: &user.display_name,
-                passkeys: p.passkeys_enabled(),
-                passwords: p.settings.password_sign_in,
-            });
-            layout(&p, &headers, StatusCode::OK, "Set up sign-in", None, &body)
-        }
+        Ok(user) => layout(
+            &p,
+            &headers,
+            StatusCode::OK,
+            "Set up sign-in",
+            None,
+            |csrf| {
+                render(&EnrolPage {
+                    csrf,
+                    token: &q.token,
+                    username: &user.username,
+                    display_name: &user.display_name,
+                    passkeys: p.passkeys_enabled(),
+                    passwords: p.settings.password_sign_in,
+                })
+            },
+        ),
         Err(e) => error_page(&p, &headers, &e),
     }
 }
@@ -595,28 +594,28 @@ async fn account_page(State(p): S, headers: HeaderMap) -> Response {
     .await;
     match result {
         Ok(Some((me, passkeys, consents))) => {
-            let csrf = page_csrf(&p, &headers);
             let method = if me.method == "hwk" {
                 "a passkey"
             } else {
                 "a password"
             };
-            let body = render(&AccountPage {
-                csrf: &csrf,
-                username: &me.user.username,
-                display_name: &me.user.display_name,
-                method,
-                passkeys,
-                passkeys_enabled: p.passkeys_enabled(),
-                consents,
-            });
             layout(
                 &p,
                 &headers,
                 StatusCode::OK,
                 "Your account",
                 Some(&me),
-                &body,
+                |csrf| {
+                    render(&AccountPage {
+                        csrf,
+                        username: &me.user.username,
+                        display_name: &me.user.display_name,
+                        method,
+                        passkeys,
+                        passkeys_enabled: p.passkeys_enabled(),
+                        consents,
+                    })
+                },
             )
         }
         Ok(None) => sign_in_redirect("/account"),

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +32,8 @@ struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: Mutex<HashMap<String, String>>,
+    /// The last page's body: its forms carry the CSRF token a real browser would send.
+    last: Mutex<String>,
 }
 
 struct Page {
@@ -49,6 +53,7 @@ impl Browser {
                 .unwrap(),
             base: a.issuer.clone(),
             cookies: Mutex::new(HashMap::new()),
+            last: Mutex::new(String::new()),
         }
     }
 
@@ -87,14 +92,18 @@ impl Browser {
                 jar.insert(name.to_owned(), value.to_owned());
             }
         }
-        Page {
+        let page = Page {
             status: resp.status().as_u16(),
             location: resp
                 .headers()
                 .get("location")
                 .map(|l| l.to_str().unwrap().to_owned()),
             body: resp.text().await.unwrap(),
+        };
+        if page.body.contains("name=\"csrf\"") {
+            *self.last.lock().unwrap() = page.body.clone();
         }
+        page
     }
 
     async fn get(&self, path: &str) -> Page {
@@ -105,13 +114,14 @@ impl Browser {
         self.send(self.http.post(self.url(path)).form(form)).await
     }
 
+    /// The CSRF token in the last page's forms.
     fn csrf(&self) -> String {
-        self.cookies
-            .lock()
-            .unwrap()
-            .get("__Host-aims-csrf")
-            .cloned()
+        let last = self.last.lock().unwrap();
+        last.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
             .unwrap_or_default()
+            .to_owned()
     }
 
     /// Approves or denies a request on the approvals page.
@@ -670,6 +680,8 @@ async fn backchannel(f: &Fixture, extra: &[(&str, &str)]) -> (u16, Value) {
             r#"[{"type":"payment_initiation","actions":["initiate"],"locations":["https://bank.example/pay"],"instructedAmount":{"currency":"EUR","amount":"123.50"}}]"#,
         ),
     ];
+    // `extra` replaces a default of the same name.
+    form.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     form.extend_from_slice(extra);
     f.client_post("/oauth2/bc-authorize", None, &form).await
 }
@@ -883,4 +895,210 @@ async fn policy_decides_when_a_persons_approval_is_needed() {
         claims(tokens["access_token"].as_str().unwrap())["aud"],
         "https://bank.example/pay"
     );
+}
+
+/// The client application of the browser tests: its loopback redirect URI (RFC 8252 §7.3)
+/// receives the authorization response.
+async fn client_app() -> (String, tokio::sync::mpsc::Receiver<HashMap<String, String>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let app = axum::Router::new().route(
+        "/cb",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(q).await;
+                    "You can close this window."
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// Creates a user without a password and registers a passkey for them through the enrolment
+/// link, in the browser with its virtual authenticator; ends signed in on the account page.
+async fn enrol_with_passkey(f: &Fixture, browser: &webdriver::Browser, username: &str) -> String {
+    let people = f.a.server.authorization_server.people().unwrap().clone();
+    assert!(people.passkeys_enabled());
+    let created = people
+        .create_user(NewUser {
+            username: username.into(),
+            display_name: Some(format!("{username} (browser)")),
+            is_admin: false,
+            password: None,
+        })
+        .await
+        .unwrap();
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.goto(&created.enrolment_url).await;
+    browser.click("#register-passkey").await;
+    browser
+        .wait_for_url("the account page", |u| u.ends_with("/account"))
+        .await;
+    assert!(
+        browser
+            .text("#passkey-count")
+            .await
+            .starts_with("1 passkey")
+    );
+    let creds = browser.credentials(&authenticator).await;
+    assert_eq!(creds.len(), 1, "the authenticator holds the passkey");
+    assert_eq!(creds[0]["rpId"], "localhost");
+    // The enrolment link was single use.
+    browser.goto(&created.enrolment_url).await;
+    assert!(
+        browser
+            .source()
+            .await
+            .contains("expired or was already used")
+    );
+    browser.goto(&format!("{}/account", f.a.issuer)).await;
+    created.user.user_id
+}
+
+fn localhost(s: &mut aims_server::ServerSettings) {
+    s.public_host = "localhost".into();
+}
+
+/// AIMS AZ-11, AZ-10: in a real Chromium, a user registers a passkey from her enrolment link,
+/// signs out and in again with it (no password exists), and consents on the consent page to
+/// an agent that then redeems the code with its SVID.
+#[tokio::test]
+async fn passkeys_and_consent_in_a_real_browser() {
+    let f = Fixture::start(localhost).await;
+    let (redirect, mut responses) = client_app().await;
+    f.a.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "spiffe_jwt",
+                "spiffe_id": AGENT,
+                "client_name": "Agent A",
+                "redirect_uris": [redirect],
+            }))
+            .unwrap(),
+            Some("agent-a".into()),
+            ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    let browser = webdriver::Browser::start().await;
+    let carol = enrol_with_passkey(&f, &browser, "carol").await;
+
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_url("the sign-in page", |u| u.contains("/login"))
+        .await;
+    browser.fill("#username", "carol").await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_for_url("the account page", |u| u.ends_with("/account"))
+        .await;
+    assert!(browser.source().await.contains("with a passkey"));
+
+    // A user with no passkey cannot sign in with one.
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_url("the sign-in page", |u| u.contains("/login"))
+        .await;
+    browser.fill("#username", "alice").await;
+    browser.click("#passkey-sign-in").await;
+    let started = std::time::Instant::now();
+    while browser.text("#error").await.is_empty() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(browser.text("#error").await, "sign-in failed");
+    browser.fill("#username", "carol").await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_for_url("the account page", |u| u.ends_with("/account"))
+        .await;
+
+    let url = format!("{}{}", f.a.issuer, authorize_url(&[]))
+        .replace(&urlencode(REDIRECT), &urlencode(&redirect));
+    browser.goto(&url).await;
+    assert_eq!(browser.text("#consent-agent").await, "Agent A");
+    assert!(browser.text("#consent-client").await.contains("agent-a"));
+    assert!(
+        browser.source().await.contains(AGENT),
+        "the agent's SPIFFE ID is shown"
+    );
+    browser.click("#approve").await;
+    let q = tokio::time::timeout(Duration::from_secs(20), responses.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q["iss"], f.a.issuer);
+    assert_eq!(q["state"], "st-1");
+    let (s, tokens) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("redirect_uri", &redirect),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{tokens}");
+    assert_eq!(
+        claims(tokens["access_token"].as_str().unwrap())["sub"],
+        carol
+    );
+    assert_eq!(
+        claims(tokens["id_token"].as_str().unwrap())["amr"],
+        json!(["hwk"]),
+        "signed in with a passkey"
+    );
+
+    // Denying in the browser sends access_denied to the client.
+    browser.goto(&url).await;
+    browser.click("#deny").await;
+    let q = tokio::time::timeout(Duration::from_secs(20), responses.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q["error"], "access_denied");
+    browser.close().await;
+}
+
+/// AIMS AZ-29, AZ-30: in a real Chromium, the user sees the agent's request on the approvals
+/// page with its binding message, approves one (the agent's poll then gets its token) and
+/// denies another (access_denied).
+#[tokio::test]
+async fn ciba_approval_and_denial_in_a_real_browser() {
+    let f = Fixture::start(localhost).await;
+    let browser = webdriver::Browser::start().await;
+    let dave = enrol_with_passkey(&f, &browser, "dave").await;
+
+    let (s, bc) = backchannel(&f, &[("login_hint", "dave")]).await;
+    assert_eq!(s, 200, "{bc}");
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{}/approvals", f.a.issuer)).await;
+    let page = browser.source().await;
+    assert!(page.contains("W4SCT"), "the binding message");
+    assert!(page.contains("payment_initiation: initiate at https://bank.example/pay"));
+    browser.click(".approval .approve").await;
+    browser.text("#no-approvals").await;
+    f.a.clock.advance(Duration::from_secs(6));
+    let (s, tokens) = poll(&f, &id).await;
+    assert_eq!(s, 200, "{tokens}");
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["sub"], dave);
+    assert!(at["approval"].is_string());
+
+    let (_, bc) = backchannel(&f, &[("login_hint", "dave"), ("binding_message", "NO-GO")]).await;
+    browser.goto(&format!("{}/approvals", f.a.issuer)).await;
+    assert!(browser.source().await.contains("NO-GO"));
+    browser.click(".approval .deny").await;
+    browser.text("#no-approvals").await;
+    let (s, e) = poll(&f, bc["auth_req_id"].as_str().unwrap()).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("access_denied")));
+    browser.close().await;
 }
