@@ -1801,62 +1801,36 @@ type Canned = std::collections::HashMap<String, (u16, Vec<(String, String)>, Str
 
 impl ClientSite {
     async fn start(dir: &std::path::Path, pages: impl FnOnce(&str) -> Canned) -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::default();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let ca_file = dir.join("client-site-ca.pem");
-        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-        let tls = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("https://{}", listener.local_addr().unwrap());
-        let pages = Arc::new(pages(&base));
-        let app = axum::Router::new().route(
-            "/{*path}",
-            axum::routing::get(
-                move |axum::extract::Path(path): axum::extract::Path<String>| {
-                    let pages = pages.clone();
-                    async move {
-                        let (status, headers, body) =
-                            pages
-                                .get(&path)
-                                .cloned()
-                                .unwrap_or((404, vec![], String::new()));
-                        let mut resp = axum::response::Response::builder().status(status);
-                        for (k, v) in headers {
-                            resp = resp.header(k, v);
+        let (base, ca_file, stop) = common::https_site(dir, |base| {
+            let pages = Arc::new(pages(base));
+            axum::Router::new().route(
+                "/{*path}",
+                axum::routing::get(
+                    move |axum::extract::Path(path): axum::extract::Path<String>| {
+                        let pages = pages.clone();
+                        async move {
+                            let (status, headers, body) =
+                                pages
+                                    .get(&path)
+                                    .cloned()
+                                    .unwrap_or((404, vec![], String::new()));
+                            let mut resp = axum::response::Response::builder().status(status);
+                            for (k, v) in headers {
+                                resp = resp.header(k, v);
+                            }
+                            resp.header("content-type", "application/json")
+                                .body(axum::body::Body::from(body))
+                                .unwrap()
                         }
-                        resp.header("content-type", "application/json")
-                            .body(axum::body::Body::from(body))
-                            .unwrap()
-                    }
-                },
-            ),
-        );
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(aims_authn::transport::serve_tls(
-            listener,
-            Arc::new(tls),
-            app,
-            stop.clone(),
-        ));
+                    },
+                ),
+            )
+        })
+        .await;
         Self {
             base,
             ca_file,
-            _stop: stop.drop_guard(),
+            _stop: stop,
         }
     }
 }

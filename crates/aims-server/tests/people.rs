@@ -1102,3 +1102,273 @@ async fn ciba_approval_and_denial_in_a_real_browser() {
     assert_eq!((s, e["error"].as_str()), (400, Some("access_denied")));
     browser.close().await;
 }
+
+/// The openid-client driver (interop/openid-client), run with node.
+struct Rp {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Rp {
+    fn dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/openid-client")
+    }
+
+    fn spawn(mode: &str, env: &[(&str, String)]) -> Self {
+        assert!(
+            Self::dir().join("node_modules/openid-client").exists(),
+            "interop/openid-client has no node_modules: run `npm ci` there (scripts/test does)"
+        );
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg("interop.mjs")
+            .arg(mode)
+            .current_dir(Self::dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("node runs");
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            child,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+
+    /// The next event the driver prints; its errors fail the test with the library's words.
+    async fn event(&mut self, name: &str) -> Value {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+                .await
+                .expect("the driver answers")
+                .unwrap()
+                .expect("the driver printed nothing more");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_ne!(v["event"], "error", "openid-client: {v}");
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+}
+
+/// Interop (AIMS AZ-10, AZ-29, SE-2): openid-client, an OpenID Certified relying-party library
+/// we did not write, discovers the server, authenticates with private_key_jwt, completes PAR +
+/// PKCE + the authorization code grant (checking `iss`, `state`, the ID token's signature and
+/// nonce), and a CIBA poll flow.
+#[tokio::test]
+async fn openid_client_completes_par_pkce_and_ciba_against_us() {
+    let f = Fixture::start(|s| {
+        // The library waits real seconds between polls.
+        s.clock = aims_core::SystemClock::shared();
+        s.oauth.ciba_interval = Duration::from_secs(1);
+    })
+    .await;
+    let mut keygen = Rp::spawn("keygen", &[]);
+    let jwk = keygen.event("jwk").await;
+    f.a.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk["public"]]},
+                "client_name": "Agent A",
+                "spiffe_id": AGENT,
+                "redirect_uris": [REDIRECT],
+                "require_pushed_authorization_requests": true,
+            }))
+            .unwrap(),
+            Some("interop-rp".into()),
+            ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    let env = |extra: &[(&'static str, &str)]| {
+        let mut e = vec![
+            ("OIDC_ISSUER", f.a.issuer.clone()),
+            ("OIDC_CLIENT_ID", "interop-rp".to_owned()),
+            ("OIDC_CLIENT_JWK", jwk["private"].to_string()),
+            ("OIDC_REDIRECT_URI", REDIRECT.to_owned()),
+            ("OIDC_RESOURCE", RESOURCE.to_owned()),
+            (
+                "NODE_EXTRA_CA_CERTS",
+                f.a.server
+                    .web_ca_file
+                    .as_ref()
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            ),
+        ];
+        e.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        e
+    };
+
+    let mut rp = Rp::spawn("code", &env(&[("OIDC_SCOPE", "openid tickets:read")]));
+    assert_eq!(rp.event("discovered").await["issuer"], f.a.issuer);
+    let url = rp.event("authorization_url").await["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.contains("request_uri=urn"), "pushed: {url}");
+    let browser = Browser::new(&f.a);
+    let q = f.approve(&browser, &url, false).await;
+    let mut back = url::Url::parse(REDIRECT).unwrap();
+    back.query_pairs_mut().extend_pairs(q.iter());
+    rp.send(back.as_str()).await;
+    let tokens = rp.event("tokens").await;
+    assert_eq!(tokens["id_token_claims"]["sub"], f.alice);
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        (at["sub"].as_str(), at["client_id"].as_str()),
+        (Some(f.alice.as_str()), Some("interop-rp"))
+    );
+
+    let mut rp = Rp::spawn(
+        "ciba",
+        &env(&[
+            ("CIBA_LOGIN_HINT", "alice"),
+            ("CIBA_BINDING_MESSAGE", "RP-42"),
+        ]),
+    );
+    rp.event("auth_req_id").await;
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    let page = alice.get("/approvals").await;
+    assert!(page.body.contains("RP-42"));
+    assert_eq!(
+        alice.decide(&first_approval(&page), "approve").await.status,
+        303
+    );
+    let tokens = rp.event("tokens").await;
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["sub"], f.alice);
+    assert!(at["approval"].is_string());
+}
+
+/// What the test's notification receiver got: path, Authorization header, JSON body.
+type Received = (String, Option<String>, Value);
+
+async fn next_received(rx: &mut tokio::sync::mpsc::Receiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// AIMS AZ-29: the user is told through the webhook notifier; in CIBA ping mode (CIBA Core
+/// §10.2) the client is pinged with its bearer notification token once the user decides, and
+/// then collects its token.
+#[tokio::test]
+async fn webhook_notices_and_ciba_ping_mode() {
+    let site_dir = tempfile::tempdir().unwrap();
+    let (tx, mut received) = tokio::sync::mpsc::channel::<Received>(8);
+    let (base, ca_file, _site) = common::https_site(site_dir.path(), move |_| {
+        axum::Router::new().route(
+            "/{*path}",
+            axum::routing::post(
+                move |axum::extract::Path(path): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap,
+                      axum::Json(body): axum::Json<Value>| {
+                    let tx = tx.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        let _ = tx.send((path, auth, body)).await;
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+    })
+    .await;
+    let webhook = format!("{base}/notify");
+    let f = Fixture::start(|s| {
+        s.oauth.approval_webhook = Some(webhook);
+        s.oauth.fetch.ca_file = Some(ca_file);
+        s.oauth.fetch.allow_private_networks = true;
+    })
+    .await;
+    f.a.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "spiffe_jwt",
+                "spiffe_id": AGENT,
+                "backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": format!("{base}/ping"),
+            }))
+            .unwrap(),
+            Some("pinged".into()),
+            ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    let bc_form = [
+        ("scope", "openid"),
+        ("login_hint", "alice"),
+        ("binding_message", "PING-1"),
+        ("resource", RESOURCE),
+    ];
+    let (s, e) = f
+        .client_post("/oauth2/bc-authorize", Some("pinged"), &bc_form)
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_request")),
+        "ping mode needs a notification token"
+    );
+    let mut form = bc_form.to_vec();
+    form.push(("client_notification_token", "notify-me-8d1f"));
+    let (s, bc) = f
+        .client_post("/oauth2/bc-authorize", Some("pinged"), &form)
+        .await;
+    assert_eq!(s, 200, "{bc}");
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+
+    let (path, auth, notice) = next_received(&mut received).await;
+    assert_eq!((path.as_str(), auth), ("notify", None));
+    assert_eq!(notice["user"], "alice");
+    assert_eq!(notice["binding_message"], "PING-1");
+    assert_eq!(notice["client_id"], "pinged");
+    assert!(
+        notice["approvals_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/approvals")
+    );
+
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    let page = alice.get("/approvals").await;
+    assert_eq!(
+        first_approval(&page),
+        notice["approval_id"].as_str().unwrap()
+    );
+    alice.decide(&first_approval(&page), "approve").await;
+    let (path, auth, ping) = next_received(&mut received).await;
+    assert_eq!(path, "ping");
+    assert_eq!(auth.as_deref(), Some("Bearer notify-me-8d1f"));
+    assert_eq!(ping, json!({"auth_req_id": id}));
+    let (s, tokens) = f
+        .client_post(
+            "/oauth2/token",
+            Some("pinged"),
+            &[("grant_type", CIBA), ("auth_req_id", &id)],
+        )
+        .await;
+    assert_eq!(s, 200, "{tokens}");
+}

@@ -93,3 +93,42 @@ impl As {
         (client, leaf)
     }
 }
+
+/// An HTTPS site of the test's own on 127.0.0.1 (a client's web site, a receiver of
+/// notifications) with a CA of its own, written to `dir`: its base URL, the CA file, and a
+/// guard that stops it. `app` is built knowing the base URL.
+pub async fn https_site(
+    dir: &std::path::Path,
+    app: impl FnOnce(&str) -> axum::Router,
+) -> (String, std::path::PathBuf, tokio_util::sync::DropGuard) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let ca_file = dir.join(format!("site-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(aims_authn::transport::serve_tls(
+        listener,
+        Arc::new(tls),
+        app(&base),
+        stop.clone(),
+    ));
+    (base, ca_file, stop.drop_guard())
+}
