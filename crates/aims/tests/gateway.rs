@@ -1047,3 +1047,196 @@ fn the_gateway_exports_its_span_in_the_callers_trace() {
         "the tool's parent is the gateway's span"
     );
 }
+
+/// A minimal cookie-keeping HTTP session for the people pages (form posts carry the page's
+/// CSRF token).
+struct PageSession<'a> {
+    s: &'a Stack,
+    /// A client that shows redirects instead of following them.
+    http: reqwest::Client,
+    cookies: std::cell::RefCell<Vec<(String, String)>>,
+}
+
+impl<'a> PageSession<'a> {
+    fn new(s: &'a Stack) -> Self {
+        let ca = std::fs::read(s.aims.up["server"]["web_ca_file"].as_str().unwrap()).unwrap();
+        Self {
+            s,
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: std::cell::RefCell::default(),
+        }
+    }
+
+    /// Sends `req` with the session's cookies; keeps the ones set; answers status, Location
+    /// and body.
+    fn send(&self, req: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
+        let cookie = self
+            .cookies
+            .borrow()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.s.rt.block_on(async {
+            let resp = req.header("cookie", cookie).send().await.unwrap();
+            for c in resp.headers().get_all("set-cookie") {
+                let (name, rest) = c.to_str().unwrap().split_once('=').unwrap();
+                let value = rest.split(';').next().unwrap().to_owned();
+                let mut jar = self.cookies.borrow_mut();
+                jar.retain(|(k, _)| k != name);
+                jar.push((name.to_owned(), value));
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), location, resp.text().await.unwrap())
+        })
+    }
+}
+
+/// The value of the first `name="<field>"` input of a page.
+fn field<'p>(page: &'p str, name: &str) -> &'p str {
+    page.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+}
+
+/// AIMS AZ-27, AZ-28, AZ-31: policy lets a tool be called only with a person's approval. The
+/// gateway answers a token without one with 403 `insufficient_scope` saying so (the MCP
+/// step-up challenge); the agent asks the user through CIBA, she approves on the approvals
+/// page, and the token that carries her approval is let through.
+#[test]
+fn a_tool_that_needs_a_persons_approval_is_let_through_with_a_ciba_token() {
+    let s = Stack::start();
+    s.apply_policy(
+        "approval.cedar",
+        r#"@id("reading-files-needs-approval")
+forbid (principal, action == Aims::Action::"call_tool", resource)
+when { resource.name == "read_file" }
+unless { context has approval };"#,
+    );
+    let resource = resource_of(&s.aims, "demo-mcp");
+    let read = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"path": "/srv/report"}}});
+    let token = s.token(&resource, "mcp files.read");
+    // The gateway takes the new policy version within its poll interval.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, challenge, body) = loop {
+        let answer = s.mcp(&token, &read);
+        if answer.0 != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("approval"),
+        "{body}"
+    );
+
+    // A user, enrolled with a password through her link (passkeys need a host name).
+    let created = assert_ok(&s.aims.cli(&["user", "create", "alice"]));
+    let link = created
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&s.issuer)
+                .map(|p| format!("{}{p}", s.issuer))
+        })
+        .unwrap();
+    let alice = PageSession::new(&s);
+    let (status, _, page) = alice.send(alice.http.get(&link));
+    assert_eq!(status, 200, "{page}");
+    let token_param = field(&page, "token").to_owned();
+    let csrf = field(&page, "csrf").to_owned();
+    let (status, _, _) = alice.send(
+        alice
+            .http
+            .post(format!("{}/enroll/password", s.issuer))
+            .form(&[
+                ("token", token_param.as_str()),
+                ("password", "a long enough password"),
+                ("csrf", csrf.as_str()),
+            ]),
+    );
+    assert_eq!(status, 303, "enrolled and signed in");
+
+    // The agent asks for her approval (CIBA), with its SVID as client authentication.
+    let svid = s.jwt_svid();
+    let bc: Value = s.rt.block_on(async {
+        s.http
+            .post(format!("{}/oauth2/bc-authorize", s.issuer))
+            .form(&[
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", svid.as_str()),
+                ("scope", "openid mcp files.read"),
+                ("login_hint", "alice"),
+                ("binding_message", "READ-REPORT"),
+                ("resource", resource.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let auth_req_id = bc["auth_req_id"]
+        .as_str()
+        .expect("a CIBA request")
+        .to_owned();
+    let (_, _, page) = alice.send(alice.http.get(format!("{}/approvals", s.issuer)));
+    assert!(page.contains("READ-REPORT"), "{page}");
+    let (status, _, answer) = alice.send(
+        alice
+            .http
+            .post(format!("{}/approvals/decide", s.issuer))
+            .form(&[
+                ("id", field(&page, "id")),
+                ("decision", "approve"),
+                ("csrf", field(&page, "csrf")),
+            ]),
+    );
+    assert_eq!(status, 303, "{answer}");
+    let svid = s.jwt_svid();
+    let approved: Value = s.rt.block_on(async {
+        s.http
+            .post(format!("{}/oauth2/token", s.issuer))
+            .form(&[
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", svid.as_str()),
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("auth_req_id", auth_req_id.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let approved_token = approved["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert!(claims(&approved_token)["approval"].is_string());
+    let (status, _, body) = s.mcp(&approved_token, &read);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"],
+        "contents of /srv/report"
+    );
+}
