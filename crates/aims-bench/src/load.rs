@@ -174,9 +174,10 @@ async fn wait_until(at: Instant) {
     }
 }
 
-/// Runs `conns` connections for `warmup` then `duration`, on the current runtime.
+/// Runs `conns` connections for `warmup` then `duration`, on the current runtime; connection
+/// `i` sends `targets[i % targets.len()]`'s request (one target per browser session, say).
 pub async fn run(
-    target: &Target,
+    targets: &[Target],
     conns: usize,
     pace: Pace,
     warmup: Duration,
@@ -187,9 +188,10 @@ pub async fn run(
     let start = Instant::now() + warmup;
     let end = start + duration;
     let mut tasks = Vec::with_capacity(conns);
+    anyhow::ensure!(!targets.is_empty(), "no target");
     for i in 0..conns {
-        let mut sender = connect(target).await.context("connecting")?;
-        let target = target.clone();
+        let target = targets[i % targets.len()].clone();
+        let mut sender = connect(&target).await.context("connecting")?;
         let body = body.clone();
         let counter = counter.clone();
         // Open loop: connection i sends at start + (i + k·conns) / rate.

@@ -29,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "gateway",
     "audit",
     "revocation",
+    "people",
 ];
 
 /// Run AIMS benchmarks.
@@ -41,7 +42,9 @@ struct Args {
     /// enforcement gateway against the tool called directly; needs the `aims` binary and
     /// taskset), audit (durable appends on SQLite and PostgreSQL, checkpoint lag, inclusion
     /// proofs at 10 million entries; PostgreSQL at AIMS_TEST_POSTGRES_URL), revocation
-    /// (operator revoke → gateway refuses; needs the `aims` binary).
+    /// (operator revoke → gateway refuses; needs the `aims` binary), people (consent and
+    /// approvals pages under 100 sessions, CIBA approval → token; needs the `aims` binary and
+    /// taskset).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -89,13 +92,14 @@ fn main() -> anyhow::Result<()> {
             "gateway" => scenarios::gateway::gateway(timing)?,
             "audit" => scenarios::audit::audit(timing)?,
             "revocation" => scenarios::revocation::revocation(timing)?,
+            "people" => scenarios::people::people(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
                 SCENARIOS.join(", ")
             ),
         };
         // These two measure latencies of single events, not interleaved throughput.
-        if !matches!(name, "audit" | "revocation") {
+        if !matches!(name, "audit" | "revocation" | "people") {
             r.notes.push(format!(
                 "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
                 args.seconds, args.reps

@@ -195,12 +195,16 @@ impl Fixture {
     async fn start(tweak: impl FnOnce(&mut aims_server::ServerSettings)) -> Self {
         let a = start_as("example.org", tweak).await;
         let people = a.server.authorization_server.people().unwrap().clone();
+        let password = people
+            .settings
+            .password_sign_in
+            .then(|| PASSWORD.to_owned());
         let alice = people
             .create_user(NewUser {
                 username: "alice".into(),
                 display_name: Some("Alice Example".into()),
                 is_admin: false,
-                password: Some(PASSWORD.into()),
+                password: password.clone(),
             })
             .await
             .unwrap()
@@ -211,7 +215,7 @@ impl Fixture {
                 username: "bob".into(),
                 display_name: None,
                 is_admin: false,
-                password: Some(PASSWORD.into()),
+                password: password.clone(),
             })
             .await
             .unwrap();
@@ -1371,4 +1375,49 @@ async fn webhook_notices_and_ciba_ping_mode() {
         )
         .await;
     assert_eq!(s, 200, "{tokens}");
+}
+
+/// An operator can turn the password fallback off (AIMS AZ-11: phishing-resistant sign-in
+/// only): password sign-in and new passwords are refused, passkeys stay. And a CIBA request may
+/// name its user by an ID token this server issued (`id_token_hint`).
+#[tokio::test]
+async fn passwords_can_be_turned_off_and_id_token_hints_name_the_user() {
+    let f = Fixture::start(|_| {}).await;
+    let browser = Browser::new(&f.a);
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    let (_, tokens) = f.redeem(&q["code"], VERIFIER).await;
+    let hint = tokens["id_token"].as_str().unwrap().to_owned();
+    let (s, bc) = backchannel(&f, &[("login_hint", ""), ("id_token_hint", &hint)]).await;
+    assert_eq!(s, 200, "{bc}");
+    let alice = Browser::new(&f.a);
+    alice.sign_in("alice", "/approvals").await;
+    assert!(
+        alice.get("/approvals").await.body.contains("W4SCT"),
+        "addressed to her"
+    );
+
+    let f = Fixture::start(|s| {
+        s.public_host = "localhost".into();
+        s.people.password_sign_in = false;
+    })
+    .await;
+    let browser = Browser::new(&f.a);
+    let page = browser.sign_in("alice", "/account").await;
+    assert_eq!(page.status, 401, "no password sign-in");
+    let login = browser.get("/login").await;
+    assert!(
+        !login.body.contains("type=\"password\""),
+        "no password field"
+    );
+    let people = f.a.server.authorization_server.people().unwrap();
+    let e = people
+        .create_user(NewUser {
+            username: "erin".into(),
+            display_name: None,
+            is_admin: false,
+            password: Some(PASSWORD.into()),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("passwords are turned off"), "{e}");
 }

@@ -226,8 +226,15 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             anyhow::Ok(())
         })?;
         let measure = |target: &Target, conns: usize, pace: Pace| {
-            rt.block_on(median_run(timing, target, conns, pace, &empty, &counter))
-                .map(|r| r.m)
+            rt.block_on(median_run(
+                timing,
+                std::slice::from_ref(target),
+                conns,
+                pace,
+                &empty,
+                &counter,
+            ))
+            .map(|r| r.m)
         };
         eprintln!("  open loop at {RATE}/s, {OPEN_CONNS} connections…");
         let direct = measure(&stack.direct, OPEN_CONNS, Pace::Open(RATE))?;

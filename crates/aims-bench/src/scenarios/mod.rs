@@ -6,6 +6,7 @@ mod baseline;
 pub mod credentials;
 pub mod gateway;
 pub mod oauth;
+pub mod people;
 mod process;
 pub mod revocation;
 pub mod workload;

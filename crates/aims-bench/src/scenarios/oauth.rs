@@ -246,7 +246,16 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
             (&aims, &aims_body),
             (&aims, &svid_body),
         ] {
-            run(t, 16, Pace::Closed, Duration::ZERO, WARMUP, b, &counter).await?;
+            run(
+                std::slice::from_ref(t),
+                16,
+                Pace::Closed,
+                Duration::ZERO,
+                WARMUP,
+                b,
+                &counter,
+            )
+            .await?;
         }
         anyhow::Ok(())
     })?;
@@ -263,7 +272,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
         eprintln!("  {conns} connection(s)…");
         let n = rt.block_on(median_run(
             timing,
-            &node,
+            std::slice::from_ref(&node),
             conns,
             Pace::Closed,
             &node_body,
@@ -283,7 +292,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
             let m = rt
                 .block_on(median_run(
                     timing,
-                    &aims,
+                    std::slice::from_ref(&aims),
                     conns,
                     Pace::Closed,
                     body,
@@ -311,7 +320,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     ] {
         let r = rt.block_on(median_run(
             timing,
-            &aims,
+            std::slice::from_ref(&aims),
             64,
             Pace::Open(OPEN_RATE),
             body,
@@ -330,7 +339,14 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
         ("AIMS transaction token, 16 conn", &txn_body),
     ] {
         let m = rt
-            .block_on(median_run(timing, &aims, 16, Pace::Closed, body, &counter))?
+            .block_on(median_run(
+                timing,
+                std::slice::from_ref(&aims),
+                16,
+                Pace::Closed,
+                body,
+                &counter,
+            ))?
             .m;
         rows.push(Row::against(label, m, "crypto limit", limit, None));
     }

@@ -156,7 +156,7 @@ pub fn https_target(base: &str, ca_file: &Path, path: &str) -> anyhow::Result<Ta
 /// than 200 fails the run.
 pub async fn median_run(
     timing: Timing,
-    target: &Target,
+    targets: &[Target],
     conns: usize,
     pace: Pace,
     body: &BodyFn,
@@ -169,7 +169,7 @@ pub async fn median_run(
         } else {
             Duration::from_millis(200)
         };
-        let r = run(target, conns, pace, warm, timing.measure, body, counter).await?;
+        let r = run(targets, conns, pace, warm, timing.measure, body, counter).await?;
         if r.errors > 0 {
             anyhow::bail!("{} answers were not 200 at {conns} connections", r.errors);
         }
