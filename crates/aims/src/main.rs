@@ -62,6 +62,9 @@ enum Command {
     /// Register OAuth clients that are not SPIFFE workloads.
     #[command(subcommand)]
     Client(cmd::client::ClientCommand),
+    /// A narrated end-to-end scenario against `aims up`: identities, tokens, delegation, an
+    /// agent-to-agent hop, a person's approval, a revocation and the audit trail.
+    Demo(cmd::demo::DemoArgs),
     /// Manage the people who delegate to agents and approve their requests.
     #[command(subcommand)]
     User(cmd::user::UserCommand),
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
             Command::Node(c) => cmd::node::run(c).await,
             Command::Client(c) => cmd::client::run(c).await,
             Command::User(c) => cmd::user::run(c).await,
+            Command::Demo(a) => cmd::demo::run(a).await,
             Command::Policy(c) => cmd::policy::run(c).await,
             Command::Audit(c) => cmd::audit::run(c).await,
             Command::Revoke(c) => cmd::revoke::run(c).await,

@@ -8,6 +8,8 @@ use aims_audit::{LogEntry, LogVerifier, NoteVerifier};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use aims_server::admin::client::AdminClient;
+
 use super::AdminArgs;
 use super::entry::Output;
 
@@ -92,8 +94,7 @@ pub enum AuditCommand {
 }
 
 /// Every entry from `from`, page by page.
-async fn fetch_all(admin: &AdminArgs, from: u64) -> anyhow::Result<Vec<LogEntry>> {
-    let client = admin.client();
+pub async fn fetch_all(client: &AdminClient, from: u64) -> anyhow::Result<Vec<LogEntry>> {
     let mut out = Vec::new();
     let mut at = from;
     loop {
@@ -141,18 +142,48 @@ fn print_entries(entries: &[LogEntry], output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a successful verification says.
+fn verified(done: &aims_audit::Verified) -> String {
+    format!(
+        "audit log verified: {} entries; checkpoint {} at size {} (root {})",
+        done.entries,
+        done.checkpoint.origin,
+        done.checkpoint.size,
+        hex::encode(done.checkpoint.root)
+    )
+}
+
+/// Checks the server's whole log against its newest signed checkpoint; says what it checked.
+pub async fn verify_against_server(client: &AdminClient) -> anyhow::Result<String> {
+    let cp = client.audit_checkpoint().await?;
+    let note = cp
+        .note
+        .context("the server has not signed a checkpoint yet; try again in a second")?;
+    let verifier = NoteVerifier::from_vkey(&cp.vkey).context("verifier key")?;
+    let mut check = LogVerifier::new(&note, &verifier)?;
+    for entry in fetch_all(client, 0).await? {
+        check.check(&entry)?;
+    }
+    Ok(verified(&check.finish()?))
+}
+
 async fn verify(
     admin: &AdminArgs,
     log: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     vkey: Option<String>,
 ) -> anyhow::Result<()> {
-    let (note, vkey) = match (&log, checkpoint, vkey) {
-        (Some(_), Some(cp), Some(vkey)) => (
+    let Some(path) = log else {
+        println!("{}", verify_against_server(&admin.client()).await?);
+        return Ok(());
+    };
+    let (note, vkey) = match (checkpoint, vkey) {
+        (Some(cp), Some(vkey)) => (
             std::fs::read_to_string(&cp)
                 .with_context(|| format!("read checkpoint {}", cp.display()))?,
             vkey,
         ),
+        // An export checked against the server's newest checkpoint.
         _ => {
             let cp = admin.client().audit_checkpoint().await?;
             let note = cp
@@ -163,32 +194,14 @@ async fn verify(
     };
     let verifier = NoteVerifier::from_vkey(&vkey).context("verifier key")?;
     let mut check = LogVerifier::new(&note, &verifier)?;
-    match log {
-        Some(path) => {
-            let file =
-                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-            for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.with_context(|| format!("read {}", path.display()))?;
-                let entry: LogEntry = serde_json::from_str(&line).with_context(|| {
-                    format!("{} line {}: not a log entry", path.display(), n + 1)
-                })?;
-                check.check(&entry)?;
-            }
-        }
-        None => {
-            for entry in fetch_all(admin, 0).await? {
-                check.check(&entry)?;
-            }
-        }
+    let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("read {}", path.display()))?;
+        let entry: LogEntry = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not a log entry", path.display(), n + 1))?;
+        check.check(&entry)?;
     }
-    let done = check.finish()?;
-    println!(
-        "audit log verified: {} entries; checkpoint {} at size {} (root {})",
-        done.entries,
-        done.checkpoint.origin,
-        done.checkpoint.size,
-        hex::encode(done.checkpoint.root)
-    );
+    println!("{}", verified(&check.finish()?));
     Ok(())
 }
 
@@ -228,7 +241,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             format,
             out,
         } => {
-            let entries = fetch_all(&admin, from).await?;
+            let entries = fetch_all(&admin.client(), from).await?;
             let mut sink: Box<dyn std::io::Write> = match &out {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,

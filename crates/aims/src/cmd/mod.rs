@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bundle;
 pub mod client;
 pub mod compliance;
+pub mod demo;
 pub mod entry;
 pub mod gateway;
 pub mod node;
