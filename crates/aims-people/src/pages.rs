@@ -28,6 +28,7 @@ struct Layout<'a> {
     title: &'a str,
     csrf: &'a str,
     user: Option<&'a str>,
+    admin: bool,
     body: &'a str,
 }
 
@@ -126,6 +127,7 @@ pub fn layout(
         title,
         csrf: &csrf,
         user: signed_in.map(|s| s.user.display_name.as_str()),
+        admin: signed_in.is_some_and(|s| s.user.is_admin),
         body: &body(&csrf),
     });
     let mut resp = (status, Html(html)).into_response();
@@ -194,6 +196,7 @@ pub fn error_page(people: &People, headers: &HeaderMap, e: &PeopleError) -> Resp
             title: "Error",
             csrf: &csrf,
             user: None,
+            admin: false,
             body: &body,
         })),
     )

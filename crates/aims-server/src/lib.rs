@@ -11,6 +11,7 @@ pub mod agent_api;
 pub mod audit_api;
 pub mod bundle_endpoint;
 pub mod changes;
+pub mod console;
 pub mod error;
 pub mod federation;
 pub mod issuer;

@@ -322,6 +322,11 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .merge(aims_oauth::endpoints::people_router(
                 authorization_server.clone(),
             ))
+            .merge(crate::console::router(crate::console::Console {
+                people: people.clone(),
+                policy: policy.clone(),
+                log: log_view.clone(),
+            }))
             .merge(crate::signals_api::metadata_router(
                 as_issuer,
                 mtls_base.clone(),

@@ -1421,3 +1421,93 @@ async fn passwords_can_be_turned_off_and_id_token_hints_name_the_user() {
         .unwrap_err();
     assert!(e.to_string().contains("passwords are turned off"), "{e}");
 }
+
+/// The console (issue 9) in a real Chromium: an administrator signs in with her account and
+/// every page renders what the store holds; a user who is not an administrator is refused.
+#[tokio::test]
+async fn every_console_page_renders_for_an_administrator_in_a_real_browser() {
+    let f = Fixture::start(|_| {}).await;
+    let people = f.a.server.authorization_server.people().unwrap().clone();
+    people
+        .create_user(NewUser {
+            username: "root".into(),
+            display_name: Some("Ada Admin".into()),
+            is_admin: true,
+            password: Some(PASSWORD.into()),
+        })
+        .await
+        .unwrap();
+    // Something to show: a token grant (a recorded decision) and a pending approval.
+    let (s, _) = f
+        .client_post(
+            "/oauth2/token",
+            None,
+            &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = backchannel(&f, &[]).await;
+    assert_eq!(s, 200);
+
+    let browser = webdriver::Browser::start().await;
+    let sign_in = |user: &'static str| {
+        let browser = &browser;
+        let issuer = f.a.issuer.clone();
+        async move {
+            browser
+                .goto(&format!("{issuer}/login?return_to=/console"))
+                .await;
+            browser.fill("#username", user).await;
+            browser.fill("#password", PASSWORD).await;
+            browser.click("#password-sign-in").await;
+        }
+    };
+    sign_in("alice").await;
+    browser
+        .wait_for_url("the console", |u| u.ends_with("/console"))
+        .await;
+    assert!(
+        browser.source().await.contains("Administrators only"),
+        "alice is no admin"
+    );
+    browser.goto(&format!("{}/account", f.a.issuer)).await;
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_url("signed out", |u| u.contains("/login"))
+        .await;
+
+    sign_in("root").await;
+    browser
+        .wait_for_url("the console", |u| u.ends_with("/console"))
+        .await;
+    assert!(
+        browser
+            .text("#console-nav")
+            .await
+            .contains("Recent decisions")
+    );
+    let pages = [
+        ("/console/agents", "#entries, .empty", ""),
+        ("/console/credentials", "#credentials", AGENT),
+        ("/console/approvals", "#approvals", "W4SCT"),
+        ("/console/decisions", "#decisions", "obtain_token"),
+        ("/console/signals", "main", "No receiver has a stream"),
+        ("/console/policy", "#policies", "in force"),
+        ("/console/policy/1", "pre", "scoped-tools"),
+        ("/console/trace/no-such-task", "pre", "no-such-task"),
+    ];
+    for (path, css, wanted) in pages {
+        browser.goto(&format!("{}{path}", f.a.issuer)).await;
+        let shown = browser.text(css).await;
+        assert!(
+            browser.source().await.contains(wanted),
+            "{path} lacks {wanted:?}: {shown}"
+        );
+        assert!(browser.url().await.ends_with(path), "{path} redirected");
+    }
+    browser
+        .goto(&format!("{}/console/compliance", f.a.issuer))
+        .await;
+    assert!(browser.source().await.to_lowercase().contains("compliance"));
+    browser.close().await;
+}

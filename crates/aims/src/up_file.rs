@@ -89,6 +89,12 @@ pub struct ServerEndpoints {
     pub web_ca_file: Option<PathBuf>,
     /// This replica's id.
     pub server_id: String,
+    /// The web console (administrators sign in with their user accounts).
+    #[serde(default)]
+    pub console: String,
+    /// Where people approve what agents ask (CIBA).
+    #[serde(default)]
+    pub approvals: String,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -126,6 +132,16 @@ impl UpFile {
                     .unwrap_or_default(),
                 web_ca_file: server.web_ca_file.as_deref().map(absolute),
                 server_id: server.server_id.clone(),
+                console: format!(
+                    "{}{}",
+                    server.authorization_server.settings.issuer,
+                    aims_server::console::CONSOLE_PATH
+                ),
+                approvals: format!(
+                    "{}{}",
+                    server.authorization_server.settings.issuer,
+                    aims_oauth::ciba::APPROVALS_PATH
+                ),
             },
             agent: agent.map(|a| AgentEndpoints {
                 workload_api_socket: absolute(&a.socket_path),
@@ -191,6 +207,8 @@ impl UpFile {
             ("Bundle endpoint", self.server.bundle_endpoint.clone()),
             ("Agent API", self.server.agent_api.clone()),
             ("OAuth issuer", self.server.oauth_issuer.clone()),
+            ("Console", self.server.console.clone()),
+            ("Approvals", self.server.approvals.clone()),
             ("Admin socket", self.admin_socket.display().to_string()),
         ];
         if let Some(ca) = &self.server.web_ca_file {
