@@ -599,6 +599,60 @@ impl PrivateKey {
         Zeroizing::new(out)
     }
 
+    /// Loads a private JWK (RFC 7517 §4 with `d`; RFC 7518 §6.2.2 for EC, RFC 8037 §2 for
+    /// Ed25519), as the Workload API's `wit_svid_key` carries it: the inverse of
+    /// [`PrivateKey::to_private_jwk`].
+    pub fn from_private_jwk(json: &str) -> Result<Self, KeyError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            kty: String,
+            crv: Option<String>,
+            x: Option<String>,
+            y: Option<String>,
+            d: Option<String>,
+        }
+        let raw: Raw = serde_json::from_str(json).map_err(|_| KeyError::Invalid("JWK"))?;
+        let b64 = |v: &Option<String>| -> Result<Zeroizing<Vec<u8>>, KeyError> {
+            v.as_deref()
+                .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+                .map(Zeroizing::new)
+                .ok_or(KeyError::Invalid("JWK member"))
+        };
+        let d = b64(&raw.d)?;
+        let x = b64(&raw.x)?;
+        match (raw.kty.as_str(), raw.crv.as_deref()) {
+            ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+                let (key_type, alg) = if crv == "P-256" {
+                    (KeyType::EcP256, &ECDSA_P256_SHA256_FIXED_SIGNING)
+                } else {
+                    (KeyType::EcP384, &ECDSA_P384_SHA384_FIXED_SIGNING)
+                };
+                let y = b64(&raw.y)?;
+                let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(alg, &d, &point)
+                    .map_err(|_| KeyError::Invalid("EC JWK"))?;
+                let pkcs8 = pair.to_pkcs8v1().map_err(|_| KeyError::Crypto)?;
+                Self::from_pkcs8_der_typed(key_type, Zeroizing::new(pkcs8.as_ref().to_vec()))
+            }
+            ("OKP", Some("Ed25519")) => {
+                let pair = Ed25519KeyPair::from_seed_and_public_key(&d, &x)
+                    .map_err(|_| KeyError::Invalid("Ed25519 JWK"))?;
+                let pkcs8 = pair.to_pkcs8v1().map_err(|_| KeyError::Crypto)?;
+                Self::from_pkcs8_der_typed(
+                    KeyType::Ed25519,
+                    Zeroizing::new(pkcs8.as_ref().to_vec()),
+                )
+            }
+            _ => Err(KeyError::Unsupported(format!(
+                "private JWK of kty {} crv {:?}",
+                raw.kty, raw.crv
+            ))),
+        }
+    }
+
     /// The private key as a JWK (RFC 7517 §4, with `d`), as the Workload API's `wit_svid_key`
     /// field carries it (SPIFFE Workload API, WIT profile). Only EC and Ed25519 keys have one.
     pub fn to_private_jwk(&self, alg: Algorithm) -> Result<Zeroizing<String>, KeyError> {
@@ -682,6 +736,32 @@ impl rcgen::PublicKeyData for RawRsa<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_jwks_round_trip() {
+        for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Ed25519] {
+            let key = PrivateKey::generate(kt).unwrap();
+            let jwk = key.to_private_jwk(key.jws_algorithm()).unwrap();
+            let back = PrivateKey::from_private_jwk(&jwk).unwrap();
+            assert_eq!(
+                back.public_key().thumbprint(),
+                key.public_key().thumbprint(),
+                "{kt}"
+            );
+        }
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let other = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let mut jwk: serde_json::Value =
+            serde_json::from_str(&key.to_private_jwk(key.jws_algorithm()).unwrap()).unwrap();
+        let other_jwk: serde_json::Value =
+            serde_json::from_str(&other.to_private_jwk(other.jws_algorithm()).unwrap()).unwrap();
+        jwk["d"] = other_jwk["d"].clone();
+        assert!(
+            PrivateKey::from_private_jwk(&jwk.to_string()).is_err(),
+            "d of another key"
+        );
+        assert!(PrivateKey::from_private_jwk(r#"{"kty":"oct","k":"AA"}"#).is_err());
+    }
 
     #[test]
     fn every_key_type_signs_and_verifies_jws() {
