@@ -188,3 +188,30 @@ async fn an_agent_on_the_sdk_gets_rotating_credentials_tokens_and_calls_tools() 
         .unwrap();
     assert_eq!(unsigned.status(), 401);
 }
+
+/// A Python agent on py-spiffe, the standard SPIFFE library, needs no AIMS client
+/// (examples/python-agent): identity from the Workload API, a token with its JWT-SVID, an MCP
+/// call through the gateway.
+#[test]
+fn a_python_agent_on_py_spiffe_needs_no_aims_client() {
+    let aims = Aims::start("up", &["--register-self"]);
+    let up_json = aims.data_dir.join("up.json");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/python-agent/agent.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&up_json)
+        .arg("hi from py-spiffe")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        aims.logs()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["spiffe_id"].as_str().unwrap().contains("/user/"), "{v}");
+    assert_eq!(v["token_sub"], v["spiffe_id"]);
+    assert_eq!(v["echo"], "hi from py-spiffe");
+}
