@@ -343,12 +343,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (a, b) = (demo.agent("agent-a"), demo.agent("agent-b"));
     let uid = own_uid()?;
     let existing = demo.admin.list_entries(None, None).await?;
+    // A rerun starts afresh: an earlier run revoked agent B. Tokens issued in the second of a
+    // revocation stay revoked (`iat` counts seconds), so the run starts after that second.
+    let mut revoked_at = None;
+    for r in demo.admin.revocations().await? {
+        if r.lifted_at.is_none() && (r.principal == a || r.principal == b) {
+            demo.admin
+                .lift_revocation(&r.principal, "aims demo starts again")
+                .await?;
+            revoked_at = revoked_at.max(Some(r.revoked_at));
+        }
+    }
+    if let Some(t) = revoked_at {
+        while aims_core::unix_seconds(std::time::SystemTime::now()) <= t {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     for id in [&a, &b] {
-        // A rerun starts afresh: an earlier run revoked agent B.
-        let _ = demo
-            .admin
-            .lift_revocation(id, "aims demo starts again")
-            .await;
         if existing.iter().any(|e| e.spiffe_id.as_str() == id.as_str()) {
             continue;
         }
