@@ -16,6 +16,7 @@ mod clock;
 pub mod duration;
 pub mod files;
 mod spiffe_id;
+pub mod trace_context;
 mod wimse_id;
 
 pub use clock::{

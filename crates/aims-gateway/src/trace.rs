@@ -23,18 +23,7 @@ pub struct TraceIds {
     pub parent: Option<String>,
 }
 
-/// A W3C trace id: 32 lowercase hex digits, not all zero.
-pub fn is_trace_id(t: &str) -> bool {
-    t.len() == 32
-        && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && t.bytes().any(|b| b != b'0')
-}
-
-fn is_span_id(s: &str) -> bool {
-    s.len() == 16
-        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && s.bytes().any(|b| b != b'0')
-}
+pub use aims_core::trace_context::is_trace_id;
 
 /// A fresh random id in W3C trace-id form.
 pub fn new_trace_id() -> String {
@@ -47,15 +36,8 @@ pub fn from_headers(headers: &HeaderMap) -> TraceIds {
     let parent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let mut parts = v.split('-');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("00"), Some(t), Some(p)) if is_trace_id(t) && is_span_id(p) => {
-                    Some((t.to_owned(), p.to_owned()))
-                }
-                _ => None,
-            }
-        });
+        .and_then(aims_core::trace_context::parse_traceparent)
+        .map(|(t, p)| (t.to_owned(), p.to_owned()));
     if let Some((trace_id, span)) = parent {
         return TraceIds {
             trace_id,

@@ -54,6 +54,9 @@ struct Asked {
     /// Ping mode: the bearer token to present, the endpoint, and the `auth_req_id` to name
     /// (the one place it is kept in the clear: a ping must carry it).
     ping: Option<Ping>,
+    /// The task the request belongs to (the agent's W3C trace id), for the approval's record.
+    #[serde(default)]
+    trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +214,7 @@ impl AuthorizationServer {
                 binding_message: binding_message.clone(),
                 mode,
                 ping,
+                trace_id: client.trace_id.clone(),
             })
             .map_err(|e| OAuthError::server_error("CIBA request", e))?,
             status: CibaStatus::Pending,
@@ -392,6 +396,7 @@ impl AuthorizationServer {
                 scopes: asked.scopes.clone(),
                 audience: asked.resources.clone(),
                 authorization_details: asked.authorization_details.clone(),
+                correlation_id: asked.trace_id.clone(),
             })
             .await
             .map_err(|e| {

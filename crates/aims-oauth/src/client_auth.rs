@@ -65,6 +65,9 @@ pub struct AuthenticatedClient {
     pub certificate_thumbprint: Option<String>,
     /// Registered metadata, for registered clients.
     pub metadata: Option<Arc<KnownClient>>,
+    /// The W3C trace id the request came with (`traceparent`): the task's id in the audit
+    /// records this request makes (AIMS MO-9).
+    pub trace_id: Option<String>,
 }
 
 impl AuthenticatedClient {
@@ -179,6 +182,9 @@ impl AuthorizationServer {
         } else {
             self.tls_client(form.get("client_id"), connection)?
         };
+        client.trace_id = header(headers, "traceparent")?
+            .and_then(aims_core::trace_context::parse_traceparent)
+            .map(|(t, _)| t.to_owned());
         // Bind to the TLS client certificate when the client proved the same identity with it.
         if let Some(conn) = connection
             && let (Some(peer), Some(id)) = (&conn.peer_spiffe_id, &client.spiffe_id)
@@ -217,6 +223,7 @@ impl AuthorizationServer {
             method,
             certificate_thumbprint: None,
             metadata,
+            trace_id: None,
         })
     }
 
@@ -306,6 +313,7 @@ impl AuthorizationServer {
             method: AuthMethod::SpiffeWit,
             certificate_thumbprint: None,
             metadata: None,
+            trace_id: None,
         })
     }
 
@@ -329,6 +337,7 @@ impl AuthorizationServer {
             method: AuthMethod::SpiffeX509,
             certificate_thumbprint: None,
             metadata: None,
+            trace_id: None,
         })
     }
 
@@ -432,6 +441,7 @@ impl AuthorizationServer {
             method: AuthMethod::PrivateKeyJwt,
             certificate_thumbprint: None,
             metadata: Some(known),
+            trace_id: None,
         })
     }
 
@@ -496,6 +506,7 @@ impl AuthorizationServer {
             method,
             certificate_thumbprint: None,
             metadata: Some(metadata),
+            trace_id: None,
         })
     }
 }

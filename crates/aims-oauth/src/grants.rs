@@ -737,9 +737,18 @@ impl AuthorizationServer {
                     prev.tctx.clone(),
                 )
             }
-            // 32 hex digits: the id can double as a W3C trace id (AIMS MO-11).
+            // A new transaction takes the task's id: the trace the request details name (the
+            // gateway's) or the one the caller sent; else a fresh one. 32 hex digits either
+            // way, so the id doubles as a W3C trace id (AIMS MO-9, MO-11).
             None => (
-                uuid::Uuid::new_v4().simple().to_string(),
+                details
+                    .as_ref()
+                    .and_then(|d| d.get("trace"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| client.trace_id.clone())
+                    .filter(|t| aims_core::trace_context::is_trace_id(t))
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
                 workload.to_string(),
                 details,
             ),

@@ -135,6 +135,7 @@ impl AuthorizationServer {
             audience: g.audience.clone(),
             authorization_details: g.authorization_details.clone(),
             approval: g.approval.clone(),
+            correlation_id: client.trace_id.clone(),
         };
         match self.pdp.decide(&request).await {
             Decision::Permit => Ok(()),

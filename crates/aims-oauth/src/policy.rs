@@ -25,6 +25,8 @@ pub struct AccessRequest {
     pub authorization_details: Option<serde_json::Value>,
     /// The person's approval the grant rests on (a CIBA approval reference), if any.
     pub approval: Option<String>,
+    /// The task the request belongs to (its W3C trace id), for the audit record.
+    pub correlation_id: Option<String>,
 }
 
 /// Why a request is refused.
@@ -67,6 +69,8 @@ pub struct ApprovalDecision {
     pub audience: Vec<String>,
     /// Authorization details.
     pub authorization_details: Option<serde_json::Value>,
+    /// The task the request belongs to (the W3C trace id the agent sent with it).
+    pub correlation_id: Option<String>,
 }
 
 /// A policy decision point, which also keeps the record of what it decided.

@@ -263,6 +263,7 @@ impl PolicyDecisionPoint for TokenPolicy {
                 aims_core::unix_millis(self.clock.now()),
             );
             record.source = self.source.clone();
+            record.correlation_id = r.correlation_id.clone();
             tracing::debug!(client = %r.client_id, audience, allowed = verdict.allowed, policy_version = verdict.policy_version, policies = ?verdict.policies, "token policy decision");
             // Submitted, not awaited: the token response does not wait for the fsync (the
             // record is in the next group commit); a full queue makes the grant wait.
@@ -317,6 +318,7 @@ impl PolicyDecisionPoint for TokenPolicy {
             aims_audit::Outcome::Deny
         });
         record.approval = Some(d.approval_id.clone());
+        record.correlation_id = d.correlation_id.clone();
         let mut what = format!(
             "{} by the user",
             if d.approved { "approved" } else { "denied" }

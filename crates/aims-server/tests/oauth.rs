@@ -1994,3 +1994,82 @@ async fn client_id_metadata_documents_are_fetched_with_ssrf_guards() {
     assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
     assert!(description(&v).contains("special-use address"), "{v}");
 }
+
+/// AIMS MO-9: one id per task. A token request's W3C `traceparent` labels the audit record of
+/// its decision, and a new transaction token takes that trace id as its `txn`; a malformed
+/// `traceparent` is ignored (a fresh id), never an error.
+#[tokio::test]
+async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
+    let a = start_as("example.org", |_| {}).await;
+    let task = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{task}-00f067aa0ba902b7-01");
+    let agent = "spiffe://example.org/agent/traced";
+    let assertion = a.jwt_svid(agent).await;
+    let token_url = a.token_url();
+    let (s, v, _) = a
+        .post_with(
+            &a.http,
+            &token_url,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &assertion),
+                ("scope", "orders:read"),
+                ("resource", RESOURCE),
+            ],
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let txn_request = |traceparent: String| {
+        let (a, access, assertion) = (&a, access.clone(), assertion.clone());
+        async move {
+            a.post_with(
+                &a.http,
+                &a.token_url(),
+                &[
+                    ("grant_type", TOKEN_EXCHANGE),
+                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion", &assertion),
+                    (
+                        "requested_token_type",
+                        "urn:ietf:params:oauth:token-type:txn_token",
+                    ),
+                    ("subject_token", &access),
+                    ("subject_token_type", ACCESS_TOKEN),
+                    ("audience", "example.org"),
+                    ("scope", "orders:read"),
+                ],
+                &[("traceparent", &traceparent)],
+            )
+            .await
+        }
+    };
+    let (s, v, _) = txn_request(traceparent.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let txn = aims_credentials::jose::CompactJws::parse(v["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims::<Value>()
+        .unwrap();
+    assert_eq!(txn["txn"], task, "the transaction is the task");
+    let (s, v, _) = txn_request("00-zz-not-a-trace-01".into()).await;
+    assert_eq!(s, 200, "{v}");
+    let other = aims_credentials::jose::CompactJws::parse(v["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims::<Value>()
+        .unwrap();
+    assert_ne!(other["txn"], task);
+    assert_eq!(other["txn"].as_str().unwrap().len(), 32);
+
+    a.server.audit.append(&[]).await.unwrap();
+    let rows = a
+        .server
+        .issuer
+        .store()
+        .audit_by_correlation(task, 100)
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the token decision carries the task id");
+    assert!(rows.iter().all(|r| r.record.contains(agent)));
+}

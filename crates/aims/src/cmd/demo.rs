@@ -200,9 +200,17 @@ struct Demo {
     td: String,
     mcp_url: String,
     mcp_resource: String,
+    /// The task's id (a W3C trace id), sent as `traceparent` on every call the agents make,
+    /// so the audit log joins them into one trace (AIMS MO-9).
+    task: String,
 }
 
 impl Demo {
+    fn traceparent(&self) -> String {
+        let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        format!("00-{}-{span}-01", self.task)
+    }
+
     fn agent(&self, name: &str) -> String {
         format!("spiffe://{}/demo/{name}", self.td)
     }
@@ -256,6 +264,7 @@ impl Demo {
         let resp = self
             .http
             .post(format!("{}{path}", self.issuer))
+            .header("traceparent", self.traceparent())
             .form(&f)
             .send()
             .await?;
@@ -274,6 +283,7 @@ impl Demo {
             .http
             .post(&self.mcp_url)
             .bearer_auth(token)
+            .header("traceparent", self.traceparent())
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2025-11-25")
             .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -331,6 +341,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         td: up.trust_domain.clone(),
         mcp_url: mcp.url.clone(),
         mcp_resource: mcp.resource.clone(),
+        task: uuid::Uuid::new_v4().simple().to_string(),
     };
     let mut story = Story { step: 0, of: 8 };
     println!(
@@ -391,6 +402,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "the JWT-SVID names another identity"
         );
     }
+
+    let current = demo.admin.current_policy().await?;
+    if !current.text.contains("demo-delete-needs-approval") {
+        demo.admin
+            .apply_policy(
+                &format!("{}\n{APPROVAL_POLICY}", current.text),
+                false,
+                Some("aims demo".into()),
+            )
+            .await?;
+    }
+    story.done(
+        "policy in force: deleting a file needs a person's approval",
+        "Cedar, versioned policy (AIMS AZ-27)",
+    );
 
     // 2. Agent A calls a tool with its own token.
     story.step("Agent A calls the MCP tool through the gateway with its own token");
@@ -613,24 +639,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "Cedar policy, MCP",
     );
     // The gateway appends its decisions asynchronously: they land within milliseconds.
+    let task = demo.task.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let task = loop {
-        let records = super::audit::fetch_all(&demo.admin, 0).await?;
-        let found = records
-            .iter()
-            .rev()
-            .filter_map(|e| e.parsed().ok())
-            .find(|r| r.agent.as_deref() == Some(b.as_str()) && r.action == "call_tool")
-            .and_then(|r| r.correlation_id);
-        match found {
-            Some(id) => break id,
-            None => ensure!(
-                Instant::now() < deadline,
-                "the gateway recorded no decision for agent B"
-            ),
+    loop {
+        let recorded = demo.admin.audit_trace(&task).await?.iter().any(|e| {
+            e.parsed()
+                .is_ok_and(|r| r.agent.as_deref() == Some(b.as_str()) && r.action == "call_tool")
+        });
+        if recorded {
+            break;
         }
+        ensure!(
+            Instant::now() < deadline,
+            "the gateway recorded no decision for agent B under the task's id"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     story.done(
         &format!("the upstream got a Txn-Token for transaction {task}"),
         "draft-ietf-oauth-transaction-tokens-11",
@@ -638,16 +662,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // 6. A high-risk call needs the person's approval.
     story.step("A high-risk call needs the user's approval (step-up through CIBA)");
-    let current = demo.admin.current_policy().await?;
-    if !current.text.contains("demo-delete-needs-approval") {
-        demo.admin
-            .apply_policy(
-                &format!("{}\n{APPROVAL_POLICY}", current.text),
-                false,
-                Some("aims demo".into()),
-            )
-            .await?;
-    }
     // The gateway follows the new policy version within its poll interval.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (s, challenge, body) = loop {
@@ -824,13 +838,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 8. The trail.
     story.step("The audit trail: the task's execution chain, and the log verifies");
     let trace = demo.admin.audit_trace(&task).await?;
-    ensure!(!trace.is_empty(), "no trace for {task}");
     for line in aims_audit::render_trace(&task, &trace).lines() {
         story.note(line);
     }
+    let records: Vec<aims_audit::AuditRecord> =
+        trace.iter().filter_map(|e| e.parsed().ok()).collect();
+    let by = |agent: &str| {
+        records
+            .iter()
+            .filter(|r| r.agent.as_deref() == Some(agent))
+            .count()
+    };
+    let approvals = records.iter().filter(|r| r.action == "approve").count();
+    ensure!(
+        by(&a) > 0 && by(&b) > 0 && approvals == 1,
+        "the trace misses part of the task: {} records of A, {} of B, {approvals} approvals",
+        by(&a),
+        by(&b)
+    );
     story.done(
-        &format!("trace of transaction {task}: {} records", trace.len()),
-        "AIMS MO-8, MO-9",
+        &format!(
+            "one task, {} records: token grants, tool calls of both agents, the approval",
+            trace.len()
+        ),
+        "AIMS MO-8, MO-9: W3C trace id = txn",
     );
     let verified = super::audit::verify_against_server(&demo.admin).await?;
     story.done(&verified, "RFC 9162 Merkle tree, C2SP signed checkpoint");
