@@ -30,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "audit",
     "revocation",
     "people",
+    "pdp",
 ];
 
 /// Run AIMS benchmarks.
@@ -91,7 +92,8 @@ fn main() -> anyhow::Result<()> {
             "token" => scenarios::oauth::token(timing)?,
             "gateway" => scenarios::gateway::gateway(timing)?,
             "audit" => scenarios::audit::audit(timing)?,
-            "revocation" => scenarios::revocation::revocation(timing)?,
+            "revocation" | "revoke" => scenarios::revocation::revocation(timing)?,
+            "pdp" => scenarios::gateway::pdp(timing)?,
             "people" => scenarios::people::people(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",
@@ -99,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             ),
         };
         // These two measure latencies of single events, not interleaved throughput.
-        if !matches!(name, "audit" | "revocation" | "people") {
+        if !matches!(name, "audit" | "revocation" | "revoke" | "people") {
             r.notes.push(format!(
                 "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
                 args.seconds, args.reps

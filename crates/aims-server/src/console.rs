@@ -136,14 +136,14 @@ async fn page<F, Fut>(
     body: F,
 ) -> Response
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(SignedIn) -> Fut,
     Fut: std::future::Future<Output = Result<String, aims_store::StoreError>>,
 {
     let me = match admin(c, headers, here).await {
         Ok(me) => me,
         Err(r) => return r,
     };
-    match body().await {
+    match body(me.clone()).await {
         Ok(html) => pages::layout(&c.people, headers, StatusCode::OK, title, Some(&me), |_| {
             format!("<p class=\"crumbs\"><a href=\"{CONSOLE_PATH}\">Console</a></p>{html}")
         }),
@@ -168,7 +168,7 @@ fn table(
 }
 
 async fn home(State(c): S, headers: HeaderMap) -> Response {
-    page(&c, &headers, CONSOLE_PATH, "Console", || async {
+    page(&c, &headers, CONSOLE_PATH, "Console", |_| async {
         Ok(render(&Home {
             links: vec![
                 ("/console/agents", "Agents and entries", "attested node agents and the registration entries that give workloads their identities"),
@@ -190,7 +190,7 @@ async fn agents(State(c): S, headers: HeaderMap) -> Response {
         &headers,
         "/console/agents",
         "Agents and entries",
-        || async {
+        |_| async {
             let store = &c.log.store;
             let nodes = store
                 .list_nodes()
@@ -248,7 +248,7 @@ async fn agents(State(c): S, headers: HeaderMap) -> Response {
 }
 
 async fn credentials(State(c): S, headers: HeaderMap) -> Response {
-    page(&c, &headers, "/console/credentials", "Issued credentials", || async {
+    page(&c, &headers, "/console/credentials", "Issued credentials", |_| async {
         let rows = c
             .log
             .store
@@ -277,8 +277,8 @@ async fn credentials(State(c): S, headers: HeaderMap) -> Response {
 }
 
 async fn approvals(State(c): S, headers: HeaderMap) -> Response {
-    page(&c, &headers, "/console/approvals", "Pending approvals", || async {
-        let store = &c.log.store;
+    let store = &c.log.store;
+    page(&c, &headers, "/console/approvals", "Pending approvals", |me| async move {
         let now = aims_core::unix_seconds(std::time::SystemTime::now());
         let mut rows = Vec::new();
         for u in store.list_users().await? {
@@ -295,13 +295,18 @@ async fn approvals(State(c): S, headers: HeaderMap) -> Response {
                     ),
                     time(r.created_at),
                     time(r.expires_at),
+                    if u.user_id == me.user.user_id {
+                        link("approve or deny", "/approvals".into())
+                    } else {
+                        text("")
+                    },
                 ]);
             }
         }
         Ok(table(
             "approvals",
             Some("Each person decides their own on the approvals page (/approvals); nobody approves for another.".into()),
-            &["For", "Agent", "Binding message", "Scopes", "Asked", "Expires"],
+            &["For", "Agent", "Binding message", "Scopes", "Asked", "Expires", ""],
             rows,
             "Nothing waits for a decision.",
         ))
@@ -310,7 +315,7 @@ async fn approvals(State(c): S, headers: HeaderMap) -> Response {
 }
 
 async fn decisions(State(c): S, headers: HeaderMap) -> Response {
-    page(&c, &headers, "/console/decisions", "Recent decisions", || async {
+    page(&c, &headers, "/console/decisions", "Recent decisions", |_| async {
         let store = &c.log.store;
         let len = store.audit_len().await?;
         let from = len.saturating_sub(ROWS);
@@ -350,7 +355,7 @@ async fn decisions(State(c): S, headers: HeaderMap) -> Response {
 
 async fn trace(State(c): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let here = format!("/console/trace/{id}");
-    page(&c, &headers, &here, "Task trace", || async {
+    page(&c, &headers, &here, "Task trace", |_| async {
         let entries: Vec<aims_audit::LogEntry> = c
             .log
             .store
@@ -368,7 +373,7 @@ async fn trace(State(c): S, headers: HeaderMap, Path(id): Path<String>) -> Respo
 }
 
 async fn signals(State(c): S, headers: HeaderMap) -> Response {
-    page(&c, &headers, "/console/signals", "Signals", || async {
+    page(&c, &headers, "/console/signals", "Signals", |_| async {
         let store = &c.log.store;
         let mut rows = Vec::new();
         for s in store.streams(None).await? {
@@ -441,7 +446,7 @@ async fn policy_versions(State(c): S, headers: HeaderMap) -> Response {
         &headers,
         "/console/policy",
         "Policy versions",
-        || async {
+        |_| async {
             let current = c.policy.current().version;
             let rows = c
                 .log
@@ -482,7 +487,7 @@ async fn policy_version(State(c): S, headers: HeaderMap, Path(version): Path<u64
         &headers,
         &here,
         &format!("Policy version {version}"),
-        || async {
+        |_| async {
             let store = &c.log.store;
             let row = store.policy_version(version).await?;
             let mut sections = Vec::new();

@@ -1448,6 +1448,8 @@ async fn every_console_page_renders_for_an_administrator_in_a_real_browser() {
     assert_eq!(s, 200);
     let (s, _) = backchannel(&f, &[]).await;
     assert_eq!(s, 200);
+    let (s, _) = backchannel(&f, &[("login_hint", "root"), ("binding_message", "ROOT-1")]).await;
+    assert_eq!(s, 200);
 
     let browser = webdriver::Browser::start().await;
     let sign_in = |user: &'static str| {
@@ -1490,6 +1492,7 @@ async fn every_console_page_renders_for_an_administrator_in_a_real_browser() {
         ("/console/agents", "#entries, .empty", ""),
         ("/console/credentials", "#credentials", AGENT),
         ("/console/approvals", "#approvals", "W4SCT"),
+        ("/console/approvals", "#approvals", "approve or deny"),
         ("/console/decisions", "#decisions", "obtain_token"),
         ("/console/signals", "main", "No receiver has a stream"),
         ("/console/policy", "#policies", "in force"),

@@ -184,6 +184,23 @@ fn cedar(timing: Timing) -> anyhow::Result<Vec<Measurement>> {
     )
 }
 
+/// `pdp`: the Cedar decision alone, in process, as the gateway and the AS make it.
+pub fn pdp(timing: Timing) -> anyhow::Result<ScenarioReport> {
+    let d = cedar(timing)?;
+    Ok(ScenarioReport {
+        scenario: "pdp".into(),
+        description: "Cedar policy decisions in process (the default policy, AIMS schema)".into(),
+        rows: vec![
+            Row::baseline("Cedar decision, HTTP tool call", d[0].clone()),
+            Row::baseline(
+                "Cedar decision, MCP tools/call with arguments",
+                d[1].clone(),
+            ),
+        ],
+        notes: vec!["the same decisions are rows of `gateway`, beside the proxied calls".into()],
+    })
+}
+
 fn added(label: &str, base: &Measurement, m: &Measurement) -> String {
     format!(
         "{label}: added latency p50 {:.0} µs, p99 {:.0} µs (gateway p50 {:.0} / p99 {:.0} µs; direct p50 {:.0} / p99 {:.0} µs)",
