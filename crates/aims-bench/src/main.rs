@@ -26,6 +26,8 @@ const SCENARIOS: &[&str] = &[
     "httpsig",
     "workload-api",
     "token",
+    "token-exchange",
+    "txn-token",
     "gateway",
     "audit",
     "revocation",
@@ -43,7 +45,9 @@ struct Args {
     /// enforcement gateway against the tool called directly; needs the `aims` binary and
     /// taskset), audit (durable appends on SQLite and PostgreSQL, checkpoint lag, inclusion
     /// proofs at 10 million entries; PostgreSQL at AIMS_TEST_POSTGRES_URL), revocation
-    /// (operator revoke → gateway refuses; needs the `aims` binary), people (consent and
+    /// (operator revoke → gateway refuses; needs the `aims` binary), token-exchange and
+    /// txn-token (those grants alone; need the `aims` binary and taskset), pdp (Cedar decisions
+    /// in process), people (consent and
     /// approvals pages under 100 sessions, CIBA approval → token; needs the `aims` binary and
     /// taskset).
     scenarios: Vec<String>,
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             "httpsig" => scenarios::authn::httpsig(timing)?,
             "workload-api" => scenarios::workload::workload_api(timing)?,
             "token" => scenarios::oauth::token(timing)?,
+            "token-exchange" | "txn-token" => scenarios::oauth::delegation(timing, name)?,
             "gateway" => scenarios::gateway::gateway(timing)?,
             "audit" => scenarios::audit::audit(timing)?,
             "revocation" | "revoke" => scenarios::revocation::revocation(timing)?,

@@ -131,14 +131,7 @@ fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
 pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     pin_self(0)?;
     let dir = tempfile::tempdir()?;
-    // The crypto limit, measured here (CPU 0, same model) before the servers start.
-    let raw = RawEs256::new()?;
-    let crypto = run_interleaved(
-        timing,
-        &mut [&mut || raw.sign_once(), &mut || raw.verify_once()],
-    )?;
-    let (sign_rate, verify_rate) = (crypto[0].ops_per_sec, crypto[1].ops_per_sec);
-    let limit = 1.0 / (1.0 / sign_rate + 1.0 / verify_rate);
+    let (crypto, limit) = crypto_limit(timing)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -151,34 +144,16 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     ))?;
 
     eprintln!("  starting aims server and oidc-provider on CPU 1…");
-    let (_aims, up) = start_aims(dir.path())?;
+    let server = AimsServer::start(dir.path(), &rt)?;
     let (_node, node_port) = start_oidc_provider(dir.path(), &jwk)?;
-    let issuer = up["server"]["oauth_issuer"]
-        .as_str()
-        .context("no oauth_issuer in up.json")?
-        .to_owned();
-    let ca = PathBuf::from(
-        up["server"]["web_ca_file"]
-            .as_str()
-            .context("no web_ca_file in up.json")?,
+    let (issuer, aims, admin) = (
+        server.issuer.clone(),
+        server.token_endpoint.clone(),
+        &server.admin,
     );
-    let aims = https_target(&issuer, &ca, "/oauth2/token")?;
+    let svid_a = &server.svid_a;
     let node_issuer = format!("http://127.0.0.1:{node_port}");
     let node = Target::post(format!("127.0.0.1:{node_port}").parse()?, None, "/token");
-    let admin = AdminClient::new(
-        up["admin_socket"]
-            .as_str()
-            .context("no admin_socket in up.json")?,
-    );
-    let svid = |name: &str| {
-        let req = aims_server::admin::api::MintJwtRequest {
-            spiffe_id: aims_core::SpiffeId::parse(&format!("spiffe://{TD}/agent/{name}"))?,
-            audience: vec![issuer.clone()],
-            ttl_seconds: Some(3600),
-        };
-        anyhow::Ok(rt.block_on(admin.mint_jwt(&req))?.token)
-    };
-    let (svid_a, svid_b) = (svid("a")?, svid("b")?);
     rt.block_on(admin.create_client(&aims_server::admin::api::CreateClientRequest {
         client_id: Some("bench-pkjwt".into()),
         metadata: serde_json::json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [jwk]}}),
@@ -195,34 +170,11 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let svid_body = fixed(form(&[
         ("grant_type", "client_credentials"),
         ("client_assertion_type", JWT_SPIFFE),
-        ("client_assertion", &svid_a),
+        ("client_assertion", svid_a),
         ("scope", "api:read"),
         ("resource", RESOURCE),
     ])?);
-    // Agent A's own access token, for the exchange rows.
-    let subject = rt.block_on(access_token(&aims, &svid_a))?;
-    let exchange_body = fixed(form(&[
-        ("grant_type", TOKEN_EXCHANGE),
-        ("client_assertion_type", JWT_SPIFFE),
-        ("client_assertion", &svid_b),
-        ("subject_token", &subject),
-        ("subject_token_type", ACCESS_TOKEN),
-        ("scope", "api:read"),
-        ("resource", RESOURCE),
-    ])?);
-    let txn_body = fixed(form(&[
-        ("grant_type", TOKEN_EXCHANGE),
-        ("client_assertion_type", JWT_SPIFFE),
-        ("client_assertion", &svid_a),
-        (
-            "requested_token_type",
-            "urn:ietf:params:oauth:token-type:txn_token",
-        ),
-        ("subject_token", &subject),
-        ("subject_token_type", ACCESS_TOKEN),
-        ("audience", TD),
-        ("scope", "api:read"),
-    ])?);
+    let (exchange_body, txn_body) = server.delegation_bodies(&rt)?;
     let counter = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
         for (t, b, what) in [
@@ -265,7 +217,8 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
         Row::baseline("raw ES256 verify (aws-lc-rs)", crypto[1].clone()),
     ];
     let mut notes = vec![format!(
-        "crypto limit of a token (one verify + one sign): 1/(1/{sign_rate:.0} + 1/{verify_rate:.0}) = {limit:.0}/s"
+        "crypto limit of a token (one verify + one sign): 1/(1/{:.0} + 1/{:.0}) = {limit:.0}/s",
+        crypto[0].ops_per_sec, crypto[1].ops_per_sec
     )];
     let mut node_at = Vec::new();
     for conns in CONNECTIONS {
@@ -362,6 +315,133 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
                 .into(),
         rows,
         notes,
+    })
+}
+
+/// The crypto limit of one token (one ES256 verification and one signature), measured on this
+/// core before any server starts: the raw sign and verify rows, and the limit in tokens/s.
+fn crypto_limit(timing: Timing) -> anyhow::Result<(Vec<Measurement>, f64)> {
+    let raw = RawEs256::new()?;
+    let crypto = run_interleaved(
+        timing,
+        &mut [&mut || raw.sign_once(), &mut || raw.verify_once()],
+    )?;
+    let (sign_rate, verify_rate) = (crypto[0].ops_per_sec, crypto[1].ops_per_sec);
+    Ok((crypto, 1.0 / (1.0 / sign_rate + 1.0 / verify_rate)))
+}
+
+/// `aims server` on CPU 1, with agents A's and B's JWT-SVIDs for its token endpoint.
+struct AimsServer {
+    _proc: Proc,
+    issuer: String,
+    token_endpoint: Target,
+    admin: AdminClient,
+    svid_a: String,
+    svid_b: String,
+}
+
+impl AimsServer {
+    fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
+        let (proc, up) = start_aims(dir)?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).context("up.json");
+        let issuer = text(&up["server"]["oauth_issuer"])?;
+        let ca = PathBuf::from(text(&up["server"]["web_ca_file"])?);
+        let admin = AdminClient::new(text(&up["admin_socket"])?);
+        let svid = |name: &str| {
+            let req = aims_server::admin::api::MintJwtRequest {
+                spiffe_id: aims_core::SpiffeId::parse(&format!("spiffe://{TD}/agent/{name}"))?,
+                audience: vec![issuer.clone()],
+                ttl_seconds: Some(3600),
+            };
+            anyhow::Ok(rt.block_on(admin.mint_jwt(&req))?.token)
+        };
+        let (svid_a, svid_b) = (svid("a")?, svid("b")?);
+        Ok(Self {
+            _proc: proc,
+            token_endpoint: https_target(&issuer, &ca, "/oauth2/token")?,
+            issuer,
+            admin,
+            svid_a,
+            svid_b,
+        })
+    }
+
+    /// Agent B exchanging agent A's access token (delegation), and agent A asking a
+    /// transaction token for it: both verify the subject token and sign one token; the client's
+    /// JWT-SVID is a cache hit.
+    fn delegation_bodies(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(BodyFn, BodyFn)> {
+        let (svid_a, svid_b) = (&self.svid_a, &self.svid_b);
+        let subject = rt.block_on(access_token(&self.token_endpoint, svid_a))?;
+        let exchange_body = fixed(form(&[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("client_assertion_type", JWT_SPIFFE),
+            ("client_assertion", svid_b),
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("scope", "api:read"),
+            ("resource", RESOURCE),
+        ])?);
+        let txn_body = fixed(form(&[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("client_assertion_type", JWT_SPIFFE),
+            ("client_assertion", svid_a),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:txn_token",
+            ),
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("audience", TD),
+            ("scope", "api:read"),
+        ])?);
+        Ok((exchange_body, txn_body))
+    }
+}
+
+/// `token-exchange` or `txn-token`: that row of `token` alone, against the crypto limit (no
+/// Node.js needed).
+pub fn delegation(timing: Timing, which: &str) -> anyhow::Result<ScenarioReport> {
+    pin_self(0)?;
+    let dir = tempfile::tempdir()?;
+    let (crypto, limit) = crypto_limit(timing)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    eprintln!("  starting aims server on CPU 1…");
+    let server = AimsServer::start(dir.path(), &rt)?;
+    let (exchange, txn) = server.delegation_bodies(&rt)?;
+    let (label, body) = if which == "token-exchange" {
+        ("AIMS token exchange (B for A's token), 16 conn", exchange)
+    } else {
+        ("AIMS transaction token, 16 conn", txn)
+    };
+    let target = std::slice::from_ref(&server.token_endpoint);
+    let counter = Arc::new(AtomicU64::new(0));
+    rt.block_on(fetch(&server.token_endpoint, body(0)?))
+        .context(label)?;
+    let m = rt
+        .block_on(median_run(
+            timing,
+            target,
+            16,
+            Pace::Closed,
+            &body,
+            &counter,
+        ))?
+        .m;
+    Ok(ScenarioReport {
+        scenario: which.into(),
+        description: format!("{label} on one core, against the crypto limit of a token"),
+        rows: vec![
+            Row::baseline("raw ES256 sign (aws-lc-rs)", crypto[0].clone()),
+            Row::baseline("raw ES256 verify (aws-lc-rs)", crypto[1].clone()),
+            synthetic("crypto limit: 1 ES256 verify + 1 sign", limit),
+            Row::against(label, m, "crypto limit", limit, None),
+        ],
+        notes: vec![format!(
+            "aims server pinned to CPU 1, load from CPU 0; {} is also a row of `token`",
+            which
+        )],
     })
 }
 
