@@ -243,14 +243,10 @@ impl AuthorizationServer {
             }
         };
         let scopes = params.scopes().map_err(&fail)?.unwrap_or_default();
-        if let Some(allowed) = client.metadata.scope.as_deref() {
-            let allowed = crate::form::parse_scope(allowed).map_err(&fail)?;
-            if let Some(s) = scopes.iter().find(|s| !allowed.contains(s) && *s != OPENID) {
-                return Err(fail(OAuthError::invalid_scope(format!(
-                    "the client is not registered for scope {s:?}"
-                ))));
-            }
-        }
+        client
+            .metadata
+            .check_scopes(client_id, &scopes)
+            .map_err(&fail)?;
         let resources = crate::grants::resources(params).map_err(&fail)?;
         let authorization_details = params
             .get("authorization_details")

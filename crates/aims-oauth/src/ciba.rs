@@ -133,7 +133,7 @@ impl AuthorizationServer {
         if !scopes.iter().any(|s| s == OPENID) {
             return Err(OAuthError::invalid_scope("scope must include openid"));
         }
-        Self::registered_scopes_except_openid(client, &scopes)?;
+        Self::registered_scopes(client, &scopes)?;
         let user = self.hinted_user(form).await?;
         let binding_message = form.get("binding_message").map(str::to_owned);
         if let Some(m) = &binding_message
@@ -243,14 +243,6 @@ impl AuthorizationServer {
             });
         }
         Ok(json!({"auth_req_id": auth_req_id, "expires_in": expiry, "interval": interval}))
-    }
-
-    fn registered_scopes_except_openid(
-        client: &AuthenticatedClient,
-        scopes: &[String],
-    ) -> Result<(), OAuthError> {
-        let rest: Vec<String> = scopes.iter().filter(|s| *s != OPENID).cloned().collect();
-        Self::registered_scopes(client, &rest)
     }
 
     /// The user a request names: exactly one of `login_hint` (username), `id_token_hint` (an

@@ -230,6 +230,24 @@ impl ClientMetadata {
         }
     }
 
+    /// Checks `scopes` against the scopes the client registered (`scope`; none registered:
+    /// any). `openid` asks for an ID token, not an access right, and is never checked.
+    pub fn check_scopes(&self, client_id: &str, scopes: &[String]) -> Result<(), OAuthError> {
+        let Some(registered) = self.scope.as_deref() else {
+            return Ok(());
+        };
+        let allowed: Vec<&str> = registered.split(' ').filter(|t| !t.is_empty()).collect();
+        match scopes
+            .iter()
+            .find(|s| *s != crate::authorize::OPENID && !allowed.contains(&s.as_str()))
+        {
+            Some(s) => Err(OAuthError::invalid_scope(format!(
+                "client {client_id} is not registered for scope {s:?}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the client may use `grant_type` (RFC 7591 §2: default authorization_code only;
     /// AIMS's default for registered clients is every grant it implements).
     pub fn allows_grant(&self, grant_type: &str) -> bool {

@@ -190,20 +190,10 @@ impl AuthorizationServer {
         client: &AuthenticatedClient,
         scopes: &[String],
     ) -> Result<(), OAuthError> {
-        if let Some(allowed) = client
-            .metadata
-            .as_ref()
-            .and_then(|m| m.metadata.scope.as_deref())
-        {
-            let allowed = split_scope(Some(allowed));
-            if let Some(s) = scopes.iter().find(|s| !allowed.contains(s)) {
-                return Err(OAuthError::invalid_scope(format!(
-                    "client {} is not registered for scope {s:?}",
-                    client.client_id
-                )));
-            }
+        match &client.metadata {
+            Some(m) => m.metadata.check_scopes(&client.client_id, scopes),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn client_credentials(
