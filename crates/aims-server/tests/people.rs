@@ -27,11 +27,10 @@ const AGENT: &str = "spiffe://example.org/agent/a";
 const PASSWORD: &str = "correct horse battery staple";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
-/// A browser: follows nothing by itself, keeps cookies.
+/// A browser: follows nothing by itself, keeps cookies (reqwest's cookie store).
 struct Browser {
     http: reqwest::Client,
     base: String,
-    cookies: Mutex<HashMap<String, String>>,
     /// The last page's body: its forms carry the CSRF token a real browser would send.
     last: Mutex<String>,
 }
@@ -49,10 +48,10 @@ impl Browser {
             http: reqwest::Client::builder()
                 .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
                 .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
                 .build()
                 .unwrap(),
             base: a.issuer.clone(),
-            cookies: Mutex::new(HashMap::new()),
             last: Mutex::new(String::new()),
         }
     }
@@ -65,33 +64,8 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
     async fn send(&self, req: reqwest::RequestBuilder) -> Page {
-        let resp = req
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        for c in resp.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            let (name, rest) = c.split_once('=').unwrap();
-            let value = rest.split(';').next().unwrap();
-            let mut jar = self.cookies.lock().unwrap();
-            if value.is_empty() {
-                jar.remove(name);
-            } else {
-                jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
+        let resp = req.send().await.unwrap();
         let page = Page {
             status: resp.status().as_u16(),
             location: resp

@@ -1052,9 +1052,8 @@ fn the_gateway_exports_its_span_in_the_callers_trace() {
 /// CSRF token).
 struct PageSession<'a> {
     s: &'a Stack,
-    /// A client that shows redirects instead of following them.
+    /// A client with its own cookie store that shows redirects instead of following them.
     http: reqwest::Client,
-    cookies: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl<'a> PageSession<'a> {
@@ -1065,31 +1064,16 @@ impl<'a> PageSession<'a> {
             http: reqwest::Client::builder()
                 .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
                 .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
                 .build()
                 .unwrap(),
-            cookies: std::cell::RefCell::default(),
         }
     }
 
-    /// Sends `req` with the session's cookies; keeps the ones set; answers status, Location
-    /// and body.
+    /// Sends `req`; answers status, Location and body.
     fn send(&self, req: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
-        let cookie = self
-            .cookies
-            .borrow()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
         self.s.rt.block_on(async {
-            let resp = req.header("cookie", cookie).send().await.unwrap();
-            for c in resp.headers().get_all("set-cookie") {
-                let (name, rest) = c.to_str().unwrap().split_once('=').unwrap();
-                let value = rest.split(';').next().unwrap().to_owned();
-                let mut jar = self.cookies.borrow_mut();
-                jar.retain(|(k, _)| k != name);
-                jar.push((name.to_owned(), value));
-            }
+            let resp = req.send().await.unwrap();
             let location = resp
                 .headers()
                 .get("location")

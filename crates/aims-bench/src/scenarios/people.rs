@@ -13,6 +13,7 @@
 //! the time from the approval's response to the agent's token. Its floor is one token request
 //! for an approved request.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_core::SpiffeId;
@@ -34,31 +35,40 @@ const PASSWORD: &str = "benchmark password 1";
 const CIBA_SAMPLES: usize = 30;
 const CIBA_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One browser session: cookies kept by hand, redirects shown, not followed.
+/// One browser session: a client with its own cookie store, redirects shown, not followed.
 struct Session {
-    cookies: Vec<(String, String)>,
+    http: reqwest::Client,
+    jar: Arc<reqwest::cookie::Jar>,
 }
 
 impl Session {
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
+    fn new(ca: &std::path::Path) -> anyhow::Result<Self> {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_provider(jar.clone())
+                .build()?,
+            jar,
+        })
+    }
+
+    /// The `Cookie` header the session sends to `issuer` (for the load generator's requests).
+    fn cookie_header(&self, issuer: &str) -> anyhow::Result<String> {
+        use reqwest::cookie::CookieStore as _;
+        let value = self
+            .jar
+            .cookies(&issuer.parse()?)
+            .context("the session has no cookies")?;
+        Ok(value.to_str()?.to_owned())
     }
 
     async fn send(
-        &mut self,
+        &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(u16, Option<String>, String)> {
-        let resp = req.header("cookie", self.cookie_header()).send().await?;
-        for c in resp.headers().get_all("set-cookie") {
-            let (name, rest) = c.to_str()?.split_once('=').context("cookie")?;
-            let value = rest.split(';').next().unwrap_or_default().to_owned();
-            self.cookies.retain(|(k, _)| k != name);
-            self.cookies.push((name.to_owned(), value));
-        }
+        let resp = req.send().await?;
         let location = resp
             .headers()
             .get("location")
@@ -140,13 +150,11 @@ pub fn people(timing: Timing) -> anyhow::Result<ScenarioReport> {
                     password: Some(PASSWORD.into()),
                 })
                 .await?;
-            let mut s = Session {
-                cookies: Vec::new(),
-            };
-            let (_, _, page) = s.send(http.get(url("/login"))).await?;
+            let s = Session::new(&ca)?;
+            let (_, _, page) = s.send(s.http.get(url("/login"))).await?;
             let csrf = field(&page, "csrf")?;
             let (status, _, _) = s
-                .send(http.post(url("/login/password")).form(&[
+                .send(s.http.post(url("/login/password")).form(&[
                     ("username", user.as_str()),
                     ("password", PASSWORD),
                     ("csrf", csrf.as_str()),
@@ -158,7 +166,7 @@ pub fn people(timing: Timing) -> anyhow::Result<ScenarioReport> {
                 b"bench verifier bench verifier bench verifier",
             );
             let (status, pending, _) = s
-                .send(http.get(url("/oauth2/authorize")).query(&[
+                .send(s.http.get(url("/oauth2/authorize")).query(&[
                     ("client_id", "bench-agent"),
                     ("response_type", "code"),
                     ("redirect_uri", "https://app.example/cb"),
@@ -173,19 +181,19 @@ pub fn people(timing: Timing) -> anyhow::Result<ScenarioReport> {
             for k in 0..3 {
                 ciba_request(&admin, &http, &issuer, &user, &format!("B{i}-{k}")).await?;
             }
-            let cookie = s.cookie_header();
+            let cookie = s.cookie_header(&issuer)?;
             consent.push(get_target(&issuer, &ca, &pending, Some(&cookie))?);
             approvals.push(get_target(&issuer, &ca, "/approvals", Some(&cookie))?);
             sessions.push(s);
         }
         // The pages answer as expected before they are measured.
-        let mut s0 = sessions.swap_remove(0);
-        let (status, _, page) = s0.send(http.get(url(&consent[0].path))).await?;
+        let s0 = sessions.swap_remove(0);
+        let (status, _, page) = s0.send(s0.http.get(url(&consent[0].path))).await?;
         anyhow::ensure!(
             status == 200 && page.contains("Bench agent"),
             "consent page: {status}"
         );
-        let (status, _, page) = s0.send(http.get(url("/approvals"))).await?;
+        let (status, _, page) = s0.send(s0.http.get(url("/approvals"))).await?;
         anyhow::ensure!(
             status == 200 && page.matches("class=\"card approval\"").count() == 3,
             "approvals page: {status}"
@@ -193,8 +201,8 @@ pub fn people(timing: Timing) -> anyhow::Result<ScenarioReport> {
         anyhow::Ok((consent, approvals, s0))
     })?;
 
-    let counter = std::sync::Arc::default();
-    let empty: BodyFn = std::sync::Arc::new(|_| Ok(bytes::Bytes::new()));
+    let counter = Arc::default();
+    let empty: BodyFn = Arc::new(|_| Ok(bytes::Bytes::new()));
     let statics = [get_target(&issuer, &ca, "/static/aims.css", None)?];
     let measure = |label: &str, targets: &[Target]| {
         eprintln!("  people: {label}…");
@@ -281,7 +289,7 @@ async fn ciba(
     admin: &AdminClient,
     http: &reqwest::Client,
     issuer: &str,
-    mut user: Session,
+    user: Session,
 ) -> anyhow::Result<(crate::measure::Measurement, crate::measure::Measurement)> {
     eprintln!(
         "  people: {CIBA_SAMPLES} CIBA approvals, agent polling every {} s…",
@@ -325,7 +333,9 @@ async fn ciba(
         // The user decides at a moment spread over the agent's poll cycle.
         let offset = CIBA_INTERVAL.mul_f64((k as f64 + 0.5) / CIBA_SAMPLES as f64);
         tokio::time::sleep(CIBA_INTERVAL + offset).await;
-        let (_, _, page) = user.send(http.get(format!("{issuer}/approvals"))).await?;
+        let (_, _, page) = user
+            .send(user.http.get(format!("{issuer}/approvals")))
+            .await?;
         let card = page
             .split("class=\"card approval\"")
             .find(|c| c.contains(&format!(">{binding}<")))
@@ -333,7 +343,7 @@ async fn ciba(
         let approval = field(card, "id")?;
         let csrf = field(&page, "csrf")?;
         let (status, _, _) = user
-            .send(http.post(format!("{issuer}/approvals/decide")).form(&[
+            .send(user.http.post(format!("{issuer}/approvals/decide")).form(&[
                 ("id", approval.as_str()),
                 ("decision", "approve"),
                 ("csrf", csrf.as_str()),

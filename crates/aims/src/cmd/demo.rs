@@ -69,31 +69,19 @@ impl Story {
     }
 }
 
-/// A browser session of the demo user: cookies kept, redirects shown, not followed.
+/// A browser session of the demo user: a client with its own cookie store that shows
+/// redirects instead of following them.
 struct Browser {
     http: reqwest::Client,
     issuer: String,
-    cookies: Vec<(String, String)>,
 }
 
 /// A page: status, `Location`, body.
 type Page = (u16, Option<String>, String);
 
 impl Browser {
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> anyhow::Result<Page> {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let resp = req.header("cookie", cookie).send().await?;
-        for c in resp.headers().get_all("set-cookie") {
-            let (name, rest) = c.to_str()?.split_once('=').context("a cookie")?;
-            let value = rest.split(';').next().unwrap_or_default().to_owned();
-            self.cookies.retain(|(k, _)| k != name);
-            self.cookies.push((name.to_owned(), value));
-        }
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Page> {
+        let resp = req.send().await?;
         let location = resp
             .headers()
             .get("location")
@@ -102,7 +90,7 @@ impl Browser {
         Ok((resp.status().as_u16(), location, resp.text().await?))
     }
 
-    async fn get(&mut self, path_or_url: &str) -> anyhow::Result<Page> {
+    async fn get(&self, path_or_url: &str) -> anyhow::Result<Page> {
         let url = if path_or_url.starts_with("https://") {
             path_or_url.to_owned()
         } else {
@@ -112,7 +100,7 @@ impl Browser {
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Page> {
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Page> {
         let req = self.http.post(format!("{}{path}", self.issuer)).form(form);
         self.send(req).await
     }
@@ -476,11 +464,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .await?;
     let user = Browser {
-        http: demo.http.clone(),
+        http: reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()?,
         issuer: demo.issuer.clone(),
-        cookies: Vec::new(),
     };
-    let mut user = user;
     let verifier = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
