@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aims_audit::AuditRecord;
 use aims_authn::layer::{WorkloadAuthConfig, authenticate};
 use aims_authn::transport::ConnectionInfo;
-use aims_core::SpiffeId;
+use aims_core::{RequestTarget, SpiffeId};
 use aims_oauth::claims::{AT_TYP, AccessClaims, verify_own};
 use aims_oauth::dpop::DpopVerifier;
 use aims_oauth::resource::{DpopPresented, SenderProof, check_presentation};
@@ -196,11 +196,11 @@ impl Gateway {
         verdict
     }
 
-    fn route_for(&self, path: &str) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| {
-            let p = r.route.path_prefix.trim_end_matches('/');
-            p.is_empty() || path == p || path.starts_with(&format!("{p}/"))
-        })
+    /// The route of `target` (longest prefix first), matched on the canonical path.
+    fn route_for(&self, target: &RequestTarget) -> Option<&CompiledRoute> {
+        self.routes
+            .iter()
+            .find(|r| target.is_under(&r.route.path_prefix))
     }
 
     /// RFC 6750 §3 / RFC 9728 §5.1: the challenge that sends a client to the metadata.
@@ -296,6 +296,7 @@ impl Gateway {
     async fn authenticate(
         &self,
         route: &CompiledRoute,
+        target: &RequestTarget,
         req: Request<Body>,
     ) -> Result<(Request<Body>, Caller), Refusal> {
         let authz = req
@@ -314,7 +315,7 @@ impl Gateway {
                 .get("dpop")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let uri = format!("{}{}", self.public_url, req.uri().path());
+            let uri = format!("{}{}", self.public_url, target.path());
             let method = req.method().as_str().to_owned();
             let cert = conn
                 .as_ref()
@@ -396,7 +397,7 @@ impl Gateway {
         }
     }
 
-    fn facts(&self, caller: &Caller, req: &Request<Body>) -> Facts {
+    fn facts(&self, caller: &Caller, target: &RequestTarget, req: &Request<Body>) -> Facts {
         let mut facts = Facts {
             time: now_unix(),
             source_ip: req
@@ -404,7 +405,7 @@ impl Gateway {
                 .get::<ConnectionInfo>()
                 .map(|c| c.remote.ip()),
             method: Some(req.method().as_str().to_owned()),
-            path: Some(req.uri().path().to_owned()),
+            path: Some(target.path().to_owned()),
             ..Facts::default()
         };
         if let Some((_, c)) = &caller.token {
@@ -472,7 +473,18 @@ async fn serve(
     trace_id: String,
     span: tracing::Span,
 ) -> Response<Body> {
-    let path = req.uri().path().to_owned();
+    // AIMS AZ-7: one parsed target for the route, the token's audience, the policy and the
+    // forward; what could be read two ways is refused.
+    let request_target = match parse_target(&req) {
+        Ok(t) => t,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request", "error_description": e.to_string()}),
+            );
+        }
+    };
+    let path = request_target.path();
     if let Some(rest) = path.strip_prefix(PRM_PATH) {
         let route = gw
             .routes
@@ -484,14 +496,14 @@ async fn serve(
             None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such resource"})),
         };
     }
-    let Some(route) = gw.route_for(&path) else {
+    let Some(route) = gw.route_for(&request_target) else {
         return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
     };
-    let (req, caller) = match gw.authenticate(route, req).await {
+    let (req, caller) = match gw.authenticate(route, &request_target, req).await {
         Ok(ok) => ok,
         Err(refusal) => return refusal.into_response(),
     };
-    let facts = gw.facts(&caller, &req);
+    let facts = gw.facts(&caller, &request_target, &req);
     // The task's id (AIMS MO-9, MO-11): a transaction the caller forwarded keeps its `txn`;
     // otherwise a new transaction gets one below; without either, the trace id.
     let incoming_txn = req
@@ -567,7 +579,7 @@ async fn serve(
         let rctx = json!({
             "req_ip": query.facts.source_ip.map(|ip| ip.to_string()),
             "method": req.method().as_str(),
-            "path": req.uri().path(),
+            "path": request_target.path(),
         });
         let details = json!({"tool": route.route.name, "trace": correlation});
         match gw.server.txn_token(subject, scope, &rctx, &details).await {
@@ -658,7 +670,28 @@ async fn serve(
         bearer: exchanged.as_deref(),
         traceparent: &traceparent,
     };
-    forward(&gw, route, req, upstream_tokens, mcp.as_ref(), &query).await
+    forward(
+        &gw,
+        route,
+        &request_target,
+        req,
+        upstream_tokens,
+        mcp.as_ref(),
+        &query,
+    )
+    .await
+}
+
+/// The request's target, canonical, once its authority and `Host` agree.
+fn parse_target(req: &Request<Body>) -> Result<RequestTarget, aims_core::TargetError> {
+    let hosts: Vec<&str> = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| aims_core::TargetError::Authority))
+        .collect::<Result<_, _>>()?;
+    RequestTarget::check_authority(req.uri().authority().map(|a| a.as_str()), hosts.into_iter())?;
+    RequestTarget::parse(req.uri().path(), req.uri().query())
 }
 
 /// What the upstream receives instead of the caller's credentials.
@@ -675,24 +708,22 @@ struct UpstreamTokens<'a> {
 async fn forward(
     gw: &Gateway,
     route: &CompiledRoute,
+    target: &RequestTarget,
     req: Request<Body>,
     tokens: UpstreamTokens<'_>,
     mcp: Option<&McpRequest>,
     query: &Query,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let mut path = parts.uri.path().to_owned();
-    if route.route.strip_prefix {
-        path = path
-            .strip_prefix(route.route.path_prefix.trim_end_matches('/'))
-            .unwrap_or(&path)
-            .to_owned();
-        if !path.starts_with('/') {
-            path.insert(0, '/');
-        }
-    }
+    // The canonical path the route was chosen on and the policy saw: nothing in it that the
+    // URL parser below would resolve or re-encode.
+    let path = if route.route.strip_prefix {
+        target.path_without(&route.route.path_prefix)
+    } else {
+        target.path().to_owned()
+    };
     let mut url = format!("{}{path}", route.route.upstream.trim_end_matches('/'));
-    if let Some(q) = parts.uri.query() {
+    if let Some(q) = target.query() {
         url.push('?');
         url.push_str(q);
     }

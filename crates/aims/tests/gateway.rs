@@ -1224,3 +1224,246 @@ unless { context has approval };"#,
         "contents of /srv/report"
     );
 }
+
+/// An upstream that records each request's target exactly as its bytes arrived, with the
+/// transaction token that came with it, and answers with both.
+struct Recorder {
+    port: u16,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let txn = head
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("txn-token"))
+                            .map(|(_, v)| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                log.lock().unwrap().push(target.clone());
+                let body = json!({"target": target, "txn": txn}).to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { port, seen }
+    }
+}
+
+impl Stack {
+    /// Sends `head` (a request line and headers, unparsed by any client library) to the gateway
+    /// over TLS: the status and the body.
+    fn raw(&self, head: &str) -> (u16, Value) {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let ca = std::fs::read(self.aims.up["server"]["web_ca_file"].as_str().unwrap()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let url = reqwest::Url::parse(&self.gateway).unwrap();
+        let host = url.host_str().unwrap().to_owned();
+        let addr = format!("{host}:{}", url.port().unwrap());
+        self.rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let mut tls = connector
+                .connect(ServerName::try_from(host).unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            // A chunked answer: the JSON sits between the chunk sizes.
+            let json = body
+                .find('{')
+                .zip(body.rfind('}'))
+                .and_then(|(a, b)| serde_json::from_str(&body[a..=b]).ok())
+                .unwrap_or(Value::Null);
+            (status, json)
+        })
+    }
+}
+
+/// AIMS AZ-7, AZ-8 (issue: a `weather` token reached the MCP route by `/weather/%2e%2e/mcp`):
+/// a differential test of the gateway's request target. Each tricky target goes, unparsed by
+/// any client library, through the real gateway to a recording upstream. Each is either refused
+/// before anything reaches a tool, or forwarded with the very path the decision was made on —
+/// the path the transaction token's `rctx` names — which is under the route the token is for,
+/// and which a normalizing URL parser leaves as it is.
+#[test]
+fn every_request_target_is_refused_or_forwarded_as_decided() {
+    let rec = Recorder::start();
+    let up = rec.port;
+    let s = Stack::start_with_config(&format!(
+        r#"[[gateway.route]]
+name = "wx"
+path_prefix = "/wx"
+upstream = "http://127.0.0.1:{up}"
+required_scopes = ["weather.read"]
+transaction_tokens = true
+
+[[gateway.route]]
+name = "vault"
+path_prefix = "/vault"
+upstream = "http://127.0.0.1:{up}"
+required_scopes = ["vault.admin"]
+transaction_tokens = true
+"#
+    ));
+    let token = s.token(&resource_of(&s.aims, "wx"), "weather.read");
+    let authority = reqwest::Url::parse(&s.gateway).unwrap();
+    let host = format!(
+        "{}:{}",
+        authority.host_str().unwrap(),
+        authority.port().unwrap()
+    );
+    let targets = [
+        // Dot segments in every spelling.
+        "/wx/../vault",
+        "/wx/%2e%2e/vault",
+        "/wx/%2E%2E/vault",
+        "/wx/.%2e/vault",
+        "/wx/%2e./vault",
+        "/wx/./../vault",
+        "/wx/%2e/vault",
+        "/wx/..;/vault",
+        "/wx/..;x=1/vault",
+        "/wx/..%3b/vault",
+        "/wx/..",
+        "/wx/%2e%2e",
+        "/wx/%2e%2e%2fvault",
+        // Encoded and alternative separators.
+        "/wx%2f..%2fvault",
+        "/wx%2F..%2Fvault",
+        "/wx/..%2fvault",
+        "/wx/..%5cvault",
+        "/wx/..\\vault",
+        "/wx\\..\\vault",
+        // Double and overlong encodings, bad UTF-8, NUL and controls.
+        "/wx/%252e%252e/vault",
+        "/wx/%25252e/vault",
+        "/wx/%c0%ae%c0%ae/vault",
+        "/wx/%e0%80%ae%e0%80%ae/vault",
+        "/wx/%c0%af",
+        "/wx/%ff",
+        "/wx/%00/../vault",
+        "/wx%00/vault",
+        "/wx/%0d%0aX-Injected:%201",
+        "/wx/%",
+        "/wx/%g0",
+        // Empty segments.
+        "//wx/../vault",
+        "/wx//../vault",
+        "/wx//vault",
+        // Not origin form.
+        "*",
+        "wx/../vault",
+        // Allowed spellings: forwarded in canonical form.
+        "/wx",
+        "/wx/",
+        "/wx/today",
+        "/wx/to%64ay",
+        "/wx/%7Euser",
+        "/wx/a;b=c",
+        "/wx/a%3Bb",
+        "/wx/..a/b..",
+        "/wx/today?city=Berlin&x=..%2f..",
+        "/wx/caf%C3%A9",
+        "/WX/today",
+        "/wxx",
+        "/vault",
+    ];
+    assert!(targets.len() >= 40);
+    let request = |target: &str, host_header: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nhost: {host_header}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let mut cases: Vec<(String, String)> = targets
+        .iter()
+        .map(|t| ((*t).to_owned(), request(t, &host)))
+        .collect();
+    // Absolute form for another authority, and one Host too many.
+    cases.push((
+        "https://evil.example/vault".into(),
+        request("https://evil.example/vault", &host),
+    ));
+    cases.push((
+        format!("https://{host}/wx/../vault"),
+        request(&format!("https://{host}/wx/../vault"), &host),
+    ));
+    cases.push((
+        "/wx/today (two Host headers)".into(),
+        format!(
+            "GET /wx/today HTTP/1.1\r\nhost: {host}\r\nhost: evil.example\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        ),
+    ));
+    let mut forwarded = 0;
+    for (name, head) in &cases {
+        let before = rec.seen.lock().unwrap().len();
+        let (status, body) = s.raw(head);
+        let reached = rec.seen.lock().unwrap().len() > before;
+        if status != 200 {
+            assert!(
+                !reached,
+                "{name}: refused with {status} but reached the upstream"
+            );
+            assert!([400, 401, 404].contains(&status), "{name}: {status} {body}");
+            continue;
+        }
+        assert!(reached, "{name}: 200 without the upstream");
+        forwarded += 1;
+        let received = body["target"].as_str().unwrap();
+        let txn = claims(body["txn"].as_str().unwrap());
+        let decided = txn["rctx"]["path"].as_str().unwrap();
+        let (received_path, _) = received.split_once('?').unwrap_or((received, ""));
+        assert_eq!(received_path, decided, "{name}: forwarded ≠ decided");
+        assert_eq!(txn["tctx"]["tool"], "wx", "{name}: {txn}");
+        assert!(
+            decided == "/wx" || decided.starts_with("/wx/"),
+            "{name}: {decided}"
+        );
+        // A URL parser that resolves dot segments and encodings reads the same path.
+        let normalized = reqwest::Url::parse(&format!("http://x{received_path}")).unwrap();
+        assert_eq!(normalized.path(), received_path, "{name}");
+        assert!(
+            !received_path.to_ascii_lowercase().contains("%2e"),
+            "{name}"
+        );
+    }
+    assert_eq!(forwarded, 10, "the allowed spellings all reach the tool");
+}
