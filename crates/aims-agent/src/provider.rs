@@ -58,17 +58,18 @@ impl IdentityProvider for AgentProvider {
             .await
             .map_err(|_| Status::unavailable("the agent is shutting down"))?;
         // Attestation reads /proc and may hash an executable: off the async workers.
+        let (pid, uid) = (peer.pid, peer.uid);
         let result = tokio::task::spawn_blocking(move || attestors.attest(&peer))
             .await
             .map_err(|_| Status::internal("attestation task failed"))?;
         match result {
             Ok(selectors) => {
-                tracing::debug!(pid = ?peer.pid, uid = peer.uid, selectors = selectors.len(), "workload attested");
+                tracing::debug!(pid = ?pid, uid, selectors = selectors.len(), "workload attested");
                 Ok(Arc::new(selectors))
             }
             Err(e) => {
                 // The reason goes to the log, never to the caller.
-                tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+                tracing::warn!(pid = ?pid, uid, error = %e, "workload attestation failed");
                 Err(Status::permission_denied("no identity issued"))
             }
         }

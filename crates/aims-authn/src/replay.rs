@@ -7,6 +7,10 @@
 //! security rule), never admitted unremembered: a replay must never slip through because the
 //! cache forgot. Size it for peak rate × window (the default 1M entries take about 50 MB and
 //! cover 3,000 proofs/s with 5-minute lifetimes).
+//!
+//! Each value has an owner (the authenticated party that presented it), and no owner holds more
+//! than a quarter of the cache: a client that floods it with fresh values is refused once its
+//! share is full, while everyone else's proofs are still admitted (issue 16).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -43,8 +47,11 @@ pub enum ReplayKind {
 
 #[derive(Default)]
 struct Shard {
-    seen: HashMap<u128, i64>,
+    /// Value → (kept until, owner).
+    seen: HashMap<u128, (i64, u64)>,
     expiry: BinaryHeap<Reverse<(i64, u128)>>,
+    /// Live values per owner.
+    owners: HashMap<u64, usize>,
 }
 
 impl Shard {
@@ -54,8 +61,16 @@ impl Shard {
                 break;
             }
             self.expiry.pop();
-            if self.seen.get(&key) == Some(&exp) {
+            if let Some(&(until, owner)) = self.seen.get(&key)
+                && until == exp
+            {
                 self.seen.remove(&key);
+                if let Some(n) = self.owners.get_mut(&owner) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.owners.remove(&owner);
+                    }
+                }
             }
         }
     }
@@ -65,6 +80,8 @@ impl Shard {
 pub struct ReplayCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// The most one owner may hold in a shard.
+    per_owner: usize,
     skew: i64,
 }
 
@@ -75,6 +92,13 @@ impl std::fmt::Debug for ReplayCache {
             .field("skew", &self.skew)
             .finish()
     }
+}
+
+fn owner_key(owner: &str) -> u64 {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, owner.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(b)
 }
 
 fn key(kind: ReplayKind, issuer: &str, value: &str) -> u128 {
@@ -109,6 +133,7 @@ impl ReplayCache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
+            per_owner: per_shard.div_ceil(4),
             skew: skew_secs,
         }
     }
@@ -118,9 +143,9 @@ impl ReplayCache {
         self.skew
     }
 
-    /// Admits `value` (of `kind`, from `issuer`) once: `Ok` the first time, `Replayed` while it
-    /// is remembered. `expires_at` is the value's own expiry (Unix seconds); `now` is the
-    /// current time.
+    /// Admits `value` (of `kind`, from `issuer`, who owns it) once: `Ok` the first time,
+    /// `Replayed` while it is remembered. `expires_at` is the value's own expiry (Unix seconds);
+    /// `now` is the current time.
     pub fn check_and_insert(
         &self,
         kind: ReplayKind,
@@ -129,7 +154,22 @@ impl ReplayCache {
         expires_at: i64,
         now: i64,
     ) -> Result<(), ReplayError> {
-        let k = key(kind, issuer, value);
+        self.check_and_insert_owned(kind, issuer, issuer, value, expires_at, now)
+    }
+
+    /// [`Self::check_and_insert`] for a value unique across issuers (`namespace`, e.g. every
+    /// sender's HTTP-signature nonces), counted against `owner`'s share.
+    pub fn check_and_insert_owned(
+        &self,
+        kind: ReplayKind,
+        namespace: &str,
+        owner: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), ReplayError> {
+        let k = key(kind, namespace, value);
+        let o = owner_key(owner);
         let shard = &self.shards[(k as usize) % SHARDS];
         let mut shard = match shard.lock() {
             Ok(s) => s,
@@ -139,11 +179,14 @@ impl ReplayCache {
         if shard.seen.contains_key(&k) {
             return Err(ReplayError::Replayed);
         }
-        if shard.seen.len() >= self.per_shard {
+        if shard.seen.len() >= self.per_shard
+            || shard.owners.get(&o).is_some_and(|n| *n >= self.per_owner)
+        {
             return Err(ReplayError::Full);
         }
         let until = expires_at.saturating_add(self.skew);
-        shard.seen.insert(k, until);
+        shard.seen.insert(k, (until, o));
+        *shard.owners.entry(o).or_default() += 1;
         shard.expiry.push(Reverse((until, k)));
         Ok(())
     }
@@ -191,12 +234,52 @@ mod tests {
     }
 
     #[test]
+    fn one_owner_cannot_fill_the_cache_for_everyone() {
+        let c = ReplayCache::new(SHARDS * 40, 0);
+        // A flooding client is refused once it holds its quarter.
+        let flooded = (0..10_000)
+            .filter(|i| {
+                c.check_and_insert(ReplayKind::Dpop, "mallory", &i.to_string(), 100, 10)
+                    .is_ok()
+            })
+            .count();
+        assert!(flooded <= SHARDS * 10, "{flooded}");
+        // Everyone else is still admitted.
+        for i in 0..20 {
+            c.check_and_insert(ReplayKind::Dpop, "alice", &i.to_string(), 100, 10)
+                .unwrap();
+        }
+        // Shared nonces count against their sender.
+        for i in 0..20 {
+            c.check_and_insert_owned(
+                ReplayKind::SignatureNonce,
+                "",
+                "bob",
+                &i.to_string(),
+                100,
+                10,
+            )
+            .unwrap();
+        }
+        // Expiry gives the flooder its share back.
+        c.check_and_insert(ReplayKind::Dpop, "mallory", "late", 300, 101)
+            .unwrap();
+    }
+
+    #[test]
     fn memory_is_bounded_and_a_full_cache_fails_closed() {
         let c = ReplayCache::new(SHARDS * 4, 0);
         let mut admitted = 0;
         let mut full = 0;
         for i in 0..1000 {
-            match c.check_and_insert(ReplayKind::SignatureNonce, "", &i.to_string(), 100, 10) {
+            match c.check_and_insert_owned(
+                ReplayKind::SignatureNonce,
+                "",
+                &i.to_string(),
+                &i.to_string(),
+                100,
+                10,
+            ) {
                 Ok(()) => admitted += 1,
                 Err(ReplayError::Full) => full += 1,
                 Err(e) => panic!("{e}"),
@@ -209,17 +292,24 @@ mod tests {
         // Every admitted value is still refused as a replay, never forgotten early.
         let replays = (0..1000)
             .filter(|i| {
-                c.check_and_insert(ReplayKind::SignatureNonce, "", &i.to_string(), 100, 10)
-                    == Err(ReplayError::Replayed)
+                c.check_and_insert_owned(
+                    ReplayKind::SignatureNonce,
+                    "",
+                    &i.to_string(),
+                    &i.to_string(),
+                    100,
+                    10,
+                ) == Err(ReplayError::Replayed)
             })
             .count();
         assert_eq!(replays, admitted);
         // Once they expire there is room again, shard by shard.
         let later = (0..1000)
             .filter(|i| {
-                c.check_and_insert(
+                c.check_and_insert_owned(
                     ReplayKind::SignatureNonce,
                     "",
+                    &format!("late{i}"),
                     &format!("late{i}"),
                     300,
                     101,

@@ -485,9 +485,10 @@ impl WimseSigVerifier {
             },
         )?;
         // -07 §5: duplicate nonces are refused whoever the sender.
-        self.replay.check_and_insert(
+        self.replay.check_and_insert_owned(
             ReplayKind::SignatureNonce,
             "",
+            wit.subject.as_str(),
             &verified.nonce,
             expires,
             now,

@@ -18,7 +18,7 @@ use crate::settings::AuditMode;
 /// Records waiting to be flushed, at most (requests beyond wait).
 const QUEUE: usize = 10_000;
 /// Records per post (the server's limit).
-const MAX_BATCH: usize = 10_000;
+const MAX_BATCH: usize = 1_000;
 /// How long a sync request waits for its record before it is refused.
 const SYNC_WAIT: Duration = Duration::from_secs(10);
 

@@ -54,6 +54,10 @@ pub enum GatewayError {
     /// The AIMS server could not be used.
     #[error("AIMS server: {0}")]
     Server(String),
+    /// The AIMS server refused what it was asked (a 4xx: the credential it was shown is not
+    /// good), as opposed to being unavailable.
+    #[error("AIMS server refused: {0}")]
+    Refused(String),
     /// A record could not be made durable.
     #[error("audit: {0}")]
     Audit(String),

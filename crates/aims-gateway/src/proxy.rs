@@ -587,6 +587,23 @@ async fn serve(
                 correlation = id;
                 txn = Some(token);
             }
+            // A transaction token the caller forwarded that the AS will not replace: the
+            // caller's credential is bad, not the service (txn-tokens §8).
+            Err(crate::GatewayError::Refused(e)) if incoming_txn.is_some() => {
+                tracing::warn!(error = %e, "forwarded transaction token refused");
+                let description = "the forwarded transaction token is not valid";
+                return Refusal {
+                    status: StatusCode::UNAUTHORIZED,
+                    challenge: Some(gw.challenge(
+                        route,
+                        "Bearer",
+                        Some(("invalid_token", description)),
+                        &[],
+                    )),
+                    body: json!({"error": "invalid_token", "error_description": description}),
+                }
+                .into_response();
+            }
             Err(e) => {
                 tracing::error!(error = %e, "no transaction token; refusing to forward");
                 return json_response(
@@ -682,8 +699,12 @@ async fn serve(
     .await
 }
 
-/// The request's target, canonical, once its authority and `Host` agree.
+/// The request's target, canonical, once its authority and `Host` agree. An HTTP/2 request
+/// must carry `:authority` (RFC 9113 §8.3.1; our h2 drops a Unix socket path given as one).
 fn parse_target(req: &Request<Body>) -> Result<RequestTarget, aims_core::TargetError> {
+    if req.version() == http::Version::HTTP_2 && req.uri().authority().is_none() {
+        return Err(aims_core::TargetError::Authority);
+    }
     let hosts: Vec<&str> = req
         .headers()
         .get_all(header::HOST)
@@ -834,4 +855,39 @@ async fn forward(
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: http::Version, uri: &str, hosts: &[&str]) -> Request<Body> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn one_target_or_a_refusal() {
+        let ok = parse_target(&req(http::Version::HTTP_11, "/wx/to%64ay?a=b", &["gw:1"])).unwrap();
+        assert_eq!(ok.to_string(), "/wx/today?a=b");
+        let h2 = parse_target(&req(http::Version::HTTP_2, "https://gw:1/wx", &[])).unwrap();
+        assert_eq!(h2.path(), "/wx");
+        for (version, uri, hosts) in [
+            // An HTTP/2 request whose :authority was dropped (a socket path) or absent.
+            (http::Version::HTTP_2, "/wx", &[][..]),
+            // :authority and Host disagree; two Hosts.
+            (http::Version::HTTP_2, "https://gw:1/wx", &["evil:1"][..]),
+            (http::Version::HTTP_11, "/wx", &["gw:1", "evil:1"][..]),
+            (http::Version::HTTP_11, "https://evil:1/wx", &["gw:1"][..]),
+            (http::Version::HTTP_11, "/wx/%2e%2e/mcp", &["gw:1"][..]),
+        ] {
+            assert!(
+                parse_target(&req(version, uri, hosts)).is_err(),
+                "{uri} {hosts:?}"
+            );
+        }
+    }
 }

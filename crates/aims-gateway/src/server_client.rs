@@ -275,10 +275,15 @@ impl ServerClient {
         let status = resp.status();
         let v: Value = resp.json().await.map_err(|e| err(what, e))?;
         if !status.is_success() {
-            return Err(GatewayError::Server(format!(
+            let why = format!(
                 "{what} refused ({status}): {} {}",
                 v["error"], v["error_description"]
-            )));
+            );
+            return Err(if status.is_client_error() {
+                GatewayError::Refused(why)
+            } else {
+                GatewayError::Server(why)
+            });
         }
         v["access_token"]
             .as_str()

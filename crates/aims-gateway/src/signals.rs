@@ -19,7 +19,7 @@ pub fn apply(gateway: &Gateway, set: &SecEvent) -> usize {
     let Some((event_type, body)) = set.event() else {
         return 0;
     };
-    let principals = set.sub_id.principals();
+    let principals = set.sub_id.principals(&set.iss);
     let effect = event::effect(event_type, body);
     let label = match effect {
         Effect::Revoke => "revoke",

@@ -133,6 +133,10 @@ struct ConsentPage<'a> {
     agent: &'a str,
     agent_id: &'a str,
     spiffe_id: Option<&'a str>,
+    /// Whether an operator registered the client (its name and SPIFFE ID are vouched for).
+    verified: bool,
+    /// The name a self-registered client gives itself.
+    claimed_name: Option<&'a str>,
     user: &'a str,
     username: &'a str,
     scopes: &'a [String],
@@ -479,7 +483,11 @@ impl AuthorizationServer {
             ));
         }
         let hash = sha256_b64url(code.as_bytes());
-        let row = match self.store.use_code(&hash, self.now()).await? {
+        let row = match self
+            .store
+            .use_code(&hash, &client.client_id, self.now())
+            .await?
+        {
             CodeUse::Fresh(row) => *row,
             CodeUse::Reused(issued) => {
                 // RFC 6749 §4.1.2: a code presented twice may have been stolen; what it
@@ -493,13 +501,12 @@ impl AuthorizationServer {
                     "the code was already used; the tokens issued from it are revoked",
                 ));
             }
-            CodeUse::Invalid => return Err(OAuthError::invalid_grant("unknown or expired code")),
+            CodeUse::Invalid => {
+                return Err(OAuthError::invalid_grant(
+                    "unknown or expired code, or issued to another client",
+                ));
+            }
         };
-        if row.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant(
-                "the code was issued to another client",
-            ));
-        }
         let approved: Approved = serde_json::from_value(row.request)
             .map_err(|e| OAuthError::server_error("stored authorization code", e))?;
         let r = approved.request;
@@ -716,10 +723,18 @@ async fn consent_page(
         return StatusCode::NOT_FOUND.into_response();
     };
     let client = s.registered(&r.client_id).await.ok();
+    // A name or SPIFFE ID only an operator's registration vouches for; a client that
+    // registered itself (or a metadata document) is shown by its client_id, its claims marked.
+    let verified = client.as_ref().is_some_and(|c| c.operator_registered);
     let agent = client
         .as_ref()
         .and_then(|c| c.metadata.client_name.clone())
+        .filter(|_| verified)
         .unwrap_or_else(|| r.client_id.clone());
+    let claimed_name = client
+        .as_ref()
+        .and_then(|c| c.metadata.client_name.clone())
+        .filter(|_| !verified);
     let spiffe_id = client.as_ref().and_then(|c| c.metadata.spiffe_id.clone());
     let details = r
         .authorization_details
@@ -734,6 +749,8 @@ async fn consent_page(
             agent: &agent,
             agent_id: &r.client_id,
             spiffe_id: spiffe_id.as_deref(),
+            verified,
+            claimed_name: claimed_name.as_deref(),
             user: &me.user.display_name,
             username: &me.user.username,
             scopes: &r.scopes,
@@ -817,6 +834,7 @@ mod tests {
                 ..Default::default()
             },
             keys: Vec::new(),
+            operator_registered: true,
         };
         assert_eq!(
             redirect_target(&client, None).unwrap(),

@@ -287,6 +287,9 @@ fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
 pub struct KnownClient {
     /// The metadata.
     pub metadata: ClientMetadata,
+    /// Whether an operator registered it: only then are its name and SPIFFE ID vouched for
+    /// (dynamic registration and metadata documents are the client's own word).
+    pub operator_registered: bool,
     /// The keys of its inline `jwks`.
     pub keys: Vec<(Option<String>, PublicKey)>,
 }

@@ -167,7 +167,8 @@ impl AuthorizationServer {
         } else if let Some(wit) = attestation {
             let pop = header(headers, ATTESTATION_POP_HEADER)?
                 .ok_or_else(|| invalid("OAuth-Client-Attestation-PoP is missing"))?;
-            self.wit_svid_client(wit, pop, form.get("client_id"))?
+            self.wit_svid_client(wit, pop, form.get("client_id"))
+                .await?
         } else if let Some(b) = basic {
             let (id, secret) = decode_basic(b)?;
             self.secret_client(&id, &secret, AuthMethod::ClientSecretBasic)
@@ -246,7 +247,7 @@ impl AuthorizationServer {
             .await
     }
 
-    fn wit_svid_client(
+    async fn wit_svid_client(
         &self,
         wit: &str,
         pop: &str,
@@ -294,15 +295,15 @@ impl AuthorizationServer {
         let jti = c
             .jti
             .ok_or_else(|| invalid("attestation PoP: jti is missing"))?;
-        self.replay
-            .check_and_insert(
-                ReplayKind::ClientAssertion,
-                &format!("pop:{id}"),
-                &jti,
-                iat + ASSERTION_WINDOW,
-                now,
-            )
-            .map_err(|e| invalid(format!("attestation PoP: {e}")))?;
+        self.used_once(
+            ReplayKind::ClientAssertion,
+            &format!("pop:{id}"),
+            &jti,
+            iat.saturating_add(ASSERTION_WINDOW),
+            now,
+        )
+        .await
+        .map_err(|e| invalid(format!("attestation PoP: {e}")))?;
         // ABCA-11 §7.1(7): client_id, when given, is the attestation's subject.
         if client_id.is_some_and(|c| c != id.as_str()) {
             return Err(invalid("client_id differs from the WIT-SVID's SPIFFE ID"));
@@ -347,12 +348,15 @@ impl AuthorizationServer {
         if let Some(known) = self.clients.get(client_id) {
             return Ok(known);
         }
-        let metadata = if crate::cimd::is_document_url(client_id) {
-            self.metadata_document(client_id).await?
+        let (metadata, operator_registered) = if crate::cimd::is_document_url(client_id) {
+            (self.metadata_document(client_id).await?, false)
         } else {
             match self.store.get_client(client_id).await {
-                Ok(row) => serde_json::from_value(row.metadata)
-                    .map_err(|e| OAuthError::server_error("stored client metadata", e))?,
+                Ok(row) => (
+                    serde_json::from_value(row.metadata)
+                        .map_err(|e| OAuthError::server_error("stored client metadata", e))?,
+                    row.source == aims_store::ClientSource::Admin,
+                ),
                 Err(aims_store::StoreError::NotFound(_)) => {
                     return Err(invalid(format!("unknown client {client_id}")));
                 }
@@ -362,6 +366,7 @@ impl AuthorizationServer {
         let known = Arc::new(KnownClient {
             keys: metadata.keys()?,
             metadata,
+            operator_registered,
         });
         self.clients.put(client_id, known.clone());
         Ok(known)
@@ -426,14 +431,21 @@ impl AuthorizationServer {
         check_time(c.exp, c.nbf, now, self.leeway())
             .map_err(|e| invalid(format!("client assertion: {e}")))?;
         let exp = c.exp.unwrap_or_default();
-        if exp - c.iat.unwrap_or(now) > ASSERTION_WINDOW {
-            return Err(invalid("client assertion: lifetime longer than 5 minutes"));
+        // Measured from our clock, not the client's `iat` (which could claim any time): an
+        // assertion is usable for at most the window, so its jti need be kept no longer.
+        if exp.saturating_sub(now) > ASSERTION_WINDOW + self.leeway()
+            || c.iat
+                .is_some_and(|iat| iat > now.saturating_add(self.leeway()))
+        {
+            return Err(invalid(
+                "client assertion: expires more than 5 minutes from now, or issued in the future",
+            ));
         }
         let jti = c
             .jti
             .ok_or_else(|| invalid("client assertion: jti is required"))?;
-        self.replay
-            .check_and_insert(ReplayKind::ClientAssertion, &id, &jti, exp, now)
+        self.used_once(ReplayKind::ClientAssertion, &id, &jti, exp, now)
+            .await
             .map_err(|e| invalid(format!("client assertion: {e}")))?;
         Ok(AuthenticatedClient {
             client_id: id,
@@ -443,6 +455,35 @@ impl AuthorizationServer {
             metadata: Some(known),
             trace_id: None,
         })
+    }
+
+    /// Admits a one-time value of `client` once (RFC 7523 §3 `jti`): in this process's replay
+    /// cache, then in the store, so a replay is refused after a restart and on another replica
+    /// too.
+    pub(crate) async fn used_once(
+        &self,
+        kind: ReplayKind,
+        client: &str,
+        jti: &str,
+        exp: i64,
+        now: i64,
+    ) -> Result<(), String> {
+        self.replay
+            .check_and_insert(kind, client, jti, exp, now)
+            .map_err(|e| e.to_string())?;
+        let remember_until = exp.saturating_add(self.leeway());
+        match self
+            .store
+            .first_use(&format!("{kind:?}:{client}"), jti, remember_until, now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(aims_authn::ReplayError::Replayed.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "one-time value not recorded; refusing");
+                Err("the assertion cannot be checked now".into())
+            }
+        }
     }
 
     /// The keys at a private_key_jwt client's `jwks_uri` (fetched through the guarded fetcher,
@@ -489,11 +530,13 @@ impl AuthorizationServer {
         if !ok {
             return Err(invalid("unknown client or wrong secret"));
         }
+        let operator_registered = row.source == aims_store::ClientSource::Admin;
         let metadata: ClientMetadata = serde_json::from_value(row.metadata)
             .map_err(|e| OAuthError::server_error("stored client metadata", e))?;
         let metadata = Arc::new(KnownClient {
             keys: Vec::new(),
             metadata,
+            operator_registered,
         });
         if metadata.metadata.auth_method()? != method {
             return Err(invalid(format!(

@@ -117,6 +117,7 @@ impl DpopVerifier {
         method: &str,
         targets: &[String],
         access_token: Option<&str>,
+        owner: &str,
         now: i64,
     ) -> Result<String, OAuthError> {
         let bad = |m: &str| OAuthError::invalid_dpop_proof(m.to_owned());
@@ -190,8 +191,10 @@ impl DpopVerifier {
             (None, _) => {}
         }
         let jkt = key.thumbprint();
+        // Counted against the client presenting it (its share of the cache), and unique per
+        // key as RFC 9449 §11.1 asks.
         self.replay
-            .check_and_insert(ReplayKind::Dpop, &jkt, &jti, iat + PROOF_WINDOW, now)
+            .check_and_insert_owned(ReplayKind::Dpop, &jkt, owner, &jti, iat + PROOF_WINDOW, now)
             .map_err(|e| bad(&e.to_string()))?;
         Ok(jkt)
     }
@@ -227,35 +230,59 @@ mod tests {
             )
         };
         let t = [URL.to_owned()];
-        let jkt = v.verify(&good("1"), "POST", &t, None, now).unwrap();
+        let jkt = v
+            .verify(&good("1"), "POST", &t, None, "client", now)
+            .unwrap();
         assert_eq!(jkt, key.public_key().thumbprint());
         // Replayed jti.
         assert_eq!(
-            v.verify(&good("1"), "POST", &t, None, now)
+            v.verify(&good("1"), "POST", &t, None, "client", now)
                 .unwrap_err()
                 .code,
             "invalid_dpop_proof"
         );
         // Wrong method, wrong URI (a query does not matter), stale.
-        assert!(v.verify(&good("2"), "GET", &t, None, now).is_err());
         assert!(
-            v.verify(&good("3"), "POST", &["https://other/".into()], None, now)
+            v.verify(&good("2"), "GET", &t, None, "client", now)
                 .is_err()
+        );
+        assert!(
+            v.verify(
+                &good("3"),
+                "POST",
+                &["https://other/".into()],
+                None,
+                "client",
+                now
+            )
+            .is_err()
         );
         let with_query = proof(
             &key,
             serde_json::json!({"jti": "4", "htm": "POST", "htu": format!("{URL}?x=1"), "iat": now}),
         );
-        assert!(v.verify(&with_query, "POST", &t, None, now).is_ok());
-        assert!(v.verify(&good("5"), "POST", &t, None, now + 400).is_err());
+        assert!(
+            v.verify(&with_query, "POST", &t, None, "client", now)
+                .is_ok()
+        );
+        assert!(
+            v.verify(&good("5"), "POST", &t, None, "client", now + 400)
+                .is_err()
+        );
         // ath must match a token that rides along.
         let token = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
         let ath = proof(
             &key,
             serde_json::json!({"jti": "6", "htm": "POST", "htu": URL, "iat": now, "ath": sha256_b64url(token.as_bytes())}),
         );
-        assert!(v.verify(&ath, "POST", &t, Some(token), now).is_ok());
-        assert!(v.verify(&good("7"), "POST", &t, Some(token), now).is_err());
+        assert!(
+            v.verify(&ath, "POST", &t, Some(token), "client", now)
+                .is_ok()
+        );
+        assert!(
+            v.verify(&good("7"), "POST", &t, Some(token), "client", now)
+                .is_err()
+        );
         // A symmetric alg, a private jwk, a missing typ.
         let mut h = JwsHeader::new(&key, Some(DPOP_TYP), None);
         h.jwk = None;
@@ -265,14 +292,17 @@ mod tests {
             &serde_json::json!({"jti": "8", "htm": "POST", "htu": URL, "iat": now}),
         )
         .unwrap();
-        assert!(v.verify(&no_jwk, "POST", &t, None, now).is_err());
+        assert!(v.verify(&no_jwk, "POST", &t, None, "client", now).is_err());
         let wrong_typ = sign(
             &key,
             &JwsHeader::new(&key, Some("JWT"), None),
             &serde_json::json!({}),
         )
         .unwrap();
-        assert!(v.verify(&wrong_typ, "POST", &t, None, now).is_err());
+        assert!(
+            v.verify(&wrong_typ, "POST", &t, None, "client", now)
+                .is_err()
+        );
         let private: serde_json::Value =
             serde_json::from_str(&key.to_private_jwk(key.jws_algorithm()).unwrap()).unwrap();
         let header = URL_SAFE_NO_PAD.encode(
@@ -285,7 +315,14 @@ mod tests {
         let sig =
             URL_SAFE_NO_PAD.encode(key.sign_jws(format!("{header}.{body}").as_bytes()).unwrap());
         let e = v
-            .verify(&format!("{header}.{body}.{sig}"), "POST", &t, None, now)
+            .verify(
+                &format!("{header}.{body}.{sig}"),
+                "POST",
+                &t,
+                None,
+                "client",
+                now,
+            )
             .unwrap_err();
         assert!(e.description.contains("private"), "{e}");
     }
@@ -304,17 +341,33 @@ mod tests {
             proof(&key, c)
         };
         let p = |jti: &str, nonce: Option<String>| p_at(jti, nonce, now);
-        let e = v.verify(&p("1", None), "POST", &t, None, now).unwrap_err();
+        let e = v
+            .verify(&p("1", None), "POST", &t, None, "client", now)
+            .unwrap_err();
         assert_eq!(e.code, "use_dpop_nonce");
         let nonce = e.dpop_nonce.unwrap();
         assert!(
-            v.verify(&p("2", Some(nonce.clone())), "POST", &t, None, now)
-                .is_ok()
+            v.verify(
+                &p("2", Some(nonce.clone())),
+                "POST",
+                &t,
+                None,
+                "client",
+                now
+            )
+            .is_ok()
         );
         assert_eq!(
-            v.verify(&p("3", Some("forged".into())), "POST", &t, None, now)
-                .unwrap_err()
-                .code,
+            v.verify(
+                &p("3", Some("forged".into())),
+                "POST",
+                &t,
+                None,
+                "client",
+                now
+            )
+            .unwrap_err()
+            .code,
             "use_dpop_nonce"
         );
         // Two windows later the nonce is stale.
@@ -324,6 +377,7 @@ mod tests {
                 "POST",
                 &t,
                 None,
+                "client",
                 now + 2 * NONCE_WINDOW
             )
             .unwrap_err()

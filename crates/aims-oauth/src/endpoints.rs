@@ -207,7 +207,7 @@ async fn token(
     let result = async {
         let form = form_body(&headers, &body)?;
         let client = s.authenticate(&headers, &form, conn.as_ref()).await?;
-        let binding = s.dpop_binding(&headers)?;
+        let binding = s.dpop_binding(&headers, &client.client_id)?;
         s.grant(&form, &client, &binding, conn.as_ref()).await
     }
     .await;
@@ -228,7 +228,8 @@ async fn token(
 }
 
 impl AuthorizationServer {
-    fn dpop_binding(&self, headers: &HeaderMap) -> Result<Binding, OAuthError> {
+    /// The DPoP key `client` proved (RFC 9449 §5), if it sent a proof.
+    fn dpop_binding(&self, headers: &HeaderMap, client: &str) -> Result<Binding, OAuthError> {
         let mut proofs = headers.get_all("dpop").iter();
         let Some(proof) = proofs.next() else {
             return Ok(Binding::default());
@@ -244,6 +245,7 @@ impl AuthorizationServer {
             "POST",
             &targets(self, crate::endpoints::TOKEN_PATH),
             None,
+            client,
             self.now(),
         )?;
         Ok(Binding { jkt: Some(jkt) })
@@ -419,7 +421,8 @@ impl AuthorizationServer {
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if rec.revoked_at.is_some() || rec.expires_at <= now {
+        // A rotated refresh token is spent: only its successor is active.
+        if rec.revoked_at.is_some() || rec.used_at.is_some() || rec.expires_at <= now {
             return Ok(None);
         }
         let c: AccessClaims = serde_json::from_value(rec.claims)
@@ -472,7 +475,12 @@ async fn introspect(
     let result = async {
         let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
         let token = form.require("token")?;
-        let answer = s.introspection(token).await?;
+        // RFC 7662 §4: a token's claims are for those it concerns; to anyone else it is
+        // inactive.
+        let answer = s
+            .introspection(token)
+            .await?
+            .filter(|v| s.may_introspect(&client, v));
         tracing::debug!(caller = %client.client_id, active = answer.is_some(), "introspection");
         Ok::<_, OAuthError>(answer.unwrap_or_else(|| json!({"active": false})))
     }
@@ -511,6 +519,35 @@ async fn revoke(
 }
 
 impl AuthorizationServer {
+    /// Whether `client` may learn what introspection says of a token (RFC 7662 §4): a
+    /// transaction token, any workload of its trust domain (where it travels); any other, its
+    /// client, an audience or an audience's registered server (the same clients that may
+    /// exchange it).
+    fn may_introspect(&self, client: &AuthenticatedClient, answer: &Value) -> bool {
+        if answer["token_type"] == "N_A" {
+            return client
+                .spiffe_id
+                .as_ref()
+                .is_some_and(|id| id.is_member_of(&self.settings.trust_domain));
+        }
+        let aud: Vec<String> = match &answer["aud"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let view = crate::audience::SubjectView {
+            sub: answer["sub"].as_str().unwrap_or_default(),
+            client_id: answer["client_id"].as_str(),
+            aud: &aud,
+            may_act: None,
+            locations: None,
+        };
+        crate::audience::check_entitled(&self.resources, client, &view).is_ok()
+    }
+
     /// Revokes a token issued to `client` (RFC 7009 §2.1): a JWT access token by its `jti`,
     /// an opaque token by its record, a refresh token with its whole family.
     async fn revoke_token(

@@ -19,12 +19,37 @@ pub struct Form {
     multi: HashMap<String, Vec<String>>,
 }
 
+/// The name-value pairs of a form body (WHATWG URL §5.1), refusing what a lenient decoder
+/// would guess at: bytes outside ASCII and escapes that decode to anything but UTF-8 (no
+/// U+FFFD substitution, so every component reads the same value).
+fn decode(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let bad = || OAuthError::invalid_request("the body is not application/x-www-form-urlencoded");
+    if !body.is_ascii() {
+        return Err(bad());
+    }
+    let component = |raw: &[u8]| -> Result<String, OAuthError> {
+        let plus: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+        String::from_utf8(bytes).map_err(|_| bad())
+    };
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut kv = pair.splitn(2, |b| *b == b'=');
+            let k = component(kv.next().unwrap_or_default())?;
+            let v = component(kv.next().unwrap_or_default())?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
 impl Form {
     /// Parses a request body.
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-            OAuthError::invalid_request("the body is not application/x-www-form-urlencoded")
-        })?;
+        let pairs = decode(body)?;
         if pairs.len() > MAX_PARAMS {
             return Err(OAuthError::invalid_request("too many parameters"));
         }
@@ -105,5 +130,18 @@ mod tests {
         assert!(Form::parse(many.as_bytes()).is_err());
         assert_eq!(parse_scope("a \"b").unwrap_err().code, "invalid_scope");
         assert_eq!(f.require("nope").unwrap_err().code, "invalid_request");
+    }
+
+    #[test]
+    fn decodes_forms_and_refuses_what_is_not_utf8() {
+        let f = Form::parse(b"a=b+c&d=%C3%A9&e=&resource=x&resource=y").unwrap();
+        assert_eq!(f.get("a"), Some("b c"));
+        assert_eq!(f.get("d"), Some("\u{e9}"));
+        assert_eq!(f.get("e"), None);
+        assert_eq!(f.all("resource"), ["x", "y"]);
+        for bad in [&b"a=%FF"[..], b"a=\xff", b"a=%C0%AE", b"%FE=b"] {
+            assert!(Form::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Form::parse(b"a=1&a=2").is_err());
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AuthorizationServer;
+use crate::audience;
 use crate::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
@@ -42,6 +43,10 @@ pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
 /// txn-tokens §7.
 pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
+/// `typ`s of a JWT authorization grant from a trusted issuer (ours is `JWT`; ID-JAG's).
+const GRANT_TYPS: &[&str] = &[GRANT_TYP, "oauth-id-jag+jwt"];
+/// `typ`s of an ID token (OpenID Connect Core names none; `JWT` is common).
+const ID_TOKEN_TYPS: &[&str] = &["JWT"];
 /// The longest delegation chain accepted.
 const MAX_ACT_DEPTH: usize = 8;
 /// Largest request_context / request_details.
@@ -51,6 +56,8 @@ const MAX_CONTEXT: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct Presented {
     sub: String,
+    /// The client it was issued to, when it names one.
+    client_id: Option<String>,
     /// `None`: the token names no scope (a JWT-SVID).
     scopes: Option<Vec<String>>,
     aud: Vec<String>,
@@ -63,9 +70,20 @@ pub(crate) struct Presented {
 }
 
 impl Presented {
+    fn view(&self) -> audience::SubjectView<'_> {
+        audience::SubjectView {
+            sub: &self.sub,
+            client_id: self.client_id.as_deref(),
+            aud: &self.aud,
+            may_act: self.may_act.as_ref(),
+            locations: self.authorization_details.as_ref().and_then(rar::locations),
+        }
+    }
+
     fn from_access(c: AccessClaims) -> Self {
         Self {
             scopes: Some(c.scopes()),
+            client_id: Some(c.client_id),
             sub: c.sub,
             aud: c.aud.values().to_vec(),
             authorization_details: c.authorization_details,
@@ -146,7 +164,9 @@ fn narrowed_scopes(
             Ok(r)
         }
         (Some(r), None) => Ok(r),
-        (None, Some(h)) => Ok(h.clone()),
+        // Inherited, not asked for: offline_access is never inherited (a refresh family is
+        // the grant's to open, not an exchange's).
+        (None, Some(h)) => Ok(h.iter().filter(|s| *s != OFFLINE_ACCESS).cloned().collect()),
         (None, None) => Ok(Vec::new()),
     }
 }
@@ -202,13 +222,9 @@ impl AuthorizationServer {
         client: &AuthenticatedClient,
         binding: &Binding,
     ) -> Result<TokenResponse, OAuthError> {
+        // RFC 6749 §4.4.3: no refresh token for client credentials (`issue_access_token`
+        // refuses offline_access where the grant sets no refresh family).
         let scopes = form.scopes()?.unwrap_or_default();
-        // RFC 6749 §4.4.3: no refresh token for client credentials.
-        if scopes.iter().any(|s| s == OFFLINE_ACCESS) {
-            return Err(OAuthError::invalid_scope(
-                "client_credentials issues no refresh token",
-            ));
-        }
         Self::registered_scopes(client, &scopes)?;
         let g = Grant {
             grant_type: "client_credentials".into(),
@@ -266,21 +282,32 @@ impl AuthorizationServer {
             authorization_details: held.authorization_details.clone(),
             act: held.act.clone(),
             may_act: held.may_act.clone(),
-            not_after: None,
+            // The family ends where its first refresh token did: rotation never extends it.
+            not_after: Some(record.expires_at),
             refresh: Some(record.family),
             approval: held.approval.clone(),
         };
         self.issue_access_token(client, g, binding, None).await
     }
 
-    /// Verifies a JWT signed by a trusted issuer (another authorization server): its key, an
-    /// audience naming us, its time window, and a `jti` used once.
-    async fn verify_trusted(&self, token: &str) -> Result<(Value, String), OAuthError> {
+    /// Verifies a JWT signed by a trusted issuer (another authorization server): a `typ` of
+    /// `typs` (or none; RFC 8725 §3.11: an access token or a proof is not a grant), its key, an
+    /// audience naming us, its time window, and a `jti`, required, used once.
+    async fn verify_trusted(
+        &self,
+        token: &str,
+        typs: &[&str],
+    ) -> Result<(Value, String), OAuthError> {
         let bad = |m: String| OAuthError::invalid_grant(m);
         let jws = CompactJws::parse(token).map_err(|e| bad(e.to_string()))?;
         jws.header
             .require_alg(ASYMMETRIC_ALGORITHMS)
             .map_err(|e| bad(e.to_string()))?;
+        if let Some(typ) = jws.header.typ.as_deref()
+            && !typs.iter().any(|t| jws.header.typ_is(t))
+        {
+            return Err(bad(format!("a JWT of typ {typ:?} is not accepted here")));
+        }
         let claims: Value = jws.claims().map_err(|e| bad(e.to_string()))?;
         let iss = claims["iss"]
             .as_str()
@@ -310,17 +337,18 @@ impl AuthorizationServer {
             self.leeway(),
         )
         .map_err(|e| bad(e.to_string()))?;
-        if let Some(jti) = claims["jti"].as_str() {
-            self.replay
-                .check_and_insert(
-                    ReplayKind::ClientAssertion,
-                    &format!("grant:{iss}"),
-                    jti,
-                    claims["exp"].as_i64().unwrap_or(now),
-                    now,
-                )
-                .map_err(|e| bad(e.to_string()))?;
-        }
+        let jti = claims["jti"]
+            .as_str()
+            .ok_or_else(|| bad("the assertion has no jti (it could be replayed)".into()))?;
+        self.used_once(
+            ReplayKind::ClientAssertion,
+            &format!("grant:{iss}"),
+            jti,
+            claims["exp"].as_i64().unwrap_or(now),
+            now,
+        )
+        .await
+        .map_err(bad)?;
         Ok((claims, iss))
     }
 
@@ -381,11 +409,19 @@ impl AuthorizationServer {
             };
             return self.issue_access_token(client, g, binding, None).await;
         }
-        let (claims, iss) = self.verify_trusted(assertion).await?;
+        let (claims, iss) = self.verify_trusted(assertion, GRANT_TYPS).await?;
         let grant: GrantClaims = serde_json::from_value(claims)
             .map_err(|e| OAuthError::invalid_grant(format!("assertion claims: {e}")))?;
-        let held = grant.scope.as_deref().map(|s| split_scope(Some(s)));
-        let scopes = narrowed_scopes(requested, held.as_ref())?;
+        // The grant is for the client it names (identity chaining §2.3.2; ID-JAG's client_id).
+        if grant.client_id.as_deref() != Some(client.client_id.as_str()) {
+            return Err(OAuthError::invalid_grant(format!(
+                "the assertion was issued for another client than {}",
+                client.client_id
+            )));
+        }
+        // A grant without scope grants none (never "unrestricted").
+        let held = split_scope(grant.scope.as_deref());
+        let scopes = narrowed_scopes(requested, Some(&held))?;
         let details = match (Self::details_param(form)?, &grant.authorization_details) {
             (Some(d), Some(o)) if !rar::is_within(o, &d) => {
                 return Err(OAuthError::invalid_authorization_details(
@@ -404,7 +440,8 @@ impl AuthorizationServer {
             audience,
             authorization_details: details,
             may_act: grant.may_act,
-            not_after: None,
+            // Never longer than the grant it rests on.
+            not_after: Some(grant.exp),
             refresh: None,
             approval: None,
         };
@@ -447,6 +484,7 @@ impl AuthorizationServer {
                         .map_err(|e| bad(format!("{own}; as a JWT-SVID: {e}")))?;
                         Ok(Presented {
                             sub: svid.spiffe_id.to_string(),
+                            client_id: None,
                             scopes: None,
                             aud: Vec::new(),
                             authorization_details: None,
@@ -490,6 +528,7 @@ impl AuthorizationServer {
                 }
                 Ok(Presented {
                     sub: c.sub.clone(),
+                    client_id: None,
                     scopes: Some(split_scope(Some(&c.scope))),
                     aud: vec![c.aud.clone()],
                     authorization_details: None,
@@ -502,7 +541,7 @@ impl AuthorizationServer {
             }
             ID_TOKEN_TYPE => {
                 let (claims, iss) = self
-                    .verify_trusted(token)
+                    .verify_trusted(token, ID_TOKEN_TYPS)
                     .await
                     .map_err(|e| bad(e.description))?;
                 let sub = claims["sub"]
@@ -510,8 +549,15 @@ impl AuthorizationServer {
                     .ok_or_else(|| bad("no sub".into()))?
                     .to_owned();
                 tracing::debug!(issuer = %iss, "ID token accepted as subject token");
+                // The client it was issued to (`azp`, or ID-JAG's `client_id`): only that
+                // client may exchange it.
+                let client_id = claims["azp"]
+                    .as_str()
+                    .or_else(|| claims["client_id"].as_str())
+                    .map(str::to_owned);
                 Ok(Presented {
                     sub,
+                    client_id,
                     scopes: None,
                     aud: Vec::new(),
                     authorization_details: None,
@@ -570,28 +616,63 @@ impl AuthorizationServer {
             .get("requested_token_type")
             .unwrap_or(ACCESS_TOKEN_TYPE)
         {
-            ACCESS_TOKEN_TYPE => self.exchange_access(form, client, binding, subject).await,
+            ACCESS_TOKEN_TYPE => {
+                self.check_entitled(client, &subject)?;
+                self.exchange_access(form, client, binding, subject).await
+            }
             TXN_TOKEN_TYPE => self.txn_token(form, client, subject, connection).await,
-            JWT_TOKEN_TYPE => self.chaining_grant(form, client, subject).await,
+            JWT_TOKEN_TYPE => {
+                self.check_entitled(client, &subject)?;
+                self.chaining_grant(form, client, subject).await
+            }
             other => Err(OAuthError::invalid_request(format!(
                 "requested_token_type {other:?} is not supported"
             ))),
         }
     }
 
+    /// Only a client the subject token is for may present it (a transaction token travels
+    /// inside its trust domain by design).
+    fn check_entitled(
+        &self,
+        client: &AuthenticatedClient,
+        subject: &Presented,
+    ) -> Result<(), OAuthError> {
+        if subject.txn.is_some() {
+            return Ok(());
+        }
+        audience::check_entitled(&self.resources, client, &subject.view())
+    }
+
     /// Scope, audience and details of an exchange, never wider than the subject token's.
-    fn narrowed(&self, form: &Form, subject: &Presented) -> Result<Narrowed, OAuthError> {
+    fn narrowed(
+        &self,
+        form: &Form,
+        client: &AuthenticatedClient,
+        subject: &Presented,
+    ) -> Result<Narrowed, OAuthError> {
         let scopes = narrowed_scopes(form.scopes()?, subject.scopes.as_ref())?;
         let mut audience = resources(form)?;
         audience.extend(form.all("audience").iter().cloned());
         if audience.is_empty() {
             audience = subject.aud.clone();
+        } else {
+            audience::check_audiences(
+                &self.resources,
+                &self.settings.trust_domain,
+                client,
+                &subject.view(),
+                &audience,
+            )?;
         }
         if let Some(allowed) = subject
             .authorization_details
             .as_ref()
             .and_then(rar::locations)
-            && let Some(a) = audience.iter().find(|a| !allowed.contains(a))
+            && let Some(a) = audience
+                .iter()
+                .filter(|a| !audience::is_hand_off(a, &self.settings.trust_domain))
+                .find(|a| !allowed.contains(a))
         {
             return Err(OAuthError::invalid_target(format!(
                 "{a} is outside the locations the original grant allows"
@@ -635,7 +716,7 @@ impl AuthorizationServer {
                 "subject_token: a transaction token is exchanged only by workloads of its trust domain",
             ));
         }
-        let n = self.narrowed(form, &subject)?;
+        let n = self.narrowed(form, client, &subject)?;
         let g = Grant {
             grant_type: TOKEN_EXCHANGE_GRANT.into(),
             act: Self::actor_chain(client, &subject.sub, subject.act.clone())?,
@@ -686,6 +767,7 @@ impl AuthorizationServer {
                     "transaction tokens are issued to workloads of {td} only"
                 ))
             })?;
+        self.check_entitled(client, &subject)?;
         match form.all("audience") {
             [a] if *a == td.name() || *a == td.id_string() => {}
             _ => {
@@ -800,6 +882,13 @@ impl AuthorizationServer {
                 "name exactly one target authorization server (audience or resource)",
             ));
         };
+        audience::check_audiences(
+            &self.resources,
+            &self.settings.trust_domain,
+            client,
+            &subject.view(),
+            std::slice::from_ref(target),
+        )?;
         let scopes = narrowed_scopes(form.scopes()?, subject.scopes.as_ref())?;
         let act = Self::actor_chain(client, &subject.sub, subject.act.clone())?;
         let g = Grant {

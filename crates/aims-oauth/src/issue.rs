@@ -86,9 +86,12 @@ pub struct Grant {
     pub act: Option<Actor>,
     /// Who may act for the subject later.
     pub may_act: Option<serde_json::Value>,
-    /// A bound on expiry inherited from an earlier token (an exchange never extends life).
+    /// A bound on expiry inherited from an earlier token or grant (an exchange never extends
+    /// life); a refresh family issued on the grant ends there too.
     pub not_after: Option<i64>,
-    /// Issue a refresh token too (its family, if continuing one).
+    /// Issue a refresh token too (its family, if continuing one). Only grants whose subject's
+    /// authorization outlives the request set this: a person's consent (authorization code)
+    /// or approval (CIBA), and the refresh grant continuing such a family.
     pub refresh: Option<Option<String>>,
     /// The person's approval the grant rests on.
     pub approval: Option<String>,
@@ -154,7 +157,16 @@ impl AuthorizationServer {
         binding: &Binding,
         issued_token_type: Option<&'static str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let wants_refresh = g.scopes.iter().any(|s| s == OFFLINE_ACCESS) || g.refresh.is_some();
+        // `offline_access` is granted only where the grant says a refresh family may exist;
+        // elsewhere (a JWT-SVID, an ID token, a trusted issuer's grant) the subject's
+        // authorization is the presented token's, and must not outlive it.
+        if g.refresh.is_none() && g.scopes.iter().any(|s| s == OFFLINE_ACCESS) {
+            return Err(OAuthError::invalid_scope(format!(
+                "offline_access: a {} grant issues no refresh token",
+                g.grant_type
+            )));
+        }
+        let wants_refresh = g.refresh.is_some();
         g.scopes.retain(|s| s != OFFLINE_ACCESS);
         if g.audience.is_empty() {
             return Err(OAuthError::invalid_target(
@@ -230,6 +242,7 @@ impl AuthorizationServer {
                         family: None,
                         expires_at: exp,
                         revoked_at: None,
+                        used_at: None,
                     })
                     .await?;
                 token
@@ -237,7 +250,7 @@ impl AuthorizationServer {
         };
         let (refresh_token, family) = if wants_refresh {
             let (token, family) = self
-                .issue_refresh_token(&claims, g.refresh.flatten())
+                .issue_refresh_token(&claims, g.refresh.flatten(), g.not_after)
                 .await?;
             (Some(token), Some(family))
         } else {
@@ -293,10 +306,14 @@ impl AuthorizationServer {
         sign_token(self.keys.as_ref(), ID_TYP, &claims)
     }
 
+    /// A refresh token of `family` (a new one if `None`); it expires with the refresh TTL or at
+    /// `not_after`, whichever is first, so that rotation never extends a family past the
+    /// grant it came from.
     async fn issue_refresh_token(
         &self,
         claims: &AccessClaims,
         family: Option<String>,
+        not_after: Option<i64>,
     ) -> Result<(String, String), OAuthError> {
         let token = random_token()?;
         let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -310,8 +327,12 @@ impl AuthorizationServer {
                 claims: serde_json::to_value(claims)
                     .map_err(|e| OAuthError::server_error("token claims", e))?,
                 family: Some(family.clone()),
-                expires_at: self.now() + self.ttl(self.settings.refresh_token_ttl),
+                expires_at: not_after.map_or(
+                    self.now() + self.ttl(self.settings.refresh_token_ttl),
+                    |limit| limit.min(self.now() + self.ttl(self.settings.refresh_token_ttl)),
+                ),
                 revoked_at: None,
+                used_at: None,
             })
             .await?;
         Ok((token, family))

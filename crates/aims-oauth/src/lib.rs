@@ -17,6 +17,7 @@
 //! * [`resource`]: the resource server's check of a presented token and its sender constraint.
 #![forbid(unsafe_code)]
 
+pub mod audience;
 pub mod authorize;
 pub mod ciba;
 pub mod cimd;
@@ -26,7 +27,6 @@ pub mod client_auth;
 pub mod dpop;
 pub mod endpoints;
 pub mod error;
-pub mod fetch;
 pub mod form;
 pub mod grants;
 pub mod issue;
@@ -45,9 +45,9 @@ use aims_core::SharedClock;
 use aims_credentials::BundleSource;
 use aims_store::Store;
 
+pub use aims_outbound::{FetchSettings, fetch};
 pub use error::OAuthError;
-pub use fetch::FetchSettings;
-pub use settings::{AsSettings, TokenFormat, TrustedIssuer};
+pub use settings::{AsSettings, ResourceServer, TokenFormat, TrustedIssuer};
 
 /// The authorization server.
 pub struct AuthorizationServer {
@@ -65,6 +65,8 @@ pub struct AuthorizationServer {
     clients: client::ClientCache,
     svids: aims_authn::verified_cache::JwtSvidVerifier,
     clock: SharedClock,
+    /// The resources token exchanges may aim at.
+    pub resources: audience::ResourceRegistry,
     /// The users who delegate and approve; without them no user-facing grant is offered.
     people: Option<Arc<aims_people::People>>,
 }
@@ -113,6 +115,7 @@ impl AuthorizationServer {
             i64::try_from(settings.leeway.as_secs()).unwrap_or(60),
         )?;
         Ok(Self {
+            resources: audience::ResourceRegistry::new(settings.resources.clone()),
             settings,
             keys,
             bundles,

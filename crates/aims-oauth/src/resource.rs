@@ -88,7 +88,14 @@ pub fn check_presentation(
             if !proof.scheme.eq_ignore_ascii_case("DPoP") {
                 return Err(invalid("a DPoP-bound token goes with the DPoP scheme"));
             }
-            let got = dpop.verify(p.proof, p.method, &[p.uri.to_owned()], Some(token), now)?;
+            let got = dpop.verify(
+                p.proof,
+                p.method,
+                &[p.uri.to_owned()],
+                Some(token),
+                &claims.client_id,
+                now,
+            )?;
             if &got != jkt {
                 return Err(invalid("the DPoP proof is by another key"));
             }

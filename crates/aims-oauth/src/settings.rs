@@ -29,6 +29,32 @@ pub struct TrustedIssuer {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A resource this authorization server issues tokens for (RFC 8707 resource indicator): the
+/// audiences a token exchange may name (AIMS AZ-6, PV-6; see [`crate::audience`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceServer {
+    /// The resource identifier, an absolute URI; a URI under it (by path segment) is the same
+    /// resource's.
+    pub resource: String,
+    /// The client (`client_id` or SPIFFE ID) that serves it and receives its tokens, e.g. the
+    /// gateway in front of a route; it may exchange them.
+    pub server: Option<String>,
+    /// Upstream audiences its server exchanges received tokens for (a gateway route's
+    /// `exchange_audience`).
+    pub exchange_to: Vec<String>,
+}
+
+impl ResourceServer {
+    /// A resource with no registered server.
+    pub fn new(resource: impl Into<String>) -> Self {
+        Self {
+            resource: resource.into(),
+            server: None,
+            exchange_to: Vec::new(),
+        }
+    }
+}
+
 /// Everything the authorization server needs.
 #[derive(Debug, Clone)]
 pub struct AsSettings {
@@ -60,6 +86,8 @@ pub struct AsSettings {
     pub require_dpop_nonce: bool,
     /// Issuers whose JWT authorization grants are accepted.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Registered resources: what a token exchange may aim at.
+    pub resources: Vec<ResourceServer>,
     /// Clock skew tolerated on assertions and proofs (60 s).
     pub leeway: Duration,
     /// Whether clients may identify by Client ID Metadata Document URLs (off).
@@ -98,6 +126,7 @@ impl AsSettings {
             require_sender_constraint: false,
             require_dpop_nonce: false,
             trusted_issuers: Vec::new(),
+            resources: Vec::new(),
             leeway: Duration::from_secs(60),
             client_id_metadata_documents: false,
             fetch: FetchSettings::default(),

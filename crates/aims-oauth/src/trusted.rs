@@ -114,10 +114,10 @@ impl TrustedIssuers {
                 resp.status()
             ));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_JWKS {
-            return Err("JWKS too large".into());
-        }
+        // The bound holds while the body arrives: a huge answer is never read whole.
+        let body = crate::fetch::read_limited(&issuer.jwks_uri, resp, MAX_JWKS)
+            .await
+            .map_err(|e| e.to_string())?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS: {e}"))?;
         let keys = set
             .keys

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use aims_audit::{AuditLog, AuditRecord, TreeError, TreeReader};
 use aims_authn::transport::ConnectionInfo;
-use aims_core::TrustDomain;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aims_core::{SpiffeId, TrustDomain};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +20,7 @@ use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::peer::{Refusal, require_workload};
 
@@ -30,9 +34,12 @@ pub const VKEY_PATH: &str = "/audit/v1/vkey";
 pub const INCLUSION_PATH: &str = "/audit/v1/proof/inclusion";
 /// `?first=&second=`: a consistency proof.
 pub const CONSISTENCY_PATH: &str = "/audit/v1/proof/consistency";
-/// Records per append, at most.
-pub const MAX_RECORDS: usize = 10_000;
-const MAX_BODY: usize = 8 << 20;
+/// Records per append, at most (a gateway's batch).
+pub const MAX_RECORDS: usize = 1_000;
+const MAX_BODY: usize = 2 << 20;
+/// Appends of one writer in the log's queue at once: a busy (or hostile) writer waits for its
+/// own turn instead of filling the queue the authorization server's records wait in.
+const WRITER_INFLIGHT: usize = 2;
 
 /// What an append answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,10 +82,43 @@ struct AuditState {
     log: Arc<AuditLog>,
     view: LogView,
     trust_domain: TrustDomain,
+    writers: Arc<Vec<SpiffeId>>,
+    inflight: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
-/// The append, checkpoint and proof endpoints.
-pub fn router(log: Arc<AuditLog>, view: LogView, trust_domain: TrustDomain) -> Router {
+impl AuditState {
+    /// Whether `id` is (or lies under) an allowed writer.
+    fn may_write(&self, id: &SpiffeId) -> bool {
+        self.writers.iter().any(|w| {
+            w.trust_domain() == id.trust_domain()
+                && (id.path() == w.path()
+                    || id
+                        .path()
+                        .strip_prefix(w.path())
+                        .is_some_and(|rest| rest.starts_with('/')))
+        })
+    }
+
+    /// The writer's share of the queue.
+    fn turn(&self, id: &SpiffeId) -> Arc<Semaphore> {
+        let mut map = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(id.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(WRITER_INFLIGHT)))
+            .clone()
+    }
+}
+
+/// The append, checkpoint and proof endpoints; `writers` may append (see
+/// [`crate::ServerSettings::audit_writers`]).
+pub fn router(
+    log: Arc<AuditLog>,
+    view: LogView,
+    trust_domain: TrustDomain,
+    writers: Vec<SpiffeId>,
+) -> Router {
     Router::new()
         .route(RECORDS_PATH, post(append))
         .route(CHECKPOINT_PATH, get(checkpoint))
@@ -90,6 +130,8 @@ pub fn router(log: Arc<AuditLog>, view: LogView, trust_domain: TrustDomain) -> R
             log,
             view,
             trust_domain,
+            writers: Arc::new(writers),
+            inflight: Arc::default(),
         })
 }
 
@@ -207,6 +249,15 @@ async fn append(
         Ok(id) => id,
         Err(refusal) => return refusal.into_response(),
     };
+    // Only enforcement points write decisions: another workload could otherwise fill the log's
+    // queue or put records into any task's trace (issue 16).
+    if !s.may_write(&source) {
+        return Refusal(
+            StatusCode::FORBIDDEN,
+            format!("{source} is not an audit writer (server.audit_writers)"),
+        )
+        .into_response();
+    }
     let mut records: Vec<AuditRecord> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -225,6 +276,10 @@ async fn append(
     for r in &mut records {
         r.source = source.to_string();
     }
+    let turn = s.turn(&source);
+    let Ok(_permit) = turn.acquire().await else {
+        return Refusal(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into_response();
+    };
     match s.log.append(&records).await {
         Ok(a) => (
             StatusCode::CREATED,

@@ -177,16 +177,10 @@ impl Fetcher {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        if resp
-            .content_length()
-            .is_some_and(|l| l > MAX_BUNDLE_BYTES as u64)
-        {
-            return Err("bundle larger than 1 MiB".into());
-        }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_BUNDLE_BYTES {
-            return Err("bundle larger than 1 MiB".into());
-        }
+        // Bounded while it arrives: a peer streaming forever is cut off at the bound.
+        let body = aims_outbound::read_limited(&self.federation.url, resp, MAX_BUNDLE_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         let bundle = TrustBundle::from_jwks(self.federation.trust_domain.clone(), &body)
             .map_err(|e| e.to_string())?;
         if bundle.x509_authorities().is_empty() && bundle.jwt_authorities().next().is_none() {

@@ -28,6 +28,35 @@ pub struct Remediated {
     pub audit_index: u64,
 }
 
+/// Who revokes or restores access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator<'a> {
+    /// An operator (admin socket, CLI, console).
+    Operator,
+    /// A signal from the transmitter with this issuer: it restores only what it revoked.
+    Signal(&'a str),
+}
+
+impl<'a> Initiator<'a> {
+    /// What the store keeps as `revoked_by`, and whose revocations it lifts: the signal's
+    /// issuer; `None` for the operator (who lifts any).
+    fn source(self) -> Option<&'a str> {
+        match self {
+            Initiator::Operator => None,
+            Initiator::Signal(iss) => Some(iss),
+        }
+    }
+}
+
+impl std::fmt::Display for Initiator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Initiator::Operator => f.write_str("operator (admin socket)"),
+            Initiator::Signal(iss) => write!(f, "signal from {iss}"),
+        }
+    }
+}
+
 /// Revokes and restores access, recording each act.
 pub struct Remediation {
     store: Store,
@@ -101,12 +130,18 @@ impl Remediation {
         &self,
         principal: &str,
         cause: &str,
-        initiator: &str,
+        initiator: Initiator<'_>,
     ) -> Result<Remediated, ServerError> {
         let now = aims_core::unix_seconds(self.clock.now());
-        let tokens_revoked = self.store.revoke_principal(principal, cause, now).await?;
+        let by = initiator.source().unwrap_or_default();
+        let tokens_revoked = self
+            .store
+            .revoke_principal(principal, cause, by, now)
+            .await?;
         // Recorded before it is acknowledged: no remediation without its trail.
-        let audit_index = self.record("revoke", principal, cause, initiator).await?;
+        let audit_index = self
+            .record("revoke", principal, cause, &initiator.to_string())
+            .await?;
         tracing::warn!(%principal, %cause, %initiator, tokens_revoked, "access revoked");
         self.signal(event::SESSION_REVOKED, principal, cause, now, audit_index)
             .await;
@@ -124,19 +159,24 @@ impl Remediation {
         })
     }
 
-    /// Lifts the revocation of `principal`; `None` if none stood.
+    /// Lifts the revocation of `principal`; `None` if none stood that `initiator` may lift
+    /// (a signal lifts only what its own issuer revoked, never an operator's ban).
     pub async fn lift(
         &self,
         principal: &str,
         cause: &str,
-        initiator: &str,
+        initiator: Initiator<'_>,
     ) -> Result<Option<u64>, ServerError> {
         let now = aims_core::unix_seconds(self.clock.now());
-        if !self.store.lift_revocation(principal, now).await? {
+        if !self
+            .store
+            .lift_revocation(principal, initiator.source(), now)
+            .await?
+        {
             return Ok(None);
         }
         let index = self
-            .record("lift_revocation", principal, cause, initiator)
+            .record("lift_revocation", principal, cause, &initiator.to_string())
             .await?;
         tracing::warn!(%principal, %cause, %initiator, "revocation lifted");
         Ok(Some(index))

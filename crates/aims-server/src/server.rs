@@ -289,15 +289,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             as_issuer.clone(),
             mtls_base.clone(),
             Arc::new(crate::signals_api::AsSigner(issuer.clone())),
-            // Receivers' push endpoints are trusted like the URLs clients name.
-            settings
-                .oauth
-                .fetch
-                .ca_file
-                .as_ref()
-                .map(|p| read(p, "CA file"))
-                .transpose()?
-                .as_deref(),
+            // Receivers' push endpoints are guarded like the URLs clients name.
+            &settings.oauth.fetch,
         )
         .map_err(|e| ServerError::Config(format!("signals: {e}")))?,
     );
@@ -313,6 +306,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         as_issuer.clone(),
         remediation.clone(),
         signals.clone(),
+        issuer.store().clone(),
+        settings.clock.clone(),
     )?);
     let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
@@ -350,6 +345,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 audit.clone(),
                 log_view.clone(),
                 settings.trust_domain.clone(),
+                settings.audit_writers.clone(),
             ))
             .merge(crate::signals_api::router(
                 signals.clone(),

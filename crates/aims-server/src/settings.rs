@@ -57,6 +57,10 @@ pub struct ServerSettings {
     /// Transmitters whose Shared Signals this server receives and acts on (RFC 8935 push to
     /// `/ssf/v1/receive`).
     pub signal_sources: Vec<crate::signals_in::SignalSource>,
+    /// The workloads that may append to the audit log: SPIFFE IDs, each also naming the IDs
+    /// under its path (enforcement points) [default: `/aims/gateway` and `/gateway/…` of the
+    /// trust domain].
+    pub audit_writers: Vec<aims_core::SpiffeId>,
     /// How often the store's change counters are polled for changes other replicas made.
     pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
@@ -89,6 +93,10 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// Settings with AIMS's defaults for `trust_domain` and `data_dir`.
     pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
+        let audit_writers = ["/aims/gateway", "/gateway"]
+            .iter()
+            .filter_map(|p| trust_domain.id_with_path(p).ok())
+            .collect();
         Self {
             oauth: aims_oauth::AsSettings::new(String::new(), trust_domain.clone()),
             people: aims_people::PeopleSettings::new(String::new()),
@@ -101,6 +109,7 @@ impl ServerSettings {
             x509pop_ca_file: None,
             federation: Vec::new(),
             signal_sources: Vec::new(),
+            audit_writers,
             change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
             admin_socket: None,

@@ -5,9 +5,9 @@
 //! the signal as its cause and passed on to every receiver of ours — account-enabled lifts it,
 //! and a change to re-evaluate is passed on as it is.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aims_credentials::PublicKey;
 use aims_credentials::jose::CompactJws;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::ServerError;
-use crate::remediation::Remediation;
+use crate::remediation::{Initiator, Remediation};
 
 /// Where transmitters push SETs (RFC 8935).
 pub const RECEIVE_PATH: &str = "/ssf/v1/receive";
@@ -31,8 +31,12 @@ pub const RECEIVE_PATH: &str = "/ssf/v1/receive";
 const MAX_JWKS: usize = 64 << 10;
 /// A pushed SET's size, at most.
 const MAX_SET: usize = 16 << 10;
-/// SET ids remembered against replays, per server.
-const SEEN: usize = 100_000;
+/// How old a SET may be (RFC 8417 §2.2 `iat`): a transmitter retries a push for a while, but a
+/// SET older than this is refused, and ids are remembered (in the store, so across restarts
+/// and replicas) for as long, so no SET is acted on twice.
+const SET_WINDOW: i64 = 24 * 3600;
+/// How far in the future a SET's `iat` may be (clock skew).
+const SET_SKEW: i64 = 60;
 
 /// A transmitter whose signals this server acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +68,8 @@ pub struct SignalIntake {
     our_issuer: String,
     remediation: Arc<Remediation>,
     signals: Arc<Transmitter>,
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+    store: aims_store::Store,
+    clock: aims_core::SharedClock,
 }
 
 impl SignalIntake {
@@ -74,6 +79,8 @@ impl SignalIntake {
         our_issuer: String,
         remediation: Arc<Remediation>,
         signals: Arc<Transmitter>,
+        store: aims_store::Store,
+        clock: aims_core::SharedClock,
     ) -> Result<Self, ServerError> {
         let sources = sources
             .iter()
@@ -94,7 +101,8 @@ impl SignalIntake {
             our_issuer,
             remediation,
             signals,
-            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            store,
+            clock,
         })
     }
 
@@ -130,30 +138,29 @@ impl SignalIntake {
             .as_deref()
             .unwrap_or(&self.our_issuer);
         let set = verify_set(token, iss, audience, &|kid| keys.get(kid).cloned())?;
-        if !self.first_time(&format!("{iss} {}", set.jti)) {
+        let now = aims_core::unix_seconds(self.clock.now());
+        if set.iat < now - SET_WINDOW || set.iat > now + SET_SKEW {
+            return Err(SetError::InvalidRequest(format!(
+                "iat {} is outside the accepted window (at most {SET_WINDOW} s old)",
+                set.iat
+            )));
+        }
+        let first = self
+            .store
+            .first_use(
+                &format!("set:{iss}"),
+                &set.jti,
+                set.iat + SET_WINDOW + SET_SKEW,
+                now,
+            )
+            .await
+            .map_err(|e| SetError::InvalidRequest(format!("cannot record the SET now: {e}")))?;
+        if !first {
             tracing::debug!(jti = %set.jti, %iss, "signal already handled");
             return Ok(());
         }
         self.act(&set).await;
         Ok(())
-    }
-
-    fn first_time(&self, key: &str) -> bool {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.0.contains(key) {
-            return false;
-        }
-        if seen.1.len() >= SEEN
-            && let Some(old) = seen.1.pop_front()
-        {
-            seen.0.remove(&old);
-        }
-        seen.0.insert(key.to_owned());
-        seen.1.push_back(key.to_owned());
-        true
     }
 
     async fn act(&self, set: &SecEvent) {
@@ -166,16 +173,16 @@ impl SignalIntake {
             cause.push_str(&format!(": {reason}"));
         }
         let effect = event::effect(event_type, body);
-        for principal in set.sub_id.principals() {
+        for principal in set.sub_id.principals(&set.iss) {
             let done = match effect {
                 Effect::Revoke => self
                     .remediation
-                    .revoke(&principal, &cause, &set.iss)
+                    .revoke(&principal, &cause, Initiator::Signal(&set.iss))
                     .await
                     .map(|_| ()),
                 Effect::Restore => self
                     .remediation
-                    .lift(&principal, &cause, &set.iss)
+                    .lift(&principal, &cause, Initiator::Signal(&set.iss))
                     .await
                     .map(|_| ()),
                 Effect::Reevaluate | Effect::None => Ok(()),
@@ -194,7 +201,7 @@ impl SignalIntake {
                 tracing::error!(error = %e, "signal not passed on");
             }
         }
-        tracing::info!(event = short, iss = %set.iss, subjects = ?set.sub_id.principals(), "external signal handled");
+        tracing::info!(event = short, iss = %set.iss, subjects = ?set.sub_id.principals(&set.iss), "external signal handled");
     }
 }
 

@@ -9,108 +9,18 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aims_core::{Clock as _, SpiffeId, TrustDomain};
+use aims_core::{Clock as _, TrustDomain};
 use aims_credentials::jose::{Audience, JwsHeader, sign};
 use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey};
-use aims_oauth::claims::{AT_TYP, AccessClaims};
+use aims_oauth::claims::AccessClaims;
 use aims_oauth::resource::{SenderProof, verify_access_token};
-use common::{As, start_as};
+use common::{As, JWT_SPIFFE, RESOURCE, dpop_verifier, id, start_as, start_as_in};
 use serde_json::{Value, json};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
-const RESOURCE: &str = "https://tool.example/api";
-
-fn id(s: &str) -> SpiffeId {
-    SpiffeId::parse(s).unwrap()
-}
 
 impl As {
-    fn token_url(&self) -> String {
-        format!("{}/oauth2/token", self.issuer)
-    }
-
-    async fn jwt_svid(&self, spiffe_id: &str) -> String {
-        self.server
-            .issuer
-            .mint_jwt_svid(&id(spiffe_id), std::slice::from_ref(&self.issuer), None)
-            .await
-            .unwrap()
-            .token
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        self.post_with(&self.http, &format!("{}{path}", self.issuer), form, &[])
-            .await
-    }
-
-    async fn post_with(
-        &self,
-        http: &reqwest::Client,
-        url: &str,
-        form: &[(&str, &str)],
-        headers: &[(&str, &str)],
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut req = http.post(url).form(form);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::Null),
-            headers,
-        )
-    }
-
-    /// client_credentials with a JWT-SVID assertion.
-    async fn cc(&self, agent: &str, scope: &str) -> (u16, Value) {
-        let a = self.jwt_svid(agent).await;
-        let (s, v, _) = self
-            .post(
-                "/oauth2/token",
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("client_assertion_type", JWT_SPIFFE),
-                    ("client_assertion", &a),
-                    ("scope", scope),
-                    ("resource", RESOURCE),
-                ],
-            )
-            .await;
-        (s, v)
-    }
-
-    fn verify(&self, token: &str, resource: &str) -> AccessClaims {
-        verify_access_token(
-            self.server.issuer.as_ref(),
-            &self.issuer,
-            resource,
-            token,
-            &SenderProof::default(),
-            &dpop_verifier(),
-            aims_core::unix_seconds(self.clock.now()),
-        )
-        .unwrap()
-    }
-
-    /// Signs an access token with the server's own key (for states no grant produces).
-    fn forge(&self, claims: &AccessClaims) -> String {
-        aims_oauth::keys::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
-    }
-
-    fn now(&self) -> i64 {
-        aims_core::unix_seconds(self.clock.now())
-    }
-
     /// The RFC 8414 metadata document.
     async fn metadata(&self) -> Value {
         self.http
@@ -127,15 +37,6 @@ impl As {
     }
 }
 
-fn dpop_verifier() -> aims_oauth::dpop::DpopVerifier {
-    aims_oauth::dpop::DpopVerifier::new(
-        Arc::new(aims_authn::replay::ReplayCache::new(1000, 60)),
-        false,
-        60,
-    )
-    .unwrap()
-}
-
 fn error(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("<none>")
 }
@@ -150,6 +51,16 @@ fn rogue(td: &str) -> CaManager {
     );
     ca.tick(SystemTime::now()).unwrap();
     ca
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 #[tokio::test]
@@ -486,6 +397,24 @@ async fn private_key_jwt_for_registered_clients_and_replayed_assertions() {
             .contains("replayed"),
         "{v}"
     );
+    // Issue 16: the lifetime counts from our clock, not the client's iat; an assertion from
+    // the future, or valid for longer than the window, is refused.
+    let timed = |jti: &str, iat: i64, exp: i64| {
+        sign(
+            &key,
+            &JwsHeader::new(&key, Some("client-authentication+jwt"), Some("k1")),
+            &json!({"iss": "reporting-service", "sub": "reporting-service", "aud": a.issuer, "jti": jti, "iat": iat, "exp": exp}),
+        )
+        .unwrap()
+    };
+    for (jti, iat, exp) in [
+        ("t1", a.now() + 3500, a.now() + 3600),
+        ("t2", a.now(), a.now() + 3600),
+        ("t3", a.now(), i64::MAX),
+    ] {
+        let (s, v) = request(timed(jti, iat, exp), "read").await;
+        assert_eq!((s, error(&v)), (401, "invalid_client"), "{jti}: {v}");
+    }
     // The token endpoint URL is accepted as audience too; another audience is not.
     assert_eq!(
         request(assertion("j2", &a.token_url()), "read").await.0,
@@ -517,6 +446,48 @@ async fn private_key_jwt_for_registered_clients_and_replayed_assertions() {
         .await
         .unwrap_err();
     assert_eq!(err.code, "invalid_client_metadata");
+
+    // Issue 16: a jti is remembered in the store, so a replay is refused after a restart too.
+    let replay_later = sign(
+        &key,
+        &JwsHeader::new(&key, Some("client-authentication+jwt"), Some("k1")),
+        &json!({"iss": "reporting-service", "sub": "reporting-service", "aud": a.issuer, "jti": "r1", "iat": a.now(), "exp": a.now() + 200}),
+    )
+    .unwrap();
+    assert_eq!(request(replay_later.clone(), "read").await.0, 200);
+    let As { _dir, server, .. } = a;
+    server.stop().await;
+    let b = start_as_in(_dir, "example.org", |_| {}).await;
+    // The same assertion, aimed at the restarted server's issuer (its port changed).
+    let again = sign(
+        &key,
+        &JwsHeader::new(&key, Some("client-authentication+jwt"), Some("k1")),
+        &json!({"iss": "reporting-service", "sub": "reporting-service", "aud": b.issuer, "jti": "r1", "iat": b.now(), "exp": b.now() + 200}),
+    )
+    .unwrap();
+    let (s, v, _) = b
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &again),
+                ("scope", "read"),
+                ("resource", RESOURCE),
+            ],
+        )
+        .await;
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("replayed"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -701,26 +672,27 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
     // the tool, at most there, to the planner.
     let now = a.now();
     let user_token = a.forge(&AccessClaims {
-        iss: a.issuer.clone(),
-        sub: "alice@example.com".into(),
-        aud: Audience::One(RESOURCE.into()),
-        exp: now + 600,
-        iat: now,
-        jti: "u1".into(),
-        client_id: "spiffe://example.org/agent/planner".into(),
-        scope: Some("read write offline_access".into()),
         authorization_details: Some(json!([{"type": "tool_call", "locations": [RESOURCE, "https://tool.example/search"], "actions": ["read", "write"]}])),
-        act: None,
-        may_act: None,
-        cnf: None,
-        approval: None,
+        ..a.verify(
+            &a.delegation(
+                "u1",
+                "spiffe://example.org/agent/planner",
+                "read write offline_access",
+            ),
+            RESOURCE,
+        )
     });
-    // Hop 1: the planner acts for alice.
+    // Hop 1: the planner acts for alice, handing the task to the researcher (an audience
+    // of the new token, which only then may exchange it).
     let (s, v) = exchange(
         &a,
         "spiffe://example.org/agent/planner",
         &user_token,
-        &[("scope", "read")],
+        &[
+            ("scope", "read"),
+            ("audience", "spiffe://example.org/agent/researcher"),
+            ("resource", RESOURCE),
+        ],
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -733,11 +705,18 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
         vec!["spiffe://example.org/agent/planner"],
         "RFC 8693 §4.1: the planner acts for alice"
     );
-    // Hop 2: a researcher agent acts via the planner.
-    let (s, v) = exchange(&a, "spiffe://example.org/agent/researcher", &hop1, &[]).await;
+    // Hop 2: the researcher acts via the planner, for the search tool (within the grant's
+    // locations), which serves that resource.
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/agent/researcher",
+        &hop1,
+        &[("resource", "https://tool.example/search")],
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let hop2 = v["access_token"].as_str().unwrap().to_owned();
-    let c2 = a.verify(&hop2, RESOURCE);
+    let c2 = a.verify(&hop2, "https://tool.example/search");
     assert_eq!(c2.client_id, "spiffe://example.org/agent/researcher");
     assert_eq!(
         c2.act.as_ref().unwrap().chain(),
@@ -746,7 +725,7 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
             "spiffe://example.org/agent/planner"
         ]
     );
-    // Hop 3: a tool behind it exchanges for the search endpoint (allowed by the grant's locations).
+    // Hop 3: the search tool, the resource server of hop 2, exchanges it for itself.
     let (s, v) = exchange(
         &a,
         "spiffe://example.org/tool/search",
@@ -836,7 +815,8 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
         200
     );
 
-    // offline_access in the grant: a refresh token, rotated on use; reuse revokes the family.
+    // Issue 16: an exchange issues no refresh token, even where the subject token held
+    // offline_access: a refresh family would outlive the token the exchange rests on.
     let (s, v) = exchange(
         &a,
         "spiffe://example.org/agent/planner",
@@ -844,48 +824,119 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
         &[("scope", "read offline_access")],
     )
     .await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"), "{v}");
+    assert!(v.get("refresh_token").is_none());
+}
+
+/// Issue 16 (token exchange re-aimed any token at any audience): only a client entitled to
+/// a token may exchange it — its own, one it is an audience (or the resource server) of, or
+/// one whose may_act names it — and only for resources the AS knows, never wider than the
+/// token's audience unless the token is the client's own.
+#[tokio::test]
+async fn only_entitled_clients_exchange_and_only_for_known_narrower_audiences() {
+    let a = start_as("example.org", |s| {
+        s.oauth
+            .resources
+            .push(aims_oauth::ResourceServer::new("https://bank.example/pay"));
+    })
+    .await;
+    let alice_agent = "spiffe://example.org/agent/a";
+    let (_, v) = a.cc(alice_agent, "read write").await;
+    let token_a = v["access_token"].as_str().unwrap().to_owned();
+    // (What is refused is in the negative matrix.) The owner re-aims its own authority at a
+    // resource the AS knows; the resource server of the token's audience exchanges it.
+    let (s, v) = exchange(
+        &a,
+        alice_agent,
+        &token_a,
+        &[("resource", "https://bank.example/pay"), ("scope", "read")],
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
-    let rt1 = v["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |rt: String, agent: &'static str| {
-        let a = &a;
-        async move {
-            let assertion = a.jwt_svid(agent).await;
-            let (s, v, _) = a
-                .post(
-                    "/oauth2/token",
-                    &[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", &rt),
-                        ("client_assertion_type", JWT_SPIFFE),
-                        ("client_assertion", &assertion),
-                    ],
-                )
-                .await;
-            (s, v)
-        }
+    let (s, v) = exchange(
+        &a,
+        "spiffe://example.org/tool/api",
+        &token_a,
+        &[("scope", "read")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Random chains of exchanges (a seeded generator): whatever each hop asks, every token
+    // issued is narrower than or equal to its subject token in scope, audience resources and
+    // life, and names no resource the person did not grant.
+    let agents = [
+        "spiffe://example.org/agent/a",
+        "spiffe://example.org/agent/b",
+        "spiffe://example.org/agent/c",
+        "spiffe://example.org/tool/api",
+        "spiffe://example.org/tool/search",
+    ];
+    let targets = [
+        RESOURCE,
+        "https://tool.example/search",
+        "https://bank.example/pay",
+        "https://evil.example/api",
+    ];
+    let scopes = ["read", "write", "read write", "admin"];
+    let mut seed: u64 = 0x5eed_1234;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(seed >> 33).unwrap() % n
     };
-    // Another client cannot use it (and does not spend it).
-    assert_eq!(
-        refresh(rt1.clone(), "spiffe://example.org/agent/thief")
-            .await
-            .1["error"],
-        "invalid_grant"
-    );
-    let (s, v) = refresh(rt1.clone(), "spiffe://example.org/agent/planner").await;
-    assert_eq!(s, 200, "{v}");
-    let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
-    assert_ne!(rt1, rt2);
-    assert_eq!(
-        a.verify(v["access_token"].as_str().unwrap(), RESOURCE).sub,
-        "alice@example.com"
-    );
-    let (s, v) = refresh(rt1, "spiffe://example.org/agent/planner").await;
-    assert_eq!((s, error(&v)), (400, "invalid_grant"));
-    assert!(v["error_description"].as_str().unwrap().contains("reuse"));
-    assert_eq!(
-        refresh(rt2, "spiffe://example.org/agent/planner").await.0,
-        400,
-        "the family is revoked"
+    let root = a.delegation("root", alice_agent, "read write");
+    let (mut issued, mut refused) = (0, 0);
+    for _chain in 0..12 {
+        let mut current = root.clone();
+        let mut current_claims = a.verify(&root, RESOURCE);
+        for _hop in 0..4 {
+            let actor = agents[next(agents.len())];
+            let mut form: Vec<(&str, &str)> = vec![("scope", scopes[next(scopes.len())])];
+            if next(2) == 0 {
+                form.push(("resource", targets[next(targets.len())]));
+            }
+            if next(3) == 0 {
+                form.push(("audience", agents[next(agents.len())]));
+            }
+            let (s, v) = exchange(&a, actor, &current, &form).await;
+            if s != 200 {
+                refused += 1;
+                assert!(
+                    ["invalid_grant", "invalid_target", "invalid_scope"].contains(&error(&v)),
+                    "{v}"
+                );
+                continue;
+            }
+            issued += 1;
+            let token = v["access_token"].as_str().unwrap().to_owned();
+            let payload = token.split('.').nth(1).unwrap();
+            let c: AccessClaims = serde_json::from_slice(
+                &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(
+                c.scopes()
+                    .iter()
+                    .all(|s| current_claims.scopes().contains(s))
+            );
+            assert!(c.exp <= current_claims.exp);
+            assert_eq!(c.sub, "alice@example.com");
+            for aud in c.aud.values() {
+                assert!(
+                    aud.starts_with("spiffe://example.org/") || aud == RESOURCE,
+                    "the consent named {RESOURCE} only: {aud}"
+                );
+            }
+            current = token;
+            current_claims = c;
+        }
+    }
+    assert!(
+        issued > 0 && refused > 0,
+        "{issued} issued, {refused} refused"
     );
 }
 
@@ -926,6 +977,11 @@ async fn introspection_and_revocation_for_jwt_and_opaque_tokens() {
         assert_eq!(v["client_id"], agent);
         assert_eq!(v["scope"], "read");
         assert_eq!(v["token_type"], "Bearer");
+        // Issue 16, RFC 7662 §4: to a client the token does not concern it is inactive.
+        let (s, v) = introspect("spiffe://example.org/agent/mallory", token.clone()).await;
+        assert_eq!((s, v), (200, json!({"active": false})));
+        // Its own client may ask.
+        assert_eq!(introspect(agent, token.clone()).await.1["active"], true);
         // The caller must authenticate (RFC 7662 §2.1).
         let (s, _, _) = a.post("/oauth2/introspect", &[("token", &token)]).await;
         assert_eq!(s, 401);
@@ -973,7 +1029,15 @@ async fn introspection_and_revocation_for_jwt_and_opaque_tokens() {
 
 #[tokio::test]
 async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
-    let a = start_as("example.org", |_| {}).await;
+    // The orders service receives the front agent's tokens (it serves their resource).
+    let a = start_as("example.org", |s| {
+        s.oauth.resources = vec![aims_oauth::ResourceServer {
+            resource: RESOURCE.into(),
+            server: Some("spiffe://example.org/svc/orders".into()),
+            exchange_to: Vec::new(),
+        }];
+    })
+    .await;
     let (_, v) = a
         .cc(
             "spiffe://example.org/agent/front",
@@ -1178,6 +1242,35 @@ async fn workloads_append_to_the_audit_log_as_themselves() {
         400
     );
     assert_eq!(gw.post(&url).body("[{").send().await.unwrap().status(), 400);
+    // Issue 16: only enforcement points write; an agent can neither fill the log's queue nor
+    // put records into another task's trace.
+    let (agent, _) = a.mtls_client(&id("spiffe://example.org/agent/a")).await;
+    let mut forged = record.clone();
+    forged["correlation_id"] = json!("someone-elses-task");
+    let r = agent
+        .post(&url)
+        .json(&json!([forged]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (lookalike, _) = a.mtls_client(&id("spiffe://example.org/gatewayx/g1")).await;
+    assert_eq!(
+        lookalike
+            .post(&url)
+            .json(&json!([record]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // At most 1,000 records a call.
+    let many: Vec<Value> = (0..1001).map(|_| record.clone()).collect();
+    assert_eq!(
+        gw.post(&url).json(&many).send().await.unwrap().status(),
+        400
+    );
     assert_eq!(admin.audit_records(0, 10).await.unwrap().len(), 2);
 }
 
@@ -1414,6 +1507,25 @@ async fn identity_chaining_across_two_trust_domains() {
     let (s, v) = a.cc(agent, "read write").await;
     assert_eq!(s, 200);
     let home_token = v["access_token"].as_str().unwrap().to_owned();
+    // A grant for an authorization server A does not know is refused (issue 16).
+    let (s, v) = exchange(
+        &a,
+        agent,
+        &home_token,
+        &[
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:jwt",
+            ),
+            ("audience", &b.issuer),
+        ],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_target"), "{v}");
+    a.server
+        .authorization_server
+        .resources
+        .register(aims_oauth::ResourceServer::new(b.issuer.clone()));
     // Step 1 at A: a JWT authorization grant for B.
     let (s, v) = exchange(
         &a,
@@ -1494,6 +1606,64 @@ async fn identity_chaining_across_two_trust_domains() {
     // The grant works once (its jti), and B refuses grants from issuers it does not trust.
     let (s, v) = redeem(grant, svid_for_b.clone(), "https://api.other.org/").await;
     assert_eq!((s, error(&v)), (400, "invalid_grant"));
+    // Issue 16: a grant from the trusted issuer is still refused when it is another kind of
+    // JWT (RFC 8725 §3.11), has no jti (replayable), is for another client, and one without
+    // scope grants none.
+    let grant_of = |typ: &str, extra: Value| {
+        let mut c = json!({"iss": a_issuer, "sub": agent, "aud": b_issuer, "exp": a.now() + 60,
+                           "iat": a.now(), "jti": uuid_like(), "client_id": agent, "scope": "read"});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        aims_oauth::keys::sign_token(a.server.issuer.as_ref(), typ, &c).unwrap()
+    };
+    for (why, grant, want) in [
+        (
+            "an access token",
+            grant_of("at+jwt", json!({})),
+            "invalid_grant",
+        ),
+        (
+            "no jti",
+            grant_of("JWT", json!({"jti": null})),
+            "invalid_grant",
+        ),
+        (
+            "another client's",
+            grant_of(
+                "JWT",
+                json!({"client_id": "spiffe://example.org/agent/other"}),
+            ),
+            "invalid_grant",
+        ),
+        (
+            "no client at all",
+            grant_of("JWT", json!({"client_id": null})),
+            "invalid_grant",
+        ),
+    ] {
+        let (s, v) = redeem(grant, svid_for_b.clone(), "https://api.other.org/").await;
+        assert_eq!((s, error(&v)), (400, want), "{why}: {v}");
+    }
+    let scopeless = grant_of("JWT", json!({"scope": null}));
+    let (s, v, _) = b
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &scopeless),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &svid_for_b),
+                ("resource", "https://api.other.org/"),
+                ("scope", "read write"),
+            ],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (400, "invalid_scope"), "{v}");
     let stranger = rogue("stranger.org");
     let untrusted = aims_credentials::jose::sign(
         &stranger.active().unwrap().token.key,
@@ -1532,7 +1702,8 @@ async fn authlib_gets_tokens_by_client_credentials_and_token_exchange() {
     );
     let actor = write(
         "actor.jwt",
-        a.jwt_svid("spiffe://example.org/agent/py-helper").await,
+        // The resource server of the token's audience: entitled to exchange what it receives.
+        a.jwt_svid("spiffe://example.org/tool/api").await,
     );
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1569,7 +1740,7 @@ async fn authlib_gets_tokens_by_client_credentials_and_token_exchange() {
     assert_eq!(got["exchanged"]["sub"], "spiffe://example.org/agent/py");
     assert_eq!(
         got["exchanged"]["act"]["sub"],
-        "spiffe://example.org/agent/py-helper"
+        "spiffe://example.org/tool/api"
     );
     assert_eq!(got["exchanged"]["scope"], "read");
 }

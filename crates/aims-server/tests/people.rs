@@ -16,12 +16,10 @@ use aims_core::SpiffeId;
 use aims_credentials::jose::{CompactJws, sha256_b64url};
 use aims_people::users::NewUser;
 use aims_store::ClientSource;
-use common::{As, start_as};
+use common::{As, JWT_SPIFFE, RESOURCE, start_as};
 use serde_json::{Value, json};
 
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 const CIBA: &str = "urn:openid:params:grant-type:ciba";
-const RESOURCE: &str = "https://tool.example/api";
 const REDIRECT: &str = "https://app.example/cb";
 const AGENT: &str = "spiffe://example.org/agent/a";
 const PASSWORD: &str = "correct horse battery staple";
@@ -392,6 +390,27 @@ async fn a_user_delegates_to_an_agent_with_pkce_and_par() {
     assert_eq!(again.status, 400);
     assert!(again.body.contains("invalid_request_uri"));
 
+    // Issue 16: a thief holding the code and some other client's credentials neither redeems
+    // nor burns it (which would revoke what the code issues).
+    let thief = f.assertion("spiffe://example.org/agent/thief").await;
+    let (s, v, _) =
+        f.a.post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion", &thief),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
     let (s, tokens) = f.redeem(&q["code"], VERIFIER).await;
     assert_eq!(s, 200, "{tokens}");
     let at = claims(tokens["access_token"].as_str().unwrap());
@@ -417,6 +436,13 @@ async fn a_user_delegates_to_an_agent_with_pkce_and_par() {
     assert_eq!(s, 200, "{rotated}");
     let r2 = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
+    // Issue 16: the rotated refresh token is spent, so introspection calls it inactive.
+    for (t, active) in [(&r1, false), (&r2, true)] {
+        let (s, v) = f
+            .client_post("/oauth2/introspect", Some("agent-a"), &[("token", t)])
+            .await;
+        assert_eq!((s, v["active"].as_bool()), (200, Some(active)), "{v}");
+    }
     assert_eq!(
         claims(rotated["access_token"].as_str().unwrap())["sub"],
         f.alice
@@ -471,6 +497,54 @@ async fn a_user_delegates_to_an_agent_with_pkce_and_par() {
 /// RFC 7636 §4.6, RFC 9700 §2.1 and §4.5, RFC 6749 §4.1.2: PKCE verifier wrong or missing, a
 /// redirect URI that is not exact, plain PKCE, a reused code (which revokes what it issued),
 /// PAR required.
+/// Issue 16: a client that registered itself (RFC 7591, or a metadata document) names itself;
+/// the consent page shows its client_id, marks its name and SPIFFE ID as unverified, and never
+/// presents them as vouched for.
+#[tokio::test]
+async fn the_consent_page_does_not_vouch_for_a_self_registered_client() {
+    let f = Fixture::start(|_| {}).await;
+    f.a.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "spiffe_jwt",
+                "spiffe_id": "spiffe://example.org/agent/payroll",
+                "client_name": "Payroll (official)",
+                "redirect_uris": [REDIRECT],
+            }))
+            .unwrap(),
+            Some("self-made".into()),
+            ClientSource::Dynamic,
+        )
+        .await
+        .unwrap();
+    let browser = Browser::new(&f.a);
+    let url = authorize_url(&[]).replace("client_id=agent-a", "client_id=self-made");
+    let first = browser.get(&url).await;
+    assert_eq!(first.status, 303, "{}", first.body);
+    let pending = first.location.unwrap();
+    assert_eq!(browser.sign_in("alice", &pending).await.status, 303);
+    let consent = browser.get(&pending).await;
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    assert!(
+        consent
+            .body
+            .contains("<strong id=\"consent-agent\">self-made</strong>"),
+        "{}",
+        consent.body
+    );
+    assert!(consent.body.contains("id=\"consent-unverified\""));
+    assert!(consent.body.contains("Workload identity (claimed)"));
+    // An operator-registered client is shown by its name, unmarked.
+    let first = browser.get(&authorize_url(&[])).await;
+    let ours = browser.get(&first.location.unwrap()).await;
+    assert!(
+        ours.body
+            .contains("<strong id=\"consent-agent\">Agent A</strong>")
+    );
+    assert!(!ours.body.contains("consent-unverified"));
+}
+
 #[tokio::test]
 async fn wrong_pkce_inexact_redirects_and_reused_codes_are_refused() {
     let f = Fixture::start(|_| {}).await;

@@ -10,16 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aims_core::SpiffeId;
 use aims_oauth::keys::TokenKeys as _;
 use aims_signals::stream::{POLL, PUSH};
 use aims_signals::{PollReceiver, SecEvent, SubjectId, event, verify_set};
-use common::{As, start_as, start_as_in};
+use common::{As, id, start_as, start_as_in};
 use serde_json::{Value, json};
-
-fn id(s: &str) -> SpiffeId {
-    SpiffeId::parse(s).unwrap()
-}
 
 const RECEIVER: &str = "spiffe://example.org/gateway/g1";
 
@@ -119,6 +114,22 @@ async fn metadata_and_streams_owned_by_their_receiver() {
         400,
         "push to plain HTTP off loopback"
     );
+    // Issue 16: a receiver names the push endpoint, so it is guarded like every URL others
+    // name: no loopback, private or metadata address, no plain HTTP even on loopback.
+    for url in [
+        "http://127.0.0.1:9/events",
+        "http://localhost:9/events",
+        "https://127.0.0.1:9/events",
+        "https://[::1]:9/events",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/events",
+    ] {
+        let (s, v) = send(mine.post(a.ssf_url("stream")).json(
+            &json!({"delivery": {"method": PUSH, "endpoint_url": url, "authorization_header": "Bearer x"}}),
+        ))
+        .await;
+        assert_eq!(s, 400, "{url}: {v}");
+    }
 
     // PATCH changes what is given; status and verification.
     let (status, patched) = send(mine.patch(a.ssf_url("stream")).json(&json!({
@@ -201,7 +212,7 @@ async fn a_poll_receiver_catches_up_long_polls_and_a_paused_stream_holds_events(
     let mut subjects: Vec<String> = got
         .sets
         .values()
-        .flat_map(|s| a.check(s, RECEIVER).sub_id.principals())
+        .flat_map(|s| a.check(s, RECEIVER).sub_id.principals(&a.issuer))
         .collect();
     subjects.sort();
     assert_eq!(
@@ -326,16 +337,47 @@ async fn a_poll_receiver_catches_up_long_polls_and_a_paused_stream_holds_events(
 
 #[tokio::test]
 async fn push_retries_with_backoff_while_the_receiver_is_down_and_loses_nothing() {
-    let a = start_as("example.org", |_| {}).await;
+    // An RFC 8935 receiver that checks every SET and answers 202 once it is up (503 before).
+    let dir = tempfile::tempdir().unwrap();
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The transmitter's issuer and keys, once the server is up.
+    type Transmitter = Option<(String, Arc<aims_server::issuer::Issuer>)>;
+    let keys_of: Arc<Mutex<Transmitter>> = Arc::default();
+    let (seen, is_up, keys) = (received.clone(), up.clone(), keys_of.clone());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (seen, is_up, keys) = (seen.clone(), is_up.clone(), keys.clone());
+            async move {
+                if !is_up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                assert_eq!(headers["content-type"], "application/secevent+jwt");
+                assert_eq!(headers["authorization"], "Bearer receiver-secret");
+                let (issuer, keys_of) = keys.lock().unwrap().clone().unwrap();
+                let keys = |kid: &str| keys_of.verifying_key(kid);
+                let set = verify_set(&body, &issuer, RECEIVER, &keys).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push((set.jti.clone(), set.sub_id.principals(&issuer)[0].clone()));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let (site, site_ca, _site) = common::https_site(dir.path(), |_| app).await;
+    // Push endpoints are guarded like any URL a client names: a loopback receiver needs the
+    // operator's allow_private_networks (tests, development), and its CA.
+    let a = start_as("example.org", |s| {
+        s.oauth.fetch.ca_file = Some(site_ca);
+        s.oauth.fetch.allow_private_networks = true;
+    })
+    .await;
+    *keys_of.lock().unwrap() = Some((a.issuer.clone(), a.server.issuer.clone()));
     let (client, _) = a.mtls_client(&id(RECEIVER)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let (s, created) = send(client.post(a.ssf_url("stream")).json(&json!({
         "events_requested": [event::SESSION_REVOKED],
-        "delivery": {"method": PUSH, "endpoint_url": format!("http://127.0.0.1:{port}/events"),
+        "delivery": {"method": PUSH, "endpoint_url": format!("{site}/events"),
                      "authorization_header": "Bearer receiver-secret"}
     })))
     .await;
@@ -346,33 +388,9 @@ async fn push_retries_with_backoff_while_the_receiver_is_down_and_loses_nothing(
             .await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Now it comes up: an RFC 8935 receiver that checks every SET and answers 202.
-    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let seen = received.clone();
-    let issuer = a.issuer.clone();
-    let keys_of = a.server.issuer.clone();
-    let app = axum::Router::new().route(
-        "/events",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let seen = seen.clone();
-            let issuer = issuer.clone();
-            let keys_of = keys_of.clone();
-            async move {
-                assert_eq!(headers["content-type"], "application/secevent+jwt");
-                assert_eq!(headers["authorization"], "Bearer receiver-secret");
-                let keys = |kid: &str| keys_of.verifying_key(kid);
-                let set = verify_set(&body, &issuer, RECEIVER, &keys).unwrap();
-                seen.lock()
-                    .unwrap()
-                    .push((set.jti.clone(), set.sub_id.principals()[0].clone()));
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert!(received.lock().unwrap().is_empty());
+    // Now it comes up.
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(15);
     while received.lock().unwrap().len() < 3 {
         assert!(
@@ -424,7 +442,12 @@ async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
     )
     .unwrap()
     .ca_file;
-    let partner = start_as("partner.org", |s| s.oauth.fetch.ca_file = Some(our_ca)).await;
+    // Its push endpoint is ours on loopback: the partner's operator allows private networks.
+    let partner = start_as("partner.org", |s| {
+        s.oauth.fetch.ca_file = Some(our_ca);
+        s.oauth.fetch.allow_private_networks = true;
+    })
+    .await;
     let audience = "spiffe://partner.org/receiver/example";
     let source = aims_server::signals_in::SignalSource {
         issuer: partner.issuer.clone(),
@@ -502,15 +525,17 @@ async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
         async move { send(http.post(url).header("content-type", ct).body(body)).await }
     };
     let key = aims_credentials::PrivateKey::generate(aims_credentials::KeyType::EcP256).unwrap();
+    let now = aims_core::unix_seconds(aims_core::Clock::now(a.clock.as_ref()));
+    let set_at = |iss: &str, aud: &str, sub: SubjectId, event_type: &str, iat: i64| {
+        SecEvent::new(iss, aud, sub, event_type, json!({}), None, iat)
+    };
     let set = |iss: &str, aud: &str| {
-        SecEvent::new(
+        set_at(
             iss,
             aud,
             SubjectId::for_principal("bob"),
             event::ACCOUNT_DISABLED,
-            json!({}),
-            None,
-            1,
+            now,
         )
     };
     let forged = set(&partner.issuer, audience).sign(&key, "nope").unwrap();
@@ -559,4 +584,80 @@ async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
     assert!(log.is_empty());
     let revoked = store.revocations_of(&["bob"]).await.unwrap();
     assert_eq!(revoked.len(), 1);
+
+    // Issue 16. A SET older than the window (or from the future) is refused: a replay of an
+    // old "restore" cannot reopen access.
+    for iat in [now - 2 * 24 * 3600, now + 3600] {
+        let stale = set_at(
+            &partner.issuer,
+            audience,
+            SubjectId::for_principal("bob"),
+            event::ACCOUNT_ENABLED,
+            iat,
+        )
+        .sign(&slot.key, &slot.kid)
+        .unwrap();
+        assert_eq!(
+            push(stale, "application/secevent+jwt").await.1["err"],
+            "invalid_request"
+        );
+    }
+    assert!(
+        store.revocations_of(&["bob"]).await.unwrap()[0]
+            .lifted_at
+            .is_none()
+    );
+    // An operator's ban is not the partner's to lift.
+    store
+        .revoke_principal("mallory@example.org", "operator ban", "", now)
+        .await
+        .unwrap();
+    let restore = set_at(
+        &partner.issuer,
+        audience,
+        SubjectId::for_principal("mallory@example.org"),
+        event::ACCOUNT_ENABLED,
+        now,
+    )
+    .sign(&slot.key, &slot.kid)
+    .unwrap();
+    assert_eq!(push(restore, "application/secevent+jwt").await.0, 202);
+    assert!(
+        store
+            .revocations_of(&["mallory@example.org"])
+            .await
+            .unwrap()[0]
+            .lifted_at
+            .is_none(),
+        "a partner's account-enabled lifted an operator's ban"
+    );
+    // An iss_sub subject of another issuer names nobody here.
+    let elsewhere = set_at(
+        &partner.issuer,
+        audience,
+        SubjectId::IssSub {
+            iss: "https://other-idp.example".into(),
+            sub: "carol".into(),
+        },
+        event::ACCOUNT_DISABLED,
+        now,
+    )
+    .sign(&slot.key, &slot.kid)
+    .unwrap();
+    assert_eq!(push(elsewhere, "application/secevent+jwt").await.0, 202);
+    let own = set_at(
+        &partner.issuer,
+        audience,
+        SubjectId::IssSub {
+            iss: partner.issuer.clone(),
+            sub: "dave".into(),
+        },
+        event::ACCOUNT_DISABLED,
+        now,
+    )
+    .sign(&slot.key, &slot.kid)
+    .unwrap();
+    assert_eq!(push(own, "application/secevent+jwt").await.0, 202);
+    assert!(store.revocations_of(&["carol"]).await.unwrap().is_empty());
+    assert_eq!(store.revocations_of(&["dave"]).await.unwrap().len(), 1);
 }

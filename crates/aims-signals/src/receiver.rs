@@ -201,16 +201,22 @@ impl PollReceiver {
     }
 }
 
-/// Sends `req` and reads a JSON answer; an error status is an error.
+/// The largest answer read from a transmitter (a poll response of many SETs).
+const MAX_RESPONSE: usize = 4 << 20;
+
+/// Sends `req` and reads a JSON answer, bounded while it arrives; an error status is an error.
 async fn json_of<T: serde::de::DeserializeOwned>(
     req: reqwest::RequestBuilder,
 ) -> Result<T, ReceiverError> {
     let http = |e: reqwest::Error| ReceiverError::Http(e.to_string());
-    req.send()
+    let resp = req
+        .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(http)?
-        .json()
+        .map_err(http)?;
+    let url = resp.url().to_string();
+    let body = aims_outbound::read_limited(&url, resp, MAX_RESPONSE)
         .await
-        .map_err(http)
+        .map_err(|e| ReceiverError::Http(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| ReceiverError::Http(format!("{url}: {e}")))
 }

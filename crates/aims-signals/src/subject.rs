@@ -119,24 +119,32 @@ impl SubjectId {
         }
     }
 
-    /// The principals this subject names, as AIMS knows them (SPIFFE IDs, client ids, users):
-    /// the URI, address, opaque id or `sub`; every alias; a complex subject's user and
-    /// application.
-    pub fn principals(&self) -> Vec<String> {
+    /// The principals this subject names, as AIMS knows them (SPIFFE IDs, client ids, users),
+    /// in a SET from `transmitter`: the URI, address or opaque id; an `iss_sub`'s `sub` only
+    /// when its `iss` is the transmitter itself (RFC 9493 §3.2.5: a `sub` is unique only within
+    /// its issuer, so another issuer's `alice` is not this one's); every alias; a complex
+    /// subject's user and application.
+    pub fn principals(&self, transmitter: &str) -> Vec<String> {
         match self {
             SubjectId::Uri { uri } | SubjectId::Account { uri } => vec![uri.clone()],
             SubjectId::Email { email } => vec![email.clone()],
             SubjectId::Opaque { id } => vec![id.clone()],
-            SubjectId::IssSub { sub, .. } => vec![sub.clone()],
+            SubjectId::IssSub { iss, sub }
+                if iss.trim_end_matches('/') == transmitter.trim_end_matches('/') =>
+            {
+                vec![sub.clone()]
+            }
+            SubjectId::IssSub { .. } => Vec::new(),
             SubjectId::PhoneNumber { phone_number } => vec![phone_number.clone()],
             SubjectId::Did { url } => vec![url.clone()],
-            SubjectId::Aliases { identifiers } => {
-                identifiers.iter().flat_map(SubjectId::principals).collect()
-            }
+            SubjectId::Aliases { identifiers } => identifiers
+                .iter()
+                .flat_map(|i| i.principals(transmitter))
+                .collect(),
             SubjectId::Complex(c) => [&c.user, &c.application]
                 .into_iter()
                 .flatten()
-                .flat_map(SubjectId::principals)
+                .flat_map(|i| i.principals(transmitter))
                 .collect(),
             SubjectId::JwtId { .. }
             | SubjectId::SamlAssertionId { .. }
@@ -182,7 +190,9 @@ mod tests {
         let complex: SubjectId = serde_json::from_value(json!({"format": "complex",
             "user": {"format": "iss_sub", "iss": "https://idp", "sub": "alice"}}))
         .unwrap();
-        assert_eq!(complex.principals(), vec!["alice"]);
+        assert_eq!(complex.principals("https://idp"), vec!["alice"]);
+        // Issue 16: another issuer's `alice` is nobody here.
+        assert!(complex.principals("https://other-idp").is_empty());
         assert_eq!(
             SubjectId::for_principal("spiffe://td/agent/a"),
             SubjectId::Uri {

@@ -88,6 +88,8 @@ pub struct Transmitter {
     signer: Arc<dyn SetSigner>,
     emitted: tokio::sync::watch::Sender<u64>,
     http: reqwest::Client,
+    /// Whether push endpoints may be loopback or private addresses (development only).
+    allow_private: bool,
 }
 
 impl std::fmt::Debug for Transmitter {
@@ -98,41 +100,23 @@ impl std::fmt::Debug for Transmitter {
     }
 }
 
-/// Push endpoints must be HTTPS, except on loopback.
-fn acceptable_push_url(url: &str) -> bool {
-    match reqwest::Url::parse(url) {
-        Ok(u) => {
-            u.scheme() == "https"
-                || (u.scheme() == "http"
-                    && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
-        }
-        Err(_) => false,
-    }
-}
+/// The largest answer read from a push endpoint (an RFC 8935 §2.3 error object).
+const MAX_PUSH_ANSWER: usize = 64 << 10;
 
 impl Transmitter {
-    /// A transmitter issuing SETs as `issuer`, serving polls under `poll_base`; pushes trust
-    /// the system's roots and the CA certificates in `push_ca_pem`.
+    /// A transmitter issuing SETs as `issuer`, serving polls under `poll_base`. A receiver
+    /// names its push endpoint, so pushes are guarded like every URL others name
+    /// (`aims_outbound`): HTTPS only, no redirects, no loopback or private address unless
+    /// `push.allow_private_networks`; `push.ca_file` is trusted beside the system's roots.
     pub fn new(
         store: Store,
         issuer: String,
         poll_base: String,
         signer: Arc<dyn SetSigner>,
-        push_ca_pem: Option<&str>,
+        push: &aims_outbound::FetchSettings,
     ) -> Result<Self, TransmitterError> {
-        let mut http = reqwest::Client::builder()
-            .timeout(PUSH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = push_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| TransmitterError::Invalid(format!("push CA certificates: {e}")))?;
-            for c in certs {
-                http = http.add_root_certificate(c);
-            }
-        }
-        let http = http
-            .build()
-            .map_err(|e| TransmitterError::Invalid(e.to_string()))?;
+        let http = aims_outbound::guarded_client(push, PUSH_TIMEOUT)
+            .map_err(|e| TransmitterError::Invalid(format!("push client: {e}")))?;
         Ok(Self {
             store,
             issuer,
@@ -140,6 +124,7 @@ impl Transmitter {
             signer,
             emitted: tokio::sync::watch::channel(0).0,
             http,
+            allow_private: push.allow_private_networks,
         })
     }
 
@@ -185,15 +170,12 @@ impl Transmitter {
         match delivery.method.as_str() {
             POLL => delivery.endpoint_url = Some(self.poll_url(stream_id)),
             PUSH => {
-                let ok = delivery
-                    .endpoint_url
-                    .as_deref()
-                    .is_some_and(acceptable_push_url);
-                if !ok {
-                    return Err(TransmitterError::Invalid(
-                        "push delivery needs an https endpoint_url".into(),
-                    ));
-                }
+                let url = delivery.endpoint_url.as_deref().ok_or_else(|| {
+                    TransmitterError::Invalid("push delivery needs an https endpoint_url".into())
+                })?;
+                aims_outbound::fetch::check_url(url, self.allow_private).map_err(|e| {
+                    TransmitterError::Invalid(format!("push endpoint_url refused: {e}"))
+                })?;
             }
             other => {
                 return Err(TransmitterError::Invalid(format!(
@@ -589,9 +571,12 @@ impl Transmitter {
     /// POSTs one SET (RFC 8935 §2): `Ok` when it is done with (accepted, or refused for good).
     async fn send(&self, d: &crate::stream::Delivery, set: &str) -> Result<(), String> {
         let url = d.endpoint_url.as_deref().ok_or("no endpoint_url")?;
+        // Checked again at each push: a stream stored before this guard is held to it too.
+        let checked =
+            aims_outbound::fetch::check_url(url, self.allow_private).map_err(|e| e.to_string())?;
         let mut req = self
             .http
-            .post(url)
+            .post(checked)
             .header(reqwest::header::CONTENT_TYPE, SET_MEDIA_TYPE)
             .header(reqwest::header::ACCEPT, "application/json")
             .body(set.to_owned());
@@ -602,7 +587,11 @@ impl Transmitter {
         match resp.status().as_u16() {
             202 | 200 | 204 => Ok(()),
             400 => {
-                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                let body: Value = aims_outbound::read_limited(url, resp, MAX_PUSH_ANSWER)
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null);
                 if body["err"].is_string() {
                     tracing::warn!(%url, err = %body["err"], description = %body["description"], "SSF push: the receiver refused the SET");
                     Ok(())

@@ -15,6 +15,7 @@ mod error;
 mod issued;
 mod nodes;
 mod oauth;
+mod one_time;
 mod people;
 mod policy;
 mod remediation;

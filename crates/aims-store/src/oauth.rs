@@ -101,6 +101,8 @@ pub struct TokenRecord {
     pub expires_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// Refresh tokens: when it was spent (rotated); a spent one is no longer active.
+    pub used_at: Option<i64>,
 }
 
 /// What happened when a refresh token was presented.
@@ -128,11 +130,12 @@ fn row_to_token(r: &sqlx::any::AnyRow) -> Result<TokenRecord, StoreError> {
         family: r.try_get("family")?,
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        used_at: r.try_get("used_at")?,
     })
 }
 
 const TOKEN_COLUMNS: &str =
-    "token_hash, kind, jti, client_id, subject, claims, family, expires_at, revoked_at";
+    "token_hash, kind, jti, client_id, subject, claims, family, expires_at, revoked_at, used_at";
 
 impl Store {
     /// Registers (or replaces) a client.

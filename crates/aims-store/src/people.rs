@@ -445,14 +445,22 @@ impl Store {
         Ok(())
     }
 
-    /// Spends a code: once, before expiry (RFC 6749 §4.1.2).
-    pub async fn use_code(&self, code_hash: &str, now: i64) -> Result<CodeUse, StoreError> {
+    /// Spends a code for `client_id`: once, before expiry (RFC 6749 §4.1.2). A code presented
+    /// by another client is neither spent nor reported reused: a thief holding some client's
+    /// credentials cannot burn it or revoke what it issued.
+    pub async fn use_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<CodeUse, StoreError> {
         let spent = sqlx::query(
-            "UPDATE authorization_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
-             AND expires_at > $1 RETURNING code_hash, client_id, user_id, request, expires_at",
+            "UPDATE authorization_codes SET used_at = $1 WHERE code_hash = $2 AND client_id = $3 \
+             AND used_at IS NULL AND expires_at > $1 RETURNING code_hash, client_id, user_id, request, expires_at",
         )
         .bind(now)
         .bind(code_hash)
+        .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = spent {
@@ -465,8 +473,9 @@ impl Store {
             })));
         }
         let again =
-            sqlx::query("SELECT issued, used_at FROM authorization_codes WHERE code_hash = $1")
+            sqlx::query("SELECT issued, used_at FROM authorization_codes WHERE code_hash = $1 AND client_id = $2")
                 .bind(code_hash)
+                .bind(client_id)
                 .fetch_optional(&self.pool)
                 .await?;
         match again {

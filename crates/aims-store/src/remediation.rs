@@ -17,6 +17,9 @@ pub struct Revocation {
     pub cause: String,
     /// When it was lifted, if it was: new tokens may be issued again.
     pub lifted_at: Option<i64>,
+    /// Who revoked: the issuer of the signal that did, or empty for the operator (or for
+    /// several sources at once: then only the operator lifts it).
+    pub revoked_by: String,
 }
 
 fn row(r: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
@@ -25,6 +28,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
         revoked_at: r.try_get("revoked_at")?,
         cause: r.try_get("cause")?,
         lifted_at: r.try_get("lifted_at")?,
+        revoked_by: r.try_get("revoked_by")?,
     })
 }
 
@@ -32,21 +36,28 @@ impl Store {
     /// Revokes `principal` at `now` (Unix seconds) for `cause`, in one transaction: the
     /// revocation stands (again) and every remembered token to or for it (opaque access tokens,
     /// refresh tokens and so their families) is revoked. Returns how many tokens were.
+    /// `by` is the revoking signal's issuer, empty for the operator; a revocation standing from
+    /// another source becomes the operator's to lift.
     pub async fn revoke_principal(
         &self,
         principal: &str,
         cause: &str,
+        by: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO revoked_principals (principal, revoked_at, cause, lifted_at) \
-             VALUES ($1, $2, $3, NULL) ON CONFLICT (principal) DO UPDATE SET \
-             revoked_at = excluded.revoked_at, cause = excluded.cause, lifted_at = NULL",
+            "INSERT INTO revoked_principals (principal, revoked_at, cause, lifted_at, revoked_by) \
+             VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (principal) DO UPDATE SET \
+             revoked_at = excluded.revoked_at, cause = excluded.cause, lifted_at = NULL, \
+             revoked_by = CASE WHEN revoked_principals.lifted_at IS NULL \
+             AND revoked_principals.revoked_by <> excluded.revoked_by THEN '' \
+             ELSE excluded.revoked_by END",
         )
         .bind(principal)
         .bind(now)
         .bind(cause)
+        .bind(by)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
@@ -62,14 +73,21 @@ impl Store {
     }
 
     /// Lifts the revocation of `principal` at `now`: new tokens may be issued again; tokens
-    /// from before the revocation stay inactive. Returns whether one stood.
-    pub async fn lift_revocation(&self, principal: &str, now: i64) -> Result<bool, StoreError> {
+    /// from before the revocation stay inactive. `by` the operator (`None`) lifts any; a
+    /// signal's issuer only what it revoked itself. Returns whether one was lifted.
+    pub async fn lift_revocation(
+        &self,
+        principal: &str,
+        by: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE revoked_principals SET lifted_at = $1 \
-             WHERE principal = $2 AND lifted_at IS NULL",
+             WHERE principal = $2 AND lifted_at IS NULL AND ($3 IS NULL OR revoked_by = $3)",
         )
         .bind(now)
         .bind(principal)
+        .bind(by)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -81,7 +99,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT principal, revoked_at, cause, lifted_at FROM revoked_principals \
+            "SELECT principal, revoked_at, cause, lifted_at, revoked_by FROM revoked_principals \
              WHERE principal IN ({}) ORDER BY revoked_at DESC",
             crate::placeholders(1, principals.len())
         );
@@ -95,7 +113,7 @@ impl Store {
     /// Every revocation, newest first.
     pub async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
         sqlx::query(
-            "SELECT principal, revoked_at, cause, lifted_at FROM revoked_principals \
+            "SELECT principal, revoked_at, cause, lifted_at, revoked_by FROM revoked_principals \
              ORDER BY revoked_at DESC",
         )
         .fetch_all(&self.pool)

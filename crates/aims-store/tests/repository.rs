@@ -353,6 +353,7 @@ async fn oauth_suite(store: &Store) {
         family: family.map(Into::into),
         expires_at: exp,
         revoked_at: None,
+        used_at: None,
     };
     // An opaque access token, revoked.
     let at = token("h-at", TokenKind::Access, None, 1000);
@@ -456,6 +457,7 @@ async fn remediation_suite(store: &Store) {
         family: None,
         expires_at: 10_000,
         revoked_at: None,
+        used_at: None,
     };
     for t in [
         token("rm-1", agent, agent),
@@ -468,7 +470,7 @@ async fn remediation_suite(store: &Store) {
     // The agent's own tokens and tokens for it go; others stay.
     assert_eq!(
         store
-            .revoke_principal(agent, "compromised", 100)
+            .revoke_principal(agent, "compromised", "", 100)
             .await
             .unwrap(),
         2
@@ -483,14 +485,76 @@ async fn remediation_suite(store: &Store) {
         (100, "compromised", None)
     );
     // Lifted once; revoked again, it stands again with the new cause.
-    assert!(store.lift_revocation(agent, 150).await.unwrap());
-    assert!(!store.lift_revocation(agent, 160).await.unwrap());
+    // Issue 16: a signal's issuer lifts only what it revoked; the operator's ban stays.
+    assert!(
+        !store
+            .lift_revocation(agent, Some("https://idp"), 140)
+            .await
+            .unwrap()
+    );
+    assert!(store.lift_revocation(agent, None, 150).await.unwrap());
+    assert!(!store.lift_revocation(agent, None, 160).await.unwrap());
     assert_eq!(store.revocations().await.unwrap()[0].lifted_at, Some(150));
-    store.revoke_principal(agent, "again", 200).await.unwrap();
+    store
+        .revoke_principal(agent, "again", "https://idp", 200)
+        .await
+        .unwrap();
     let r = store.revocations_of(&[agent]).await.unwrap();
     assert_eq!(
         (r[0].revoked_at, r[0].cause.as_str(), r[0].lifted_at),
         (200, "again", None)
+    );
+    assert_eq!(r[0].revoked_by, "https://idp");
+    // Another source revoking while it stands makes it the operator's to lift.
+    store
+        .revoke_principal(agent, "elsewhere too", "https://other", 210)
+        .await
+        .unwrap();
+    for source in ["https://idp", "https://other"] {
+        assert!(
+            !store
+                .lift_revocation(agent, Some(source), 220)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(store.lift_revocation(agent, None, 230).await.unwrap());
+    // Revoked by one source alone, that source lifts it.
+    store
+        .revoke_principal(agent, "idp", "https://idp", 300)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .lift_revocation(agent, Some("https://idp"), 310)
+            .await
+            .unwrap()
+    );
+
+    // One-time values: once per scope, across connections, until they expire.
+    assert!(
+        store
+            .first_use("assertion:c", "j1", 500, 400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_use("assertion:c", "j1", 500, 450)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .first_use("assertion:d", "j1", 500, 450)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .first_use("assertion:c", "j1", 900, 501)
+            .await
+            .unwrap()
     );
 }
 
@@ -651,8 +715,13 @@ async fn people_suite(store: &Store) {
         expires_at: 160,
     };
     store.put_code(&code).await.unwrap();
+    // Issue 16: another client's attempt neither spends the code nor counts as a reuse.
     assert_eq!(
-        store.use_code("c1", 100).await.unwrap(),
+        store.use_code("c1", "thief", 100).await.unwrap(),
+        CodeUse::Invalid
+    );
+    assert_eq!(
+        store.use_code("c1", "client", 100).await.unwrap(),
         CodeUse::Fresh(Box::new(code))
     );
     store
@@ -660,10 +729,18 @@ async fn people_suite(store: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.use_code("c1", 101).await.unwrap(),
+        store.use_code("c1", "client", 101).await.unwrap(),
         CodeUse::Reused(Some(serde_json::json!({"jti": "j"})))
     );
-    assert_eq!(store.use_code("nope", 101).await.unwrap(), CodeUse::Invalid);
+    assert_eq!(
+        store.use_code("nope", "client", 101).await.unwrap(),
+        CodeUse::Invalid
+    );
+    assert_eq!(
+        store.use_code("c1", "thief", 101).await.unwrap(),
+        CodeUse::Invalid,
+        "a spent code presented by another client revokes nothing"
+    );
 
     store
         .put_consent("u-1", "client", &serde_json::json!({"scopes": ["read"]}), 5)

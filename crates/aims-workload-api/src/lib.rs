@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod peer;
 pub mod provider;
 pub mod server;
 

@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tonic::Status;
 use zeroize::Zeroizing;
 
-/// The kernel's view of the process on the other end of the socket (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kernel's view of the process on the other end of the socket (SO_PEERCRED), and that
+/// process as it was when the connection was accepted.
+#[derive(Debug, Clone)]
 pub struct PeerCredentials {
     /// The peer's process id, when the kernel can map it into our PID namespace.
     pub pid: Option<i32>,
@@ -18,6 +19,8 @@ pub struct PeerCredentials {
     pub uid: u32,
     /// The peer's group id.
     pub gid: u32,
+    /// The process pinned at accept (`None`: no PID, or the process was already gone).
+    pub pin: Option<Arc<crate::peer::ProcessPin>>,
 }
 
 /// One X509-SVID a caller is entitled to, with its private key.

@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use aims_core::SpiffeId;
 use aims_credentials::{TrustBundle, verify_jwt_svid};
+use futures::StreamExt as _;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::UdsConnectInfo;
+
+use crate::peer::{PinnedInfo, PinnedStream};
 use tonic::{Request, Response, Status};
 
 use crate::SECURITY_HEADER;
@@ -71,16 +73,10 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
 }
 
 fn peer<T>(req: &Request<T>) -> Result<PeerCredentials, Status> {
-    let cred = req
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .ok_or_else(|| Status::permission_denied("no peer credentials for this connection"))?;
-    Ok(PeerCredentials {
-        pid: cred.pid(),
-        uid: cred.uid(),
-        gid: cred.gid(),
-    })
+    req.extensions()
+        .get::<PinnedInfo>()
+        .and_then(|i| i.peer.clone())
+        .ok_or_else(|| Status::permission_denied("no peer credentials for this connection"))
 }
 
 fn td_key(bundle: &TrustBundle) -> String {
@@ -448,7 +444,8 @@ pub async fn serve<P: IdentityProvider>(
         let serve = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(listener),
+                // Each caller is pinned as its connection is accepted.
+                UnixListenerStream::new(listener).map(|c| c.map(PinnedStream::accept)),
                 shutdown.clone().cancelled_owned(),
             );
         let drained = async {

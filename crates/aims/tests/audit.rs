@@ -24,7 +24,7 @@ fn workload_client(server: &Aims, name: &str) -> reqwest::Client {
         "mint",
         "x509",
         "--spiffe-id",
-        &format!("spiffe://{td}/tool/{name}"),
+        &format!("spiffe://{td}/gateway/{name}"),
         "--out",
         dir.to_str().unwrap(),
     ]));

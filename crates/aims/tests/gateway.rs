@@ -556,8 +556,21 @@ fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
 #[test]
 fn a_standalone_gateway_takes_its_identity_from_the_workload_api() {
     use std::os::unix::fs::MetadataExt as _;
-    let s = Stack::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("https://127.0.0.1:{port}");
     let gw_id = "spiffe://aims.local/gateway/standalone";
+    // The AS learns that the standalone gateway serves its route (so it may introspect and
+    // exchange the tokens it receives for it).
+    let s = Stack::start_with_config(&format!(
+        r#"[[server.oauth.resources]]
+resource = "{public}/w"
+server = "{gw_id}"
+"#
+    ));
     // The gateway's entry: this user's `aims` executable, and nothing else of the user.
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     let exe = std::fs::canonicalize(common::aims_bin()).unwrap();
@@ -573,12 +586,6 @@ fn a_standalone_gateway_takes_its_identity_from_the_workload_api() {
         "-s",
         &format!("unix:path:{}", exe.display()),
     ]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let public = format!("https://127.0.0.1:{port}");
     let tls = s.aims.data_dir.join("tls");
     let config = s.aims.dir.path().join("gateway.toml");
     std::fs::write(
@@ -1466,4 +1473,320 @@ transaction_tokens = true
         );
     }
     assert_eq!(forwarded, 10, "the allowed spellings all reach the tool");
+}
+
+/// The standing negative matrix's gateway, Workload API and admin-socket rows (issue 16; the
+/// authorization server's are in `crates/aims-server/tests/negative_matrix.rs`): each attack
+/// with the exact answer it must get, through the real stack.
+#[test]
+fn gateway_workload_api_and_admin_attacks_get_their_exact_refusals() {
+    let s = Stack::start();
+    let weather = resource_of(&s.aims, "weather");
+    let mcp_resource = resource_of(&s.aims, "demo-mcp");
+    let token = s.token(&weather, "weather.read");
+    let mcp_token = s.token(&mcp_resource, "mcp files.read");
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let forged = sign(
+        &key,
+        &JwsHeader::new(&key, Some("at+jwt"), Some("k")),
+        &claims(&token),
+    )
+    .unwrap();
+    let none = format!(
+        "{}.{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#),
+        token.split('.').nth(1).unwrap()
+    );
+    let token_url = format!("{}/oauth2/token", s.issuer);
+    let dpop_token = s.token_with(
+        &weather,
+        "weather.read",
+        Some(dpop_proof(&key, "POST", &token_url, None)),
+    )["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (b_token, b_mcp, b_forged, b_none, b_dpop) = (
+        bearer(&token),
+        bearer(&mcp_token),
+        bearer(&forged),
+        bearer(&none),
+        format!("DPoP {dpop_token}"),
+    );
+    let call_tool = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": name, "arguments": {"path": "/etc/passwd"}}})
+        .to_string()
+        .into_bytes()
+    };
+    let mcp_headers = |auth: &str| -> Vec<(String, String)> {
+        vec![
+            ("authorization".into(), auth.to_owned()),
+            (
+                "accept".into(),
+                "application/json, text/event-stream".into(),
+            ),
+            ("mcp-protocol-version".into(), "2025-11-25".into()),
+        ]
+    };
+    type Row = (
+        &'static str,
+        reqwest::Method,
+        &'static str,
+        Vec<(String, String)>,
+        Option<Vec<u8>>,
+        u16,
+        &'static str,
+    );
+    let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let rows: Vec<Row> = vec![
+        (
+            "no credentials (RFC 6750 §3)",
+            reqwest::Method::GET,
+            "/weather",
+            vec![],
+            None,
+            401,
+            "invalid_request",
+        ),
+        (
+            "a token for another route (audience)",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_mcp)]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a token signed by another key",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_forged)]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a token with alg none (RFC 8725 §3.2)",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_none)]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "garbage as token",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", "Bearer garbage")]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a DPoP-bound token as Bearer (RFC 9449 §7.1)",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &bearer(&dpop_token))]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a DPoP-bound token without a proof",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_dpop)]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a DPoP proof that is no JWS",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_dpop), ("dpop", "junk")]),
+            None,
+            401,
+            "invalid_token",
+        ),
+        (
+            "a forged WPT",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[
+                ("workload-identity-token", &forged),
+                ("authorization", &format!("WPT {forged}")),
+            ]),
+            None,
+            401,
+            "invalid_wit",
+        ),
+        (
+            "a Host that is not the request's authority",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_token), ("host", "evil.example")]),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "a dot segment with a parameter (..;) to another route",
+            reqwest::Method::GET,
+            "/weather/..;/mcp",
+            h(&[("authorization", &b_token)]),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "an encoded slash",
+            reqwest::Method::GET,
+            "/weather%2f..%2fmcp",
+            h(&[("authorization", &b_token)]),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "no such route",
+            reqwest::Method::GET,
+            "/nowhere",
+            h(&[("authorization", &b_token)]),
+            None,
+            404,
+            "no route",
+        ),
+        (
+            "a tool the token's scope does not cover (AZ-37)",
+            reqwest::Method::POST,
+            "/mcp",
+            mcp_headers(&b_mcp),
+            Some(call_tool("delete_file")),
+            403,
+            "insufficient_scope",
+        ),
+        (
+            "an MCP body that is not JSON",
+            reqwest::Method::POST,
+            "/mcp",
+            mcp_headers(&b_mcp),
+            Some(b"{not json".to_vec()),
+            400,
+            "",
+        ),
+        (
+            "an MCP body over the bound",
+            reqwest::Method::POST,
+            "/mcp",
+            mcp_headers(&b_mcp),
+            Some(vec![b' '; 2 << 20]),
+            413,
+            "",
+        ),
+        (
+            "a forged transaction token forwarded (txn-tokens §8)",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[("authorization", &b_token), ("txn-token", &forged)]),
+            None,
+            401,
+            "invalid_token",
+        ),
+    ];
+    let count = rows.len();
+    for (name, method, path, headers, body, status, error) in rows {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (got, challenge, v) = s.call(method, path, &pairs, body);
+        let code = v["error"]
+            .as_str()
+            .or(v["error"]["message"].as_str().map(|_| ""))
+            .unwrap_or("");
+        assert_eq!((got, code), (status, error), "{name}: {v} {challenge}");
+        if got == 401 {
+            assert!(
+                !challenge.is_empty(),
+                "{name}: 401 without WWW-Authenticate"
+            );
+        }
+    }
+    // The Workload API (SPIFFE Workload Endpoint §4, §5).
+    let socket = s.aims.workload_socket();
+    let statuses = s.rt.block_on(async {
+        let mut client =
+            aims_workload_api::client::WorkloadApiClient::connect_path(&socket).unwrap();
+        let no_header = client
+            .raw()
+            .fetch_jwtsvid(aims_workload_api::proto::JwtsvidRequest {
+                audience: vec!["x".into()],
+                spiffe_id: String::new(),
+            })
+            .await
+            .unwrap_err()
+            .code();
+        let no_audience = client
+            .fetch_jwt_svid(Vec::new(), None)
+            .await
+            .unwrap_err()
+            .code();
+        let forged_svid = client
+            .validate_jwt_svid("x".into(), forged.clone())
+            .await
+            .unwrap_err()
+            .code();
+        let someone_else = client
+            .fetch_jwt_svid(
+                vec!["x".to_owned()],
+                Some("spiffe://aims.local/not/mine".into()),
+            )
+            .await
+            .unwrap_err()
+            .code();
+        [no_header, no_audience, forged_svid, someone_else]
+    });
+    assert_eq!(
+        statuses,
+        [
+            tonic::Code::InvalidArgument,
+            tonic::Code::InvalidArgument,
+            tonic::Code::InvalidArgument,
+            tonic::Code::PermissionDenied
+        ]
+    );
+    // The admin socket: the operator's alone, and junk gets a 400.
+    use std::os::unix::fs::PermissionsExt as _;
+    let admin = s.aims.admin_socket();
+    let mode = std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin socket mode {mode:o}");
+    let (status, body) = s.rt.block_on(async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut sock = tokio::net::UnixStream::connect(&admin).await.unwrap();
+        let junk = "{not json";
+        sock.write_all(
+            format!(
+                "POST /v1/entries HTTP/1.1\r\nhost: admin\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{junk}",
+                junk.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).await.unwrap();
+        (out.split(' ').nth(1).unwrap_or_default().to_owned(), out)
+    });
+    assert_eq!(status, "400", "{body}");
+    assert!(count + 4 + 2 >= 23);
 }

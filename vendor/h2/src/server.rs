@@ -1701,14 +1701,27 @@ impl proto::Peer for Peer {
         // A request translated from HTTP/1 must not include the :authority
         // header
         if let Some(authority) = pseudo.authority {
-            // AIMS patch (hyperium/h2#487): gRPC clients on Unix domain sockets (grpc-python,
-            // grpc-java, grpcurl) send the socket path as `:authority`, which is no URI
-            // authority. grpc-go's server ignores it; so do we, instead of refusing the stream
-            // with PROTOCOL_ERROR. A request without a usable authority has none.
+            // AIMS patch (hyperium/h2#487): gRPC clients on Unix domain sockets send the socket
+            // path as `:authority` (grpc-java, grpcurl: `/run/x.sock`; grpc-python since 1.57:
+            // `run%2Fx.sock`, the leading `/` dropped), which is no URI authority. grpc-go's server ignores it; so do
+            // we, for a socket path only: the request then has no authority. Any other
+            // malformed authority is refused as upstream does. (AIMS's TCP servers refuse an
+            // HTTP/2 request without an authority where they decide on it: the gateway.)
             match uri::Authority::from_maybe_shared(authority.clone().into_inner()) {
                 Ok(a) => parts.authority = Some(a),
                 Err(why) => {
-                    tracing::debug!("ignoring malformed :authority ({:?}): {}", authority, why);
+                    // A path: a `/`, plain or percent-encoded, which no host name holds.
+                    let raw = authority.as_str().as_bytes();
+                    let socket_path = raw.contains(&b'/')
+                        || raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2f"));
+                    if !socket_path {
+                        malformed!(
+                            "malformed headers: malformed authority ({:?}): {}",
+                            authority,
+                            why,
+                        );
+                    }
+                    tracing::debug!("ignoring a socket path as :authority ({:?})", authority);
                 }
             }
         }

@@ -6,11 +6,20 @@
 //! executable>`. The digest is read through `/proc/<pid>/exe`, so it is the binary actually
 //! running, even if the file on disk was replaced after the process started.
 //!
-//! PID reuse: the kernel records the peer's PID at `connect()`. If that process exits and the
-//! PID is reused, `/proc/<pid>` describes a stranger. The attestor reads the process start time
-//! before and after gathering evidence and requires it unchanged, and requires the process's
-//! real and effective uid and gid in `/proc/<pid>/status` to equal the peer credentials; a
-//! process that changed underneath is refused, never attested.
+//! PID reuse and `exec`: the kernel records the peer's PID at `connect()`. If that process exits
+//! and the PID is reused, `/proc/<pid>` describes a stranger; if it `exec`s another program, its
+//! fork children still hold the socket. The Workload API pins the caller as the connection is
+//! accepted ([`aims_workload_api::peer::ProcessPin`]: a pidfd, the start time, the executable's
+//! device and inode). The attestor requires the same start time before and after gathering
+//! evidence, the same executable as at accept, the pinned process still alive afterwards, and
+//! the process's real and effective uid and gid in `/proc/<pid>/status` equal to the peer
+//! credentials; a process that changed underneath is refused, never attested.
+//!
+//! What `path` and `sha256` separate: which program a process of that uid was running when it
+//! connected. They do not separate what that program was told to do: anything running as the
+//! same uid can start the program itself (with its own arguments, environment, `LD_PRELOAD`,
+//! or under `ptrace`) and so obtain its identity. Give agents that must not share an identity
+//! different uids; use `path`/`sha256` to narrow within one.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -20,6 +29,7 @@ use std::sync::Mutex;
 
 use aims_store::Selector;
 use aims_workload_api::PeerCredentials;
+use aims_workload_api::peer::{ProcessPin, executable_of, process_start_time};
 
 use super::{AttestError, WorkloadAttestor};
 
@@ -76,20 +86,25 @@ impl UnixAttestor {
         }
     }
 
-    /// The process start time (clock ticks after boot, field 22 of `/proc/<pid>/stat`).
+    /// The process start time (clock ticks after boot).
     fn start_time(&self, pid: i32) -> Result<u64, AttestError> {
-        let stat = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat"))
-            .map_err(|_| AttestError::ProcessChanged(pid))?;
-        // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .ok_or_else(|| AttestError::Unreadable("malformed /proc stat".into()))?;
-        after
-            .split_whitespace()
-            .nth(19)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| AttestError::Unreadable("malformed /proc stat".into()))
+        process_start_time(&self.proc_root, pid).map_err(|_| AttestError::ProcessChanged(pid))
+    }
+
+    /// The process as pinned at accept: the same start time and executable, and alive.
+    fn check_pin(&self, pid: i32, pin: Option<&ProcessPin>) -> Result<(), AttestError> {
+        // A PID without a pin: the process was gone when its connection was accepted.
+        let pin = pin.ok_or(AttestError::ProcessChanged(pid))?;
+        if self.start_time(pid)? != pin.start_time || pin.exited() {
+            return Err(AttestError::ProcessChanged(pid));
+        }
+        let now = executable_of(&self.proc_root, pid).ok();
+        if now.is_none() || now != pin.executable {
+            return Err(AttestError::Mismatch(format!(
+                "process {pid} runs another executable than when it connected (exec)"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks that `/proc/<pid>/status` shows the peer's uid and gid (real and effective).
@@ -194,13 +209,11 @@ impl WorkloadAttestor for UnixAttestor {
         // PID 0 means the kernel could not map the peer into our PID namespace: the uid and gid
         // still hold, but nothing can be said about its executable.
         if let Some(pid) = peer.pid.filter(|p| *p > 0) {
-            let before = self.start_time(pid)?;
+            let pin = peer.pin.as_deref();
+            self.check_pin(pid, pin)?;
             self.check_ids(pid, peer)?;
             out.extend(self.executable_selectors(pid)?);
-            let after = self.start_time(pid)?;
-            if before != after {
-                return Err(AttestError::ProcessChanged(pid));
-            }
+            self.check_pin(pid, pin)?;
         }
         Ok(out)
     }
@@ -223,11 +236,67 @@ mod tests {
                 .parse()
                 .unwrap()
         };
+        let pid = std::process::id() as i32;
         PeerCredentials {
-            pid: Some(std::process::id() as i32),
+            pid: Some(pid),
             uid: first("Uid:"),
             gid: first("Gid:"),
+            pin: ProcessPin::capture(std::path::Path::new("/proc"), pid).map(std::sync::Arc::new),
         }
+    }
+
+    /// Issue 16: a caller that connects, then `exec`s another program (a fork child keeping the
+    /// socket), is refused: its executable is not the one it connected with.
+    #[test]
+    fn refuses_a_caller_that_execs_after_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let script = format!(
+                "import socket, os, time\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.connect({path:?})\n\
+                 os.set_inheritable(s.fileno(), True)\n\
+                 time.sleep(0.5)\n\
+                 os.execv('/bin/sleep', ['sleep', '5'])\n",
+                path = path.to_str().unwrap()
+            );
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let peer =
+                aims_workload_api::peer::peer_of(&stream, std::path::Path::new("/proc")).unwrap();
+            let a = UnixAttestor::new();
+            // As it connected: attested as python.
+            let before = a.attest(&peer).unwrap();
+            assert!(
+                before
+                    .iter()
+                    .any(|s| s.value.starts_with("path:") && s.value.contains("python")),
+                "{before:?}"
+            );
+            // After its exec: refused, never attested as /bin/sleep.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let err = loop {
+                match a.attest(&peer) {
+                    Err(e) => break e,
+                    Ok(_) => {
+                        assert!(std::time::Instant::now() < deadline, "never refused");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            assert!(matches!(err, AttestError::Mismatch(_)), "{err}");
+            let _ = child.kill();
+            let _ = child.wait();
+        });
     }
 
     #[test]

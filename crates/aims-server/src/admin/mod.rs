@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::Issuer;
+use crate::remediation::Initiator;
 use crate::server_svid::server_spiffe_id;
 use api::{
     AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, CreateUserRequest,
@@ -708,9 +709,6 @@ async fn compliance_report(
     Ok(Json(aims_compliance::Report::build(&rules, &evidence, now)))
 }
 
-/// Who acts through the admin socket, for the audit trail.
-const OPERATOR: &str = "operator (admin socket)";
-
 async fn list_revocations(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.remediation.list().await?))
 }
@@ -722,7 +720,7 @@ async fn revoke_principal(
     req.check()?;
     Ok(Json(
         s.remediation
-            .revoke(&req.principal, &req.cause, OPERATOR)
+            .revoke(&req.principal, &req.cause, Initiator::Operator)
             .await?,
     ))
 }
@@ -734,7 +732,7 @@ async fn lift_revocation(
     req.check()?;
     match s
         .remediation
-        .lift(&req.principal, &req.cause, OPERATOR)
+        .lift(&req.principal, &req.cause, Initiator::Operator)
         .await?
     {
         Some(_) => Ok(StatusCode::NO_CONTENT),
@@ -757,7 +755,12 @@ async fn remediate_entry(
     .check()?;
     let entry = s
         .remediation
-        .set_entry_disabled(&req.entry_id, req.disabled, &req.cause, OPERATOR)
+        .set_entry_disabled(
+            &req.entry_id,
+            req.disabled,
+            &req.cause,
+            &Initiator::Operator.to_string(),
+        )
         .await?;
     s.changes.poke();
     Ok(Json(entry))

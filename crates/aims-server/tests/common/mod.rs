@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use aims_authn::mtls::SvidStore;
-use aims_core::{ManualClock, SharedClock, SpiffeId, TrustDomain};
+use aims_core::{Clock as _, ManualClock, SharedClock, SpiffeId, TrustDomain};
 use aims_credentials::{KeyType, PrivateKey, SubjectKey};
+use aims_oauth::claims::{AT_TYP, AccessClaims};
+use aims_oauth::resource::{SenderProof, verify_access_token};
 use aims_server::{RunningServer, ServerSettings};
+use serde_json::Value;
 
 pub struct As {
     pub _dir: tempfile::TempDir,
@@ -34,6 +37,16 @@ pub async fn start_as_in(
     s.agent_listen = "127.0.0.1:0".parse().unwrap();
     s.oauth_mtls_listen = "127.0.0.1:0".parse().unwrap();
     s.clock = clock.clone() as SharedClock;
+    // The resources the tests' tokens are for, each served by a tool workload (which may
+    // introspect and exchange the tokens it receives).
+    s.oauth.resources = ["api", "search"]
+        .iter()
+        .map(|name| aims_oauth::ResourceServer {
+            resource: format!("https://tool.example/{name}"),
+            server: Some(format!("spiffe://{td}/tool/{name}")),
+            exchange_to: Vec::new(),
+        })
+        .collect();
     tweak(&mut s);
     let server = aims_server::start(s).await.unwrap();
     let ca = std::fs::read(server.web_ca_file.as_ref().unwrap()).unwrap();
@@ -50,7 +63,130 @@ pub async fn start_as_in(
     }
 }
 
+/// The resource the tests' tokens are for.
+pub const RESOURCE: &str = "https://tool.example/api";
+/// SPIFFE client authentication with a JWT-SVID (draft-ietf-oauth-spiffe-client-auth).
+pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+
+pub fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+pub fn dpop_verifier() -> aims_oauth::dpop::DpopVerifier {
+    aims_oauth::dpop::DpopVerifier::new(
+        Arc::new(aims_authn::replay::ReplayCache::new(1000, 60)),
+        false,
+        60,
+    )
+    .unwrap()
+}
+
 impl As {
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth2/token", self.issuer)
+    }
+
+    pub async fn jwt_svid(&self, spiffe_id: &str) -> String {
+        self.server
+            .issuer
+            .mint_jwt_svid(&id(spiffe_id), std::slice::from_ref(&self.issuer), None)
+            .await
+            .unwrap()
+            .token
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post_with(&self.http, &format!("{}{path}", self.issuer), form, &[])
+            .await
+    }
+
+    pub async fn post_with(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = http.post(url).form(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    /// client_credentials with a JWT-SVID assertion.
+    pub async fn cc(&self, agent: &str, scope: &str) -> (u16, Value) {
+        let a = self.jwt_svid(agent).await;
+        let (s, v, _) = self
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion", &a),
+                    ("scope", scope),
+                    ("resource", RESOURCE),
+                ],
+            )
+            .await;
+        (s, v)
+    }
+
+    pub fn verify(&self, token: &str, resource: &str) -> AccessClaims {
+        verify_access_token(
+            self.server.issuer.as_ref(),
+            &self.issuer,
+            resource,
+            token,
+            &SenderProof::default(),
+            &dpop_verifier(),
+            aims_core::unix_seconds(self.clock.now()),
+        )
+        .unwrap()
+    }
+
+    /// Signs an access token with the server's own key (for states no grant produces).
+    pub fn forge(&self, claims: &AccessClaims) -> String {
+        aims_oauth::keys::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
+    }
+
+    pub fn now(&self) -> i64 {
+        aims_core::unix_seconds(self.clock.now())
+    }
+
+    /// A person's delegation (as the authorization code grant issues it): alice@example.com
+    /// delegates `scope` on [`RESOURCE`] to `client` for ten minutes.
+    pub fn delegation(&self, jti: &str, client: &str, scope: &str) -> String {
+        let now = self.now();
+        self.forge(&AccessClaims {
+            iss: self.issuer.clone(),
+            sub: "alice@example.com".into(),
+            aud: aims_credentials::jose::Audience::One(RESOURCE.into()),
+            exp: now + 600,
+            iat: now,
+            jti: jti.into(),
+            client_id: client.into(),
+            scope: Some(scope.into()),
+            authorization_details: None,
+            act: None,
+            may_act: None,
+            cnf: None,
+            approval: None,
+        })
+    }
+
     /// The mutual-TLS listener's base URL.
     pub fn mtls_base(&self) -> String {
         self.server
@@ -101,6 +237,15 @@ pub async fn https_site(
     dir: &std::path::Path,
     app: impl FnOnce(&str) -> axum::Router,
 ) -> (String, std::path::PathBuf, tokio_util::sync::DropGuard) {
+    https_site_on(dir, 0, app).await
+}
+
+/// [`https_site`] on `port` of 127.0.0.1.
+pub async fn https_site_on(
+    dir: &std::path::Path,
+    port: u16,
+    app: impl FnOnce(&str) -> axum::Router,
+) -> (String, std::path::PathBuf, tokio_util::sync::DropGuard) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::default();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -121,7 +266,9 @@ pub async fn https_site(
             rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(aims_authn::transport::serve_tls(

@@ -582,8 +582,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "RFC 9068, RFC 8693 act",
     );
 
-    // 4. Agent A hands the task to agent B.
-    story.step("Agent A hands the task to agent B, which exchanges A's token");
+    // 4. Agent A hands the task to agent B: it names B as an audience of a token for the
+    // same resource (a token only reaches the clients it is for), and B exchanges that one.
+    story.step("Agent A hands the task to agent B, which exchanges the token A made for it");
+    let (s, t) = demo
+        .as_agent(
+            &a,
+            "/oauth2/token",
+            Some("demo-agent-a"),
+            &[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("subject_token", &delegated),
+                ("subject_token_type", ACCESS_TOKEN),
+                ("scope", "mcp files.read files.delete"),
+                ("audience", b.as_str()),
+                ("resource", demo.mcp_resource.as_str()),
+            ],
+        )
+        .await?;
+    ensure!(s == 200, "agent A's hand-off was refused: {t}");
+    let handoff = t["access_token"].as_str().context("no token")?.to_owned();
     let (s, t) = demo
         .as_agent(
             &b,
@@ -591,7 +609,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             None,
             &[
                 ("grant_type", TOKEN_EXCHANGE),
-                ("subject_token", &delegated),
+                ("subject_token", &handoff),
                 ("subject_token_type", ACCESS_TOKEN),
                 ("scope", "mcp files.read files.delete"),
                 ("resource", demo.mcp_resource.as_str()),

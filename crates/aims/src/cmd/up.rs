@@ -133,7 +133,31 @@ async fn start_gateway(
     settings.public_host = reqwest::Url::parse(&issuer)?.host_str().map(str::to_owned);
     let gateway =
         aims_gateway::start_with_identity(settings, identity, shutdown.child_token()).await?;
+    register_routes(server, &gateway, td)?;
     Ok((gateway, demo))
+}
+
+/// Tells the AS which resources the gateway serves (AIMS AZ-6): its routes, which only the
+/// gateway may exchange tokens of, and their upstreams' audiences.
+fn register_routes(
+    server: &RunningServer,
+    gateway: &aims_gateway::RunningGateway,
+    td: &TrustDomain,
+) -> anyhow::Result<()> {
+    let gateway_id = td.id_with_path(GATEWAY_PATH)?.to_string();
+    let resources = &server.authorization_server.resources;
+    for r in &gateway.gateway.routes {
+        let upstream: Vec<String> = r.route.exchange_audience.iter().cloned().collect();
+        for u in &upstream {
+            resources.register(aims_oauth::ResourceServer::new(u.clone()));
+        }
+        resources.register(aims_oauth::ResourceServer {
+            resource: r.resource.clone(),
+            server: Some(gateway_id.clone()),
+            exchange_to: upstream,
+        });
+    }
+    Ok(())
 }
 
 /// Registers `spiffe://TD/user/<name>` for the current uid, unless it exists.

@@ -96,6 +96,9 @@ pub struct ServerSection {
     /// `/ssf/v1/receive`) the server acts on.
     #[serde(default)]
     pub signal_source: Vec<aims_server::signals_in::SignalSource>,
+    /// SPIFFE IDs (with the IDs under their paths) that may append to the audit log
+    /// [default: `/aims/gateway` and `/gateway/…` of the trust domain].
+    pub audit_writers: Option<Vec<String>>,
     /// OAuth mutual-TLS listen address (RFC 8705 endpoint aliases).
     pub oauth_mtls_listen: Option<SocketAddr>,
     /// `[server.oauth]`.
@@ -160,6 +163,10 @@ pub struct OAuthSection {
     /// `[[server.oauth.trusted_issuers]]`: authorization servers whose JWT grants are accepted.
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerSection>,
+    /// `[[server.oauth.resources]]`: the resources token exchanges may aim at (a local
+    /// gateway's routes are added as it starts).
+    #[serde(default)]
+    pub resources: Vec<ResourceSection>,
     /// Every authorization request must be pushed first (PAR, RFC 9126; FAPI 2.0).
     pub require_par: Option<bool>,
     /// The poll interval given to CIBA clients (5s).
@@ -168,6 +175,19 @@ pub struct OAuthSection {
     pub ciba_expiry: Option<HumanDuration>,
     /// A URL that is POSTed a JSON notice whenever an approval waits for someone.
     pub approval_webhook: Option<String>,
+}
+
+/// `[[server.oauth.resources]]`: a resource (RFC 8707) and who serves it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSection {
+    /// Its resource identifier (an absolute URI; URIs under it are the same resource's).
+    pub resource: String,
+    /// The client (SPIFFE ID or client_id) that serves it and may exchange its tokens.
+    pub server: Option<String>,
+    /// Audiences that server may exchange the tokens it receives for.
+    #[serde(default)]
+    pub exchange_to: Vec<String>,
 }
 
 /// `[[server.oauth.trusted_issuers]]`.
@@ -235,6 +255,19 @@ impl OAuthSection {
                 bail!("server.oauth.approval_webhook must be an https URL");
             }
             o.approval_webhook = Some(url.clone());
+        }
+        for r in &self.resources {
+            if reqwest::Url::parse(&r.resource).is_err() {
+                bail!(
+                    "server.oauth.resources: {:?} is not an absolute URI",
+                    r.resource
+                );
+            }
+            o.resources.push(aims_oauth::ResourceServer {
+                resource: r.resource.clone(),
+                server: r.server.clone(),
+                exchange_to: r.exchange_to.clone(),
+            });
         }
         for t in &self.trusted_issuers {
             for (name, url) in [("issuer", &t.issuer), ("jwks_uri", &t.jwks_uri)] {
@@ -633,6 +666,15 @@ pub fn server_settings(
         }
     }
     s.signal_sources = sec.signal_source.clone();
+    if let Some(writers) = &sec.audit_writers {
+        s.audit_writers = writers
+            .iter()
+            .map(|w| {
+                aims_core::SpiffeId::parse(w)
+                    .map_err(|e| anyhow::anyhow!("server.audit_writers: {w:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
     s.tls = sec.tls.as_ref().map(|t| TlsFiles {
         cert_file: t.cert_file.clone(),
         key_file: t.key_file.clone(),

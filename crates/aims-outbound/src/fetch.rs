@@ -1,5 +1,5 @@
-//! Fetches of URLs that clients name: Client ID Metadata Documents and `jwks_uri`. A client
-//! chooses these URLs, so every fetch is guarded against server-side request forgery
+//! Fetches of URLs that others name: Client ID Metadata Documents, `jwks_uri`, signal
+//! sources' keys, push endpoints. A client chooses these URLs, so every fetch is guarded against server-side request forgery
 //! (draft-ietf-oauth-client-id-metadata-document-02 §6.5, RFC 7591 §5): HTTPS only, no
 //! redirects, only `200 OK`, a size bound enforced while the body arrives, a timeout, and no
 //! connection to a special-use address (loopback, private, link-local, CGNAT, multicast,
@@ -179,22 +179,96 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
+/// A client for URLs others name: HTTPS only, no redirects, `timeout` on connect and on the
+/// whole exchange, special-use addresses refused at connection time (unless
+/// `settings.allow_private_networks`), the system roots and `settings.ca_file` trusted.
+/// Address literals never reach the resolver: check them with [`Fetcher::checked_url`]'s rule
+/// ([`check_url`]) before sending.
+pub fn guarded_client(
+    settings: &FetchSettings,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(GuardedResolver {
+            allow_private: settings.allow_private_networks,
+        });
+    if let Some(path) = &settings.ca_file {
+        b = with_ca_file(b, path)?;
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// `url` parsed, if it is https and (unless `allow_private`) not a special-use address
+/// literal.
+pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, FetchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl {
+        url: url.to_owned(),
+        why: "not a URL",
+    })?;
+    if parsed.scheme() != "https" {
+        return Err(FetchError::BadUrl {
+            url: url.to_owned(),
+            why: "not an https URL",
+        });
+    }
+    // An address literal never reaches the resolver.
+    let literal = parsed.host_str().and_then(|h| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+    });
+    if let Some(ip) = literal
+        && !allow_private
+        && is_special_use(ip)
+    {
+        return Err(FetchError::SpecialUse {
+            url: url.to_owned(),
+            ip,
+        });
+    }
+    Ok(parsed)
+}
+
+/// The body of `resp`, refused as soon as it is known to exceed `max` bytes (a declared
+/// `Content-Length`, or what has arrived): never read whole first.
+pub async fn read_limited(
+    url: &str,
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, FetchError> {
+    let too_large = || FetchError::TooLarge {
+        url: url.to_owned(),
+        max,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Transport {
+        url: url.to_owned(),
+        why: error_chain(&e),
+    })? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl Fetcher {
     /// A fetcher trusting the system roots and `settings.ca_file`.
     pub fn new(settings: &FetchSettings) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .https_only(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(GuardedResolver {
-                allow_private: settings.allow_private_networks,
-            });
-        if let Some(path) = &settings.ca_file {
-            b = with_ca_file(b, path)?;
-        }
         Ok(Self {
-            http: b.build().map_err(|e| e.to_string())?,
+            http: guarded_client(settings, TIMEOUT)?,
             allow_private: settings.allow_private_networks,
             cache: Mutex::new(HashMap::new()),
         })
@@ -238,33 +312,7 @@ impl Fetcher {
 
     /// `url` parsed, if it is https and not a special-use address literal.
     fn checked_url(&self, url: &str) -> Result<reqwest::Url, FetchError> {
-        let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl {
-            url: url.to_owned(),
-            why: "not a URL",
-        })?;
-        if parsed.scheme() != "https" {
-            return Err(FetchError::BadUrl {
-                url: url.to_owned(),
-                why: "not an https URL",
-            });
-        }
-        // An address literal never reaches the resolver.
-        let literal = parsed.host_str().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        });
-        if let Some(ip) = literal
-            && !self.allow_private
-            && is_special_use(ip)
-        {
-            return Err(FetchError::SpecialUse {
-                url: url.to_owned(),
-                ip,
-            });
-        }
-        Ok(parsed)
+        check_url(url, self.allow_private)
     }
 
     /// POSTs `body` as JSON to `url` (a notification: CIBA ping, an approval webhook) with the
@@ -299,7 +347,7 @@ impl Fetcher {
             url: url.to_owned(),
             why: error_chain(&e),
         };
-        let mut resp = self
+        let resp = self
             .http
             .get(parsed)
             .header("accept", "application/json")
@@ -313,23 +361,7 @@ impl Fetcher {
             });
         }
         let ttl = cache_ttl(resp.headers());
-        let too_large = || FetchError::TooLarge {
-            url: url.to_owned(),
-            max,
-        };
-        if resp
-            .content_length()
-            .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > max {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_limited(url, resp, max).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
             url: url.to_owned(),
             why: e.to_string(),
@@ -345,7 +377,7 @@ impl Fetcher {
 }
 
 /// `builder` trusting the extra CA certificates (PEM) in `path` too.
-pub(crate) fn with_ca_file(
+pub fn with_ca_file(
     mut builder: reqwest::ClientBuilder,
     path: &std::path::Path,
 ) -> Result<reqwest::ClientBuilder, String> {
@@ -379,7 +411,7 @@ fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
 }
 
 /// An error and its causes on one line (reqwest hides the cause behind "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -432,6 +464,65 @@ mod tests {
         ] {
             assert!(!is_special_use(public.parse().unwrap()), "{public}");
         }
+    }
+
+    /// A server that answers every connection with `head` then `chunks` chunks of 64 KiB.
+    async fn streaming_server(head: &'static str, chunks: usize) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 64 << 10];
+                    for _ in 0..chunks {
+                        let frame = format!("{:x}\r\n", chunk.len());
+                        if conn.write_all(frame.as_bytes()).await.is_err()
+                            || conn.write_all(&chunk).await.is_err()
+                            || conn.write_all(b"\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let _ = conn.write_all(b"0\r\n\r\n").await;
+                });
+            }
+        });
+        url
+    }
+
+    /// Issue 16: a body is refused as soon as it passes the bound, whether its length was
+    /// declared or it streams on (chunked), never read whole first.
+    #[tokio::test]
+    async fn bodies_are_bounded_while_they_arrive() {
+        let http = reqwest::Client::new();
+        let chunked = streaming_server(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            1 << 14,
+        )
+        .await;
+        let resp = http.get(&chunked).send().await.unwrap();
+        assert!(matches!(
+            read_limited(&chunked, resp, 1 << 20).await,
+            Err(FetchError::TooLarge { .. })
+        ));
+        let declared =
+            streaming_server("HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n", 0).await;
+        let resp = http.get(&declared).send().await.unwrap();
+        assert!(matches!(
+            read_limited(&declared, resp, 1 << 20).await,
+            Err(FetchError::TooLarge { .. })
+        ));
+        let small =
+            streaming_server("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", 2).await;
+        let resp = http.get(&small).send().await.unwrap();
+        assert_eq!(
+            read_limited(&small, resp, 1 << 20).await.unwrap().len(),
+            128 << 10
+        );
     }
 
     #[test]
