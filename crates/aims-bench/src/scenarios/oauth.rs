@@ -123,7 +123,14 @@ fn start_oidc_provider(dir: &Path, client_jwk: &serde_json::Value) -> anyhow::Re
 /// `aims server` on CPU 1, with one-hour access tokens (the exchange rows reuse one).
 fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
     let config = dir.join("aims.toml");
-    std::fs::write(&config, "[server.oauth]\naccess_token_ttl = \"1h\"\n")?;
+    // Agent B serves the resource, so it may exchange the tokens it receives (issue 16).
+    std::fs::write(
+        &config,
+        format!(
+            "[server.oauth]\naccess_token_ttl = \"1h\"\n\n[[server.oauth.resources]]\n\
+             resource = \"{RESOURCE}\"\nserver = \"spiffe://{TD}/agent/b\"\n"
+        ),
+    )?;
     start_server(dir, TD, Some(&config), Some("1"))
 }
 
@@ -366,7 +373,7 @@ impl AimsServer {
         })
     }
 
-    /// Agent B exchanging agent A's access token (delegation), and agent A asking a
+    /// Agent B, the resource server of agent A's access token, exchanging it (delegation), and agent A asking a
     /// transaction token for it: both verify the subject token and sign one token; the client's
     /// JWT-SVID is a cache hit.
     fn delegation_bodies(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(BodyFn, BodyFn)> {
