@@ -84,7 +84,7 @@ fn unreserved(b: u8) -> bool {
 }
 
 /// RFC 3986 §3.3 `pchar` without `%`: unreserved, sub-delims, `:` and `@`.
-fn pchar(b: u8) -> bool {
+pub(crate) fn pchar(b: u8) -> bool {
     unreserved(b)
         || matches!(
             b,

@@ -59,27 +59,7 @@ pub enum WorkloadIdentifier {
 
 // RFC 3986 §3.3 pchar = unreserved / pct-encoded / sub-delims / ":" / "@".
 fn is_pchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
+    c == b'%' || crate::request_target::pchar(c)
 }
 
 impl WorkloadIdentifier {
