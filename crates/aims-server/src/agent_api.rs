@@ -36,7 +36,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
-use crate::issuer::Issuer;
+use crate::issuer::{Issuer, X509Lifetime};
 
 /// The most CSRs one `SignX509Svids` call may carry.
 pub const MAX_CSRS_PER_CALL: usize = 1000;
@@ -386,7 +386,12 @@ impl AgentService for AgentApi {
         }
         let svid = self
             .issuer
-            .issue_x509(&identity.spiffe_id, csr.subject_key(), &[], None)
+            .issue_x509(
+                &identity.spiffe_id,
+                csr.subject_key(),
+                &[],
+                X509Lifetime::Agent,
+            )
             .await
             .map_err(status)?;
         self.record_node(&identity, &svid).await?;
@@ -412,7 +417,7 @@ impl AgentService for AgentApi {
             .map_err(store_status)?;
         let svid = self
             .issuer
-            .issue_x509_from_csr(&agent, &request.get_ref().csr, &[], None)
+            .issue_x509_from_csr(&agent, &request.get_ref().csr, &[], X509Lifetime::Agent)
             .await
             .map_err(status)?;
         self.issuer
@@ -517,7 +522,7 @@ impl AgentService for AgentApi {
                     &entry.spiffe_id,
                     &csr.csr,
                     &entry.dns_names,
-                    ttl(entry.x509_svid_ttl),
+                    X509Lifetime::Workload(ttl(entry.x509_svid_ttl)),
                 )
                 .await
             {

@@ -40,12 +40,25 @@ struct TokenKeySet {
 pub struct IssuanceLimits {
     /// Default and maximum X509-SVID lifetime.
     pub x509_svid_ttl: Duration,
+    /// Lifetime of an agent's own X509-SVID (SPIRE's `agent_ttl`).
+    pub agent_svid_ttl: Duration,
     /// Default and maximum JWT-SVID lifetime.
     pub jwt_svid_ttl: Duration,
     /// Default and maximum WIT-SVID lifetime.
     pub wit_svid_ttl: Duration,
     /// `spiffe_refresh_hint`.
     pub refresh_hint: Duration,
+}
+
+/// Whose X509-SVID is issued, which decides its lifetime.
+#[derive(Debug, Clone, Copy)]
+pub enum X509Lifetime {
+    /// A workload's (or a server's): the requested lifetime, capped at `x509_svid_ttl`;
+    /// `None` or zero means the default.
+    Workload(Option<Duration>),
+    /// An agent's own identity: `agent_svid_ttl`, so that an operator who shortens workload
+    /// SVIDs does not also shorten how long an agent outlives a server outage.
+    Agent,
 }
 
 /// Issues credentials for the trust domain and keeps its bundle published.
@@ -262,6 +275,13 @@ impl Issuer {
         }
     }
 
+    fn x509_ttl(&self, lifetime: X509Lifetime) -> Duration {
+        match lifetime {
+            X509Lifetime::Workload(requested) => Self::ttl(requested, self.limits.x509_svid_ttl),
+            X509Lifetime::Agent => self.limits.agent_svid_ttl,
+        }
+    }
+
     fn ttl(requested: Option<Duration>, max: Duration) -> Duration {
         requested
             .filter(|t| !t.is_zero())
@@ -297,12 +317,13 @@ impl Issuer {
         id: &SpiffeId,
         csr_der: &[u8],
         dns_names: &[String],
-        ttl: Option<Duration>,
+        lifetime: X509Lifetime,
     ) -> Result<X509Svid, ServerError> {
         self.check_member(id)?;
         let csr = CertificateRequest::from_der(csr_der)?;
         csr.check_for(id, dns_names)?;
-        self.issue_x509(id, csr.subject_key(), dns_names, ttl).await
+        self.issue_x509(id, csr.subject_key(), dns_names, lifetime)
+            .await
     }
 
     /// Issues an X509-SVID certifying `subject_key`.
@@ -311,7 +332,7 @@ impl Issuer {
         id: &SpiffeId,
         subject_key: &SubjectKey,
         dns_names: &[String],
-        ttl: Option<Duration>,
+        lifetime: X509Lifetime,
     ) -> Result<X509Svid, ServerError> {
         self.check_member(id)?;
         let slot = self.ca.active().ok_or(IssueError::NoActiveAuthority)?;
@@ -319,7 +340,7 @@ impl Issuer {
             spiffe_id: id,
             subject_key,
             dns_names,
-            ttl: Self::ttl(ttl, self.limits.x509_svid_ttl),
+            ttl: self.x509_ttl(lifetime),
             now: self.clock.now(),
         })?;
         self.record(

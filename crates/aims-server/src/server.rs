@@ -203,6 +203,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             settings.clock.clone(),
             IssuanceLimits {
                 x509_svid_ttl: settings.x509_svid_ttl,
+                agent_svid_ttl: settings.agent_svid_ttl.unwrap_or(settings.x509_svid_ttl),
                 jwt_svid_ttl: settings.jwt_svid_ttl,
                 wit_svid_ttl: settings.wit_svid_ttl,
                 refresh_hint: settings.bundle_refresh_hint,

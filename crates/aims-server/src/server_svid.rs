@@ -12,7 +12,7 @@ use aims_credentials::{KeyType, PrivateKey};
 use aims_provisioning::rotation;
 
 use crate::error::ServerError;
-use crate::issuer::Issuer;
+use crate::issuer::{Issuer, X509Lifetime};
 
 /// The path of the server's SPIFFE ID.
 pub const SERVER_PATH: &str = "/aims/server";
@@ -64,7 +64,12 @@ impl ServerSvid {
         }
         let key = PrivateKey::generate(KeyType::EcP256)?;
         let svid = issuer
-            .issue_x509(&self.id, &SubjectKey::of(&key), &[], None)
+            .issue_x509(
+                &self.id,
+                &SubjectKey::of(&key),
+                &[],
+                X509Lifetime::Workload(None),
+            )
             .await?;
         self.store
             .set(svid.chain.clone(), &key)

@@ -75,6 +75,9 @@ pub struct ServerSettings {
     pub upstream: Option<UpstreamFiles>,
     /// Default X509-SVID lifetime (1 h, as SPIRE).
     pub x509_svid_ttl: Duration,
+    /// Lifetime of an agent's own X509-SVID (SPIRE's `agent_ttl`); `None`: `x509_svid_ttl`,
+    /// as SPIRE.
+    pub agent_svid_ttl: Option<Duration>,
     /// Default JWT-SVID lifetime (5 min, as SPIRE).
     pub jwt_svid_ttl: Duration,
     /// Default WIT-SVID lifetime (1 h).
@@ -117,6 +120,7 @@ impl ServerSettings {
             ca: AuthorityPolicy::default(),
             upstream: None,
             x509_svid_ttl: Duration::from_secs(3600),
+            agent_svid_ttl: None,
             jwt_svid_ttl: Duration::from_secs(300),
             wit_svid_ttl: Duration::from_secs(3600),
             bundle_refresh_hint: Duration::from_secs(300),

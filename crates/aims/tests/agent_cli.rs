@@ -262,7 +262,14 @@ fn during_a_server_outage_longer_than_half_an_svid_life_the_agent_serves_its_cac
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let config = work.path().join("aims.toml");
-    std::fs::write(&config, "[server]\nx509_svid_ttl = \"10s\"\n").unwrap();
+    // Workload SVIDs live 10 s; the agent's own identity an hour (SPIRE's `agent_ttl`), so
+    // that the outage outlives the workload SVID's half life but not the agent's identity,
+    // which its spent join token could not win back.
+    std::fs::write(
+        &config,
+        "[server]\nx509_svid_ttl = \"10s\"\nagent_svid_ttl = \"1h\"\n",
+    )
+    .unwrap();
     let server_dir = work.path().join("server");
     let start_server = |dir: tempfile::TempDir| {
         Aims::start_in(

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
-use crate::issuer::Issuer;
+use crate::issuer::{Issuer, X509Lifetime};
 use crate::remediation::Initiator;
 use crate::server_svid::server_spiffe_id;
 use api::{
@@ -406,7 +406,7 @@ async fn mint_x509(
             &req.spiffe_id,
             csr.as_ref(),
             &req.dns_names,
-            ttl(req.ttl_seconds),
+            X509Lifetime::Workload(ttl(req.ttl_seconds)),
         )
         .await?;
     tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial_hex(), "X509-SVID minted by operator");

@@ -204,7 +204,12 @@ impl As {
         let svid = self
             .server
             .issuer
-            .issue_x509(agent, &SubjectKey::of(&key), &[], None)
+            .issue_x509(
+                agent,
+                &SubjectKey::of(&key),
+                &[],
+                aims_server::issuer::X509Lifetime::Workload(None),
+            )
             .await
             .unwrap();
         let leaf = svid.chain[0].to_vec();

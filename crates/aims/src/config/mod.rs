@@ -78,6 +78,8 @@ pub struct ServerSection {
     pub server_id: Option<String>,
     /// Default X509-SVID lifetime.
     pub x509_svid_ttl: Option<HumanDuration>,
+    /// Lifetime of an agent's own X509-SVID (SPIRE's `agent_ttl`) [default: `x509_svid_ttl`].
+    pub agent_svid_ttl: Option<HumanDuration>,
     /// Default JWT-SVID lifetime.
     pub jwt_svid_ttl: Option<HumanDuration>,
     /// Default WIT-SVID lifetime.
@@ -628,15 +630,23 @@ pub fn server_settings(
         ca_ttl: sec.ca.ttl.map_or(s.ca.ca_ttl, |d| d.0),
         key_type: sec.ca.key_type.unwrap_or(s.ca.key_type),
     };
-    if s.ca.ca_ttl < 2 * s.x509_svid_ttl {
-        bail!(
-            "server.ca.ttl ({}) must be at least twice server.x509_svid_ttl ({}) so SVIDs can rotate within a CA's life",
-            aims_core::format_duration(s.ca.ca_ttl),
-            aims_core::format_duration(s.x509_svid_ttl)
-        );
+    s.agent_svid_ttl = sec.agent_svid_ttl.map(|d| d.0);
+    let agent_svid_ttl = s.agent_svid_ttl.unwrap_or(s.x509_svid_ttl);
+    for (name, d) in [
+        ("server.x509_svid_ttl", s.x509_svid_ttl),
+        ("server.agent_svid_ttl", agent_svid_ttl),
+    ] {
+        if s.ca.ca_ttl < 2 * d {
+            bail!(
+                "server.ca.ttl ({}) must be at least twice {name} ({}) so SVIDs can rotate within a CA's life",
+                aims_core::format_duration(s.ca.ca_ttl),
+                aims_core::format_duration(d)
+            );
+        }
     }
     for (name, d) in [
         ("server.x509_svid_ttl", s.x509_svid_ttl),
+        ("server.agent_svid_ttl", agent_svid_ttl),
         ("server.jwt_svid_ttl", s.jwt_svid_ttl),
         ("server.wit_svid_ttl", s.wit_svid_ttl),
     ] {
@@ -696,6 +706,7 @@ data_dir = "/var/lib/aims"
 listen = "0.0.0.0:8443"
 database = "postgres://aims@db/aims"
 x509_svid_ttl = "30m"
+agent_svid_ttl = "24h"
 jwt_svid_ttl = 120
 [server.ca]
 ttl = "48h"
@@ -735,6 +746,7 @@ format = "json"
         let s = server_settings(&ServerFlags::default(), &f, None).unwrap();
         assert_eq!(s.trust_domain.name(), "example.org");
         assert_eq!(s.x509_svid_ttl.as_secs(), 1800);
+        assert_eq!(s.agent_svid_ttl.map(|d| d.as_secs()), Some(24 * 3600));
         assert_eq!(s.jwt_svid_ttl.as_secs(), 120);
         assert_eq!(s.ca.ca_ttl.as_secs(), 48 * 3600);
         assert_eq!(s.ca.key_type, KeyType::EcP384);
@@ -792,6 +804,19 @@ format = "json"
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.ca.ttl"), "{err}");
+        for (agent_ttl, expect) in [
+            ("20h", "twice server.agent_svid_ttl"),
+            ("5s", "at least 10s"),
+        ] {
+            let f = FileConfig::parse(&format!(
+                "trust_domain = \"example.org\"\n[server]\nagent_svid_ttl = \"{agent_ttl}\""
+            ))
+            .unwrap();
+            let err = server_settings(&ServerFlags::default(), &f, None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{agent_ttl}: {err}");
+        }
         let err = server_settings(&ServerFlags::default(), &FileConfig::default(), None)
             .unwrap_err()
             .to_string();
