@@ -98,7 +98,7 @@ async fn calls_need_an_attested_agent_and_attestation_refuses_bad_input() {
             &id("spiffe://example.org/workload/not-an-agent"),
             &aims_credentials::SubjectKey::of(&key),
             &[],
-            None,
+            aims_server::issuer::X509Lifetime::Workload(None),
         )
         .await
         .unwrap();
