@@ -1,6 +1,7 @@
 //! The log as it leaves the server: entries with their exact bytes (JSON lines, what `aims audit
 //! verify` checks offline) and as OpenTelemetry logs (OTLP/JSON `ExportLogsServiceRequest`).
 
+#[cfg(feature = "store")]
 use aims_store::AuditRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ pub struct LogEntry {
     pub record: String,
 }
 
+#[cfg(feature = "store")]
 impl From<AuditRow> for LogEntry {
     fn from(r: AuditRow) -> Self {
         Self {

@@ -9,19 +9,26 @@
 //! a whole exported log offline; [`render_trace`] rebuilds a task's execution chain.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod checkpoint;
 mod export;
+#[cfg(feature = "store")]
 mod log;
 pub mod merkle;
 mod record;
 mod trace;
+#[cfg(feature = "store")]
 mod tree;
 mod verify;
 
+pub use api::RECORDS_PATH;
 pub use checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use export::{LogEntry, otlp_logs};
-pub use log::{AppendError, Appended, AuditLog, leaf_hash};
+#[cfg(feature = "store")]
+pub use log::{AppendError, Appended, AuditLog};
+pub use merkle::leaf_hash;
 pub use record::{AuditRecord, Outcome, RecordKind};
 pub use trace::render_trace;
+#[cfg(feature = "store")]
 pub use tree::{Checkpointer, TreeError, TreeReader, node_id};
 pub use verify::{LogVerifier, Verified, VerifyError};

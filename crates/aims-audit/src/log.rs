@@ -9,6 +9,7 @@ use aims_store::{NewAuditRow, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::merkle::leaf_hash;
 use crate::record::AuditRecord;
 
 /// Appends waiting for the writer, at most (callers beyond wait for room).
@@ -38,16 +39,6 @@ pub enum AppendError {
 pub struct Appended {
     /// Their indexes in the log.
     pub indexes: Range<u64>,
-}
-
-/// RFC 9162 §2.1.1: the hash of a leaf is SHA-256(0x00 || leaf).
-pub fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&[0]);
-    ctx.update(leaf);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }
 
 struct Pending {

@@ -17,6 +17,11 @@ fn sha256(parts: &[&[u8]]) -> Hash {
     out
 }
 
+/// §2.1.1: the hash of a leaf, SHA-256(0x00 ‖ leaf).
+pub fn leaf_hash(leaf: &[u8]) -> Hash {
+    sha256(&[&[0], leaf])
+}
+
 /// §2.1.1: the hash of an interior node, SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     sha256(&[&[1], left, right])

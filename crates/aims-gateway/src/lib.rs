@@ -39,8 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind};
 
-use crate::proxy::{CompiledRoute, Gateway, PRM_PATH};
+use crate::proxy::{CompiledRoute, Gateway};
 use crate::server_client::ServerClient;
+use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 
 /// Why the gateway could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +153,7 @@ fn compile_routes(
         reqwest::Url::parse(&route.upstream)
             .map_err(|e| GatewayError::Config(format!("route {}: upstream: {e}", route.name)))?;
         let prefix = route.path_prefix.trim_end_matches('/');
-        let metadata_path = format!("{PRM_PATH}{prefix}");
+        let metadata_path = format!("{PROTECTED_RESOURCE_METADATA_PATH}{prefix}");
         routes.push(CompiledRoute {
             resource: route
                 .resource
@@ -268,8 +269,8 @@ pub async fn start_with_identity(
         pdp: pdp.clone(),
         audit,
         upstream,
-        dpop: aims_oauth::dpop::DpopVerifier::new(replay, false, 60)
-            .map_err(|e| GatewayError::Config(e.description))?,
+        dpop: aims_token::dpop::DpopVerifier::new(replay, false, 60)
+            .map_err(|e| GatewayError::Config(e.to_string()))?,
         workload_auth,
         tokens: token_cache::TokenCache::new(settings.token_cache, settings.token_recheck),
         decisions: decision_cache::DecisionCache::new(settings.token_cache, settings.decision_ttl),

@@ -3,16 +3,18 @@
 //! record the decision, then forward without the caller's credentials and with a transaction
 //! token — or refuse with the challenge OAuth and MCP clients act on.
 
+use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 use std::sync::Arc;
 
 use aims_audit::AuditRecord;
 use aims_authn::layer::{WorkloadAuthConfig, authenticate};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{RequestTarget, SpiffeId};
-use aims_oauth::claims::{AT_TYP, AccessClaims, verify_own};
-use aims_oauth::dpop::DpopVerifier;
-use aims_oauth::resource::{DpopPresented, SenderProof, check_presentation};
 use aims_policy::{Action, Detail, Facts, Pdp, Principal, Query, Target, Verdict};
+use aims_token::TokenError;
+use aims_token::claims::{AT_TYP, AccessClaims, verify_own};
+use aims_token::dpop::DpopVerifier;
+use aims_token::presentation::{DpopPresented, SenderProof, check_presentation};
 use axum::body::Body;
 use axum::extract::State;
 use bytes::Bytes;
@@ -30,8 +32,6 @@ use crate::token_cache::{TokenCache, token_hash};
 use crate::trace;
 use tracing::Instrument as _;
 
-/// RFC 9728 §3: the well-known path of protected resource metadata.
-pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
 /// The header that carries a transaction token (txn-tokens-11 §10.1).
 pub const TXN_TOKEN_HEADER: &str = "txn-token";
 /// The largest upstream answer to `tools/list` that is read to filter it.
@@ -262,7 +262,7 @@ impl Gateway {
             }
         };
         check_presentation(&claims, &route.resource, token, proof, &self.dpop, now)
-            .map_err(|e| e.description)?;
+            .map_err(|e| e.to_string())?;
         Ok(claims)
     }
 
@@ -271,7 +271,7 @@ impl Gateway {
         if token.matches('.').count() == 2 {
             let local =
                 match verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now) {
-                    Err(e) if e.starts_with("unknown key") => {
+                    Err(TokenError::UnknownKey(_)) => {
                         // A key published since the last fetch: fetch again, once.
                         self.server
                             .refresh_keys()
@@ -281,7 +281,7 @@ impl Gateway {
                     }
                     other => other,
                 };
-            local?;
+            local.map_err(|e| e.to_string())?;
         }
         match self.server.introspect(token).await {
             Ok(Some(claims)) => Ok(claims),
@@ -485,7 +485,7 @@ async fn serve(
         }
     };
     let path = request_target.path();
-    if let Some(rest) = path.strip_prefix(PRM_PATH) {
+    if let Some(rest) = path.strip_prefix(PROTECTED_RESOURCE_METADATA_PATH) {
         let route = gw
             .routes
             .iter()

@@ -11,17 +11,15 @@ use aims_audit::AuditRecord;
 use aims_credentials::bundle::certs_from_pem;
 use aims_credentials::jose::CompactJws;
 use aims_credentials::{PublicKey, SlotKey};
-use aims_oauth::claims::AccessClaims;
-use aims_oauth::keys::TokenKeys;
 use aims_policy::PolicyDocument;
+use aims_token::claims::AccessClaims;
+use aims_token::keys::TokenKeys;
+use aims_token::wire::{ACCESS_TOKEN_TYPE, AS_METADATA_PATH, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE};
 use serde_json::Value;
 
 use crate::GatewayError;
 use crate::identity::WorkloadIdentity;
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
 /// Unknown `kid`s trigger a JWKS refresh at most this often.
 const KEY_REFRESH_MIN: Duration = Duration::from_secs(1);
 
@@ -130,7 +128,7 @@ impl ServerClient {
     ) -> Result<Self, GatewayError> {
         let issuer = issuer.trim_end_matches('/').to_owned();
         let meta: Value = http
-            .get(format!("{issuer}/.well-known/oauth-authorization-server"))
+            .get(format!("{issuer}{AS_METADATA_PATH}"))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -259,7 +257,7 @@ impl ServerClient {
             TxnSubject::TxnToken(t) => (t, TXN_TOKEN_TYPE),
         };
         let mut form = vec![
-            ("grant_type", TOKEN_EXCHANGE),
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
             ("client_id", client_id.as_str()),
             ("subject_token", subject_token),
             ("subject_token_type", subject_token_type),
@@ -354,9 +352,11 @@ impl ServerClient {
         &self,
         known: Option<u64>,
     ) -> Result<Option<PolicyDocument>, GatewayError> {
-        let mut req = self
-            .http
-            .get(format!("{}/policy/v1/current", self.mtls_base));
+        let mut req = self.http.get(format!(
+            "{}{}",
+            self.mtls_base,
+            aims_policy::CURRENT_POLICY_PATH
+        ));
         if let Some(v) = known {
             req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{v}\""));
         }
@@ -371,7 +371,7 @@ impl ServerClient {
     /// Appends decision records to the server's audit log; returns once they are durable.
     pub async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), GatewayError> {
         self.http
-            .post(format!("{}/audit/v1/records", self.mtls_base))
+            .post(format!("{}{}", self.mtls_base, aims_audit::RECORDS_PATH))
             .json(records)
             .send()
             .await

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aims_oauth::keys::TokenKeys as _;
 use aims_signals::event::{self, Effect};
 use aims_signals::{PollReceiver, SecEvent};
+use aims_token::keys::TokenKeys as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{Gateway, Revoked};

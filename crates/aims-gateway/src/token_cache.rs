@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aims_oauth::claims::AccessClaims;
+use aims_token::claims::AccessClaims;
 
 use crate::recent::RecentCache;
 

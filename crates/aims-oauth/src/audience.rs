@@ -231,7 +231,7 @@ mod tests {
         assert!(check_entitled(&s, &client(a), &t).is_ok());
         assert!(check_entitled(&s, &client("spiffe://example.org/gw"), &t).is_ok());
         let e = check_entitled(&s, &client("spiffe://example.org/b"), &t).unwrap_err();
-        assert_eq!(e.code, "invalid_grant");
+        assert_eq!(e.code, aims_token::ErrorCode::InvalidGrant);
         let may = serde_json::json!({"sub": "spiffe://example.org/b"});
         let t = SubjectView {
             may_act: Some(&may),
@@ -257,7 +257,7 @@ mod tests {
         // Unknown resources, for anyone.
         assert_eq!(
             check(a, &["https://evil.example/api"]),
-            Err("invalid_target")
+            Err(aims_token::ErrorCode::InvalidTarget)
         );
         // The owner re-aims its own authority at any known resource.
         assert!(check(a, &["https://gw.example/mcp"]).is_ok());
@@ -267,18 +267,18 @@ mod tests {
         assert!(check(gw, &["https://gw.example/weather/today"]).is_ok());
         assert_eq!(
             check(gw, &["https://gw.example/mcp"]),
-            Err("invalid_target")
+            Err(aims_token::ErrorCode::InvalidTarget)
         );
         // A hand-off to a workload of the trust domain; not to another trust domain's.
         assert!(check(gw, &["spiffe://example.org/b"]).is_ok());
         assert_eq!(
             check(gw, &["spiffe://evil.example/b"]),
-            Err("invalid_target")
+            Err(aims_token::ErrorCode::InvalidTarget)
         );
         // Prefixes match by segment.
         assert_eq!(
             check(gw, &["https://gw.example/weathervane"]),
-            Err("invalid_target")
+            Err(aims_token::ErrorCode::InvalidTarget)
         );
     }
 }

@@ -6,6 +6,7 @@
 //! The agent redeems the code with its own client authentication (its SVID, AZ-12), never a
 //! secret; a code used twice revokes what it issued (RFC 6749 §4.1.2).
 
+use aims_token::ErrorCode;
 use std::sync::Arc;
 
 use aims_credentials::jose::sha256_b64url;
@@ -27,10 +28,6 @@ use crate::form::Form;
 use crate::issue::{Binding, Grant, Issued, OFFLINE_ACCESS, TokenResponse, random_token};
 use crate::rar;
 
-/// The authorization endpoint.
-pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
-/// The pushed authorization request endpoint.
-pub const PAR_PATH: &str = "/oauth2/par";
 /// Where an authorization request waits for sign-in and consent.
 pub(crate) const CONTINUE_PATH: &str = "/oauth2/authorize/continue";
 /// Where the consent form posts.
@@ -200,7 +197,7 @@ impl AuthorizationServer {
         };
         if params.get("request").is_some() {
             return Err(fail(OAuthError::coded(
-                "request_not_supported",
+                ErrorCode::RequestNotSupported,
                 "request objects are not supported: push the request (PAR) instead",
             )));
         }
@@ -208,7 +205,7 @@ impl AuthorizationServer {
             Some("code") => {}
             Some(other) => {
                 return Err(fail(OAuthError::coded(
-                    "unsupported_response_type",
+                    ErrorCode::UnsupportedResponseType,
                     format!("response_type {other:?} is not supported: use code"),
                 )));
             }
@@ -329,7 +326,7 @@ impl AuthorizationServer {
             Some(uri) => {
                 let handle = uri.strip_prefix(REQUEST_URI_PREFIX).ok_or_else(|| {
                     Failure::Page(OAuthError::coded(
-                        "invalid_request_uri",
+                        ErrorCode::InvalidRequestUri,
                         "request_uri was not issued by this server",
                     ))
                 })?;
@@ -340,7 +337,7 @@ impl AuthorizationServer {
                     .map_err(|e| Failure::Page(e.into()))?
                     .ok_or_else(|| {
                         Failure::Page(OAuthError::coded(
-                            "invalid_request_uri",
+                            ErrorCode::InvalidRequestUri,
                             "request_uri is unknown, expired or already used",
                         ))
                     })?;
@@ -349,7 +346,7 @@ impl AuthorizationServer {
                 // RFC 9126 §4: the request_uri is bound to the client that pushed it.
                 if r.client_id != client_id {
                     return Err(Failure::Page(OAuthError::coded(
-                        "invalid_request_uri",
+                        ErrorCode::InvalidRequestUri,
                         "request_uri belongs to another client",
                     )));
                 }
@@ -456,7 +453,7 @@ impl AuthorizationServer {
 
     fn error_redirect(&self, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
         let mut params = vec![
-            ("error", e.code),
+            ("error", e.code.as_str()),
             ("error_description", e.description.as_str()),
         ];
         if let Some(s) = state {
@@ -677,7 +674,7 @@ pub(crate) async fn continue_request(
                 return Redirect::to(&s.error_redirect(
                     &r.redirect_uri,
                     r.state.as_deref(),
-                    &OAuthError::coded("login_required", "the user is not signed in"),
+                    &OAuthError::coded(ErrorCode::LoginRequired, "the user is not signed in"),
                 ))
                 .into_response();
             }
@@ -705,7 +702,7 @@ pub(crate) async fn continue_request(
         return Redirect::to(&s.error_redirect(
             &r.redirect_uri,
             r.state.as_deref(),
-            &OAuthError::coded("consent_required", "the user has not consented"),
+            &OAuthError::coded(ErrorCode::ConsentRequired, "the user has not consented"),
         ))
         .into_response();
     }

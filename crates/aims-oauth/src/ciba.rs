@@ -7,6 +7,7 @@
 //! `access_denied`) or is pinged. The token then carries the approved authorization details
 //! and the approval's reference, which the audit log records with the decision (AZ-30).
 
+use aims_token::ErrorCode;
 use std::sync::Arc;
 
 use aims_credentials::jose::sha256_b64url;
@@ -21,8 +22,6 @@ use serde_json::{Value, json};
 
 use crate::AuthorizationServer;
 use crate::authorize::{OPENID, describe_detail, oauth_error_page, page_user};
-use crate::claims::{ID_TYP, IdClaims, verify_own};
-use crate::client::CIBA_GRANT;
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::fetch::Fetcher;
@@ -30,9 +29,9 @@ use crate::form::Form;
 use crate::issue::{Binding, Grant, OFFLINE_ACCESS, TokenResponse, random_token};
 use crate::policy::ApprovalDecision;
 use crate::rar;
+use aims_token::claims::{ID_TYP, IdClaims, verify_own};
+use aims_token::wire::CIBA_GRANT;
 
-/// The backchannel authentication endpoint.
-pub const BACKCHANNEL_PATH: &str = "/oauth2/bc-authorize";
 /// The pending-approvals page.
 pub const APPROVALS_PATH: &str = "/approvals";
 /// Where its forms post.
@@ -145,7 +144,7 @@ impl AuthorizationServer {
         }
         if form.get("user_code").is_some() {
             return Err(OAuthError::coded(
-                "invalid_user_code",
+                ErrorCode::InvalidUserCode,
                 "user codes are not supported",
             ));
         }

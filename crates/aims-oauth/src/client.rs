@@ -2,6 +2,7 @@
 //! authenticate as (draft-ietf-oauth-spiffe-client-auth-02 §5.1: `spiffe_id`, exact or a
 //! `/*` path prefix).
 
+use aims_token::wire::CIBA_GRANT;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,9 +98,6 @@ pub struct ClientMetadata {
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
-
-/// OpenID CIBA Core §10.1.
-pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
 
 /// The grant types this server implements.
 pub const GRANT_TYPES: &[&str] = &[
@@ -373,7 +371,7 @@ mod tests {
         let secret = ClientMetadata::default();
         assert_eq!(
             secret.validate(false).unwrap_err().code,
-            "invalid_client_metadata"
+            aims_token::ErrorCode::InvalidClientMetadata
         );
         assert_eq!(
             secret.validate(true).unwrap(),

@@ -18,6 +18,7 @@
 //! SPIFFE keys come from the trust bundles (ours and federated), so SPIFFE workloads need no
 //! registration: their SPIFFE ID is their `client_id`. One method per request (RFC 6749 §2.3).
 
+use aims_token::wire::{JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION};
 use std::sync::Arc;
 
 use aims_authn::replay::ReplayKind;
@@ -37,10 +38,6 @@ use crate::client::{AuthMethod, ClientMetadata, KnownClient};
 use crate::error::OAuthError;
 use crate::form::Form;
 
-/// `client_assertion_type` of a JWT-SVID (spiffe-client-auth-02 §3.1).
-pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
-/// `client_assertion_type` of RFC 7523 assertions.
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The attestation header (ABCA-11 §4).
 pub const ATTESTATION_HEADER: &str = "oauth-client-attestation";
 /// The attestation PoP header (ABCA-11 §5.1).
@@ -150,11 +147,11 @@ impl AuthorizationServer {
         }
         let mut client = if let Some(assertion) = assertion {
             match form.require("client_assertion_type")? {
-                JWT_SPIFFE => {
+                JWT_SPIFFE_ASSERTION => {
                     self.jwt_svid_client(assertion, form.get("client_id"))
                         .await?
                 }
-                JWT_BEARER => {
+                JWT_BEARER_ASSERTION => {
                     self.private_key_jwt_client(assertion, form.get("client_id"))
                         .await?
                 }

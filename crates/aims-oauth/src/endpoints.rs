@@ -2,6 +2,9 @@
 //! (RFC 6749 §3.2), introspection (RFC 7662), revocation (RFC 7009) and dynamic client
 //! registration (RFC 7591).
 
+use aims_token::wire::{
+    INTROSPECTION_PATH, JWKS_PATH, REGISTRATION_PATH, REVOCATION_PATH, TOKEN_PATH,
+};
 use std::sync::Arc;
 
 use aims_authn::transport::ConnectionInfo;
@@ -16,23 +19,13 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use crate::AuthorizationServer;
-use crate::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
 use crate::client::{ClientMetadata, GRANT_TYPES};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::form::Form;
 use crate::issue::{Binding, random_token};
+use aims_token::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
 
-/// The token endpoint path.
-pub const TOKEN_PATH: &str = "/oauth2/token";
-/// The introspection endpoint path.
-pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
-/// The revocation endpoint path.
-pub const REVOCATION_PATH: &str = "/oauth2/revoke";
-/// The registration endpoint path.
-pub const REGISTRATION_PATH: &str = "/oauth2/register";
-/// The JWK Set path.
-pub const JWKS_PATH: &str = "/oauth2/jwks";
 /// Largest request body (form or JSON).
 const MAX_BODY: usize = 64 * 1024;
 
@@ -53,15 +46,15 @@ fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response {
 /// introspection and revocation routes again on the mutual-TLS listener).
 pub fn router(server: Arc<AuthorizationServer>) -> Router {
     Router::new()
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/openid-configuration", get(metadata))
+        .route(aims_token::wire::AS_METADATA_PATH, get(metadata))
+        .route(aims_token::wire::OPENID_CONFIGURATION_PATH, get(metadata))
         .route(JWKS_PATH, get(jwks))
         .route(TOKEN_PATH, post(token))
         .route(INTROSPECTION_PATH, post(introspect))
         .route(REVOCATION_PATH, post(revoke))
         .route(REGISTRATION_PATH, post(register))
-        .route(crate::authorize::PAR_PATH, post(push_request))
-        .route(crate::ciba::BACKCHANNEL_PATH, post(backchannel))
+        .route(aims_token::wire::PAR_PATH, post(push_request))
+        .route(aims_token::wire::BACKCHANNEL_PATH, post(backchannel))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -75,7 +68,7 @@ pub fn people_router(server: Arc<AuthorizationServer>) -> Router {
     };
     Router::new()
         .route(
-            crate::authorize::AUTHORIZE_PATH,
+            aims_token::wire::AUTHORIZE_PATH,
             get(crate::authorize::authorize),
         )
         .route(
@@ -220,7 +213,8 @@ async fn token(
             json_response(StatusCode::OK, &r)
         }
         Err(e) => {
-            metrics::counter!("aims_oauth_token_requests_total", "outcome" => e.code).increment(1);
+            metrics::counter!("aims_oauth_token_requests_total", "outcome" => e.code.as_str())
+                .increment(1);
             tracing::debug!(error = %e, "token request refused");
             e.into_response()
         }
@@ -243,7 +237,7 @@ impl AuthorizationServer {
         let jkt = self.dpop.verify(
             proof,
             "POST",
-            &targets(self, crate::endpoints::TOKEN_PATH),
+            &targets(self, aims_token::wire::TOKEN_PATH),
             None,
             client,
             self.now(),
@@ -285,19 +279,19 @@ impl AuthorizationServer {
             "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
             "tls_client_certificate_bound_access_tokens": st.mtls_base.is_some(),
             "authorization_details_types_supported": [],
-            "identity_chaining_requested_token_types_supported": ["urn:ietf:params:oauth:token-type:jwt"],
+            "identity_chaining_requested_token_types_supported": [aims_token::wire::JWT_TOKEN_TYPE],
             "scopes_supported": ["offline_access"],
             // OpenID Discovery requires these; AIMS issues no ID tokens yet.
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
         });
         if self.people.is_some() {
-            let par = crate::authorize::PAR_PATH;
-            let bc = crate::ciba::BACKCHANNEL_PATH;
+            let par = aims_token::wire::PAR_PATH;
+            let bc = aims_token::wire::BACKCHANNEL_PATH;
             for (k, v) in [
                 (
                     "authorization_endpoint",
-                    json!(format!("{}{}", st.issuer, crate::authorize::AUTHORIZE_PATH)),
+                    json!(format!("{}{}", st.issuer, aims_token::wire::AUTHORIZE_PATH)),
                 ),
                 (
                     "pushed_authorization_request_endpoint",
@@ -348,7 +342,7 @@ impl AuthorizationServer {
             doc["grant_types_supported"] = json!(
                 GRANT_TYPES
                     .iter()
-                    .filter(|g| !["authorization_code", crate::client::CIBA_GRANT].contains(g))
+                    .filter(|g| !["authorization_code", aims_token::wire::CIBA_GRANT].contains(g))
                     .collect::<Vec<_>>()
             );
         }
@@ -360,9 +354,9 @@ impl AuthorizationServer {
             });
             if self.people.is_some() {
                 doc["mtls_endpoint_aliases"]["pushed_authorization_request_endpoint"] =
-                    json!(format!("{m}{}", crate::authorize::PAR_PATH));
+                    json!(format!("{m}{}", aims_token::wire::PAR_PATH));
                 doc["mtls_endpoint_aliases"]["backchannel_authentication_endpoint"] =
-                    json!(format!("{m}{}", crate::ciba::BACKCHANNEL_PATH));
+                    json!(format!("{m}{}", aims_token::wire::BACKCHANNEL_PATH));
             }
         }
         if st.client_id_metadata_documents {

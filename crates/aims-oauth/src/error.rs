@@ -1,6 +1,7 @@
 //! OAuth error responses (RFC 6749 §5.2, and the codes RFC 8693, RFC 8707, RFC 9396 and
 //! RFC 9449 add). Every failure a client can cause is one of these; none is a 500.
 
+use aims_token::{ErrorCode, TokenError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -9,7 +10,7 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct OAuthError {
     /// The `error` code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// `error_description`.
     pub description: String,
     /// The HTTP status.
@@ -28,7 +29,7 @@ struct Body<'a> {
 }
 
 impl OAuthError {
-    fn new(code: &'static str, status: StatusCode, description: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, status: StatusCode, description: impl Into<String>) -> Self {
         Self {
             code,
             description: description.into(),
@@ -40,59 +41,63 @@ impl OAuthError {
 
     /// A 400 answer with a code another specification defines (OpenID Connect Core §3.1.2.6,
     /// RFC 9126 §2.3, RFC 6749 §4.1.2.1).
-    pub fn coded(code: &'static str, d: impl Into<String>) -> Self {
+    pub fn coded(code: ErrorCode, d: impl Into<String>) -> Self {
         Self::new(code, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_request` (400).
     pub fn invalid_request(d: impl Into<String>) -> Self {
-        Self::new("invalid_request", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidRequest, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_client` (401): client authentication failed.
     pub fn invalid_client(d: impl Into<String>) -> Self {
-        Self::new("invalid_client", StatusCode::UNAUTHORIZED, d)
+        Self::new(ErrorCode::InvalidClient, StatusCode::UNAUTHORIZED, d)
     }
 
     /// `invalid_grant` (400).
     pub fn invalid_grant(d: impl Into<String>) -> Self {
-        Self::new("invalid_grant", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidGrant, StatusCode::BAD_REQUEST, d)
     }
 
     /// `unauthorized_client` (400).
     pub fn unauthorized_client(d: impl Into<String>) -> Self {
-        Self::new("unauthorized_client", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::UnauthorizedClient, StatusCode::BAD_REQUEST, d)
     }
 
     /// `unsupported_grant_type` (400).
     pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
-        Self::new("unsupported_grant_type", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::UnsupportedGrantType, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_scope` (400).
     pub fn invalid_scope(d: impl Into<String>) -> Self {
-        Self::new("invalid_scope", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidScope, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_target` (400, RFC 8707 §2; RFC 8693 §2.2.2).
     pub fn invalid_target(d: impl Into<String>) -> Self {
-        Self::new("invalid_target", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidTarget, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_authorization_details` (400, RFC 9396 §5).
     pub fn invalid_authorization_details(d: impl Into<String>) -> Self {
-        Self::new("invalid_authorization_details", StatusCode::BAD_REQUEST, d)
+        Self::new(
+            ErrorCode::InvalidAuthorizationDetails,
+            StatusCode::BAD_REQUEST,
+            d,
+        )
     }
 
     /// `invalid_dpop_proof` (400, RFC 9449 §5).
     pub fn invalid_dpop_proof(d: impl Into<String>) -> Self {
-        Self::new("invalid_dpop_proof", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidDpopProof, StatusCode::BAD_REQUEST, d)
     }
 
     /// `use_dpop_nonce` (400) with the nonce to use (RFC 9449 §8).
     pub fn use_dpop_nonce(nonce: String) -> Self {
         let mut e = Self::new(
-            "use_dpop_nonce",
+            ErrorCode::UseDpopNonce,
             StatusCode::BAD_REQUEST,
             "Authorization server requires nonce in DPoP proof",
         );
@@ -102,34 +107,34 @@ impl OAuthError {
 
     /// `invalid_client_metadata` (400, RFC 7591 §3.2.2).
     pub fn invalid_client_metadata(d: impl Into<String>) -> Self {
-        Self::new("invalid_client_metadata", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidClientMetadata, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_redirect_uri` (400, RFC 7591 §3.2.2).
     pub fn invalid_redirect_uri(d: impl Into<String>) -> Self {
-        Self::new("invalid_redirect_uri", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidRedirectUri, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_token` (401), for endpoints that take a bearer token.
     pub fn invalid_token(d: impl Into<String>) -> Self {
-        Self::new("invalid_token", StatusCode::UNAUTHORIZED, d)
+        Self::new(ErrorCode::InvalidToken, StatusCode::UNAUTHORIZED, d)
     }
 
     /// `unsupported_token_type` (400, RFC 7009 §2.2.1).
     pub fn unsupported_token_type(d: impl Into<String>) -> Self {
-        Self::new("unsupported_token_type", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::UnsupportedTokenType, StatusCode::BAD_REQUEST, d)
     }
 
     /// `interaction_required` (400): policy allows this only with a person's approval, which
     /// a direct grant cannot carry; the client asks for it through CIBA (AIMS AZ-28).
     pub fn interaction_required(d: impl Into<String>) -> Self {
-        Self::new("interaction_required", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InteractionRequired, StatusCode::BAD_REQUEST, d)
     }
 
     /// `authorization_pending` (400, CIBA Core §11).
     pub fn authorization_pending() -> Self {
         Self::new(
-            "authorization_pending",
+            ErrorCode::AuthorizationPending,
             StatusCode::BAD_REQUEST,
             "the user has not decided yet",
         )
@@ -138,7 +143,7 @@ impl OAuthError {
     /// `slow_down` (400, CIBA Core §11): the client polled before its interval passed.
     pub fn slow_down(interval: i64) -> Self {
         Self::new(
-            "slow_down",
+            ErrorCode::SlowDown,
             StatusCode::BAD_REQUEST,
             format!("polled too fast: wait {interval} s between polls"),
         )
@@ -146,23 +151,23 @@ impl OAuthError {
 
     /// `expired_token` (400, CIBA Core §11).
     pub fn expired_token(d: impl Into<String>) -> Self {
-        Self::new("expired_token", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::ExpiredToken, StatusCode::BAD_REQUEST, d)
     }
 
     /// `unknown_user_id` (400, CIBA Core §13).
     pub fn unknown_user_id(d: impl Into<String>) -> Self {
-        Self::new("unknown_user_id", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::UnknownUserId, StatusCode::BAD_REQUEST, d)
     }
 
     /// `invalid_binding_message` (400, CIBA Core §13).
     pub fn invalid_binding_message(d: impl Into<String>) -> Self {
-        Self::new("invalid_binding_message", StatusCode::BAD_REQUEST, d)
+        Self::new(ErrorCode::InvalidBindingMessage, StatusCode::BAD_REQUEST, d)
     }
 
     /// `access_denied` (400) at the token endpoint: the user denied the request (CIBA Core §11).
     pub fn denied_by_user() -> Self {
         Self::new(
-            "access_denied",
+            ErrorCode::AccessDenied,
             StatusCode::BAD_REQUEST,
             "the user denied the request",
         )
@@ -170,13 +175,13 @@ impl OAuthError {
 
     /// `access_denied` (403).
     pub fn access_denied(d: impl Into<String>) -> Self {
-        Self::new("access_denied", StatusCode::FORBIDDEN, d)
+        Self::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN, d)
     }
 
     /// `temporarily_unavailable` (503): the store or a dependency failed; the client may retry.
     pub fn unavailable(d: impl Into<String>) -> Self {
         Self::new(
-            "temporarily_unavailable",
+            ErrorCode::TemporarilyUnavailable,
             StatusCode::SERVICE_UNAVAILABLE,
             d,
         )
@@ -186,7 +191,7 @@ impl OAuthError {
     pub fn server_error(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");
         Self::new(
-            "server_error",
+            ErrorCode::ServerError,
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; see the server log",
         )
@@ -211,6 +216,25 @@ impl From<aims_store::StoreError> for OAuthError {
     }
 }
 
+/// A refused token or DPoP proof, with the code the token core gives it.
+impl From<TokenError> for OAuthError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::UseDpopNonce(nonce) => Self::use_dpop_nonce(nonce),
+            TokenError::Random => Self::server_error("token core", e),
+            other => {
+                let code = other.code();
+                let status = if code == ErrorCode::InvalidToken {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Self::new(code, status, other.to_string())
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for OAuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.description)
@@ -220,7 +244,7 @@ impl std::fmt::Display for OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&Body {
-            error: self.code,
+            error: self.code.as_str(),
             error_description: &self.description,
         })
         .unwrap_or_default();

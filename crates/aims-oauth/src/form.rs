@@ -125,11 +125,17 @@ mod tests {
         assert_eq!(f.scopes().unwrap().unwrap(), ["read", "write"]);
         assert_eq!(f.get("empty"), None);
         let e = Form::parse(b"grant_type=a&grant_type=b").unwrap_err();
-        assert_eq!(e.code, "invalid_request");
+        assert_eq!(e.code, aims_token::ErrorCode::InvalidRequest);
         let many: String = (0..100).map(|i| format!("p{i}=1&")).collect();
         assert!(Form::parse(many.as_bytes()).is_err());
-        assert_eq!(parse_scope("a \"b").unwrap_err().code, "invalid_scope");
-        assert_eq!(f.require("nope").unwrap_err().code, "invalid_request");
+        assert_eq!(
+            parse_scope("a \"b").unwrap_err().code,
+            aims_token::ErrorCode::InvalidScope
+        );
+        assert_eq!(
+            f.require("nope").unwrap_err().code,
+            aims_token::ErrorCode::InvalidRequest
+        );
     }
 
     #[test]

@@ -18,31 +18,23 @@ use aims_credentials::jose::{
 };
 use aims_credentials::verify_jwt_svid;
 use aims_store::{RefreshUse, StoreError, TokenKind};
+use aims_token::wire::{
+    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_BEARER_GRANT, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE,
+    TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AuthorizationServer;
 use crate::audience;
-use crate::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::issue::{ACCESS_TOKEN_TYPE, Binding, Grant, OFFLINE_ACCESS, TokenResponse};
-use crate::keys::sign_token;
+use crate::issue::{Binding, Grant, OFFLINE_ACCESS, TokenResponse};
 use crate::rar;
+use crate::signing::sign_token;
+use aims_token::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
 
-/// RFC 7523 §2.1.
-pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-/// RFC 8693 §2.1.
-pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-/// RFC 8693 §3.
-pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// RFC 8693 §3.
-pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
-/// RFC 8693 §3.
-pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
-/// txn-tokens §7.
-pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
 /// `typ`s of a JWT authorization grant from a trusted issuer (ours is `JWT`; ID-JAG's).
 const GRANT_TYPS: &[&str] = &[GRANT_TYP, "oauth-id-jag+jwt"];
 /// `typ`s of an ID token (OpenID Connect Core names none; `JWT` is common).
@@ -191,7 +183,7 @@ impl AuthorizationServer {
             "client_credentials" => self.client_credentials(form, client, binding).await,
             "refresh_token" => self.refresh(form, client, binding).await,
             "authorization_code" => self.authorization_code(form, client, binding).await,
-            crate::client::CIBA_GRANT => self.ciba_grant(form, client, binding).await,
+            aims_token::wire::CIBA_GRANT => self.ciba_grant(form, client, binding).await,
             JWT_BEARER_GRANT => self.jwt_bearer(form, client, binding).await,
             TOKEN_EXCHANGE_GRANT => self.token_exchange(form, client, binding, connection).await,
             other => Err(OAuthError::unsupported_grant_type(format!(
@@ -495,7 +487,7 @@ impl AuthorizationServer {
                             approval: None,
                         })
                     }
-                    Err(e) => Err(bad(e)),
+                    Err(e) => Err(bad(e.to_string())),
                 }
             }
             ACCESS_TOKEN_TYPE => {
@@ -522,7 +514,7 @@ impl AuthorizationServer {
                     TXN_TYP,
                     now,
                 )
-                .map_err(bad)?;
+                .map_err(|e| bad(e.to_string()))?;
                 if c.aud != self.settings.trust_domain.name() {
                     return Err(bad("a transaction token of another trust domain".into()));
                 }

@@ -8,17 +8,13 @@ use aims_store::{TokenKind, TokenRecord};
 use serde::Serialize;
 
 use crate::AuthorizationServer;
-use crate::claims::{AT_TYP, AccessClaims, Actor, Confirmation, ID_TYP, IdClaims};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
-use crate::keys::sign_token;
 use crate::policy::{AccessRequest, Decision, DenyKind};
 use crate::settings::TokenFormat;
+use crate::signing::sign_token;
+use aims_token::claims::{AT_TYP, AccessClaims, Actor, Confirmation, ID_TYP, IdClaims};
 
-/// `issued_token_type` of access tokens (RFC 8693 §3).
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// `issued_token_type` of refresh tokens.
-pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
 /// The scope that asks for a refresh token.
 pub const OFFLINE_ACCESS: &str = "offline_access";
 

@@ -12,29 +12,26 @@
 //! * [`endpoints`]: discovery, JWKS, token, introspection, revocation, registration.
 //! * [`client_auth`]: SPIFFE (JWT-SVID, WIT-SVID, X509-SVID), private_key_jwt, legacy secrets;
 //!   [`cimd`]: clients named by metadata document URLs, fetched by [`fetch`].
-//! * [`grants`]: the grants; [`issue`]: minting; [`claims`]: token formats.
-//! * [`dpop`]: RFC 9449 proofs and nonces; [`rar`]: authorization details narrowing.
-//! * [`resource`]: the resource server's check of a presented token and its sender constraint.
+//! * [`grants`]: the grants; [`issue`]: minting, with [`signing`]; token formats, DPoP proofs
+//!   and the resource server's check of a presented token are the token core's (`aims-token`),
+//!   shared with the gateway. [`rar`]: authorization details narrowing.
 #![forbid(unsafe_code)]
 
 pub mod audience;
 pub mod authorize;
 pub mod ciba;
 pub mod cimd;
-pub mod claims;
 pub mod client;
 pub mod client_auth;
-pub mod dpop;
 pub mod endpoints;
 pub mod error;
 pub mod form;
 pub mod grants;
 pub mod issue;
-pub mod keys;
 pub mod policy;
 pub mod rar;
-pub mod resource;
 pub mod settings;
+pub mod signing;
 pub mod trusted;
 
 use std::sync::Arc;
@@ -44,6 +41,8 @@ use aims_authn::replay::ReplayCache;
 use aims_core::SharedClock;
 use aims_credentials::BundleSource;
 use aims_store::Store;
+use aims_token::dpop::DpopVerifier;
+use aims_token::keys::TokenKeys;
 
 pub use aims_outbound::{FetchSettings, fetch};
 pub use error::OAuthError;
@@ -53,12 +52,12 @@ pub use settings::{AsSettings, ResourceServer, TokenFormat, TrustedIssuer};
 pub struct AuthorizationServer {
     /// Its settings.
     pub settings: AsSettings,
-    keys: Arc<dyn keys::TokenKeys>,
+    keys: Arc<dyn TokenKeys>,
     bundles: Arc<dyn BundleSource>,
     store: Store,
     pdp: Arc<dyn policy::PolicyDecisionPoint>,
     replay: Arc<ReplayCache>,
-    dpop: dpop::DpopVerifier,
+    dpop: DpopVerifier,
     trusted: trusted::TrustedIssuers,
     fetcher: Arc<fetch::Fetcher>,
     notifier: Option<Arc<dyn ciba::Notifier>>,
@@ -84,7 +83,7 @@ impl AuthorizationServer {
     /// keeping state in `store` and asking `pdp` about every grant.
     pub fn new(
         settings: AsSettings,
-        keys: Arc<dyn keys::TokenKeys>,
+        keys: Arc<dyn TokenKeys>,
         bundles: Arc<dyn BundleSource>,
         store: Store,
         pdp: Arc<dyn policy::PolicyDecisionPoint>,
@@ -109,7 +108,7 @@ impl AuthorizationServer {
         let notifier = settings.approval_webhook.clone().map(|url| {
             Arc::new(ciba::WebhookNotifier::new(url, fetcher.clone())) as Arc<dyn ciba::Notifier>
         });
-        let dpop = dpop::DpopVerifier::new(
+        let dpop = DpopVerifier::new(
             replay.clone(),
             settings.require_dpop_nonce,
             i64::try_from(settings.leeway.as_secs()).unwrap_or(60),

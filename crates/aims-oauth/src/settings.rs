@@ -141,13 +141,13 @@ impl AsSettings {
 
     /// The token endpoint.
     pub fn token_endpoint(&self) -> String {
-        format!("{}{}", self.issuer, crate::endpoints::TOKEN_PATH)
+        format!("{}{}", self.issuer, aims_token::wire::TOKEN_PATH)
     }
 
     /// The token endpoint's mutual-TLS alias.
     pub fn mtls_token_endpoint(&self) -> Option<String> {
         self.mtls_base
             .as_ref()
-            .map(|b| format!("{b}{}", crate::endpoints::TOKEN_PATH))
+            .map(|b| format!("{b}{}", aims_token::wire::TOKEN_PATH))
     }
 }

@@ -15,6 +15,10 @@ pub mod query;
 mod schema;
 
 pub use error::PolicyError;
+
+/// Where gateways fetch the policy set in force, over mutual TLS (AIMS's own: no standard
+/// distributes Cedar policy). The server serves it.
+pub const CURRENT_POLICY_PATH: &str = "/policy/v1/current";
 pub use pdp::{Pdp, Verdict};
 pub use policy_set::{CompiledPolicy, PolicyDiff, PolicyDocument};
 pub use query::{Action, Detail, Facts, Principal, Query, Target};

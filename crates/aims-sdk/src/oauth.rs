@@ -3,6 +3,9 @@
 //! issuer): never a static secret (AIMS AZ-12). Tokens are DPoP-bound when a key is given, and
 //! a server that asks for a DPoP nonce gets the request again with it (RFC 9449 §8).
 
+use aims_token::wire::{
+    ACCESS_TOKEN_TYPE, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
+};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -11,11 +14,6 @@ use serde_json::Value;
 use crate::SdkError;
 use crate::dpop::DpopKey;
 use crate::source::JwtSource;
-
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const TXN_TOKEN: &str = "urn:ietf:params:oauth:token-type:txn_token";
 
 /// A token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +66,7 @@ impl TokenClient {
     ) -> Result<Token, SdkError> {
         let assertion = self.svids.token(&self.issuer).await?;
         let mut body: Vec<(&str, &str)> = form.to_vec();
-        body.push(("client_assertion_type", JWT_SPIFFE));
+        body.push(("client_assertion_type", JWT_SPIFFE_ASSERTION));
         body.push(("client_assertion", &assertion));
         let url = self.token_endpoint();
         let mut nonce: Option<String> = None;
@@ -138,9 +136,9 @@ impl TokenClient {
     ) -> Result<Token, SdkError> {
         self.request(
             &[
-                ("grant_type", TOKEN_EXCHANGE),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
                 ("subject_token", subject_token),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
                 ("resource", resource),
                 ("scope", scope),
             ],
@@ -159,10 +157,10 @@ impl TokenClient {
     ) -> Result<Token, SdkError> {
         self.request(
             &[
-                ("grant_type", TOKEN_EXCHANGE),
-                ("requested_token_type", TXN_TOKEN),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("requested_token_type", TXN_TOKEN_TYPE),
                 ("subject_token", subject_token),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
                 ("audience", trust_domain),
                 ("scope", scope),
             ],

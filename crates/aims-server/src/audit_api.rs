@@ -22,20 +22,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use aims_audit::api::{
+    CHECKPOINT_PATH, CONSISTENCY_PATH, INCLUSION_PATH, MAX_RECORDS, RECORDS_PATH, VKEY_PATH,
+};
+
 use crate::peer::{Refusal, require_workload};
 
-/// Where records are appended (ours: the log's append API is AIMS's own).
-pub const RECORDS_PATH: &str = "/audit/v1/records";
-/// The newest signed checkpoint (C2SP tlog-checkpoint, `text/plain`).
-pub const CHECKPOINT_PATH: &str = "/audit/v1/checkpoint";
-/// The log's verifier key (C2SP signed-note vkey, `text/plain`).
-pub const VKEY_PATH: &str = "/audit/v1/vkey";
-/// `?leaf_index=&tree_size=`: an inclusion proof.
-pub const INCLUSION_PATH: &str = "/audit/v1/proof/inclusion";
-/// `?first=&second=`: a consistency proof.
-pub const CONSISTENCY_PATH: &str = "/audit/v1/proof/consistency";
-/// Records per append, at most (a gateway's batch).
-pub const MAX_RECORDS: usize = 1_000;
 const MAX_BODY: usize = 2 << 20;
 /// Appends of one writer in the log's queue at once: a busy (or hostile) writer waits for its
 /// own turn instead of filling the queue the authorization server's records wait in.

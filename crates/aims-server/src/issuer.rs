@@ -222,7 +222,7 @@ impl Issuer {
         }
         let pairs: Vec<(String, PublicKey)> =
             keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let jwks = Arc::new(aims_oauth::keys::jwks_document(&pairs));
+        let jwks = Arc::new(aims_token::keys::jwks_document(&pairs));
         tracing::info!(keys = pairs.len(), "authorization server keys published");
         if let Ok(mut t) = self.token_keys.write() {
             *t = Arc::new(TokenKeySet { keys, jwks });
@@ -410,7 +410,7 @@ impl Issuer {
     }
 }
 
-impl aims_oauth::keys::TokenKeys for Issuer {
+impl aims_token::keys::TokenKeys for Issuer {
     fn signing_key(&self) -> Option<aims_credentials::SlotKey> {
         self.ca.active().map(|s| s.token.clone())
     }

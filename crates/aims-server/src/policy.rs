@@ -28,8 +28,6 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ServerError;
 use crate::peer::{Refusal, require_workload};
 
-/// Where gateways fetch the policy set in force (ours: no standard distributes Cedar policy).
-pub const CURRENT_POLICY_PATH: &str = "/policy/v1/current";
 const MAX_BODY: usize = 256 * 1024;
 
 /// What applying a policy text did (or would do, on a dry run).
@@ -354,7 +352,7 @@ pub fn router(service: Arc<PolicyService>, trust_domain: TrustDomain, base: Stri
         .route(authzen::METADATA_PATH, get(authzen_metadata))
         .route(authzen::EVALUATION_PATH, post(evaluation))
         .route(authzen::EVALUATIONS_PATH, post(evaluations))
-        .route(CURRENT_POLICY_PATH, get(current_policy))
+        .route(aims_policy::CURRENT_POLICY_PATH, get(current_policy))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(PdpState {
             service,

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use aims_authn::transport::ConnectionInfo;
 use aims_core::TrustDomain;
-use aims_oauth::keys::TokenKeys;
 use aims_signals::stream::{
     METADATA_PATH, POLL, PUSH, PollRequest, StreamConfiguration, StreamStatus, TransmitterMetadata,
 };
 use aims_signals::{SecEvent, SetError, SetSigner, StreamOwner, Transmitter, TransmitterError};
+use aims_token::keys::TokenKeys;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -52,7 +52,7 @@ pub fn metadata(issuer: &str, mtls_base: &str) -> TransmitterMetadata {
     TransmitterMetadata {
         spec_version: Some("1_0".into()),
         issuer: issuer.to_owned(),
-        jwks_uri: format!("{issuer}{}", aims_oauth::endpoints::JWKS_PATH),
+        jwks_uri: format!("{issuer}{}", aims_token::wire::JWKS_PATH),
         delivery_methods_supported: vec![PUSH.into(), POLL.into()],
         configuration_endpoint: Some(format!("{mtls_base}{STREAM_PATH}")),
         status_endpoint: Some(format!("{mtls_base}{STATUS_PATH}")),

@@ -8,20 +8,18 @@
 
 mod common;
 
+use aims_token::wire::{
+    ACCESS_TOKEN_TYPE, JWT_BEARER_ASSERTION, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
+};
 use std::time::Duration;
 
 use aims_credentials::jose::{JwsHeader, sign};
 use aims_credentials::{KeyType, PrivateKey};
-use aims_oauth::claims::AccessClaims;
+use aims_token::claims::AccessClaims;
 use base64::Engine as _;
-use common::{As, JWT_SPIFFE, RESOURCE, id, start_as};
+use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, id, start_as};
 use serde_json::{Value, json};
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const TXN_TOKEN: &str = "urn:ietf:params:oauth:token-type:txn_token";
-const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const A: &str = "spiffe://example.org/agent/a";
 const B: &str = "spiffe://example.org/agent/b";
 
@@ -76,7 +74,7 @@ fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The client authentication of `assertion` (a JWT-SVID) plus `rest`.
 fn svid_form(assertion: &str, rest: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut f = form(&[
-        ("client_assertion_type", JWT_SPIFFE),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
         ("client_assertion", assertion),
     ]);
     f.extend(form(rest));
@@ -207,7 +205,7 @@ async fn every_attack_gets_its_exact_refusal() {
     let pk_form = |assertion: &str| {
         form(&[
             ("grant_type", "client_credentials"),
-            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion_type", JWT_BEARER_ASSERTION),
             ("client_assertion", assertion),
             ("resource", RESOURCE),
             ("scope", "read"),
@@ -243,9 +241,9 @@ async fn every_attack_gets_its_exact_refusal() {
         let mut f = svid_form(
             &assertion,
             &[
-                ("grant_type", TOKEN_EXCHANGE),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
                 ("subject_token", subject),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
             ],
         );
         f.extend(form(extra));
@@ -319,20 +317,20 @@ async fn every_attack_gets_its_exact_refusal() {
         Case { name: "exchange of a delegation beyond the consent", send: tok(xchg(A, &delegated, &[("resource", "https://bank.example/pay")])), status: 400, error: "invalid_target" },
         Case { name: "exchange by someone may_act does not name", send: tok(xchg(B, &restricted, &[])), status: 400, error: "invalid_request" },
         Case { name: "exchange with offline_access", send: tok(xchg(A, &token_a, &[("scope", "read offline_access")])), status: 400, error: "invalid_scope" },
-        Case { name: "exchange with an actor token naming someone else", send: tok(xchg(A, &token_a, &[("actor_token", &svid_b), ("actor_token_type", JWT_TYPE)])), status: 400, error: "invalid_request" },
-        Case { name: "exchange with actor_token_type alone", send: tok(xchg(A, &token_a, &[("actor_token_type", ACCESS_TOKEN)])), status: 400, error: "invalid_request" },
+        Case { name: "exchange with an actor token naming someone else", send: tok(xchg(A, &token_a, &[("actor_token", &svid_b), ("actor_token_type", JWT_TOKEN_TYPE)])), status: 400, error: "invalid_request" },
+        Case { name: "exchange with actor_token_type alone", send: tok(xchg(A, &token_a, &[("actor_token_type", ACCESS_TOKEN_TYPE)])), status: 400, error: "invalid_request" },
         Case { name: "exchange of garbage", send: tok(xchg(A, "garbage", &[])), status: 400, error: "invalid_request" },
         Case { name: "exchange of a token signed by another key", send: tok(xchg(A, &foreign_token, &[])), status: 400, error: "invalid_request" },
         Case { name: "exchange of an expired token", send: tok(xchg(A, &expired_token, &[])), status: 400, error: "invalid_request" },
         Case { name: "exchange of a refresh token", send: tok({ let mut f = xchg(A, "r", &[]); f.retain(|(k, _)| k != "subject_token_type"); f.push(("subject_token_type".into(), "urn:ietf:params:oauth:token-type:refresh_token".into())); f }), status: 400, error: "invalid_request" },
         Case { name: "exchange for an unsupported token type", send: tok(xchg(A, &token_a, &[("requested_token_type", "urn:x")])), status: 400, error: "invalid_request" },
         Case { name: "exchange handing off to another trust domain", send: tok(xchg(A, &token_a, &[("audience", "spiffe://evil.example/agent/b")])), status: 400, error: "invalid_target" },
-        Case { name: "transaction token for another audience", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN), ("audience", "other.org"), ("scope", "read")])), status: 400, error: "invalid_target" },
-        Case { name: "transaction token without scope", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN), ("audience", "example.org")])), status: 400, error: "invalid_request" },
-        Case { name: "transaction token with oversized details", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN), ("audience", "example.org"), ("scope", "read"), ("request_details", &huge_details)])), status: 400, error: "invalid_request" },
-        Case { name: "transaction token for another agent's token", send: tok(xchg(B, &token_a, &[("requested_token_type", TXN_TOKEN), ("audience", "example.org"), ("scope", "read")])), status: 400, error: "invalid_grant" },
-        Case { name: "chaining grant for an unknown authorization server", send: tok(xchg(A, &token_a, &[("requested_token_type", JWT_TYPE), ("audience", "https://as.evil.example")])), status: 400, error: "invalid_target" },
-        Case { name: "chaining grant for two targets", send: tok(xchg(A, &token_a, &[("requested_token_type", JWT_TYPE), ("audience", "https://a.example"), ("audience", "https://b.example")])), status: 400, error: "invalid_target" },
+        Case { name: "transaction token for another audience", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN_TYPE), ("audience", "other.org"), ("scope", "read")])), status: 400, error: "invalid_target" },
+        Case { name: "transaction token without scope", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN_TYPE), ("audience", "example.org")])), status: 400, error: "invalid_request" },
+        Case { name: "transaction token with oversized details", send: tok(xchg(A, &token_a, &[("requested_token_type", TXN_TOKEN_TYPE), ("audience", "example.org"), ("scope", "read"), ("request_details", &huge_details)])), status: 400, error: "invalid_request" },
+        Case { name: "transaction token for another agent's token", send: tok(xchg(B, &token_a, &[("requested_token_type", TXN_TOKEN_TYPE), ("audience", "example.org"), ("scope", "read")])), status: 400, error: "invalid_grant" },
+        Case { name: "chaining grant for an unknown authorization server", send: tok(xchg(A, &token_a, &[("requested_token_type", JWT_TOKEN_TYPE), ("audience", "https://as.evil.example")])), status: 400, error: "invalid_target" },
+        Case { name: "chaining grant for two targets", send: tok(xchg(A, &token_a, &[("requested_token_type", JWT_TOKEN_TYPE), ("audience", "https://a.example"), ("audience", "https://b.example")])), status: 400, error: "invalid_target" },
         // ---- JWT bearer grants (RFC 7523 §3) ----
         Case { name: "JWT bearer from an untrusted issuer", send: tok(svid_form(&svid(), &[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &sign(&foreign_key, &JwsHeader::new(&foreign_key, Some("JWT"), Some("k")), &json!({"iss": "https://as.stranger", "sub": A, "aud": a.issuer, "exp": now + 60, "jti": "x", "client_id": A})).unwrap()), ("resource", RESOURCE)])), status: 400, error: "invalid_grant" },
         Case { name: "an agent's JWT-SVID as grant asking offline_access", send: tok(svid_form(&svid(), &[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &svid()), ("resource", RESOURCE), ("scope", "offline_access")])), status: 400, error: "invalid_scope" },

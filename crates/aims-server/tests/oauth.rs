@@ -6,19 +6,17 @@
 
 mod common;
 
+use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aims_core::{Clock as _, TrustDomain};
 use aims_credentials::jose::{Audience, JwsHeader, sign};
 use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey};
-use aims_oauth::claims::AccessClaims;
-use aims_oauth::resource::{SenderProof, verify_access_token};
-use common::{As, JWT_SPIFFE, RESOURCE, dpop_verifier, id, start_as, start_as_in};
+use aims_token::claims::AccessClaims;
+use aims_token::presentation::{SenderProof, verify_access_token};
+use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_verifier, id, start_as, start_as_in};
 use serde_json::{Value, json};
-
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl As {
     /// The RFC 8414 metadata document.
@@ -146,7 +144,7 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
     let post = |extra: Vec<(&'static str, String)>| {
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".into()),
-            ("client_assertion_type", JWT_SPIFFE.into()),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION.into()),
             ("resource", RESOURCE.into()),
         ];
         form.extend(extra);
@@ -271,7 +269,10 @@ async fn token_requests_with_bad_input_get_oauth_errors_not_500s() {
     let base = |grant: &str| {
         vec![
             ("grant_type".to_owned(), grant.to_owned()),
-            ("client_assertion_type".to_owned(), JWT_SPIFFE.to_owned()),
+            (
+                "client_assertion_type".to_owned(),
+                JWT_SPIFFE_ASSERTION.to_owned(),
+            ),
             ("client_assertion".to_owned(), assertion.clone()),
         ]
     };
@@ -310,9 +311,9 @@ async fn token_requests_with_bad_input_get_oauth_errors_not_500s() {
     f.push(("resource".into(), RESOURCE.into()));
     f.push(("authorization_details".into(), "{not json".into()));
     assert_eq!(send(f).await, (400, "invalid_authorization_details".into()));
-    let mut f = base(TOKEN_EXCHANGE);
+    let mut f = base(TOKEN_EXCHANGE_GRANT);
     f.push(("subject_token".into(), "garbage".into()));
-    f.push(("subject_token_type".into(), ACCESS_TOKEN.into()));
+    f.push(("subject_token_type".into(), ACCESS_TOKEN_TYPE.into()));
     assert_eq!(send(f).await, (400, "invalid_request".into()));
     // Not a form at all.
     let resp = a
@@ -445,7 +446,7 @@ async fn private_key_jwt_for_registered_clients_and_replayed_assertions() {
         .register_client(Default::default(), None, aims_store::ClientSource::Admin)
         .await
         .unwrap_err();
-    assert_eq!(err.code, "invalid_client_metadata");
+    assert_eq!(err.code, aims_token::ErrorCode::InvalidClientMetadata);
 
     // Issue 16: a jti is remembered in the store, so a replay is refused after a restart too.
     let replay_later = sign(
@@ -532,7 +533,7 @@ async fn mutual_tls_binds_tokens_to_the_x509_svid() {
         a.now(),
     )
     .unwrap_err();
-    assert_eq!(e.code, "invalid_token");
+    assert_eq!(e.code(), aims_token::ErrorCode::InvalidToken);
     assert!(a.verify_bound(token, b"another certificate").is_err());
     // client_id that differs from the certificate's SPIFFE ID.
     let (s, v, _) = a
@@ -555,7 +556,7 @@ impl As {
         &self,
         token: &str,
         cert: &[u8],
-    ) -> Result<AccessClaims, aims_oauth::OAuthError> {
+    ) -> Result<AccessClaims, aims_token::TokenError> {
         verify_access_token(
             self.server.issuer.as_ref(),
             &self.issuer,
@@ -596,7 +597,7 @@ async fn dpop_binds_tokens_and_refuses_replays_other_urls_and_missing_nonces() {
                 &a.token_url(),
                 &[
                     ("grant_type", "client_credentials"),
-                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                     ("client_assertion", &assertion),
                     ("resource", RESOURCE),
                 ],
@@ -621,7 +622,7 @@ async fn dpop_binds_tokens_and_refuses_replays_other_urls_and_missing_nonces() {
         &SenderProof {
             scheme: "DPoP",
             client_certificate: None,
-            dpop: Some(aims_oauth::resource::DpopPresented {
+            dpop: Some(aims_token::presentation::DpopPresented {
                 proof: &{
                     let mut h = JwsHeader::new(&key, Some("dpop+jwt"), None);
                     h.jwk = Some(key.public_key().jwk());
@@ -654,11 +655,11 @@ async fn dpop_binds_tokens_and_refuses_replays_other_urls_and_missing_nonces() {
 async fn exchange(a: &As, actor: &str, subject: &str, extra: &[(&str, &str)]) -> (u16, Value) {
     let assertion = a.jwt_svid(actor).await;
     let mut form = vec![
-        ("grant_type", TOKEN_EXCHANGE),
-        ("client_assertion_type", JWT_SPIFFE),
+        ("grant_type", TOKEN_EXCHANGE_GRANT),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
         ("client_assertion", assertion.as_str()),
         ("subject_token", subject),
-        ("subject_token_type", ACCESS_TOKEN),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
     ];
     form.extend_from_slice(extra);
     let (s, v, _) = a.post("/oauth2/token", &form).await;
@@ -696,7 +697,7 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(v["issued_token_type"], ACCESS_TOKEN_TYPE);
     let hop1 = v["access_token"].as_str().unwrap().to_owned();
     let c1 = a.verify(&hop1, RESOURCE);
     assert_eq!(c1.sub, "alice@example.com", "AIMS AZ-6: sub stays the user");
@@ -795,7 +796,7 @@ async fn token_exchange_builds_a_delegation_chain_and_never_widens() {
         &a,
         "spiffe://example.org/agent/researcher",
         &hop1,
-        &[("actor_token_type", ACCESS_TOKEN)],
+        &[("actor_token_type", ACCESS_TOKEN_TYPE)],
     )
     .await;
     assert_eq!(s, 400);
@@ -963,7 +964,7 @@ async fn introspection_and_revocation_for_jwt_and_opaque_tokens() {
                         "/oauth2/introspect",
                         &[
                             ("token", &token),
-                            ("client_assertion_type", JWT_SPIFFE),
+                            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                             ("client_assertion", &assertion),
                         ],
                     )
@@ -999,7 +1000,7 @@ async fn introspection_and_revocation_for_jwt_and_opaque_tokens() {
                     &[
                         ("token", &token),
                         ("token_type_hint", "access_token"),
-                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                         ("client_assertion", &assertion),
                     ],
                 )
@@ -1057,8 +1058,8 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
                 .post(
                     "/oauth2/token",
                     &[
-                        ("grant_type", TOKEN_EXCHANGE),
-                        ("client_assertion_type", JWT_SPIFFE),
+                        ("grant_type", TOKEN_EXCHANGE_GRANT),
+                        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                         ("client_assertion", &assertion),
                         (
                             "requested_token_type",
@@ -1079,7 +1080,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     let (s, v) = txn(
         "spiffe://example.org/svc/orders".into(),
         access.clone(),
-        ACCESS_TOKEN,
+        ACCESS_TOKEN_TYPE,
         "orders:read",
         "example.org",
     )
@@ -1092,11 +1093,11 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     );
     assert!(v.get("refresh_token").is_none());
     let t1 = v["access_token"].as_str().unwrap().to_owned();
-    let claims: aims_oauth::claims::TxnClaims = aims_oauth::claims::verify_own(
+    let claims: aims_token::claims::TxnClaims = aims_token::claims::verify_own(
         a.server.issuer.as_ref(),
         &a.issuer,
         &t1,
-        aims_oauth::claims::TXN_TYP,
+        aims_token::claims::TXN_TYP,
         a.now(),
     )
     .unwrap();
@@ -1118,11 +1119,11 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let c2: aims_oauth::claims::TxnClaims = aims_oauth::claims::verify_own(
+    let c2: aims_token::claims::TxnClaims = aims_token::claims::verify_own(
         a.server.issuer.as_ref(),
         &a.issuer,
         v["access_token"].as_str().unwrap(),
-        aims_oauth::claims::TXN_TYP,
+        aims_token::claims::TXN_TYP,
         a.now(),
     )
     .unwrap();
@@ -1144,7 +1145,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     let (s, v) = txn(
         "spiffe://example.org/svc/orders".into(),
         access.clone(),
-        ACCESS_TOKEN,
+        ACCESS_TOKEN_TYPE,
         "orders:read",
         "other.org",
     )
@@ -1175,15 +1176,15 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         .post(
             "/oauth2/token",
             &[
-                ("grant_type", TOKEN_EXCHANGE),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &foreign_svid),
                 (
                     "requested_token_type",
                     "urn:ietf:params:oauth:token-type:txn_token",
                 ),
                 ("subject_token", &access),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
                 ("audience", "example.org"),
                 ("scope", "orders:read"),
             ],
@@ -1325,7 +1326,7 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
             "/oauth2/token",
             &[
                 ("grant_type", "client_credentials"),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &svid),
                 ("resource", "https://vault.example"),
             ],
@@ -1566,7 +1567,7 @@ async fn identity_chaining_across_two_trust_domains() {
                     &[
                         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                         ("assertion", &grant),
-                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                         ("client_assertion", &svid),
                         ("resource", resource),
                     ],
@@ -1619,7 +1620,7 @@ async fn identity_chaining_across_two_trust_domains() {
                 c[k] = v.clone();
             }
         }
-        aims_oauth::keys::sign_token(a.server.issuer.as_ref(), typ, &c).unwrap()
+        aims_oauth::signing::sign_token(a.server.issuer.as_ref(), typ, &c).unwrap()
     };
     for (why, grant, want) in [
         (
@@ -1656,7 +1657,7 @@ async fn identity_chaining_across_two_trust_domains() {
             &[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", &scopeless),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &svid_for_b),
                 ("resource", "https://api.other.org/"),
                 ("scope", "read write"),
@@ -2183,7 +2184,7 @@ async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
             &token_url,
             &[
                 ("grant_type", "client_credentials"),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &assertion),
                 ("scope", "orders:read"),
                 ("resource", RESOURCE),
@@ -2200,15 +2201,15 @@ async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
                 &a.http,
                 &a.token_url(),
                 &[
-                    ("grant_type", TOKEN_EXCHANGE),
-                    ("client_assertion_type", JWT_SPIFFE),
+                    ("grant_type", TOKEN_EXCHANGE_GRANT),
+                    ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                     ("client_assertion", &assertion),
                     (
                         "requested_token_type",
                         "urn:ietf:params:oauth:token-type:txn_token",
                     ),
                     ("subject_token", &access),
-                    ("subject_token_type", ACCESS_TOKEN),
+                    ("subject_token_type", ACCESS_TOKEN_TYPE),
                     ("audience", "example.org"),
                     ("scope", "orders:read"),
                 ],

@@ -8,6 +8,7 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
+use aims_token::wire::CIBA_GRANT;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,10 +17,9 @@ use aims_core::SpiffeId;
 use aims_credentials::jose::{CompactJws, sha256_b64url};
 use aims_people::users::NewUser;
 use aims_store::ClientSource;
-use common::{As, JWT_SPIFFE, RESOURCE, start_as};
+use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, start_as};
 use serde_json::{Value, json};
 
-const CIBA: &str = "urn:openid:params:grant-type:ciba";
 const REDIRECT: &str = "https://app.example/cb";
 const AGENT: &str = "spiffe://example.org/agent/a";
 const PASSWORD: &str = "correct horse battery staple";
@@ -232,7 +232,7 @@ impl Fixture {
     ) -> (u16, Value) {
         let a = self.assertion(AGENT).await;
         let mut f: Vec<(&str, &str)> = form.to_vec();
-        f.push(("client_assertion_type", JWT_SPIFFE));
+        f.push(("client_assertion_type", JWT_SPIFFE_ASSERTION));
         f.push(("client_assertion", &a));
         if let Some(id) = client_id {
             f.push(("client_id", id));
@@ -401,7 +401,7 @@ async fn a_user_delegates_to_an_agent_with_pkce_and_par() {
                 ("code", &q["code"]),
                 ("redirect_uri", REDIRECT),
                 ("code_verifier", VERIFIER),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &thief),
             ],
         )
@@ -742,7 +742,7 @@ async fn poll(f: &Fixture, auth_req_id: &str) -> (u16, Value) {
     f.client_post(
         "/oauth2/token",
         None,
-        &[("grant_type", CIBA), ("auth_req_id", auth_req_id)],
+        &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)],
     )
     .await
 }
@@ -913,7 +913,7 @@ async fn policy_decides_when_a_persons_approval_is_needed() {
             .post(format!("{}/oauth2/token", f.a.issuer))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &a),
                 ("resource", "https://bank.example/pay"),
             ])
@@ -1419,7 +1419,7 @@ async fn webhook_notices_and_ciba_ping_mode() {
         .client_post(
             "/oauth2/token",
             Some("pinged"),
-            &[("grant_type", CIBA), ("auth_req_id", &id)],
+            &[("grant_type", CIBA_GRANT), ("auth_req_id", &id)],
         )
         .await;
     assert_eq!(s, 200, "{tokens}");

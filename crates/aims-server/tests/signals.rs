@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aims_oauth::keys::TokenKeys as _;
 use aims_signals::stream::{POLL, PUSH};
 use aims_signals::{PollReceiver, SecEvent, SubjectId, event, verify_set};
+use aims_token::keys::TokenKeys as _;
 use common::{As, id, start_as, start_as_in};
 use serde_json::{Value, json};
 

@@ -12,9 +12,11 @@ mod receiver;
 mod set;
 pub mod stream;
 mod subject;
+#[cfg(feature = "store")]
 mod transmitter;
 
 pub use receiver::{PollReceiver, ReceiverError};
 pub use set::{SET_MEDIA_TYPE, SET_TYP, SecEvent, SetError, verify_set};
 pub use subject::{ComplexSubject, SubjectId};
+#[cfg(feature = "store")]
 pub use transmitter::{SetSigner, StreamOwner, Transmitter, TransmitterError};

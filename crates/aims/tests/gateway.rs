@@ -6,6 +6,7 @@
 
 mod common;
 
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,6 @@ use aims_credentials::{KeyType, PrivateKey};
 use base64::Engine as _;
 use common::{Aims, assert_ok, eventually};
 use serde_json::{Value, json};
-
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 
 struct Stack {
     aims: Aims,
@@ -128,7 +127,7 @@ impl Stack {
                 .post(format!("{}/oauth2/token", self.issuer))
                 .form(&[
                     ("grant_type", "client_credentials"),
-                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                     ("client_assertion", svid.as_str()),
                     ("resource", resource),
                     ("scope", scope),
@@ -359,7 +358,7 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
             .post(format!("{}/oauth2/revoke", s.issuer))
             .form(&[
                 ("token", token.as_str()),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", svid.as_str()),
             ])
             .send()
@@ -1171,7 +1170,7 @@ unless { context has approval };"#,
         s.http
             .post(format!("{}/oauth2/bc-authorize", s.issuer))
             .form(&[
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", svid.as_str()),
                 ("scope", "openid mcp files.read"),
                 ("login_hint", "alice"),
@@ -1207,7 +1206,7 @@ unless { context has approval };"#,
         s.http
             .post(format!("{}/oauth2/token", s.issuer))
             .form(&[
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", svid.as_str()),
                 ("grant_type", "urn:openid:params:grant-type:ciba"),
                 ("auth_req_id", auth_req_id.as_str()),

@@ -11,6 +11,7 @@
 //! `audit = "async"` and once with `audit = "sync"` (every response waits for its record to be
 //! durable in SQLite, group-committed). The Cedar decision is also timed in this process.
 
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -31,7 +32,6 @@ use crate::measure::{Measurement, Timing, run_interleaved};
 use crate::report::{Row, ScenarioReport};
 
 const TD: &str = "bench.example";
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 /// The fixed rate of the latency rows (agentgateway's published figure is at 3,000 QPS).
 const RATE: f64 = 3_000.0;
 /// Connections of the latency rows.
@@ -109,7 +109,7 @@ demo_tool_listen = "127.0.0.1:{tool_port}"
     let token = |resource: String| -> anyhow::Result<String> {
         let body = form(&[
             ("grant_type", "client_credentials"),
-            ("client_assertion_type", JWT_SPIFFE),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
             ("client_assertion", &svid),
             ("scope", "weather.read"),
             ("resource", &resource),

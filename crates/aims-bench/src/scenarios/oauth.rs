@@ -17,6 +17,9 @@
 //! client sees when the server is not saturated (oidc-provider cannot sustain that rate); token exchange (delegation: a subject access token and the client's JWT-SVID
 //! verified, one token signed) and transaction tokens; the raw ES256 verify + sign limit.
 
+use aims_token::wire::{
+    ACCESS_TOKEN_TYPE, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT,
+};
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,10 +41,6 @@ use crate::report::{Row, ScenarioReport};
 
 const TD: &str = "bench.example";
 const RESOURCE: &str = "https://tool.bench.example/api";
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const CONNECTIONS: [usize; 3] = [1, 16, 64];
 /// The open-loop rate at 64 connections: about four times what oidc-provider serves at most.
 const OPEN_RATE: f64 = 4_000.0;
@@ -70,7 +69,7 @@ fn private_key_jwt(
         )?;
         let mut f: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
-            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion_type", JWT_BEARER_ASSERTION),
             ("client_assertion", &assertion),
         ];
         f.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
@@ -176,7 +175,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let aims_body = private_key_jwt(key, "bench-pkjwt", issuer.clone(), scope("api:read"));
     let svid_body = fixed(form(&[
         ("grant_type", "client_credentials"),
-        ("client_assertion_type", JWT_SPIFFE),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
         ("client_assertion", svid_a),
         ("scope", "api:read"),
         ("resource", RESOURCE),
@@ -380,24 +379,21 @@ impl AimsServer {
         let (svid_a, svid_b) = (&self.svid_a, &self.svid_b);
         let subject = rt.block_on(access_token(&self.token_endpoint, svid_a))?;
         let exchange_body = fixed(form(&[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("client_assertion_type", JWT_SPIFFE),
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
             ("client_assertion", svid_b),
             ("subject_token", &subject),
-            ("subject_token_type", ACCESS_TOKEN),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
             ("scope", "api:read"),
             ("resource", RESOURCE),
         ])?);
         let txn_body = fixed(form(&[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("client_assertion_type", JWT_SPIFFE),
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
             ("client_assertion", svid_a),
-            (
-                "requested_token_type",
-                "urn:ietf:params:oauth:token-type:txn_token",
-            ),
+            ("requested_token_type", aims_token::wire::TXN_TOKEN_TYPE),
             ("subject_token", &subject),
-            ("subject_token_type", ACCESS_TOKEN),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
             ("audience", TD),
             ("scope", "api:read"),
         ])?);
@@ -472,7 +468,7 @@ fn synthetic(label: &str, ops_per_sec: f64) -> Row {
 async fn access_token(aims: &Target, svid: &str) -> anyhow::Result<String> {
     let body = form(&[
         ("grant_type", "client_credentials"),
-        ("client_assertion_type", JWT_SPIFFE),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
         ("client_assertion", svid),
         ("scope", "api:read"),
         ("resource", RESOURCE),

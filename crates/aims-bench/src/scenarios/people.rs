@@ -13,6 +13,7 @@
 //! the time from the approval's response to the agent's token. Its floor is one token request
 //! for an approved request.
 
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,6 @@ use crate::measure::{Timing, summarize};
 use crate::report::{Row, ScenarioReport};
 
 const TD: &str = "bench.example";
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 const AGENT: &str = "spiffe://bench.example/agent/bench";
 const RESOURCE: &str = "https://tool.example/api";
 const USERS: usize = 100;
@@ -256,7 +256,7 @@ async fn ciba_request(
     let v: serde_json::Value = http
         .post(format!("{issuer}/oauth2/bc-authorize"))
         .form(&[
-            ("client_assertion_type", JWT_SPIFFE),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
             ("client_assertion", svid.as_str()),
             ("scope", "openid"),
             ("login_hint", user),
@@ -311,9 +311,9 @@ async fn ciba(
                 let resp = client
                     .post(&token_url)
                     .form(&[
-                        ("client_assertion_type", JWT_SPIFFE),
+                        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                         ("client_assertion", svid.as_str()),
-                        ("grant_type", "urn:openid:params:grant-type:ciba"),
+                        ("grant_type", aims_token::wire::CIBA_GRANT),
                         ("auth_req_id", id.as_str()),
                     ])
                     .send()

@@ -11,6 +11,7 @@
 //! the same gateway call with a valid, cached token (one request's round trip, the floor of
 //! what "refused on the next call" can mean).
 
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::time::{Duration, Instant};
 
 use aims_core::SpiffeId;
@@ -25,7 +26,6 @@ use crate::measure::{Timing, summarize};
 use crate::report::{Row, ScenarioReport};
 
 const TD: &str = "bench.example";
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 /// Revocations measured.
 const SAMPLES: usize = 200;
 
@@ -85,7 +85,7 @@ demo_tool_listen = "127.0.0.1:{tool_port}"
                 .token;
             let body = form(&[
                 ("grant_type", "client_credentials"),
-                ("client_assertion_type", JWT_SPIFFE),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                 ("client_assertion", &svid),
                 ("scope", "weather.read"),
                 ("resource", &format!("{gateway}/bench")),

@@ -2,14 +2,15 @@
 //! clients holding X509-SVIDs of its trust domain.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::sync::Arc;
 
 use aims_authn::mtls::SvidStore;
 use aims_core::{Clock as _, ManualClock, SharedClock, SpiffeId, TrustDomain};
 use aims_credentials::{KeyType, PrivateKey, SubjectKey};
-use aims_oauth::claims::{AT_TYP, AccessClaims};
-use aims_oauth::resource::{SenderProof, verify_access_token};
 use aims_server::{RunningServer, ServerSettings};
+use aims_token::claims::{AT_TYP, AccessClaims};
+use aims_token::presentation::{SenderProof, verify_access_token};
 use serde_json::Value;
 
 pub struct As {
@@ -65,15 +66,13 @@ pub async fn start_as_in(
 
 /// The resource the tests' tokens are for.
 pub const RESOURCE: &str = "https://tool.example/api";
-/// SPIFFE client authentication with a JWT-SVID (draft-ietf-oauth-spiffe-client-auth).
-pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 
 pub fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
 }
 
-pub fn dpop_verifier() -> aims_oauth::dpop::DpopVerifier {
-    aims_oauth::dpop::DpopVerifier::new(
+pub fn dpop_verifier() -> aims_token::dpop::DpopVerifier {
+    aims_token::dpop::DpopVerifier::new(
         Arc::new(aims_authn::replay::ReplayCache::new(1000, 60)),
         false,
         60,
@@ -134,7 +133,7 @@ impl As {
                 "/oauth2/token",
                 &[
                     ("grant_type", "client_credentials"),
-                    ("client_assertion_type", JWT_SPIFFE),
+                    ("client_assertion_type", JWT_SPIFFE_ASSERTION),
                     ("client_assertion", &a),
                     ("scope", scope),
                     ("resource", RESOURCE),
@@ -159,7 +158,7 @@ impl As {
 
     /// Signs an access token with the server's own key (for states no grant produces).
     pub fn forge(&self, claims: &AccessClaims) -> String {
-        aims_oauth::keys::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
+        aims_oauth::signing::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
     }
 
     pub fn now(&self) -> i64 {

@@ -9,6 +9,7 @@
 //! `--auto-approve`); the operator revokes agent B and its next call is refused; the audit
 //! trace of the task is printed and the log verified against its signed checkpoint.
 
+use aims_token::wire::{ACCESS_TOKEN_TYPE, CIBA_GRANT, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,6 @@ use serde_json::{Value, json};
 
 use crate::up_file::UpFile;
 
-const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const CIBA: &str = "urn:openid:params:grant-type:ciba";
 const REDIRECT: &str = "http://127.0.0.1/aims-demo/callback";
 /// The policy the demo adds: deleting files needs a person's approval (AIMS AZ-27).
 const APPROVAL_POLICY: &str = r#"
@@ -243,7 +240,7 @@ impl Demo {
         let svid = self.jwt_svid(agent).await?;
         let mut f = form.to_vec();
         f.extend([
-            ("client_assertion_type", JWT_SPIFFE),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
             ("client_assertion", svid.as_str()),
         ]);
         if let Some(id) = client_id {
@@ -591,9 +588,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "/oauth2/token",
             Some("demo-agent-a"),
             &[
-                ("grant_type", TOKEN_EXCHANGE),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
                 ("subject_token", &delegated),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
                 ("scope", "mcp files.read files.delete"),
                 ("audience", b.as_str()),
                 ("resource", demo.mcp_resource.as_str()),
@@ -608,9 +605,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "/oauth2/token",
             None,
             &[
-                ("grant_type", TOKEN_EXCHANGE),
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
                 ("subject_token", &handoff),
-                ("subject_token_type", ACCESS_TOKEN),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
                 ("scope", "mcp files.read files.delete"),
                 ("resource", demo.mcp_resource.as_str()),
             ],
@@ -758,7 +755,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 &b,
                 "/oauth2/token",
                 None,
-                &[("grant_type", CIBA), ("auth_req_id", &auth_req_id)],
+                &[("grant_type", CIBA_GRANT), ("auth_req_id", &auth_req_id)],
             )
             .await?;
         match (s, t["error"].as_str()) {

@@ -5,13 +5,10 @@
 
 use std::sync::Arc;
 
-use aims_credentials::jose::{JwsHeader, sign};
-use aims_credentials::{IssueError, PublicKey, SlotKey};
-use serde::Serialize;
+use aims_credentials::{PublicKey, SlotKey};
 
-use crate::error::OAuthError;
-
-/// Where the authorization server gets its keys (the server's issuance service).
+/// Where the authorization server gets its keys (the server's issuance service), and where a
+/// resource server finds the published ones (its cache of the AS's JWKS).
 pub trait TokenKeys: Send + Sync {
     /// The key that signs now.
     fn signing_key(&self) -> Option<SlotKey>;
@@ -19,23 +16,6 @@ pub trait TokenKeys: Send + Sync {
     fn verifying_key(&self, kid: &str) -> Option<PublicKey>;
     /// The JWK Set document served at the `jwks_uri`.
     fn jwks(&self) -> Arc<String>;
-}
-
-/// Signs `claims` as a JWS of type `typ` with the current key.
-pub fn sign_token(
-    keys: &dyn TokenKeys,
-    typ: &str,
-    claims: &impl Serialize,
-) -> Result<String, OAuthError> {
-    let key = keys
-        .signing_key()
-        .ok_or_else(|| OAuthError::unavailable("no signing key is active yet"))?;
-    sign(
-        &key.key,
-        &JwsHeader::new(&key.key, Some(typ), Some(&key.kid)),
-        claims,
-    )
-    .map_err(|e| OAuthError::server_error("token signing failed", IssueError::Key(e)))
 }
 
 /// A JWK Set document (RFC 7517 §5) of `(kid, key)` pairs, each with `use` sig and its `alg`.

@@ -1,4 +1,5 @@
-//! The tokens this server issues and how it reads its own tokens back.
+//! The tokens the AIMS authorization server issues, and how it and the resource servers in
+//! front of tools (the gateway) read them back.
 //!
 //! * Access tokens: RFC 9068 JWTs (`typ` at+jwt) with `client_id` = the agent (its SPIFFE ID
 //!   when it authenticated with an SVID, AIMS AZ-5), `sub` = the user or system it acts for
@@ -10,7 +11,7 @@
 use aims_credentials::jose::{Audience, CompactJws, SPIFFE_JWT_ALGORITHMS, check_time};
 use serde::{Deserialize, Serialize};
 
-use crate::error::OAuthError;
+use crate::error::TokenError;
 use crate::keys::TokenKeys;
 
 /// `typ` of access tokens (RFC 9068 §2.1).
@@ -178,44 +179,37 @@ pub struct IdClaims {
     pub auth_req_id: Option<String>,
 }
 
-/// Verifies a JWT this server signed: the explicit type, an allowed algorithm, a published key,
-/// our issuer, and the time window (no leeway: we minted it).
+/// Verifies a JWT the authorization server signed: the explicit type, an allowed algorithm, a
+/// published key, its issuer, and the time window (no leeway: it minted it).
 pub fn verify_own<T: serde::de::DeserializeOwned>(
     keys: &dyn TokenKeys,
     issuer: &str,
     token: &str,
     typ: &'static str,
     now: i64,
-) -> Result<T, String> {
-    let jws = CompactJws::parse(token).map_err(|e| e.to_string())?;
+) -> Result<T, TokenError> {
+    let jws = CompactJws::parse(token)?;
     let header = &jws.header;
     // RFC 9068 §4: `at+jwt` or `application/at+jwt` (typ_is allows the prefix).
     if !header.typ_is(typ) {
-        return Err(format!("not a {typ} token"));
+        return Err(TokenError::WrongType(typ));
     }
-    header
-        .require_alg(SPIFFE_JWT_ALGORITHMS)
-        .map_err(|e| e.to_string())?;
-    let kid = header.kid.as_deref().ok_or("no kid")?;
+    header.require_alg(SPIFFE_JWT_ALGORITHMS)?;
+    let kid = header.kid.as_deref().ok_or(TokenError::NoKid)?;
     let key = keys
         .verifying_key(kid)
-        .ok_or_else(|| format!("unknown key {kid:?}"))?;
-    jws.verify(&key).map_err(|e| e.to_string())?;
+        .ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))?;
+    jws.verify(&key)?;
     #[derive(Deserialize)]
     struct Common {
         iss: Option<String>,
         exp: Option<i64>,
         nbf: Option<i64>,
     }
-    let common: Common = jws.claims().map_err(|e| e.to_string())?;
+    let common: Common = jws.claims()?;
     if common.iss.as_deref() != Some(issuer) {
-        return Err("issued by someone else".into());
+        return Err(TokenError::WrongIssuer);
     }
-    check_time(common.exp, common.nbf, now, 0).map_err(|e| e.to_string())?;
-    jws.claims().map_err(|e| e.to_string())
-}
-
-/// An `OAuthError` for a presented token that failed verification.
-pub fn bad_token(what: &str, reason: &str) -> OAuthError {
-    OAuthError::invalid_request(format!("{what}: {reason}"))
+    check_time(common.exp, common.nbf, now, 0)?;
+    Ok(jws.claims()?)
 }

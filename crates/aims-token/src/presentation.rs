@@ -7,7 +7,7 @@ use aims_credentials::jose::sha256_b64url;
 
 use crate::claims::{AT_TYP, AccessClaims, verify_own};
 use crate::dpop::DpopVerifier;
-use crate::error::OAuthError;
+use crate::error::TokenError;
 use crate::keys::TokenKeys;
 
 /// The DPoP proof that came with a request.
@@ -32,10 +32,6 @@ pub struct SenderProof<'a> {
     pub dpop: Option<DpopPresented<'a>>,
 }
 
-fn invalid(m: &str) -> OAuthError {
-    OAuthError::invalid_token(m.to_owned())
-}
-
 /// Verifies `token` for `resource`: signature by a published key, `typ`, issuer, audience,
 /// time, and the sender constraint.
 #[allow(clippy::too_many_arguments)]
@@ -47,9 +43,8 @@ pub fn verify_access_token(
     proof: &SenderProof<'_>,
     dpop: &DpopVerifier,
     now: i64,
-) -> Result<AccessClaims, OAuthError> {
-    let claims: AccessClaims =
-        verify_own(keys, issuer, token, AT_TYP, now).map_err(|e| invalid(&e))?;
+) -> Result<AccessClaims, TokenError> {
+    let claims: AccessClaims = verify_own(keys, issuer, token, AT_TYP, now)?;
     check_presentation(&claims, resource, token, proof, dpop, now)?;
     Ok(claims)
 }
@@ -64,29 +59,27 @@ pub fn check_presentation(
     proof: &SenderProof<'_>,
     dpop: &DpopVerifier,
     now: i64,
-) -> Result<(), OAuthError> {
+) -> Result<(), TokenError> {
     if claims.exp <= now {
-        return Err(invalid("the token has expired"));
+        return Err(TokenError::Expired);
     }
     if !claims.aud.contains(resource) {
-        return Err(invalid("the token is not for this resource"));
+        return Err(TokenError::WrongAudience);
     }
     let cnf = claims.cnf.clone().unwrap_or_default();
     if let Some(x5t) = &cnf.x5t_s256 {
         let presented = proof
             .client_certificate
             .map(sha256_b64url)
-            .ok_or_else(|| invalid("certificate-bound token without its client certificate"))?;
+            .ok_or(TokenError::MissingCertificate)?;
         if &presented != x5t {
-            return Err(invalid(
-                "certificate-bound token with another client certificate",
-            ));
+            return Err(TokenError::WrongCertificate);
         }
     }
     match (&cnf.jkt, proof.dpop) {
         (Some(jkt), Some(p)) => {
             if !proof.scheme.eq_ignore_ascii_case("DPoP") {
-                return Err(invalid("a DPoP-bound token goes with the DPoP scheme"));
+                return Err(TokenError::DpopScheme);
             }
             let got = dpop.verify(
                 p.proof,
@@ -97,10 +90,10 @@ pub fn check_presentation(
                 now,
             )?;
             if &got != jkt {
-                return Err(invalid("the DPoP proof is by another key"));
+                return Err(TokenError::DpopKeyMismatch);
             }
         }
-        (Some(_), None) => return Err(invalid("DPoP-bound token without a DPoP proof")),
+        (Some(_), None) => return Err(TokenError::MissingDpopProof),
         (None, _) => {}
     }
     Ok(())

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use crate::error::OAuthError;
+use crate::error::TokenError;
 
 /// `typ` of a DPoP proof.
 pub const DPOP_TYP: &str = "dpop+jwt";
@@ -59,7 +59,7 @@ impl std::fmt::Debug for DpopVerifier {
 /// The target URI as DPoP compares it (§4.3 step 9): without query and fragment, scheme and
 /// host in lowercase.
 fn normalize_htu(u: &str) -> Option<String> {
-    let mut url = reqwest::Url::parse(u).ok()?;
+    let mut url = url::Url::parse(u).ok()?;
     url.set_query(None);
     url.set_fragment(None);
     Some(url.to_string().trim_end_matches('/').to_owned())
@@ -71,10 +71,9 @@ impl DpopVerifier {
         replay: Arc<ReplayCache>,
         require_nonce: bool,
         leeway: i64,
-    ) -> Result<Self, OAuthError> {
+    ) -> Result<Self, TokenError> {
         let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret)
-            .map_err(|_| OAuthError::server_error("DPoP nonce key", "random generator failed"))?;
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| TokenError::Random)?;
         Ok(Self {
             nonce_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
             replay,
@@ -119,8 +118,8 @@ impl DpopVerifier {
         access_token: Option<&str>,
         owner: &str,
         now: i64,
-    ) -> Result<String, OAuthError> {
-        let bad = |m: &str| OAuthError::invalid_dpop_proof(m.to_owned());
+    ) -> Result<String, TokenError> {
+        let bad = |m: &str| TokenError::InvalidDpopProof(m.to_owned());
         let jws = CompactJws::parse(proof).map_err(|e| bad(&e.to_string()))?;
         let header = &jws.header;
         header
@@ -179,7 +178,7 @@ impl DpopVerifier {
         match (&c.nonce, self.require_nonce) {
             (Some(n), _) if self.nonce_valid(n, now) => {}
             (Some(_), true) | (None, true) => {
-                return Err(OAuthError::use_dpop_nonce(self.nonce(now)));
+                return Err(TokenError::UseDpopNonce(self.nonce(now)));
             }
             // A nonce we did not ask for and cannot vouch for.
             (Some(_), false) => return Err(bad("unknown nonce")),
@@ -203,6 +202,7 @@ impl DpopVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
     use aims_credentials::jose::{JwsHeader, sign};
     use aims_credentials::{KeyType, PrivateKey};
 
@@ -238,8 +238,8 @@ mod tests {
         assert_eq!(
             v.verify(&good("1"), "POST", &t, None, "client", now)
                 .unwrap_err()
-                .code,
-            "invalid_dpop_proof"
+                .code(),
+            ErrorCode::InvalidDpopProof
         );
         // Wrong method, wrong URI (a query does not matter), stale.
         assert!(
@@ -324,7 +324,7 @@ mod tests {
                 now,
             )
             .unwrap_err();
-        assert!(e.description.contains("private"), "{e}");
+        assert!(e.to_string().contains("private"), "{e}");
     }
 
     #[test]
@@ -344,8 +344,9 @@ mod tests {
         let e = v
             .verify(&p("1", None), "POST", &t, None, "client", now)
             .unwrap_err();
-        assert_eq!(e.code, "use_dpop_nonce");
-        let nonce = e.dpop_nonce.unwrap();
+        let TokenError::UseDpopNonce(nonce) = e else {
+            panic!("{e:?}")
+        };
         assert!(
             v.verify(
                 &p("2", Some(nonce.clone())),
@@ -367,8 +368,8 @@ mod tests {
                 now
             )
             .unwrap_err()
-            .code,
-            "use_dpop_nonce"
+            .code(),
+            ErrorCode::UseDpopNonce
         );
         // Two windows later the nonce is stale.
         assert_eq!(
@@ -381,8 +382,8 @@ mod tests {
                 now + 2 * NONCE_WINDOW
             )
             .unwrap_err()
-            .code,
-            "use_dpop_nonce"
+            .code(),
+            ErrorCode::UseDpopNonce
         );
     }
 }
