@@ -41,18 +41,44 @@ pub struct EntryRecord {
     pub revision: i64,
 }
 
-impl TryFrom<Entry> for EntryRecord {
-    type Error = String;
+/// Why a synced entry is not usable (and is skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// Its SPIFFE ID is not one.
+    #[error("entry {id}: {source}")]
+    SpiffeId {
+        /// The entry.
+        id: String,
+        /// Why.
+        source: aims_core::SpiffeIdError,
+    },
+    /// A selector does not parse.
+    #[error("entry {id}: {why}")]
+    Selector {
+        /// The entry.
+        id: String,
+        /// Why.
+        why: String,
+    },
+}
 
-    fn try_from(e: Entry) -> Result<Self, String> {
-        let spiffe_id =
-            SpiffeId::parse(&e.spiffe_id).map_err(|err| format!("entry {}: {err}", e.id))?;
+impl TryFrom<Entry> for EntryRecord {
+    type Error = EntryError;
+
+    fn try_from(e: Entry) -> Result<Self, EntryError> {
+        let spiffe_id = SpiffeId::parse(&e.spiffe_id).map_err(|source| EntryError::SpiffeId {
+            id: e.id.clone(),
+            source,
+        })?;
         let selectors = e
             .selectors
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<Selector>, _>>()
-            .map_err(|err| format!("entry {}: {err}", e.id))?;
+            .map_err(|err| EntryError::Selector {
+                id: e.id.clone(),
+                why: err.to_string(),
+            })?;
         Ok(Self {
             id: e.id,
             spiffe_id,

@@ -18,6 +18,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+/// Why a TLS server configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A PEM file cannot be read or holds nothing usable.
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls refused the configuration (protocol versions, the key does not fit).
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
 /// A server configuration with a Web PKI certificate and key from PEM files that, with
 /// `client_verifier`, asks clients for a certificate (SPIFFE client certificates on an RFC 8705
 /// or gateway listener). HTTP/2 and HTTP/1.1 by ALPN.
@@ -25,28 +41,28 @@ pub fn web_server_config(
     cert_file: &std::path::Path,
     key_file: &std::path::Path,
     client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-) -> Result<ServerConfig, String> {
+) -> Result<ServerConfig, TlsConfigError> {
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject as _;
+    let bad = |path: &std::path::Path, why: String| TlsConfigError::File {
+        path: path.to_owned(),
+        why,
+    };
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+        .map_err(|e| bad(cert_file, e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", cert_file.display()));
+        return Err(bad(cert_file, "no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| bad(key_file, e.to_string()))?;
     let builder = ServerConfig::builder_with_provider(crate::mtls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let client_auth = client_verifier.is_some();
     let builder = match client_verifier {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if client_auth {
         // As for SPIFFE mTLS: every connection re-verifies the client's current certificate.

@@ -48,7 +48,7 @@ impl AuditSink {
                 .queue
                 .send(Item { record, ack: None })
                 .await
-                .map_err(|_| GatewayError::Audit("the audit sink is closed".into())),
+                .map_err(|_| GatewayError::AuditClosed),
             AuditMode::Sync => {
                 let (ack, done) = oneshot::channel();
                 self.queue
@@ -57,13 +57,11 @@ impl AuditSink {
                         ack: Some(ack),
                     })
                     .await
-                    .map_err(|_| GatewayError::Audit("the audit sink is closed".into()))?;
+                    .map_err(|_| GatewayError::AuditClosed)?;
                 tokio::time::timeout(SYNC_WAIT, done)
                     .await
-                    .map_err(|_| {
-                        GatewayError::Audit("the audit log did not acknowledge in time".into())
-                    })?
-                    .map_err(|_| GatewayError::Audit("the audit sink is closed".into()))
+                    .map_err(|_| GatewayError::AuditTimeout)?
+                    .map_err(|_| GatewayError::AuditClosed)
             }
         }
     }

@@ -112,10 +112,10 @@ pub async fn serve(
         .nest_service("/mcp", mcp);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| GatewayError::Io(format!("demo tool: listen on {listen}: {e}")))?;
+        .map_err(GatewayError::io(format!("demo tool: listen on {listen}")))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| GatewayError::Io(e.to_string()))?;
+        .map_err(GatewayError::io("demo tool: local address"))?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })

@@ -59,15 +59,38 @@ pub enum GatewayError {
     /// good), as opposed to being unavailable.
     #[error("AIMS server refused: {0}")]
     Refused(String),
-    /// A record could not be made durable.
-    #[error("audit: {0}")]
-    Audit(String),
+    /// The decision record was not handed to the audit sink (it stopped): the request is
+    /// refused, as no decision may go unrecorded (AIMS MO-8).
+    #[error("audit: the audit sink is closed")]
+    AuditClosed,
+    /// In `sync` audit mode, the log did not acknowledge the record in time.
+    #[error("audit: the audit log did not acknowledge in time")]
+    AuditTimeout,
     /// The policy could not be loaded.
     #[error("policy: {0}")]
     Policy(String),
-    /// A socket or file operation failed.
-    #[error("{0}")]
-    Io(String),
+    /// The policy in force does not compile here.
+    #[error("policy: {0}")]
+    PolicyInvalid(#[from] aims_policy::PolicyError),
+    /// The TLS configuration of the listener.
+    #[error("TLS: {0}")]
+    Tls(#[from] aims_authn::transport::TlsConfigError),
+    /// A socket could not be bound or read.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl GatewayError {
+    /// An I/O failure while doing `what`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
 }
 
 /// A running gateway.
@@ -98,7 +121,7 @@ async fn first_policy(server: &ServerClient) -> Result<Pdp, GatewayError> {
     for _ in 0..60 {
         match server.current_policy(None).await {
             Ok(Some(doc)) => {
-                return Pdp::new(&doc).map_err(|e| GatewayError::Policy(e.to_string()));
+                return Ok(Pdp::new(&doc)?);
             }
             Ok(None) => last = "no policy".into(),
             Err(e) => last = e.to_string(),
@@ -223,15 +246,14 @@ pub async fn start_with_identity(
                 SpiffeClientVerifier::new(identity.x509_bundles.clone(), Authorizer::Any)
                     .optional(),
             )),
-        )
-        .map_err(GatewayError::Config)?,
+        )?,
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| GatewayError::Io(format!("listen on {}: {e}", settings.listen)))?;
+        .map_err(GatewayError::io(format!("listen on {}", settings.listen)))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| GatewayError::Io(e.to_string()))?;
+        .map_err(GatewayError::io("local address"))?;
     let public_url = settings
         .public_url
         .clone()

@@ -3,7 +3,6 @@
 //! record the decision, then forward without the caller's credentials and with a transaction
 //! token — or refuse with the challenge OAuth and MCP clients act on.
 
-use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 use std::sync::Arc;
 
 use aims_audit::AuditRecord;
@@ -15,6 +14,7 @@ use aims_token::TokenError;
 use aims_token::claims::{AT_TYP, AccessClaims, verify_own};
 use aims_token::dpop::DpopVerifier;
 use aims_token::presentation::{DpopPresented, SenderProof, check_presentation};
+use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 use axum::body::Body;
 use axum::extract::State;
 use bytes::Bytes;
@@ -59,6 +59,23 @@ const DROPPED: &[&str] = &[
     "x-aims-agent",
     "x-aims-subject",
 ];
+
+/// Why the gateway does not accept a presented access token (each answered 401
+/// `invalid_token`, RFC 6750 §3.1, with the reason as `error_description`).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefusal {
+    /// The token or the proof that comes with it fails a check (RFC 9068 §4, RFC 8705 §3,
+    /// RFC 9449 §7).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Introspection says it is not active (RFC 7662 §2.2): revoked, expired or unknown.
+    #[error("the token is not active (revoked, expired or unknown)")]
+    Inactive,
+    /// The authorization server could not be asked (its keys, its introspection): refused,
+    /// fail closed.
+    #[error("the token's status cannot be checked now")]
+    Unchecked,
+}
 
 /// A route with what is derived from it.
 pub struct CompiledRoute {
@@ -249,7 +266,7 @@ impl Gateway {
         route: &CompiledRoute,
         token: &str,
         proof: &SenderProof<'_>,
-    ) -> Result<Arc<AccessClaims>, String> {
+    ) -> Result<Arc<AccessClaims>, TokenRefusal> {
         let now = now_unix();
         let key = token_hash(token);
         let claims = match self.tokens.get(&key) {
@@ -261,34 +278,33 @@ impl Gateway {
                 claims
             }
         };
-        check_presentation(&claims, &route.resource, token, proof, &self.dpop, now)
-            .map_err(|e| e.to_string())?;
+        check_presentation(&claims, &route.resource, token, proof, &self.dpop, now)?;
         Ok(claims)
     }
 
-    async fn check_token(&self, token: &str, now: i64) -> Result<AccessClaims, String> {
+    async fn check_token(&self, token: &str, now: i64) -> Result<AccessClaims, TokenRefusal> {
         let keys = self.server.keys();
         if token.matches('.').count() == 2 {
-            let local =
-                match verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now) {
-                    Err(TokenError::UnknownKey(_)) => {
-                        // A key published since the last fetch: fetch again, once.
-                        self.server
-                            .refresh_keys()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now)
-                    }
-                    other => other,
-                };
-            local.map_err(|e| e.to_string())?;
+            match verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now) {
+                Err(TokenError::UnknownKey(_)) => {
+                    // A key published since the last fetch: fetch again, once.
+                    self.server.refresh_keys().await.map_err(|e| {
+                        tracing::error!(error = %e, "token keys not fetched; refusing the token");
+                        TokenRefusal::Unchecked
+                    })?;
+                    verify_own::<AccessClaims>(keys, &self.server.issuer, token, AT_TYP, now)?;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         match self.server.introspect(token).await {
             Ok(Some(claims)) => Ok(claims),
-            Ok(None) => Err("the token is not active (revoked, expired or unknown)".into()),
+            Ok(None) => Err(TokenRefusal::Inactive),
             Err(e) => {
                 tracing::error!(error = %e, "introspection failed; refusing the token");
-                Err("the token's status cannot be checked now".into())
+                Err(TokenRefusal::Unchecked)
             }
         }
     }
@@ -347,7 +363,7 @@ impl Gateway {
                         },
                     ))
                 }
-                Err(description) => Err(Refusal {
+                Err(refused) => Err(Refusal {
                     status: StatusCode::UNAUTHORIZED,
                     challenge: Some(self.challenge(
                         route,
@@ -356,10 +372,10 @@ impl Gateway {
                         } else {
                             "Bearer"
                         },
-                        Some(("invalid_token", &description)),
+                        Some(("invalid_token", &refused.to_string())),
                         &[],
                     )),
-                    body: json!({"error": "invalid_token", "error_description": description}),
+                    body: json!({"error": "invalid_token", "error_description": refused.to_string()}),
                 }),
             };
         }

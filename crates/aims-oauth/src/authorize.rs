@@ -6,13 +6,13 @@
 //! The agent redeems the code with its own client authentication (its SVID, AZ-12), never a
 //! secret; a code used twice revokes what it issued (RFC 6749 §4.1.2).
 
-use aims_token::ErrorCode;
 use std::sync::Arc;
 
 use aims_credentials::jose::sha256_b64url;
 use aims_people::pages::{self, render};
 use aims_people::{People, SignedIn};
 use aims_store::{CodeRow, CodeUse};
+use aims_token::ErrorCode;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -7,12 +7,12 @@
 //! `access_denied`) or is pinged. The token then carries the approved authorization details
 //! and the approval's reference, which the audit log records with the decision (AZ-30).
 
-use aims_token::ErrorCode;
 use std::sync::Arc;
 
 use aims_credentials::jose::sha256_b64url;
 use aims_people::pages::{self, render};
 use aims_store::{CibaRow, CibaStatus, StoreError};
+use aims_token::ErrorCode;
 use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +24,7 @@ use crate::AuthorizationServer;
 use crate::authorize::{OPENID, describe_detail, oauth_error_page, page_user};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
-use crate::fetch::Fetcher;
+use crate::fetch::{FetchError, Fetcher};
 use crate::form::Form;
 use crate::issue::{Binding, Grant, OFFLINE_ACCESS, TokenResponse, random_token};
 use crate::policy::ApprovalDecision;
@@ -84,10 +84,10 @@ pub struct ApprovalNotice {
 
 /// A channel that tells a person an approval waits for them (AIMS AZ-29: "for example a push
 /// to an authenticator app").
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     /// Tells the user; an error is logged, the request stays pending on the approvals page.
-    async fn approval_requested(&self, notice: &ApprovalNotice) -> Result<(), String>;
+    async fn approval_requested(&self, notice: &ApprovalNotice) -> Result<(), FetchError>;
 }
 
 /// Posts each notice as JSON to a URL (through the SSRF-guarded fetcher).
@@ -103,14 +103,12 @@ impl WebhookNotifier {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Notifier for WebhookNotifier {
-    async fn approval_requested(&self, notice: &ApprovalNotice) -> Result<(), String> {
-        let body = serde_json::to_value(notice).map_err(|e| e.to_string())?;
-        self.fetcher
-            .post_json(&self.url, None, &body)
-            .await
-            .map_err(|e| e.to_string())
+    async fn approval_requested(&self, notice: &ApprovalNotice) -> Result<(), FetchError> {
+        // A struct of strings and integers: serializing it cannot fail.
+        let body = serde_json::to_value(notice).unwrap_or_default();
+        self.fetcher.post_json(&self.url, None, &body).await
     }
 }
 
@@ -390,9 +388,7 @@ impl AuthorizationServer {
                 correlation_id: asked.trace_id.clone(),
             })
             .await
-            .map_err(|e| {
-                OAuthError::unavailable(format!("the decision could not be recorded: {e}"))
-            })?;
+            .map_err(|e| OAuthError::unavailable(e.to_string()))?;
         if !self
             .store
             .decide_ciba(approval_id, &user.user_id, approve, now)

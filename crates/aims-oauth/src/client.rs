@@ -2,13 +2,13 @@
 //! authenticate as (draft-ietf-oauth-spiffe-client-auth-02 §5.1: `spiffe_id`, exact or a
 //! `/*` path prefix).
 
-use aims_token::wire::CIBA_GRANT;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aims_core::SpiffeId;
 use aims_credentials::PublicKey;
+use aims_token::wire::CIBA_GRANT;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 

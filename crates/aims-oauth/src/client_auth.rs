@@ -18,7 +18,6 @@
 //! SPIFFE keys come from the trust bundles (ours and federated), so SPIFFE workloads need no
 //! registration: their SPIFFE ID is their `client_id`. One method per request (RFC 6749 §2.3).
 
-use aims_token::wire::{JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION};
 use std::sync::Arc;
 
 use aims_authn::replay::ReplayKind;
@@ -28,6 +27,7 @@ use aims_credentials::jose::{
     ASYMMETRIC_ALGORITHMS, Audience, CompactJws, check_time, sha256_b64url,
 };
 use aims_credentials::{WitProfile, verify_wit};
+use aims_token::wire::{JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
@@ -48,6 +48,29 @@ pub const ATTESTATION_POP_TYP: &str = "oauth-client-attestation-pop+jwt";
 const MAX_JWKS: usize = 64 * 1024;
 /// How old a PoP or client assertion may be.
 const ASSERTION_WINDOW: i64 = 300;
+
+/// Why a one-time value (an assertion's `jti`) was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OneTimeError {
+    /// Seen before, or the replay cache cannot hold it.
+    #[error(transparent)]
+    Replay(#[from] aims_authn::ReplayError),
+    /// The store could not record it, so it cannot be known to be fresh (fail closed).
+    #[error("the one-time value cannot be checked now")]
+    Unavailable,
+}
+
+impl OneTimeError {
+    /// The answer: `refuse` (the caller's code and context) for a replay,
+    /// `temporarily_unavailable` when the store failed — the client may retry, it did nothing
+    /// wrong.
+    pub(crate) fn refusal(self, refuse: impl FnOnce(String) -> OAuthError) -> OAuthError {
+        match self {
+            Self::Replay(e) => refuse(e.to_string()),
+            Self::Unavailable => OAuthError::unavailable(self.to_string()),
+        }
+    }
+}
 
 /// An authenticated client.
 #[derive(Debug, Clone)]
@@ -300,7 +323,7 @@ impl AuthorizationServer {
             now,
         )
         .await
-        .map_err(|e| invalid(format!("attestation PoP: {e}")))?;
+        .map_err(|e| e.refusal(|m| invalid(format!("attestation PoP: {m}"))))?;
         // ABCA-11 §7.1(7): client_id, when given, is the attestation's subject.
         if client_id.is_some_and(|c| c != id.as_str()) {
             return Err(invalid("client_id differs from the WIT-SVID's SPIFFE ID"));
@@ -443,7 +466,7 @@ impl AuthorizationServer {
             .ok_or_else(|| invalid("client assertion: jti is required"))?;
         self.used_once(ReplayKind::ClientAssertion, &id, &jti, exp, now)
             .await
-            .map_err(|e| invalid(format!("client assertion: {e}")))?;
+            .map_err(|e| e.refusal(|m| invalid(format!("client assertion: {m}"))))?;
         Ok(AuthenticatedClient {
             client_id: id,
             spiffe_id: None,
@@ -464,10 +487,8 @@ impl AuthorizationServer {
         jti: &str,
         exp: i64,
         now: i64,
-    ) -> Result<(), String> {
-        self.replay
-            .check_and_insert(kind, client, jti, exp, now)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), OneTimeError> {
+        self.replay.check_and_insert(kind, client, jti, exp, now)?;
         let remember_until = exp.saturating_add(self.leeway());
         match self
             .store
@@ -475,10 +496,10 @@ impl AuthorizationServer {
             .await
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(aims_authn::ReplayError::Replayed.to_string()),
+            Ok(false) => Err(OneTimeError::Replay(aims_authn::ReplayError::Replayed)),
             Err(e) => {
                 tracing::error!(error = %e, "one-time value not recorded; refusing");
-                Err("the assertion cannot be checked now".into())
+                Err(OneTimeError::Unavailable)
             }
         }
     }

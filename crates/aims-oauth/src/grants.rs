@@ -312,7 +312,7 @@ impl AuthorizationServer {
             .trusted
             .key(&iss, jws.header.kid.as_deref())
             .await
-            .map_err(bad)?;
+            .map_err(|e| bad(e.to_string()))?;
         jws.verify(&key).map_err(|e| bad(e.to_string()))?;
         let aud: Option<Audience> = serde_json::from_value(claims["aud"].clone()).ok();
         let ours = [self.settings.issuer.clone(), self.settings.token_endpoint()];
@@ -340,7 +340,7 @@ impl AuthorizationServer {
             now,
         )
         .await
-        .map_err(bad)?;
+        .map_err(|e| e.refusal(bad))?;
         Ok((claims, iss))
     }
 

@@ -136,7 +136,12 @@ impl AuthorizationServer {
             approval: g.approval.clone(),
             correlation_id: client.trace_id.clone(),
         };
-        match self.pdp.decide(&request).await {
+        let decision = self
+            .pdp
+            .decide(&request)
+            .await
+            .map_err(|e| OAuthError::unavailable(e.to_string()))?;
+        match decision {
             Decision::Permit => Ok(()),
             Decision::Deny(DenyKind::Approval, m) => Err(OAuthError::interaction_required(m)),
             Decision::Deny(DenyKind::Scope, m) => Err(OAuthError::invalid_scope(m)),

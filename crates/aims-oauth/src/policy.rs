@@ -73,15 +73,24 @@ pub struct ApprovalDecision {
     pub correlation_id: Option<String>,
 }
 
+/// Why a decision point could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PdpError {
+    /// The decision, or the person's approval, could not be recorded; nothing may be issued
+    /// on it (AIMS MO-8, AZ-30). The client may retry: `temporarily_unavailable`.
+    #[error("the decision could not be recorded: {0}")]
+    Unrecorded(String),
+}
+
 /// A policy decision point, which also keeps the record of what it decided.
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait PolicyDecisionPoint: Send + Sync {
-    /// Decides a request.
-    async fn decide(&self, request: &AccessRequest) -> Decision;
+    /// Decides a request, and records the decision before it counts.
+    async fn decide(&self, request: &AccessRequest) -> Result<Decision, PdpError>;
 
     /// Records a person's approval or denial before it takes effect; an error leaves the
     /// request undecided.
-    async fn record_approval(&self, _decision: &ApprovalDecision) -> Result<(), String> {
+    async fn record_approval(&self, _decision: &ApprovalDecision) -> Result<(), PdpError> {
         Ok(())
     }
 }
@@ -92,9 +101,9 @@ pub trait PolicyDecisionPoint: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PermitAll;
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl PolicyDecisionPoint for PermitAll {
-    async fn decide(&self, _request: &AccessRequest) -> Decision {
-        Decision::Permit
+    async fn decide(&self, _request: &AccessRequest) -> Result<Decision, PdpError> {
+        Ok(Decision::Permit)
     }
 }

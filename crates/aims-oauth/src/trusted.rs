@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aims_credentials::PublicKey;
+use aims_outbound::FetchError;
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::settings::TrustedIssuer;
@@ -15,6 +16,38 @@ use crate::settings::TrustedIssuer;
 const FRESH: Duration = Duration::from_secs(300);
 const MIN_REFETCH: Duration = Duration::from_secs(10);
 const MAX_JWKS: usize = 256 * 1024;
+
+/// Why a trusted issuer's key is not at hand.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustedIssuerError {
+    /// The issuer is not configured.
+    #[error("{0} is not a trusted issuer")]
+    NotTrusted(String),
+    /// Its client cannot be built, its JWKS cannot be fetched.
+    #[error("trusted issuer {issuer}: {source}")]
+    Fetch {
+        /// The issuer.
+        issuer: String,
+        /// What failed.
+        source: FetchError,
+    },
+    /// Its JWKS is not a JWK Set (RFC 7517 §5).
+    #[error("trusted issuer {issuer}: JWKS: {why}")]
+    Jwks {
+        /// The issuer.
+        issuer: String,
+        /// The parse error.
+        why: String,
+    },
+    /// It publishes no such key.
+    #[error("{issuer} publishes no key {kid:?}")]
+    UnknownKey {
+        /// The issuer.
+        issuer: String,
+        /// The `kid` asked for.
+        kid: Option<String>,
+    },
+}
 
 struct Cached {
     fetched: Instant,
@@ -37,18 +70,24 @@ impl std::fmt::Debug for TrustedIssuers {
 
 impl TrustedIssuers {
     /// Builds an HTTP client per issuer (with its extra CA, if any).
-    pub fn new(issuers: &[TrustedIssuer]) -> Result<Self, String> {
+    pub fn new(issuers: &[TrustedIssuer]) -> Result<Self, TrustedIssuerError> {
         let mut out = Vec::with_capacity(issuers.len());
         for i in issuers {
             let mut b = reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .https_only(true)
                 .redirect(reqwest::redirect::Policy::none());
+            let failed = |source| TrustedIssuerError::Fetch {
+                issuer: i.issuer.clone(),
+                source,
+            };
             if let Some(path) = &i.ca_file {
-                b = crate::fetch::with_ca_file(b, path)
-                    .map_err(|e| format!("trusted issuer {}: {e}", i.issuer))?;
+                b = crate::fetch::with_ca_file(b, path).map_err(failed)?;
             }
-            out.push((i.clone(), b.build().map_err(|e| e.to_string())?));
+            let client = b
+                .build()
+                .map_err(|e| failed(FetchError::Client(e.to_string())))?;
+            out.push((i.clone(), client));
         }
         Ok(Self {
             issuers: out,
@@ -79,7 +118,7 @@ impl TrustedIssuers {
     }
 
     /// The key `iss` signs with under `kid`.
-    pub async fn key(&self, iss: &str, kid: Option<&str>) -> Result<PublicKey, String> {
+    pub async fn key(&self, iss: &str, kid: Option<&str>) -> Result<PublicKey, TrustedIssuerError> {
         if let Some(k) = self.cached(iss, kid, true) {
             return Ok(k);
         }
@@ -93,32 +132,43 @@ impl TrustedIssuers {
             self.fetch(iss).await?;
         }
         self.cached(iss, kid, false)
-            .ok_or_else(|| format!("{iss} publishes no key {kid:?}"))
+            .ok_or_else(|| TrustedIssuerError::UnknownKey {
+                issuer: iss.to_owned(),
+                kid: kid.map(str::to_owned),
+            })
     }
 
-    async fn fetch(&self, iss: &str) -> Result<(), String> {
+    async fn fetch(&self, iss: &str) -> Result<(), TrustedIssuerError> {
         let (issuer, client) = self
             .issuers
             .iter()
             .find(|(i, _)| i.issuer == iss)
-            .ok_or_else(|| format!("{iss} is not a trusted issuer"))?;
-        let resp = client
-            .get(&issuer.jwks_uri)
-            .send()
-            .await
-            .map_err(|e| format!("fetching {}: {e}", issuer.jwks_uri))?;
+            .ok_or_else(|| TrustedIssuerError::NotTrusted(iss.to_owned()))?;
+        let failed = |source| TrustedIssuerError::Fetch {
+            issuer: iss.to_owned(),
+            source,
+        };
+        let url = &issuer.jwks_uri;
+        let resp = client.get(url).send().await.map_err(|e| {
+            failed(FetchError::Transport {
+                url: url.clone(),
+                why: e.to_string(),
+            })
+        })?;
         if !resp.status().is_success() {
-            return Err(format!(
-                "fetching {}: HTTP {}",
-                issuer.jwks_uri,
-                resp.status()
-            ));
+            return Err(failed(FetchError::Status {
+                url: url.clone(),
+                status: resp.status().as_u16(),
+            }));
         }
         // The bound holds while the body arrives: a huge answer is never read whole.
-        let body = crate::fetch::read_limited(&issuer.jwks_uri, resp, MAX_JWKS)
+        let body = crate::fetch::read_limited(url, resp, MAX_JWKS)
             .await
-            .map_err(|e| e.to_string())?;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS: {e}"))?;
+            .map_err(failed)?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| TrustedIssuerError::Jwks {
+            issuer: iss.to_owned(),
+            why: e.to_string(),
+        })?;
         let keys = set
             .keys
             .iter()

@@ -91,6 +91,17 @@ pub enum FetchError {
         /// The parse error.
         why: String,
     },
+    /// The extra CA file cannot be read or holds no usable certificate.
+    #[error("CA file {}: {why}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The HTTP client cannot be built (its TLS configuration).
+    #[error("HTTP client: {0}")]
+    Client(String),
 }
 
 /// Whether `ip` is outside the public unicast address space (RFC 6890 special-purpose
@@ -187,7 +198,7 @@ impl std::fmt::Debug for Fetcher {
 pub fn guarded_client(
     settings: &FetchSettings,
     timeout: Duration,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, FetchError> {
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -199,7 +210,7 @@ pub fn guarded_client(
     if let Some(path) = &settings.ca_file {
         b = with_ca_file(b, path)?;
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(|e| FetchError::Client(e.to_string()))
 }
 
 /// `url` parsed, if it is https and (unless `allow_private`) not a special-use address
@@ -266,7 +277,7 @@ pub async fn read_limited(
 
 impl Fetcher {
     /// A fetcher trusting the system roots and `settings.ca_file`.
-    pub fn new(settings: &FetchSettings) -> Result<Self, String> {
+    pub fn new(settings: &FetchSettings) -> Result<Self, FetchError> {
         Ok(Self {
             http: guarded_client(settings, TIMEOUT)?,
             allow_private: settings.allow_private_networks,
@@ -380,12 +391,16 @@ impl Fetcher {
 pub fn with_ca_file(
     mut builder: reqwest::ClientBuilder,
     path: &std::path::Path,
-) -> Result<reqwest::ClientBuilder, String> {
-    let pem =
-        std::fs::read_to_string(path).map_err(|e| format!("CA file {}: {e}", path.display()))?;
-    for c in certs_from_pem(&pem).map_err(|e| e.to_string())? {
-        builder = builder
-            .add_root_certificate(reqwest::Certificate::from_der(&c).map_err(|e| e.to_string())?);
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    let bad = |why: String| FetchError::CaFile {
+        path: path.to_owned(),
+        why,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    for c in certs_from_pem(&pem).map_err(|e| bad(e.to_string()))? {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_der(&c).map_err(|e| bad(e.to_string()))?,
+        );
     }
     Ok(builder)
 }

@@ -17,6 +17,7 @@
 //! to [1 s, 1 h]); failures are retried with capped backoff. A bundle whose `spiffe_sequence`
 //! is lower than the one held is refused (a rollback).
 
+use aims_outbound::FetchError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,20 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::Issuer;
+
+/// Why a federated bundle was not taken this time (the poll retries).
+#[derive(Debug, thiserror::Error)]
+enum BundleFetchError {
+    /// The endpoint could not be reached or answered other than 200.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The document is not a SPIFFE bundle (SPIFFE Trust Domain and Bundle §4).
+    #[error("not a SPIFFE bundle: {0}")]
+    Bundle(#[from] aims_credentials::VerifyError),
+    /// It holds no key.
+    #[error("the bundle holds no keys")]
+    Empty,
+}
 
 /// Largest bundle document accepted from an endpoint.
 const MAX_BUNDLE_BYTES: usize = 1 << 20;
@@ -168,23 +183,28 @@ impl Fetcher {
             .map_err(|e| ServerError::Tls(format!("federation client: {e}")))
     }
 
-    async fn fetch(&self, client: &reqwest::Client) -> Result<TrustBundle, String> {
+    async fn fetch(&self, client: &reqwest::Client) -> Result<TrustBundle, BundleFetchError> {
+        let url = &self.federation.url;
         let resp = client
-            .get(&self.federation.url)
+            .get(url)
             .send()
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| FetchError::Transport {
+                url: url.clone(),
+                why: format!("{e:#}"),
+            })?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: resp.status().as_u16(),
+            }
+            .into());
         }
         // Bounded while it arrives: a peer streaming forever is cut off at the bound.
-        let body = aims_outbound::read_limited(&self.federation.url, resp, MAX_BUNDLE_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        let bundle = TrustBundle::from_jwks(self.federation.trust_domain.clone(), &body)
-            .map_err(|e| e.to_string())?;
+        let body = aims_outbound::read_limited(url, resp, MAX_BUNDLE_BYTES).await?;
+        let bundle = TrustBundle::from_jwks(self.federation.trust_domain.clone(), &body)?;
         if bundle.x509_authorities().is_empty() && bundle.jwt_authorities().next().is_none() {
-            return Err("the bundle holds no keys".into());
+            return Err(BundleFetchError::Empty);
         }
         Ok(bundle)
     }

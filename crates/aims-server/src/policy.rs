@@ -9,7 +9,7 @@ use aims_audit::{AuditLog, AuditRecord};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{SharedClock, TrustDomain};
 use aims_oauth::policy::{
-    AccessRequest, ApprovalDecision, Decision, DenyKind, PolicyDecisionPoint,
+    AccessRequest, ApprovalDecision, Decision, DenyKind, PdpError, PolicyDecisionPoint,
 };
 use aims_policy::authzen;
 use aims_policy::{
@@ -217,9 +217,9 @@ impl TokenPolicy {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl PolicyDecisionPoint for TokenPolicy {
-    async fn decide(&self, r: &AccessRequest) -> Decision {
+    async fn decide(&self, r: &AccessRequest) -> Result<Decision, PdpError> {
         let principal = match &r.client_spiffe_id {
             Some(id) => Principal::agent(id.clone()),
             None => Principal::Workload {
@@ -268,19 +268,16 @@ impl PolicyDecisionPoint for TokenPolicy {
             if let Err(e) = self.audit.submit(&[record]).await {
                 // Fail closed: a decision that cannot be recorded issues nothing.
                 tracing::error!(error = %e, "token decision not recorded; refusing the grant");
-                return Decision::Deny(
-                    DenyKind::Client,
-                    "the decision could not be recorded; try again".into(),
-                );
+                return Err(PdpError::Unrecorded(e.to_string()));
             }
             if !verdict.allowed && self.pdp.allowed_with_approval(&query) {
-                return Decision::Deny(
+                return Ok(Decision::Deny(
                     DenyKind::Approval,
                     format!(
                         "policy version {} allows this token for {audience} only with a person's approval: ask for it through CIBA (backchannel_authentication_endpoint)",
                         verdict.policy_version
                     ),
-                );
+                ));
             }
             if !verdict.allowed {
                 let why = if verdict.policies.is_empty() {
@@ -288,19 +285,19 @@ impl PolicyDecisionPoint for TokenPolicy {
                 } else {
                     format!("forbidden by {}", verdict.policies.join(", "))
                 };
-                return Decision::Deny(
+                return Ok(Decision::Deny(
                     DenyKind::Scope,
                     format!(
                         "policy version {} refuses this token for {audience}: {why}",
                         verdict.policy_version
                     ),
-                );
+                ));
             }
         }
-        Decision::Permit
+        Ok(Decision::Permit)
     }
 
-    async fn record_approval(&self, d: &ApprovalDecision) -> Result<(), String> {
+    async fn record_approval(&self, d: &ApprovalDecision) -> Result<(), PdpError> {
         let mut record = AuditRecord::new(
             aims_audit::RecordKind::Decision,
             "approve",
@@ -333,7 +330,7 @@ impl PolicyDecisionPoint for TokenPolicy {
             .append(&[record])
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| PdpError::Unrecorded(e.to_string()))
     }
 }
 

@@ -164,5 +164,5 @@ pub fn server_config_with_client_auth(
     client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<ServerConfig, ServerError> {
     aims_authn::transport::web_server_config(cert_file, key_file, client_verifier)
-        .map_err(ServerError::Tls)
+        .map_err(|e| ServerError::Tls(e.to_string()))
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +14,7 @@ use aims_credentials::jose::{Audience, JwsHeader, sign};
 use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey};
 use aims_token::claims::AccessClaims;
 use aims_token::presentation::{SenderProof, verify_access_token};
+use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_verifier, id, start_as, start_as_in};
 use serde_json::{Value, json};
 
@@ -259,6 +259,21 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
     ])
     .await;
     assert_eq!(s, 401);
+}
+
+/// AIMS MO-8: no token without its decision on record. When the audit log cannot take the
+/// record the grant is refused, and as the server's trouble (503 `temporarily_unavailable`,
+/// RFC 6749 §5.2 via §4.1.2.1: the client may retry), not the client's (`unauthorized_client`).
+#[tokio::test]
+async fn a_grant_whose_decision_cannot_be_recorded_is_refused_as_temporarily_unavailable() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = "spiffe://example.org/agent/a";
+    let (s, v) = a.cc(agent, "weather.read").await;
+    assert_eq!(s, 200, "{v}");
+    a.server.audit.close();
+    let (s, v) = a.cc(agent, "weather.read").await;
+    assert_eq!((s, error(&v)), (503, "temporarily_unavailable"), "{v}");
+    assert!(v.get("access_token").is_none(), "{v}");
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
-use aims_token::wire::CIBA_GRANT;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use aims_core::SpiffeId;
 use aims_credentials::jose::{CompactJws, sha256_b64url};
 use aims_people::users::NewUser;
 use aims_store::ClientSource;
+use aims_token::wire::CIBA_GRANT;
 use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, start_as};
 use serde_json::{Value, json};
 

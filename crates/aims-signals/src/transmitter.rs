@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aims_outbound::FetchError;
 use aims_store::{PendingSet, Store, StoreError, StreamRow};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,29 @@ use crate::stream::{
     POLL, PUSH, PollRequest, PollResponse, Status, StreamConfiguration, StreamStatus,
 };
 use crate::subject::SubjectId;
+
+/// Why a push delivery (RFC 8935 §2) did not complete; the SET is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The stream is gone or its configuration unreadable.
+    #[error("stream unreadable")]
+    StreamUnreadable,
+    /// The stream is not a push stream.
+    #[error("stream has no delivery")]
+    NoDelivery,
+    /// The push stream names no endpoint.
+    #[error("no endpoint_url")]
+    NoEndpoint,
+    /// The endpoint is refused (SSRF guard) or could not be reached.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// 400 without the `err` member RFC 8935 §2.3 asks for.
+    #[error("400 without an RFC 8935 error")]
+    Unexplained400,
+    /// Any other status.
+    #[error("status {0}")]
+    Status(u16),
+}
 
 /// SETs per poll response, at most.
 const MAX_POLL: u32 = 256;
@@ -542,9 +566,9 @@ impl Transmitter {
         {
             Ok(Ok(c)) => match c.delivery {
                 Some(d) => self.send(&d, &p.set_jwt).await,
-                None => Err("stream has no delivery".to_owned()),
+                None => Err(PushError::NoDelivery),
             },
-            _ => Err("stream unreadable".to_owned()),
+            _ => Err(PushError::StreamUnreadable),
         };
         let now = now_ms();
         let label = if outcome.is_ok() {
@@ -553,13 +577,14 @@ impl Transmitter {
             "retry"
         };
         metrics::counter!("aims_ssf_pushes_total", "outcome" => label).increment(1);
-        let result = match &outcome {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let backoff = (1000i64 << p.attempts.clamp(0, 20)).min(MAX_BACKOFF_MS);
-                tracing::warn!(stream = %p.stream_id, jti = %p.jti, attempts = p.attempts + 1, error = %e, retry_in_ms = backoff, "SSF push failed; will retry");
-                Err((e.as_str(), now + backoff))
-            }
+        let failure = outcome.as_ref().err().map(|e| {
+            let backoff = (1000i64 << p.attempts.clamp(0, 20)).min(MAX_BACKOFF_MS);
+            tracing::warn!(stream = %p.stream_id, jti = %p.jti, attempts = p.attempts + 1, error = %e, retry_in_ms = backoff, "SSF push failed; will retry");
+            (e.to_string(), now + backoff)
+        });
+        let result = match &failure {
+            None => Ok(()),
+            Some((why, retry_at)) => Err((why.as_str(), *retry_at)),
         };
         if let Err(e) = self.store.push_outcome(p.seq, now, result).await {
             tracing::error!(error = %e, "SSF push: store failed");
@@ -569,11 +594,10 @@ impl Transmitter {
     }
 
     /// POSTs one SET (RFC 8935 §2): `Ok` when it is done with (accepted, or refused for good).
-    async fn send(&self, d: &crate::stream::Delivery, set: &str) -> Result<(), String> {
-        let url = d.endpoint_url.as_deref().ok_or("no endpoint_url")?;
+    async fn send(&self, d: &crate::stream::Delivery, set: &str) -> Result<(), PushError> {
+        let url = d.endpoint_url.as_deref().ok_or(PushError::NoEndpoint)?;
         // Checked again at each push: a stream stored before this guard is held to it too.
-        let checked =
-            aims_outbound::fetch::check_url(url, self.allow_private).map_err(|e| e.to_string())?;
+        let checked = aims_outbound::fetch::check_url(url, self.allow_private)?;
         let mut req = self
             .http
             .post(checked)
@@ -583,7 +607,10 @@ impl Transmitter {
         if let Some(h) = &d.authorization_header {
             req = req.header(reqwest::header::AUTHORIZATION, h);
         }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let resp = req.send().await.map_err(|e| FetchError::Transport {
+            url: url.to_owned(),
+            why: e.to_string(),
+        })?;
         match resp.status().as_u16() {
             202 | 200 | 204 => Ok(()),
             400 => {
@@ -596,10 +623,10 @@ impl Transmitter {
                     tracing::warn!(%url, err = %body["err"], description = %body["description"], "SSF push: the receiver refused the SET");
                     Ok(())
                 } else {
-                    Err("400 without an RFC 8935 error".into())
+                    Err(PushError::Unexplained400)
                 }
             }
-            s => Err(format!("status {s}")),
+            s => Err(PushError::Status(s)),
         }
     }
 }

@@ -6,12 +6,12 @@
 
 mod common;
 
-use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_credentials::jose::{JwsHeader, sign};
 use aims_credentials::{KeyType, PrivateKey};
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use base64::Engine as _;
 use common::{Aims, assert_ok, eventually};
 use serde_json::{Value, json};

@@ -11,7 +11,6 @@
 //! `audit = "async"` and once with `audit = "sync"` (every response waits for its record to be
 //! durable in SQLite, group-committed). The Cedar decision is also timed in this process.
 
-use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -22,6 +21,7 @@ use aims_policy::{
 };
 use aims_server::admin::api::MintJwtRequest;
 use aims_server::admin::client::AdminClient;
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 use bytes::Bytes;
 

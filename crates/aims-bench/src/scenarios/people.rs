@@ -13,13 +13,13 @@
 //! the time from the approval's response to the agent's token. Its floor is one token request
 //! for an approved request.
 
-use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_core::SpiffeId;
 use aims_server::admin::api::{CreateClientRequest, CreateUserRequest, MintJwtRequest};
 use aims_server::admin::client::AdminClient;
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 
 use super::process::{https_target, median_run, pin_self, start_server};

@@ -11,12 +11,12 @@
 //! the same gateway call with a valid, cached token (one request's round trip, the floor of
 //! what "refused on the next call" can mean).
 
-use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use std::time::{Duration, Instant};
 
 use aims_core::SpiffeId;
 use aims_server::admin::api::MintJwtRequest;
 use aims_server::admin::client::AdminClient;
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 
 use super::oauth::form;

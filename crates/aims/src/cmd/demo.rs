@@ -9,7 +9,6 @@
 //! `--auto-approve`); the operator revokes agent B and its next call is refused; the audit
 //! trace of the task is printed and the log verified against its signed checkpoint.
 
-use aims_token::wire::{ACCESS_TOKEN_TYPE, CIBA_GRANT, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use aims_credentials::jose::{CompactJws, sha256_b64url};
 use aims_server::admin::api::{CreateClientRequest, CreateUserRequest};
 use aims_server::admin::client::AdminClient;
 use aims_store::{NewEntry, Selector};
+use aims_token::wire::{ACCESS_TOKEN_TYPE, CIBA_GRANT, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::{Value, json};
 
