@@ -51,6 +51,9 @@ struct Pending {
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Set by [`AuditLog::close`]: appends from then on fail at once, not only once the
+    /// writer has seen the signal.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -66,11 +69,21 @@ impl AuditLog {
         let (queue, rx) = mpsc::channel(QUEUE);
         let (closing, closed) = tokio::sync::watch::channel(false);
         let writer = tokio::spawn(write_loop(store, rx, closed));
-        (Arc::new(Self { queue, closing }), writer)
+        let closed = std::sync::atomic::AtomicBool::new(false);
+        (
+            Arc::new(Self {
+                queue,
+                closing,
+                closed,
+            }),
+            writer,
+        )
     }
 
     /// Stops the writer once what is queued is committed; later appends fail with `Closed`.
     pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self.closing.send(true);
     }
 
@@ -92,6 +105,9 @@ impl AuditLog {
         records: &[AuditRecord],
         reply: Option<oneshot::Sender<Result<Appended, AppendError>>>,
     ) -> Result<(), AppendError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(AppendError::Closed);
+        }
         let rows = records
             .iter()
             .map(|r| {

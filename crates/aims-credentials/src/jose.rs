@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::VerifyError;
 use crate::keys::{KeyError, PrivateKey, PublicKey, jws_alg_name};
 
+/// The WIT's explicit type (workload-creds-02 §3.1; media type application/wit+jwt).
+pub const WIT_TYP: &str = "wit+jwt";
+
 /// The largest compact JWS AIMS parses (16 KiB): every token it handles is far smaller, and a cap
 /// keeps hostile input from costing memory or time.
 pub const MAX_COMPACT_JWS_LEN: usize = 16 * 1024;

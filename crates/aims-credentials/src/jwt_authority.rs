@@ -19,7 +19,7 @@ impl JwtAuthorityUse {
     fn typ(self) -> &'static str {
         match self {
             JwtAuthorityUse::JwtSvid => "JWT",
-            JwtAuthorityUse::WitSvid => crate::wit::WIT_TYP,
+            JwtAuthorityUse::WitSvid => crate::jose::WIT_TYP,
         }
     }
 }

@@ -16,13 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::BundleSource;
 use crate::error::{IssueError, VerifyError};
 use crate::jose::{
-    ASYMMETRIC_ALGORITHMS, CompactJws, SPIFFE_JWT_ALGORITHMS, check_time, sha256_b64url,
+    ASYMMETRIC_ALGORITHMS, CompactJws, SPIFFE_JWT_ALGORITHMS, WIT_TYP, check_time, sha256_b64url,
 };
 use crate::jwt_authority::{JwtAuthority, new_kid};
 use crate::keys::{PublicKey, jws_alg_name};
-
-/// The WIT's explicit type (workload-creds-02 §3.1; media type application/wit+jwt).
-pub const WIT_TYP: &str = "wit+jwt";
 
 /// The HTTP header that carries a WIT (workload-creds-02 §3.3).
 pub const WIT_HEADER: &str = "workload-identity-token";

@@ -37,11 +37,11 @@ use aims_policy::Pdp;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 pub use settings::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind};
 
 use crate::proxy::{CompiledRoute, Gateway};
 use crate::server_client::ServerClient;
-use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 
 /// Why the gateway could not start or serve.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use aims_audit::AuditRecord;
 use aims_authn::layer::{WorkloadAuthConfig, authenticate};
 use aims_authn::transport::ConnectionInfo;
+use aims_authn::wpt::TXN_TOKEN_HEADER;
 use aims_core::{RequestTarget, SpiffeId};
 use aims_policy::{Action, Detail, Facts, Pdp, Principal, Query, Target, Verdict};
 use aims_token::TokenError;
@@ -22,6 +23,7 @@ use futures::TryStreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Limited;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::audit_sink::AuditSink;
 use crate::decision_cache::{self, DecisionCache};
@@ -30,10 +32,7 @@ use crate::server_client::{ServerClient, TxnSubject};
 use crate::settings::{Route, RouteKind};
 use crate::token_cache::{TokenCache, token_hash};
 use crate::trace;
-use tracing::Instrument as _;
 
-/// The header that carries a transaction token (txn-tokens-11 §10.1).
-pub const TXN_TOKEN_HEADER: &str = "txn-token";
 /// The largest upstream answer to `tools/list` that is read to filter it.
 const MAX_TOOL_LIST: usize = 4 << 20;
 

@@ -12,7 +12,7 @@ use opentelemetry::trace::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::proxy::TXN_TOKEN_HEADER;
+use aims_authn::wpt::TXN_TOKEN_HEADER;
 
 /// Where a request's trace comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use aims_people::pages::{self, render};
 use aims_people::{People, SignedIn};
 use aims_store::{CodeRow, CodeUse};
 use aims_token::ErrorCode;
+use aims_token::wire::{OFFLINE_ACCESS_SCOPE, OPENID_SCOPE};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +26,7 @@ use crate::client::KnownClient;
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::issue::{Binding, Grant, Issued, OFFLINE_ACCESS, TokenResponse, random_token};
+use crate::issue::{Binding, Grant, Issued, TokenResponse, random_token};
 use crate::rar;
 
 /// Where an authorization request waits for sign-in and consent.
@@ -40,8 +41,6 @@ const PAR_TTL: i64 = 60;
 const PENDING_TTL: i64 = 900;
 const PAR_FLOW: &str = "par";
 const PENDING_FLOW: &str = "authorization";
-/// The OpenID scope: an ID token comes with the access token.
-pub const OPENID: &str = "openid";
 
 /// A validated authorization request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -534,7 +533,11 @@ impl AuthorizationServer {
             authorization_details: r.authorization_details.clone(),
             may_act: None,
             not_after: None,
-            refresh: r.scopes.iter().any(|s| s == OFFLINE_ACCESS).then_some(None),
+            refresh: r
+                .scopes
+                .iter()
+                .any(|s| s == OFFLINE_ACCESS_SCOPE)
+                .then_some(None),
             approval: None,
         };
         let mut response = self.issue_access_token(client, g, binding, None).await?;
@@ -547,7 +550,7 @@ impl AuthorizationServer {
                 )
                 .await?;
         }
-        if r.scopes.iter().any(|s| s == OPENID) {
+        if r.scopes.iter().any(|s| s == OPENID_SCOPE) {
             response.id_token = Some(self.id_token(
                 &client.client_id,
                 &row.user_id,

@@ -13,6 +13,9 @@ use aims_credentials::jose::sha256_b64url;
 use aims_people::pages::{self, render};
 use aims_store::{CibaRow, CibaStatus, StoreError};
 use aims_token::ErrorCode;
+use aims_token::claims::{ID_TYP, IdClaims, verify_own};
+use aims_token::wire::CIBA_GRANT;
+use aims_token::wire::{OFFLINE_ACCESS_SCOPE, OPENID_SCOPE};
 use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -21,16 +24,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AuthorizationServer;
-use crate::authorize::{OPENID, describe_detail, oauth_error_page, page_user};
+use crate::authorize::{describe_detail, oauth_error_page, page_user};
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::fetch::{FetchError, Fetcher};
 use crate::form::Form;
-use crate::issue::{Binding, Grant, OFFLINE_ACCESS, TokenResponse, random_token};
+use crate::issue::{Binding, Grant, TokenResponse, random_token};
 use crate::policy::ApprovalDecision;
 use crate::rar;
-use aims_token::claims::{ID_TYP, IdClaims, verify_own};
-use aims_token::wire::CIBA_GRANT;
 
 /// The pending-approvals page.
 pub const APPROVALS_PATH: &str = "/approvals";
@@ -127,7 +128,7 @@ impl AuthorizationServer {
         }
         let scopes = form.scopes()?.unwrap_or_default();
         // CIBA Core §7.1: an OpenID request.
-        if !scopes.iter().any(|s| s == OPENID) {
+        if !scopes.iter().any(|s| s == OPENID_SCOPE) {
             return Err(OAuthError::invalid_scope("scope must include openid"));
         }
         Self::registered_scopes(client, &scopes)?;
@@ -339,7 +340,7 @@ impl AuthorizationServer {
             refresh: asked
                 .scopes
                 .iter()
-                .any(|s| s == OFFLINE_ACCESS)
+                .any(|s| s == OFFLINE_ACCESS_SCOPE)
                 .then_some(None),
             approval: Some(row.approval_id.clone()),
         };

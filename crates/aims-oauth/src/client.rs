@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use aims_core::SpiffeId;
 use aims_credentials::PublicKey;
 use aims_token::wire::CIBA_GRANT;
+use aims_token::wire::OPENID_SCOPE;
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 
@@ -237,7 +238,7 @@ impl ClientMetadata {
         let allowed: Vec<&str> = registered.split(' ').filter(|t| !t.is_empty()).collect();
         match scopes
             .iter()
-            .find(|s| *s != crate::authorize::OPENID && !allowed.contains(&s.as_str()))
+            .find(|s| *s != OPENID_SCOPE && !allowed.contains(&s.as_str()))
         {
             Some(s) => Err(OAuthError::invalid_scope(format!(
                 "client {client_id} is not registered for scope {s:?}"

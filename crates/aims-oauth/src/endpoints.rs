@@ -10,6 +10,8 @@ use std::sync::Arc;
 use aims_authn::transport::ConnectionInfo;
 use aims_credentials::jose::sha256_b64url;
 use aims_store::{ClientSource, OAuthClientRow, StoreError, TokenKind};
+use aims_token::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
+use aims_token::wire::{OFFLINE_ACCESS_SCOPE, OPENID_SCOPE};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,7 +26,6 @@ use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::form::Form;
 use crate::issue::{Binding, random_token};
-use aims_token::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
 
 /// Largest request body (form or JSON).
 const MAX_BODY: usize = 64 * 1024;
@@ -280,7 +281,7 @@ impl AuthorizationServer {
             "tls_client_certificate_bound_access_tokens": st.mtls_base.is_some(),
             "authorization_details_types_supported": [],
             "identity_chaining_requested_token_types_supported": [aims_token::wire::JWT_TOKEN_TYPE],
-            "scopes_supported": ["offline_access"],
+            "scopes_supported": [OFFLINE_ACCESS_SCOPE],
             // OpenID Discovery requires these; AIMS issues no ID tokens yet.
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
@@ -320,7 +321,7 @@ impl AuthorizationServer {
                 ("backchannel_user_code_parameter_supported", json!(false)),
                 (
                     "scopes_supported",
-                    json!([crate::authorize::OPENID, "offline_access"]),
+                    json!([OPENID_SCOPE, OFFLINE_ACCESS_SCOPE]),
                 ),
                 (
                     "claims_supported",

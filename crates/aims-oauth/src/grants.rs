@@ -18,6 +18,8 @@ use aims_credentials::jose::{
 };
 use aims_credentials::verify_jwt_svid;
 use aims_store::{RefreshUse, StoreError, TokenKind};
+use aims_token::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
+use aims_token::wire::OFFLINE_ACCESS_SCOPE;
 use aims_token::wire::{
     ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_BEARER_GRANT, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE,
     TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
@@ -30,10 +32,9 @@ use crate::audience;
 use crate::client_auth::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::form::Form;
-use crate::issue::{Binding, Grant, OFFLINE_ACCESS, TokenResponse};
+use crate::issue::{Binding, Grant, TokenResponse};
 use crate::rar;
 use crate::signing::sign_token;
-use aims_token::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
 
 /// `typ`s of a JWT authorization grant from a trusted issuer (ours is `JWT`; ID-JAG's).
 const GRANT_TYPS: &[&str] = &[GRANT_TYP, "oauth-id-jag+jwt"];
@@ -158,7 +159,11 @@ fn narrowed_scopes(
         (Some(r), None) => Ok(r),
         // Inherited, not asked for: offline_access is never inherited (a refresh family is
         // the grant's to open, not an exchange's).
-        (None, Some(h)) => Ok(h.iter().filter(|s| *s != OFFLINE_ACCESS).cloned().collect()),
+        (None, Some(h)) => Ok(h
+            .iter()
+            .filter(|s| *s != OFFLINE_ACCESS_SCOPE)
+            .cloned()
+            .collect()),
         (None, None) => Ok(Vec::new()),
     }
 }

@@ -5,6 +5,8 @@
 
 use aims_credentials::jose::{Audience, sha256_b64url};
 use aims_store::{TokenKind, TokenRecord};
+use aims_token::claims::{AT_TYP, AccessClaims, Actor, Confirmation, ID_TYP, IdClaims};
+use aims_token::wire::OFFLINE_ACCESS_SCOPE;
 use serde::Serialize;
 
 use crate::AuthorizationServer;
@@ -13,10 +15,6 @@ use crate::error::OAuthError;
 use crate::policy::{AccessRequest, Decision, DenyKind};
 use crate::settings::TokenFormat;
 use crate::signing::sign_token;
-use aims_token::claims::{AT_TYP, AccessClaims, Actor, Confirmation, ID_TYP, IdClaims};
-
-/// The scope that asks for a refresh token.
-pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Debug, Clone, Serialize)]
@@ -161,14 +159,14 @@ impl AuthorizationServer {
         // `offline_access` is granted only where the grant says a refresh family may exist;
         // elsewhere (a JWT-SVID, an ID token, a trusted issuer's grant) the subject's
         // authorization is the presented token's, and must not outlive it.
-        if g.refresh.is_none() && g.scopes.iter().any(|s| s == OFFLINE_ACCESS) {
+        if g.refresh.is_none() && g.scopes.iter().any(|s| s == OFFLINE_ACCESS_SCOPE) {
             return Err(OAuthError::invalid_scope(format!(
                 "offline_access: a {} grant issues no refresh token",
                 g.grant_type
             )));
         }
         let wants_refresh = g.refresh.is_some();
-        g.scopes.retain(|s| s != OFFLINE_ACCESS);
+        g.scopes.retain(|s| s != OFFLINE_ACCESS_SCOPE);
         if g.audience.is_empty() {
             return Err(OAuthError::invalid_target(
                 "name the resource the token is for (resource, RFC 8707)",

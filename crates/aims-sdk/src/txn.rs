@@ -2,10 +2,8 @@
 //! workload that received a `Txn-Token` forwards it, unchanged, on the calls it makes for the
 //! same request, so every hop sees the same transaction (and the audit log one task id).
 
+pub use aims_authn::wpt::TXN_TOKEN_HEADER;
 use http::HeaderMap;
-
-/// The header that carries a transaction token.
-pub const TXN_TOKEN_HEADER: &str = "txn-token";
 
 /// The transaction token an incoming request carried, if one.
 pub fn incoming(headers: &HeaderMap) -> Option<&str> {

@@ -25,6 +25,11 @@ pub const PAR_PATH: &str = "/oauth2/par";
 /// The CIBA backchannel authentication endpoint (CIBA Core §7).
 pub const BACKCHANNEL_PATH: &str = "/oauth2/bc-authorize";
 
+/// The scope that makes a request an OpenID Connect one (OpenID Connect Core §3.1.2.1).
+pub const OPENID_SCOPE: &str = "openid";
+/// The scope that asks for a refresh token (OpenID Connect Core §11).
+pub const OFFLINE_ACCESS_SCOPE: &str = "offline_access";
+
 /// `client_assertion_type` of a JWT-SVID (draft-ietf-oauth-spiffe-client-auth §3).
 pub const JWT_SPIFFE_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 /// `client_assertion_type` of a JWT (RFC 7523 §2.2).

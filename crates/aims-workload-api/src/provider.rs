@@ -4,24 +4,11 @@ use std::sync::Arc;
 
 use aims_core::{SpiffeId, TrustDomain};
 use aims_credentials::{PrivateKey, TrustBundle};
+pub use aims_peer::PeerCredentials;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tonic::Status;
 use zeroize::Zeroizing;
-
-/// The kernel's view of the process on the other end of the socket (SO_PEERCRED), and that
-/// process as it was when the connection was accepted.
-#[derive(Debug, Clone)]
-pub struct PeerCredentials {
-    /// The peer's process id, when the kernel can map it into our PID namespace.
-    pub pid: Option<i32>,
-    /// The peer's user id.
-    pub uid: u32,
-    /// The peer's group id.
-    pub gid: u32,
-    /// The process pinned at accept (`None`: no PID, or the process was already gone).
-    pub pin: Option<Arc<crate::peer::ProcessPin>>,
-}
 
 /// One X509-SVID a caller is entitled to, with its private key.
 #[derive(Clone)]

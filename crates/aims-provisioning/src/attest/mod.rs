@@ -9,8 +9,8 @@ pub mod unix;
 
 use std::collections::BTreeSet;
 
+use aims_peer::PeerCredentials;
 use aims_store::Selector;
-use aims_workload_api::PeerCredentials;
 
 /// Why attestation failed. The Workload API answers every attestation failure with a bare
 /// `PermissionDenied`: the caller learns nothing about why.

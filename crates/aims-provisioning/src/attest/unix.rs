@@ -9,7 +9,7 @@
 //! PID reuse and `exec`: the kernel records the peer's PID at `connect()`. If that process exits
 //! and the PID is reused, `/proc/<pid>` describes a stranger; if it `exec`s another program, its
 //! fork children still hold the socket. The Workload API pins the caller as the connection is
-//! accepted ([`aims_workload_api::peer::ProcessPin`]: a pidfd, the start time, the executable's
+//! accepted ([`aims_peer::ProcessPin`]: a pidfd, the start time, the executable's
 //! device and inode). The attestor requires the same start time before and after gathering
 //! evidence, the same executable as at accept, the pinned process still alive afterwards, and
 //! the process's real and effective uid and gid in `/proc/<pid>/status` equal to the peer
@@ -27,9 +27,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use aims_peer::PeerCredentials;
+use aims_peer::{ProcessPin, executable_of, process_start_time};
 use aims_store::Selector;
-use aims_workload_api::PeerCredentials;
-use aims_workload_api::peer::{ProcessPin, executable_of, process_start_time};
 
 use super::{AttestError, WorkloadAttestor};
 
@@ -271,8 +271,7 @@ mod tests {
                 .spawn()
                 .unwrap();
             let (stream, _) = listener.accept().await.unwrap();
-            let peer =
-                aims_workload_api::peer::peer_of(&stream, std::path::Path::new("/proc")).unwrap();
+            let peer = aims_peer::peer_of(&stream, std::path::Path::new("/proc")).unwrap();
             let a = UnixAttestor::new();
             // As it connected: attested as python.
             let before = a.attest(&peer).unwrap();
