@@ -1,7 +1,8 @@
 //! # aims-audit
 //!
-//! The AIMS audit log (AIMS §11, MO-1, MO-6…MO-8, MO-11): every decision (of the PDP:
-//! [`AuditRecord::decision`]), issuance and remediation as an [`AuditRecord`], appended to the
+//! The AIMS audit log (AIMS §11, MO-1, MO-6…MO-8, MO-11): every decision, issuance and
+//! remediation as an [`AuditRecord`] of plain fields (the log knows no policy types; the PDP's
+//! verdicts become records in `aims-policy`), appended to the
 //! store in order and durably — an append returns only after its transaction committed, and
 //! concurrent appends share one commit (group commit). Each record is an RFC 9162 Merkle tree
 //! leaf: a [`Checkpointer`] hashes new records into stored subtrees and signs C2SP

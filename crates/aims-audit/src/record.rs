@@ -1,6 +1,5 @@
 //! An audit record: the MO-8 fields, and the policy version that decided.
 
-use aims_policy::{Principal, Query, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// What a record is about.
@@ -79,34 +78,6 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The record of a policy decision (AIMS MO-8) on `resource` at `time_ms`: who, for whom,
-    /// through which chain, what, the outcome and why, posture, risk, approval and the policy
-    /// version. Source and correlation id are the recorder's to set.
-    pub fn decision(query: &Query, verdict: &Verdict, resource: String, time_ms: i64) -> Self {
-        let mut r = Self::new(RecordKind::Decision, query.action.as_str(), time_ms);
-        r.agent = Some(query.principal.id().to_owned());
-        r.delegated_subject = query.facts.delegated_subject.clone();
-        r.chain = query.facts.chain.clone();
-        r.resource = Some(resource);
-        r.decision = Some(if verdict.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        });
-        r.reason = Some(if verdict.errors.is_empty() {
-            verdict.policies.join(",")
-        } else {
-            verdict.errors.join("; ")
-        });
-        if let Principal::Agent { posture, .. } = &query.principal {
-            r.posture = Some(posture.clone());
-        }
-        r.risk = query.facts.risk.clone();
-        r.approval = query.facts.approval.clone();
-        r.policy_version = Some(verdict.policy_version);
-        r
-    }
-
     /// A record of `kind` for `action` at `time_ms`, every other field empty.
     pub fn new(kind: RecordKind, action: impl Into<String>, time_ms: i64) -> Self {
         Self {

@@ -12,7 +12,6 @@
 
 pub mod audit_sink;
 pub mod decision_cache;
-pub mod demo_tool;
 pub mod identity;
 pub mod mcp;
 pub mod proxy;

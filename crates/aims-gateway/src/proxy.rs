@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use aims_audit::AuditRecord;
 use aims_authn::layer::{WorkloadAuthConfig, authenticate};
 use aims_authn::transport::ConnectionInfo;
 use aims_authn::wpt::TXN_TOKEN_HEADER;
@@ -102,31 +101,31 @@ impl CompiledRoute {
 /// The gateway's shared state.
 pub struct Gateway {
     /// Routes, longest prefix first.
-    pub routes: Vec<CompiledRoute>,
+    pub(crate) routes: Vec<CompiledRoute>,
     /// The URL clients use.
-    pub public_url: String,
+    pub(crate) public_url: String,
     /// The AIMS server.
-    pub server: Arc<ServerClient>,
+    pub(crate) server: Arc<ServerClient>,
     /// The decision point (policy synced from the server).
-    pub pdp: Arc<Pdp>,
+    pub(crate) pdp: Arc<Pdp>,
     /// Decision records.
-    pub audit: Arc<AuditSink>,
+    pub(crate) audit: Arc<AuditSink>,
     /// Upstream client.
-    pub upstream: reqwest::Client,
+    pub(crate) upstream: reqwest::Client,
     /// DPoP proofs.
-    pub dpop: DpopVerifier,
+    pub(crate) dpop: DpopVerifier,
     /// WPT, HTTP signatures and mTLS.
-    pub workload_auth: WorkloadAuthConfig,
+    pub(crate) workload_auth: WorkloadAuthConfig,
     /// Validated tokens.
-    pub tokens: TokenCache,
+    pub(crate) tokens: TokenCache,
     /// Recent decisions.
-    pub decisions: DecisionCache,
+    pub(crate) decisions: DecisionCache,
     /// The largest JSON-RPC body read.
-    pub max_json_body: usize,
+    pub(crate) max_json_body: usize,
     /// The largest body forwarded.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// The gateway's SPIFFE ID (the audit source is set by the server from its SVID).
-    pub spiffe_id: Option<SpiffeId>,
+    pub(crate) spiffe_id: Option<SpiffeId>,
 }
 
 /// Who called, as established.
@@ -186,6 +185,16 @@ pub enum Revoked {
 }
 
 impl Gateway {
+    /// Its routes, longest prefix first.
+    pub fn routes(&self) -> &[CompiledRoute] {
+        &self.routes
+    }
+
+    /// Its SPIFFE ID.
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        self.spiffe_id.as_ref()
+    }
+
     /// Drops the validated tokens a revocation names, and every cached decision, at once: the
     /// next request is checked with the AS and decided again. Returns how many tokens were
     /// dropped.
@@ -628,9 +637,8 @@ async fn serve(
             }
         }
     }
-    let mut record = AuditRecord::decision(
+    let mut record = verdict.audit_record(
         &query,
-        &verdict,
         resource_name,
         aims_core::unix_millis(std::time::SystemTime::now()),
     );

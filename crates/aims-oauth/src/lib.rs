@@ -17,22 +17,22 @@
 //!   shared with the gateway. [`rar`]: authorization details narrowing.
 #![forbid(unsafe_code)]
 
-pub mod audience;
-pub mod authorize;
-pub mod ciba;
-pub mod cimd;
-pub mod client;
-pub mod client_auth;
-pub mod endpoints;
-pub mod error;
-pub mod form;
-pub mod grants;
-pub mod issue;
+mod audience;
+mod authorize;
+mod ciba;
+mod cimd;
+mod client;
+mod client_auth;
+mod endpoints;
+mod error;
+mod form;
+mod grants;
+mod issue;
 pub mod policy;
-pub mod rar;
-pub mod settings;
-pub mod signing;
-pub mod trusted;
+mod rar;
+mod settings;
+mod signing;
+mod trusted;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +45,11 @@ use aims_token::dpop::DpopVerifier;
 use aims_token::keys::TokenKeys;
 
 pub use aims_outbound::{FetchSettings, fetch};
+pub use ciba::{APPROVALS_PATH, ApprovalNotice, Notifier};
+pub use endpoints::{people_router, router};
 pub use error::OAuthError;
 pub use settings::{AsSettings, ResourceServer, TokenFormat, TrustedIssuer};
+pub use signing::sign_token;
 
 /// The authorization server.
 pub struct AuthorizationServer {

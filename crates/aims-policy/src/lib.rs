@@ -12,6 +12,7 @@ mod error;
 pub mod pdp;
 pub mod policy_set;
 pub mod query;
+mod record;
 mod schema;
 
 pub use error::PolicyError;

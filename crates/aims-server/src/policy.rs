@@ -254,9 +254,8 @@ impl PolicyDecisionPoint for TokenPolicy {
                 facts: facts.clone(),
             };
             let verdict = self.pdp.decide(&query);
-            let mut record = AuditRecord::decision(
+            let mut record = verdict.audit_record(
                 &query,
-                &verdict,
                 audience.clone(),
                 aims_core::unix_millis(self.clock.now()),
             );

@@ -314,10 +314,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         listener,
         Arc::new(tls),
         bundle_endpoint::router(issuer.clone())
-            .merge(aims_oauth::endpoints::router(authorization_server.clone()))
-            .merge(aims_oauth::endpoints::people_router(
-                authorization_server.clone(),
-            ))
+            .merge(aims_oauth::router(authorization_server.clone()))
+            .merge(aims_oauth::people_router(authorization_server.clone()))
             .merge(crate::console::router(crate::console::Console {
                 people: people.clone(),
                 policy: policy.clone(),
@@ -336,7 +334,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     tasks.push(tokio::spawn(serve_tls(
         mtls_listener,
         Arc::new(mtls_tls),
-        aims_oauth::endpoints::router(authorization_server.clone())
+        aims_oauth::router(authorization_server.clone())
             .merge(crate::policy::router(
                 policy.clone(),
                 settings.trust_domain.clone(),

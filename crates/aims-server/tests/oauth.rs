@@ -1635,7 +1635,7 @@ async fn identity_chaining_across_two_trust_domains() {
                 c[k] = v.clone();
             }
         }
-        aims_oauth::signing::sign_token(a.server.issuer.as_ref(), typ, &c).unwrap()
+        aims_oauth::sign_token(a.server.issuer.as_ref(), typ, &c).unwrap()
     };
     for (why, grant, want) in [
         (

@@ -3,10 +3,10 @@
 
 mod cmd;
 mod config;
+mod demo_tool;
 mod telemetry;
 mod up_file;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -82,16 +82,10 @@ enum Command {
     Policy(cmd::policy::PolicyCommand),
     /// Check that the server on a data directory answers.
     Health(cmd::AdminArgs),
-}
-
-/// Where a CLI command finds the admin socket.
-pub fn admin_socket(data_dir: Option<&PathBuf>, explicit: Option<&PathBuf>) -> PathBuf {
-    explicit.cloned().unwrap_or_else(|| {
-        data_dir
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR))
-            .join("admin.sock")
-    })
+    /// Run the demo tool `aims up` puts behind its gateway, standalone: an HTTP API at
+    /// `/weather` and an MCP server (streamable HTTP, on the `rmcp` SDK) at `/mcp` with `echo`,
+    /// `read_file` and `delete_file`.
+    DemoTool(demo_tool::DemoToolArgs),
 }
 
 /// Logs to stderr (text or JSON) and, with an OTLP endpoint, spans to OpenTelemetry; returns
@@ -198,6 +192,7 @@ fn main() -> ExitCode {
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,
             Command::Health(a) => cmd::health(a).await,
+            Command::DemoTool(a) => demo_tool::run(a).await,
         };
         if let Some(t) = traces {
             // What is queued goes out before the process ends.

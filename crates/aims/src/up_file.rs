@@ -140,7 +140,7 @@ impl UpFile {
                 approvals: format!(
                     "{}{}",
                     server.authorization_server.settings.issuer,
-                    aims_oauth::ciba::APPROVALS_PATH
+                    aims_oauth::APPROVALS_PATH
                 ),
             },
             agent: agent.map(|a| AgentEndpoints {
@@ -166,11 +166,11 @@ impl UpFile {
     ) -> Self {
         self.gateway = Some(GatewayEndpoints {
             url: gateway.public_url.clone(),
-            spiffe_id: gateway.gateway.spiffe_id.as_ref().map(|id| id.to_string()),
+            spiffe_id: gateway.gateway.spiffe_id().map(|id| id.to_string()),
             demo_tool,
             routes: gateway
                 .gateway
-                .routes
+                .routes()
                 .iter()
                 .map(|r| RouteEndpoints {
                     name: r.route.name.clone(),

@@ -158,7 +158,7 @@ impl As {
 
     /// Signs an access token with the server's own key (for states no grant produces).
     pub fn forge(&self, claims: &AccessClaims) -> String {
-        aims_oauth::signing::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
+        aims_oauth::sign_token(self.server.issuer.as_ref(), AT_TYP, claims).unwrap()
     }
 
     pub fn now(&self) -> i64 {

@@ -36,7 +36,7 @@ pub struct AdminArgs {
 impl AdminArgs {
     /// A client for the admin socket.
     pub fn client(&self) -> AdminClient {
-        AdminClient::new(crate::admin_socket(
+        AdminClient::new(crate::config::admin_socket(
             self.data_dir.as_ref(),
             self.admin_socket.as_ref(),
         ))

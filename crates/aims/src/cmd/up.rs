@@ -122,11 +122,9 @@ async fn start_gateway(
             .gateway
             .demo_tool_listen
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        let (addr, _task) = aims_gateway::demo_tool::serve(listen, shutdown.clone()).await?;
+        let (addr, _task) = crate::demo_tool::serve(listen, shutdown.clone()).await?;
         let upstream = format!("http://{addr}");
-        settings
-            .routes
-            .extend(aims_gateway::demo_tool::routes(&upstream));
+        settings.routes.extend(crate::demo_tool::routes(&upstream));
         demo = Some(upstream);
     }
     // The issuer's host, the gateway's port: names the server certificate covers.
@@ -146,7 +144,7 @@ fn register_routes(
 ) -> anyhow::Result<()> {
     let gateway_id = td.id_with_path(GATEWAY_PATH)?.to_string();
     let resources = &server.authorization_server.resources;
-    for r in &gateway.gateway.routes {
+    for r in gateway.gateway.routes() {
         let upstream: Vec<String> = r.route.exchange_audience.iter().cloned().collect();
         for u in &upstream {
             resources.register(aims_oauth::ResourceServer::new(u.clone()));

@@ -692,6 +692,16 @@ pub fn server_settings(
     Ok(s)
 }
 
+/// Where a CLI command finds the admin socket.
+pub fn admin_socket(data_dir: Option<&PathBuf>, explicit: Option<&PathBuf>) -> PathBuf {
+    explicit.cloned().unwrap_or_else(|| {
+        data_dir
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+            .join("admin.sock")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::GatewayError;
+use aims_gateway::{Route, RouteKind};
+use anyhow::Context as _;
 
 #[derive(Debug, serde::Deserialize)]
 struct WeatherQuery {
@@ -98,7 +99,7 @@ impl ServerHandler for DemoMcp {
 pub async fn serve(
     listen: SocketAddr,
     shutdown: CancellationToken,
-) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let mcp: StreamableHttpService<DemoMcp, LocalSessionManager> = StreamableHttpService::new(
         || Ok(DemoMcp::new()),
         Default::default(),
@@ -112,10 +113,8 @@ pub async fn serve(
         .nest_service("/mcp", mcp);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(GatewayError::io(format!("demo tool: listen on {listen}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(GatewayError::io("demo tool: local address"))?;
+        .with_context(|| format!("demo tool: listen on {listen}"))?;
+    let addr = listener.local_addr().context("demo tool: local address")?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
@@ -128,27 +127,27 @@ pub async fn serve(
 /// The routes that put the demo tool served at `upstream` (`http://HOST:PORT`) behind a
 /// gateway: `/weather` needs scope `weather.read`; the MCP server at `/mcp` needs `mcp`, and
 /// `read_file` and `delete_file` need `files.read` and `files.delete` too.
-pub fn routes(upstream: &str) -> Vec<crate::Route> {
+pub fn routes(upstream: &str) -> Vec<Route> {
     let scopes = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     vec![
-        crate::Route {
+        Route {
             name: "weather".into(),
             path_prefix: "/weather".into(),
             upstream: upstream.to_owned(),
             strip_prefix: false,
-            kind: crate::RouteKind::Http,
+            kind: RouteKind::Http,
             resource: None,
             required_scopes: scopes(&["weather.read"]),
             tool_scopes: Default::default(),
             transaction_tokens: true,
             exchange_audience: None,
         },
-        crate::Route {
+        Route {
             name: "demo-mcp".into(),
             path_prefix: "/mcp".into(),
             upstream: upstream.to_owned(),
             strip_prefix: false,
-            kind: crate::RouteKind::Mcp,
+            kind: RouteKind::Mcp,
             resource: None,
             required_scopes: scopes(&["mcp"]),
             tool_scopes: [
@@ -161,4 +160,34 @@ pub fn routes(upstream: &str) -> Vec<crate::Route> {
             exchange_audience: None,
         },
     ]
+}
+
+/// `aims demo-tool`.
+#[derive(Debug, clap::Args)]
+pub struct DemoToolArgs {
+    /// Where to listen (plain HTTP: put it behind a gateway on loopback).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+}
+
+/// Serves the demo tool until Ctrl-C. Route to it from a gateway (`aims.toml`):
+///
+/// ```toml
+/// [[gateway.route]]
+/// name = "my-mcp"
+/// path_prefix = "/mcp"
+/// upstream = "http://127.0.0.1:9000"
+/// kind = "mcp"
+/// required_scopes = ["mcp"]
+/// ```
+pub async fn run(args: DemoToolArgs) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let (addr, task) = serve(args.listen, stop.clone()).await?;
+    tracing::info!(%addr, "demo tool: MCP at /mcp, HTTP API at /weather; Ctrl-C stops it");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    stop.cancel();
+    task.await.context("demo tool")?;
+    Ok(())
 }
