@@ -13,6 +13,8 @@
 pub mod api;
 mod checkpoint;
 mod export;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(feature = "store")]
 mod log;
 pub mod merkle;

@@ -15,6 +15,7 @@
 //!   ([`client`]).
 #![forbid(unsafe_code)]
 
+pub mod caller;
 pub mod client;
 pub mod error;
 pub mod httpsig;

@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::audit_api::LogView;
 use crate::policy::PolicyService;
+use aims_audit::http::LogView;
 
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";

@@ -40,6 +40,16 @@ pub enum ServerError {
     Audit(#[from] aims_audit::AppendError),
 }
 
+impl From<aims_signals::remediation::RemediationError> for ServerError {
+    fn from(e: aims_signals::remediation::RemediationError) -> Self {
+        use aims_signals::remediation::RemediationError;
+        match e {
+            RemediationError::Store(e) => Self::Store(e),
+            RemediationError::Audit(e) => Self::Audit(e),
+        }
+    }
+}
+
 impl ServerError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         ServerError::Io {

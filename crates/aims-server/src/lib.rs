@@ -8,21 +8,16 @@
 
 pub mod admin;
 pub mod agent_api;
-pub mod audit_api;
 pub mod bundle_endpoint;
 pub mod changes;
 pub mod console;
 pub mod error;
 pub mod federation;
 pub mod issuer;
-mod peer;
 pub mod policy;
-pub mod remediation;
 pub mod server;
 pub mod server_svid;
 pub mod settings;
-pub mod signals_api;
-pub mod signals_in;
 pub mod tls;
 
 pub use error::ServerError;

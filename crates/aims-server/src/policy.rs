@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ServerError;
-use crate::peer::{Refusal, require_workload};
+use aims_authn::caller::{Refusal, require_workload};
 
 const MAX_BODY: usize = 256 * 1024;
 

@@ -250,7 +250,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     as_settings.trust_domain = settings.trust_domain.clone();
     let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
     let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
-    let log_view = crate::audit_api::LogView {
+    let log_view = aims_audit::http::LogView {
         store: issuer.store().clone(),
         vkey: log_signer.vkey(),
     };
@@ -289,27 +289,30 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             issuer.store().clone(),
             as_issuer.clone(),
             mtls_base.clone(),
-            Arc::new(crate::signals_api::AsSigner(issuer.clone())),
+            Arc::new(aims_signals::http::AsSigner(issuer.clone())),
             // Receivers' push endpoints are guarded like the URLs clients name.
             &settings.oauth.fetch,
         )
         .map_err(|e| ServerError::Config(format!("signals: {e}")))?,
     );
-    let remediation = Arc::new(crate::remediation::Remediation::new(
+    let remediation = Arc::new(aims_signals::remediation::Remediation::new(
         issuer.store().clone(),
         audit.clone(),
         signals.clone(),
         crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
         settings.clock.clone(),
     ));
-    let intake = Arc::new(crate::signals_in::SignalIntake::new(
-        &settings.signal_sources,
-        as_issuer.clone(),
-        remediation.clone(),
-        signals.clone(),
-        issuer.store().clone(),
-        settings.clock.clone(),
-    )?);
+    let intake = Arc::new(
+        aims_signals::intake::SignalIntake::new(
+            &settings.signal_sources,
+            as_issuer.clone(),
+            remediation.clone(),
+            signals.clone(),
+            issuer.store().clone(),
+            settings.clock.clone(),
+        )
+        .map_err(|e| ServerError::Config(format!("signal source: {e}")))?,
+    );
     let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
@@ -321,11 +324,11 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 policy: policy.clone(),
                 log: log_view.clone(),
             }))
-            .merge(crate::signals_api::metadata_router(
+            .merge(aims_signals::http::metadata_router(
                 as_issuer,
                 mtls_base.clone(),
             ))
-            .merge(crate::signals_in::router(intake)),
+            .merge(aims_signals::intake::router(intake)),
         shutdown.clone(),
     ))];
     tasks.push(tokio::spawn(signals.clone().run_push(shutdown.clone())));
@@ -340,13 +343,13 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 settings.trust_domain.clone(),
                 mtls_base,
             ))
-            .merge(crate::audit_api::router(
+            .merge(aims_audit::http::router(
                 audit.clone(),
                 log_view.clone(),
                 settings.trust_domain.clone(),
                 settings.audit_writers.clone(),
             ))
-            .merge(crate::signals_api::router(
+            .merge(aims_signals::http::router(
                 signals.clone(),
                 settings.trust_domain.clone(),
             )),

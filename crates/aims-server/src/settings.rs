@@ -56,7 +56,7 @@ pub struct ServerSettings {
     pub federation: Vec<crate::federation::Federation>,
     /// Transmitters whose Shared Signals this server receives and acts on (RFC 8935 push to
     /// `/ssf/v1/receive`).
-    pub signal_sources: Vec<crate::signals_in::SignalSource>,
+    pub signal_sources: Vec<aims_signals::intake::SignalSource>,
     /// The workloads that may append to the audit log: SPIFFE IDs, each also naming the IDs
     /// under its path (enforcement points) [default: `/aims/gateway` and `/gateway/…` of the
     /// trust domain].

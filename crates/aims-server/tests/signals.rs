@@ -449,7 +449,7 @@ async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
     })
     .await;
     let audience = "spiffe://partner.org/receiver/example";
-    let source = aims_server::signals_in::SignalSource {
+    let source = aims_signals::intake::SignalSource {
         issuer: partner.issuer.clone(),
         jwks_uri: format!("{}/oauth2/jwks", partner.issuer),
         audience: Some(audience.into()),

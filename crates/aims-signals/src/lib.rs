@@ -8,7 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod intake;
 mod receiver;
+#[cfg(feature = "remediation")]
+pub mod remediation;
 mod set;
 pub mod stream;
 mod subject;

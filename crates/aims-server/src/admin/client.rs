@@ -150,7 +150,7 @@ impl AdminClient {
         &self,
         principal: &str,
         cause: &str,
-    ) -> Result<crate::remediation::Remediated, AdminError> {
+    ) -> Result<aims_signals::remediation::Remediated, AdminError> {
         let req = super::api::RemediationRequest {
             principal: principal.into(),
             cause: cause.into(),

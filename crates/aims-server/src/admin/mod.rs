@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::{Issuer, X509Lifetime};
-use crate::remediation::Initiator;
 use crate::server_svid::server_spiffe_id;
+use aims_signals::remediation::Initiator;
 use api::{
     AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, CreateUserRequest,
     ErrorBody, HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse,
@@ -124,6 +124,12 @@ impl From<aims_people::PeopleError> for ApiError {
     }
 }
 
+impl From<aims_signals::remediation::RemediationError> for ApiError {
+    fn from(e: aims_signals::remediation::RemediationError) -> Self {
+        ServerError::from(e).into()
+    }
+}
+
 impl From<ServerError> for ApiError {
     fn from(e: ServerError) -> Self {
         match e {
@@ -188,9 +194,9 @@ pub struct AdminState {
     /// The policy service.
     pub policy: Arc<crate::policy::PolicyService>,
     /// The audit log's readable side.
-    pub log: crate::audit_api::LogView,
+    pub log: aims_audit::http::LogView,
     /// Revocations.
-    pub remediation: Arc<crate::remediation::Remediation>,
+    pub remediation: Arc<aims_signals::remediation::Remediation>,
     /// Users.
     pub people: Arc<aims_people::People>,
 }

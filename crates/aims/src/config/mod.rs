@@ -97,7 +97,7 @@ pub struct ServerSection {
     /// `[[server.signal_source]]`: transmitters whose Shared Signals (pushed to
     /// `/ssf/v1/receive`) the server acts on.
     #[serde(default)]
-    pub signal_source: Vec<aims_server::signals_in::SignalSource>,
+    pub signal_source: Vec<aims_signals::intake::SignalSource>,
     /// SPIFFE IDs (with the IDs under their paths) that may append to the audit log
     /// [default: `/aims/gateway` and `/gateway/…` of the trust domain].
     pub audit_writers: Option<Vec<String>>,

@@ -1,14 +1,15 @@
-//! Callers of the mutual-TLS listener's workload endpoints (AuthZEN, policy feed, audit
-//! appends): workloads of this trust domain, authenticated by their X509-SVIDs.
+//! Callers of a mutual-TLS listener's workload endpoints (AuthZEN, the policy feed, audit
+//! appends, SSF streams): workloads of this trust domain, authenticated by their X509-SVIDs.
+//! Each component's HTTP surface checks its callers with this one rule.
 
-use aims_authn::transport::ConnectionInfo;
+use crate::transport::ConnectionInfo;
 use aims_core::{SpiffeId, TrustDomain};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// A refused call: a status and a message string (AuthZEN §10.1.2); a 401 carries
 /// `WWW-Authenticate` (AuthZEN §11.3).
-pub(crate) struct Refusal(pub StatusCode, pub String);
+pub struct Refusal(pub StatusCode, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -24,7 +25,7 @@ impl IntoResponse for Refusal {
 }
 
 /// The caller's SPIFFE ID, if it is a workload of `trust_domain`.
-pub(crate) fn require_workload(
+pub fn require_workload(
     trust_domain: &TrustDomain,
     conn: Option<&ConnectionInfo>,
 ) -> Result<SpiffeId, Refusal> {

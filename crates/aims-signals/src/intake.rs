@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use aims_credentials::PublicKey;
 use aims_credentials::jose::CompactJws;
-use aims_oauth::fetch::{FetchSettings, Fetcher};
-use aims_signals::event::{self, Effect};
-use aims_signals::{SET_MEDIA_TYPE, SecEvent, SetError, Transmitter, verify_set};
+use aims_outbound::{FetchError, FetchSettings, Fetcher};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +20,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::ServerError;
+use crate::event::{self, Effect};
 use crate::remediation::{Initiator, Remediation};
+use crate::{SET_MEDIA_TYPE, SecEvent, SetError, Transmitter, verify_set};
 
 /// Where transmitters push SETs (RFC 8935).
 pub const RECEIVE_PATH: &str = "/ssf/v1/receive";
@@ -81,21 +80,20 @@ impl SignalIntake {
         signals: Arc<Transmitter>,
         store: aims_store::Store,
         clock: aims_core::SharedClock,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, FetchError> {
         let sources = sources
             .iter()
             .map(|c| {
                 let fetcher = Fetcher::new(&FetchSettings {
                     ca_file: c.ca_file.clone(),
                     allow_private_networks: c.allow_private_networks,
-                })
-                .map_err(|e| ServerError::Config(format!("signal source {}: {e}", c.issuer)))?;
+                })?;
                 Ok(Source {
                     config: c.clone(),
                     fetcher,
                 })
             })
-            .collect::<Result<_, ServerError>>()?;
+            .collect::<Result<_, FetchError>>()?;
         Ok(Self {
             sources,
             our_issuer,

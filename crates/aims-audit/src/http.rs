@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use aims_audit::{AuditLog, AuditRecord, TreeError, TreeReader};
-use aims_authn::transport::ConnectionInfo;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use aims_authn::caller::{Refusal, require_workload};
+use aims_authn::transport::ConnectionInfo;
 use aims_core::{SpiffeId, TrustDomain};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
@@ -22,11 +22,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use aims_audit::api::{
+use crate::api::{
     CHECKPOINT_PATH, CONSISTENCY_PATH, INCLUSION_PATH, MAX_RECORDS, RECORDS_PATH, VKEY_PATH,
 };
-
-use crate::peer::{Refusal, require_workload};
+use crate::{AuditLog, AuditRecord, TreeError, TreeReader};
 
 const MAX_BODY: usize = 2 << 20;
 /// Appends of one writer in the log's queue at once: a busy (or hostile) writer waits for its
@@ -104,7 +103,7 @@ impl AuditState {
 }
 
 /// The append, checkpoint and proof endpoints; `writers` may append (see
-/// [`crate::ServerSettings::audit_writers`]).
+/// the server's `audit_writers` setting).
 pub fn router(
     log: Arc<AuditLog>,
     view: LogView,

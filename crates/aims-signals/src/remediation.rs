@@ -10,12 +10,22 @@ use std::sync::Arc;
 
 use aims_audit::{AuditLog, AuditRecord, RecordKind};
 use aims_core::Clock;
-use aims_signals::{SubjectId, Transmitter, event};
-use aims_store::{EntryUpdate, RegistrationEntry, Revocation, Store};
+use aims_store::{EntryUpdate, RegistrationEntry, Revocation, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::ServerError;
+use crate::{SubjectId, Transmitter, event};
+
+/// Why a remediation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RemediationError {
+    /// The store failed (or the principal or entry is unknown).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log did not take the record: the act is not acknowledged without its trail.
+    #[error(transparent)]
+    Audit(#[from] aims_audit::AppendError),
+}
 
 /// What a revocation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +108,7 @@ impl Remediation {
         principal: &str,
         cause: &str,
         initiator: &str,
-    ) -> Result<u64, ServerError> {
+    ) -> Result<u64, RemediationError> {
         self.record_on(action, principal, None, cause, initiator)
             .await
     }
@@ -110,7 +120,7 @@ impl Remediation {
         resource: Option<String>,
         cause: &str,
         initiator: &str,
-    ) -> Result<u64, ServerError> {
+    ) -> Result<u64, RemediationError> {
         metrics::counter!("aims_remediations_total", "action" => action.to_owned()).increment(1);
         let mut r = AuditRecord::new(
             RecordKind::Remediation,
@@ -131,7 +141,7 @@ impl Remediation {
         principal: &str,
         cause: &str,
         initiator: Initiator<'_>,
-    ) -> Result<Remediated, ServerError> {
+    ) -> Result<Remediated, RemediationError> {
         let now = aims_core::unix_seconds(self.clock.now());
         let by = initiator.source().unwrap_or_default();
         let tokens_revoked = self
@@ -151,7 +161,7 @@ impl Remediation {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| aims_store::StoreError::NotFound(principal.to_owned()))?;
+            .ok_or_else(|| StoreError::NotFound(principal.to_owned()))?;
         Ok(Remediated {
             revocation,
             tokens_revoked,
@@ -166,7 +176,7 @@ impl Remediation {
         principal: &str,
         cause: &str,
         initiator: Initiator<'_>,
-    ) -> Result<Option<u64>, ServerError> {
+    ) -> Result<Option<u64>, RemediationError> {
         let now = aims_core::unix_seconds(self.clock.now());
         if !self
             .store
@@ -191,7 +201,7 @@ impl Remediation {
         disabled: bool,
         cause: &str,
         initiator: &str,
-    ) -> Result<RegistrationEntry, ServerError> {
+    ) -> Result<RegistrationEntry, RemediationError> {
         let update = EntryUpdate {
             disabled: Some(disabled),
             ..EntryUpdate::default()
@@ -255,7 +265,7 @@ impl Remediation {
     }
 
     /// Every revocation, newest first.
-    pub async fn list(&self) -> Result<Vec<Revocation>, ServerError> {
+    pub async fn list(&self) -> Result<Vec<Revocation>, RemediationError> {
         Ok(self.store.revocations().await?)
     }
 }

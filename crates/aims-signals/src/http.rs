@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use aims_authn::transport::ConnectionInfo;
-use aims_core::TrustDomain;
-use aims_signals::stream::{
+use crate::stream::{
     METADATA_PATH, POLL, PUSH, PollRequest, StreamConfiguration, StreamStatus, TransmitterMetadata,
 };
-use aims_signals::{SecEvent, SetError, SetSigner, StreamOwner, Transmitter, TransmitterError};
+use crate::{SecEvent, SetError, SetSigner, StreamOwner, Transmitter, TransmitterError};
+use aims_authn::transport::ConnectionInfo;
+use aims_core::TrustDomain;
 use aims_token::keys::TokenKeys;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -21,7 +21,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::peer::{Refusal, require_workload};
+use aims_authn::caller::{Refusal, require_workload};
 
 /// Stream configuration endpoint.
 pub const STREAM_PATH: &str = "/ssf/v1/stream";
@@ -304,7 +304,7 @@ async fn subject_change(
     struct SubjectRequest {
         stream_id: String,
         #[serde(rename = "subject")]
-        _subject: aims_signals::SubjectId,
+        _subject: crate::SubjectId,
     }
     let (o, r) = owner_and::<SubjectRequest>(s, conn, body)?;
     s.tx.get(&o, &r.stream_id).await.map_err(refusal)?;
