@@ -9,11 +9,15 @@
 
 pub mod authzen;
 mod error;
+#[cfg(feature = "server")]
+pub mod http;
 pub mod pdp;
 pub mod policy_set;
 pub mod query;
 mod record;
 mod schema;
+#[cfg(feature = "server")]
+pub mod service;
 
 pub use error::PolicyError;
 

@@ -40,6 +40,17 @@ pub enum ServerError {
     Audit(#[from] aims_audit::AppendError),
 }
 
+impl From<aims_policy::service::StartError> for ServerError {
+    fn from(e: aims_policy::service::StartError) -> Self {
+        use aims_policy::service::StartError;
+        match e {
+            StartError::Invalid(e) => Self::Policy(e),
+            StartError::Store(e) => Self::Store(e),
+            StartError::Empty => Self::Config(e.to_string()),
+        }
+    }
+}
+
 impl From<aims_signals::remediation::RemediationError> for ServerError {
     fn from(e: aims_signals::remediation::RemediationError) -> Self {
         use aims_signals::remediation::RemediationError;

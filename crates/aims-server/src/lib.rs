@@ -10,15 +10,14 @@ pub mod admin;
 pub mod agent_api;
 pub mod bundle_endpoint;
 pub mod changes;
-pub mod console;
 pub mod error;
 pub mod federation;
 pub mod issuer;
-pub mod policy;
 pub mod server;
 pub mod server_svid;
 pub mod settings;
 pub mod tls;
+pub mod token_policy;
 
 pub use error::ServerError;
 pub use server::{RunningServer, ensure_private_dir, start};

@@ -15,13 +15,14 @@ use crate::bundle_endpoint;
 use crate::changes::ChangeFeed;
 use crate::error::ServerError;
 use crate::issuer::{IssuanceLimits, Issuer};
-use crate::policy::{PolicyService, TokenPolicy};
 use crate::server_svid::ServerSvid;
 use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
+use crate::token_policy::TokenPolicy;
 use aims_authn::mtls::{Authorizer, ClientAuth};
 use aims_authn::transport::serve_tls;
 use aims_oauth::AuthorizationServer;
+use aims_policy::service::PolicyService;
 use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
@@ -319,7 +320,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         bundle_endpoint::router(issuer.clone())
             .merge(aims_oauth::router(authorization_server.clone()))
             .merge(aims_oauth::people_router(authorization_server.clone()))
-            .merge(crate::console::router(crate::console::Console {
+            .merge(aims_console::router(aims_console::Console {
                 people: people.clone(),
                 policy: policy.clone(),
                 log: log_view.clone(),
@@ -338,7 +339,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         mtls_listener,
         Arc::new(mtls_tls),
         aims_oauth::router(authorization_server.clone())
-            .merge(crate::policy::router(
+            .merge(aims_policy::http::router(
                 policy.clone(),
                 settings.trust_domain.clone(),
                 mtls_base,

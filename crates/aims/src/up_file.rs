@@ -135,7 +135,7 @@ impl UpFile {
                 console: format!(
                     "{}{}",
                     server.authorization_server.settings.issuer,
-                    aims_server::console::CONSOLE_PATH
+                    aims_console::CONSOLE_PATH
                 ),
                 approvals: format!(
                     "{}{}",

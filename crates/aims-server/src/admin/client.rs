@@ -241,7 +241,7 @@ impl AdminClient {
         text: &str,
         dry_run: bool,
         author: Option<String>,
-    ) -> Result<crate::policy::ApplyOutcome, AdminError> {
+    ) -> Result<aims_policy::service::ApplyOutcome, AdminError> {
         let req = ApplyPolicyRequest {
             text: text.to_owned(),
             dry_run,

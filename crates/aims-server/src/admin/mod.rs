@@ -192,7 +192,7 @@ pub struct AdminState {
     /// The authorization server (client registration).
     pub authorization_server: Arc<aims_oauth::AuthorizationServer>,
     /// The policy service.
-    pub policy: Arc<crate::policy::PolicyService>,
+    pub policy: Arc<aims_policy::service::PolicyService>,
     /// The audit log's readable side.
     pub log: aims_audit::http::LogView,
     /// Revocations.
@@ -636,14 +636,14 @@ async fn enrol_user(
     Ok(Json(serde_json::json!({ "enrolment_url": url })))
 }
 
-impl From<crate::policy::ApplyError> for ApiError {
-    fn from(e: crate::policy::ApplyError) -> Self {
+impl From<aims_policy::service::ApplyError> for ApiError {
+    fn from(e: aims_policy::service::ApplyError) -> Self {
         match e {
-            crate::policy::ApplyError::Store(s) => s.into(),
-            crate::policy::ApplyError::Conflict(_) => {
+            aims_policy::service::ApplyError::Store(s) => s.into(),
+            aims_policy::service::ApplyError::Conflict(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            crate::policy::ApplyError::Invalid(p) => {
+            aims_policy::service::ApplyError::Invalid(p) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_policy", p.to_string())
             }
         }

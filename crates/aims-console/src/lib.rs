@@ -1,8 +1,10 @@
-//! The web console (issue 9): server-rendered, read-only pages for administrators, who sign in
+//! The AIMS operator console (issue 9): server-rendered, read-only pages for administrators, who sign in
 //! with their user accounts (`aims user create --admin-user`). Agents and entries, issued
 //! credentials (serials and hashes, never keys), pending approvals, recent decisions, the trace
 //! of one task, Shared Signals streams, the compliance report and the policy versions with
 //! their diff. Changes stay with the CLI and the admin API, where they are audited.
+
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
@@ -15,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::policy::PolicyService;
 use aims_audit::http::LogView;
+use aims_policy::service::PolicyService;
 
 /// Where the console lives.
 pub const CONSOLE_PATH: &str = "/console";

@@ -1,0 +1,189 @@
+//! The policy service (AIMS §12, PO-2, PO-3): the versioned policy set in the store, put in
+//! force on every replica (polled), decided on by the authorization server, served to gateways
+//! ([`crate::http`]), and exposed as the OpenID AuthZEN Authorization API 1.0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aims_core::SharedClock;
+use aims_store::{PolicyVersionRow, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{CompiledPolicy, DEFAULT_POLICY, Pdp, PolicyDiff, PolicyDocument, PolicyError};
+
+/// What applying a policy text did (or would do, on a dry run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// The version in force afterwards (or that would be).
+    pub document: PolicyDocument,
+    /// What changed from the version in force before.
+    pub diff: PolicyDiff,
+    /// Whether a new version went live.
+    pub applied: bool,
+}
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The text does not parse or validate.
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    /// Another replica put a version in force first.
+    #[error("another replica put policy version {0} in force first: review it and apply again")]
+    Conflict(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The stored version does not compile.
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store holds no version even after the default was put in.
+    #[error("the policy store is empty")]
+    Empty,
+}
+
+/// The policy service.
+pub struct PolicyService {
+    pdp: Arc<Pdp>,
+    store: Store,
+    pub(crate) clock: SharedClock,
+}
+
+impl PolicyService {
+    /// Loads the newest version from the store, or puts the default policy in force as version
+    /// 1 on a new store.
+    pub async fn start(store: Store, clock: SharedClock) -> Result<Arc<Self>, StartError> {
+        let row = match store.latest_policy().await? {
+            Some(row) => row,
+            None => {
+                let doc = PolicyDocument::new(1, DEFAULT_POLICY);
+                let row = PolicyVersionRow {
+                    version: doc.version,
+                    hash: doc.hash,
+                    text: doc.text,
+                    created_at: aims_core::unix_seconds(clock.now()),
+                    author: "aims (default policy)".into(),
+                };
+                match store.insert_policy(&row).await {
+                    // Another replica seeded it at the same moment: take theirs.
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                store.latest_policy().await?.ok_or(StartError::Empty)?
+            }
+        };
+        let pdp = Pdp::new(&PolicyDocument {
+            version: row.version,
+            hash: row.hash,
+            text: row.text,
+        })?;
+        tracing::info!(version = row.version, "policy in force");
+        Ok(Arc::new(Self {
+            pdp: Arc::new(pdp),
+            store,
+            clock,
+        }))
+    }
+
+    /// The decision point.
+    pub fn pdp(&self) -> &Arc<Pdp> {
+        &self.pdp
+    }
+
+    /// The policy set in force.
+    pub fn current(&self) -> Arc<CompiledPolicy> {
+        self.pdp.current()
+    }
+
+    /// Validates `text` against the schema and, unless `dry_run` or unchanged, records it as
+    /// the next version and puts it in force. An invalid text changes nothing.
+    pub async fn apply(
+        &self,
+        text: &str,
+        author: &str,
+        dry_run: bool,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        let current = self.pdp.current();
+        let doc = PolicyDocument::new(current.version + 1, text);
+        let compiled = self.pdp.compile(&doc)?;
+        let diff = PolicyDiff::between(&current, &compiled);
+        if dry_run || compiled.hash == current.hash {
+            return Ok(ApplyOutcome {
+                document: if dry_run { doc } else { current.document() },
+                diff,
+                applied: false,
+            });
+        }
+        let row = PolicyVersionRow {
+            version: doc.version,
+            hash: doc.hash.clone(),
+            text: doc.text.clone(),
+            created_at: aims_core::unix_seconds(self.clock.now()),
+            author: author.to_owned(),
+        };
+        match self.store.insert_policy(&row).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                self.refresh().await?;
+                return Err(ApplyError::Conflict(doc.version));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.pdp.install(&doc)?;
+        tracing::info!(version = doc.version, hash = %doc.hash, author, "policy applied");
+        Ok(ApplyOutcome {
+            document: doc,
+            diff,
+            applied: true,
+        })
+    }
+
+    /// Puts in force a newer version another replica recorded, if there is one.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let current = self.pdp.current().version;
+        if self.store.latest_policy_version().await? <= Some(current) {
+            return Ok(());
+        }
+        let Some(row) = self.store.latest_policy().await? else {
+            return Ok(());
+        };
+        let doc = PolicyDocument {
+            version: row.version,
+            hash: row.hash,
+            text: row.text,
+        };
+        match self.pdp.install(&doc) {
+            Ok(_) => tracing::info!(version = doc.version, "policy in force (from the store)"),
+            Err(PolicyError::Stale { .. }) => {}
+            Err(e) => {
+                tracing::error!(version = doc.version, error = %e, "stored policy refused; the old version stays in force");
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the store for versions other replicas put in force, every `interval`.
+    pub async fn watch_store(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(e) = self.refresh().await {
+                        tracing::warn!(error = %e, "cannot read the policy version; will retry");
+                    }
+                }
+            }
+        }
+    }
+}
