@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use aims_core::TrustDomain;
-use aims_server::federation::{EndpointProfile, Federation};
+use aims_provisioning::issuance::federation::{EndpointProfile, Federation};
 use common::{Options, Stack, eventually, server_settings};
 use spiffe::WorkloadApiClient;
 

@@ -45,7 +45,7 @@ fn csr(key: &PrivateKey, spiffe_id: Option<&str>) -> Vec<u8> {
 }
 
 async fn token(stack: &Stack, agent: &str) -> String {
-    aims_server::agent_api::create_join_token(
+    aims_provisioning::issuance::agent_api::create_join_token(
         &stack.server().issuer,
         Some(id(agent)),
         Duration::from_secs(60),
@@ -98,7 +98,7 @@ async fn calls_need_an_attested_agent_and_attestation_refuses_bad_input() {
             &id("spiffe://example.org/workload/not-an-agent"),
             &aims_credentials::SubjectKey::of(&key),
             &[],
-            aims_server::issuer::X509Lifetime::Workload(None),
+            aims_provisioning::issuance::issuer::X509Lifetime::Workload(None),
         )
         .await
         .unwrap();
@@ -264,7 +264,7 @@ async fn an_agent_gets_only_its_own_entries_and_only_for_their_ids() {
             entry_id: entry.id.clone(),
             csr: vec![],
         };
-        aims_server::agent_api::MAX_CSRS_PER_CALL + 1
+        aims_provisioning::issuance::agent_api::MAX_CSRS_PER_CALL + 1
     ];
     let err = owner
         .sign_x509_svids(SignX509SvidsRequest { csrs: many })

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+#[cfg(feature = "server")]
+pub mod issuance;
 pub mod matching;
 pub mod node;
 pub mod rotation;

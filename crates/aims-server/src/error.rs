@@ -40,6 +40,21 @@ pub enum ServerError {
     Audit(#[from] aims_audit::AppendError),
 }
 
+impl From<aims_provisioning::issuance::IssuanceError> for ServerError {
+    fn from(e: aims_provisioning::issuance::IssuanceError) -> Self {
+        use aims_provisioning::issuance::IssuanceError as I;
+        match e {
+            I::Config(m) => Self::Config(m),
+            I::Io { context, source } => Self::Io { context, source },
+            I::Store(e) => Self::Store(e),
+            I::Issue(e) => Self::Issue(e),
+            I::Key(e) => Self::Key(e),
+            I::Bundle(e) => Self::Bundle(e),
+            I::Tls(m) => Self::Tls(m),
+        }
+    }
+}
+
 impl From<aims_policy::service::StartError> for ServerError {
     fn from(e: aims_policy::service::StartError) -> Self {
         use aims_policy::service::StartError;

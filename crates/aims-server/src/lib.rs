@@ -7,14 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod agent_api;
-pub mod bundle_endpoint;
-pub mod changes;
 pub mod error;
-pub mod federation;
-pub mod issuer;
 pub mod server;
-pub mod server_svid;
 pub mod settings;
 pub mod tls;
 pub mod token_policy;

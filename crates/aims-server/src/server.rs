@@ -10,12 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::agent_api::AgentApi;
-use crate::bundle_endpoint;
-use crate::changes::ChangeFeed;
 use crate::error::ServerError;
-use crate::issuer::{IssuanceLimits, Issuer};
-use crate::server_svid::ServerSvid;
 use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
 use crate::token_policy::TokenPolicy;
@@ -23,6 +18,11 @@ use aims_authn::mtls::{Authorizer, ClientAuth};
 use aims_authn::transport::serve_tls;
 use aims_oauth::AuthorizationServer;
 use aims_policy::service::PolicyService;
+use aims_provisioning::issuance::agent_api::AgentApi;
+use aims_provisioning::issuance::bundle_endpoint;
+use aims_provisioning::issuance::changes::ChangeFeed;
+use aims_provisioning::issuance::issuer::{IssuanceLimits, Issuer};
+use aims_provisioning::issuance::server_svid::ServerSvid;
 use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
@@ -273,7 +273,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             Arc::new(TokenPolicy::new(
                 policy.pdp().clone(),
                 audit.clone(),
-                crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
+                aims_provisioning::issuance::server_svid::server_spiffe_id(&settings.trust_domain)?
+                    .to_string(),
                 settings.clock.clone(),
             )),
             settings.clock.clone(),
@@ -300,7 +301,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         issuer.store().clone(),
         audit.clone(),
         signals.clone(),
-        crate::server_svid::server_spiffe_id(&settings.trust_domain)?.to_string(),
+        aims_provisioning::issuance::server_svid::server_spiffe_id(&settings.trust_domain)?
+            .to_string(),
         settings.clock.clone(),
     ));
     let intake = Arc::new(
@@ -400,7 +402,13 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         shutdown.clone(),
     )));
     tasks.extend(
-        crate::federation::start(&settings.federation, &issuer, &changes, &shutdown).await?,
+        aims_provisioning::issuance::federation::start(
+            &settings.federation,
+            &issuer,
+            &changes,
+            &shutdown,
+        )
+        .await?,
     );
     tasks.push(tokio::spawn(changes.clone().watch_store(
         issuer.clone(),

@@ -53,7 +53,7 @@ pub struct ServerSettings {
     /// public host to be a name (`localhost` for a local stack), not an IP address.
     pub people: aims_people::PeopleSettings,
     /// Foreign trust domains whose bundles this server fetches and hands to agents.
-    pub federation: Vec<crate::federation::Federation>,
+    pub federation: Vec<aims_provisioning::issuance::federation::Federation>,
     /// Transmitters whose Shared Signals this server receives and acts on (RFC 8935 push to
     /// `/ssf/v1/receive`).
     pub signal_sources: Vec<aims_signals::intake::SignalSource>,

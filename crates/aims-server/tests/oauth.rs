@@ -1230,7 +1230,7 @@ async fn workloads_append_to_the_audit_log_as_themselves() {
         (v["first"].as_u64(), v["count"].as_u64()),
         (Some(0), Some(2))
     );
-    let admin = aims_server::admin::client::AdminClient::new(&a.server.admin_socket);
+    let admin = aims_admin::client::AdminClient::new(&a.server.admin_socket);
     let entries = admin.audit_records(0, 10).await.unwrap();
     assert_eq!(entries.len(), 2);
     // The source is who authenticated, not what the record claimed.
@@ -1307,7 +1307,7 @@ forbid(principal, action, resource == Aims::Resource::"https://vault.example");
 async fn every_grant_asks_the_cedar_policy_in_force() {
     // AIMS AZ-4, PO-2: a new version is validated, recorded and in force at once.
     let a = start_as("example.org", |_| {}).await;
-    let admin = aims_server::admin::client::AdminClient::new(&a.server.admin_socket);
+    let admin = aims_admin::client::AdminClient::new(&a.server.admin_socket);
     assert_eq!(admin.current_policy().await.unwrap().version, 1);
     assert_eq!(
         a.cc("spiffe://example.org/agent/a", "read admin").await.0,
@@ -1505,13 +1505,14 @@ async fn identity_chaining_across_two_trust_domains() {
     let a_issuer = a.issuer.clone();
     let a_bundle = a.server.bundle_url.clone();
     let b = start_as("other.org", |s| {
-        s.federation.push(aims_server::federation::Federation {
-            trust_domain: TrustDomain::new("example.org").unwrap(),
-            url: a_bundle,
-            profile: aims_server::federation::EndpointProfile::HttpsWeb {
-                ca_file: Some(a_ca.clone()),
-            },
-        });
+        s.federation
+            .push(aims_provisioning::issuance::federation::Federation {
+                trust_domain: TrustDomain::new("example.org").unwrap(),
+                url: a_bundle,
+                profile: aims_provisioning::issuance::federation::EndpointProfile::HttpsWeb {
+                    ca_file: Some(a_ca.clone()),
+                },
+            });
         s.oauth.trusted_issuers.push(aims_oauth::TrustedIssuer {
             issuer: a_issuer.clone(),
             jwks_uri: format!("{a_issuer}/oauth2/jwks"),

@@ -342,7 +342,7 @@ async fn push_retries_with_backoff_while_the_receiver_is_down_and_loses_nothing(
     let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The transmitter's issuer and keys, once the server is up.
-    type Transmitter = Option<(String, Arc<aims_server::issuer::Issuer>)>;
+    type Transmitter = Option<(String, Arc<aims_provisioning::issuance::issuer::Issuer>)>;
     let keys_of: Arc<Mutex<Transmitter>> = Arc::default();
     let (seen, is_up, keys) = (received.clone(), up.clone(), keys_of.clone());
     let app = axum::Router::new().route(

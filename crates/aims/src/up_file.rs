@@ -110,7 +110,7 @@ impl UpFile {
     ) -> anyhow::Result<Self> {
         let https = server
             .bundle_url
-            .strip_suffix(aims_server::bundle_endpoint::BUNDLE_PATH)
+            .strip_suffix(aims_provisioning::issuance::bundle_endpoint::BUNDLE_PATH)
             .unwrap_or(&server.bundle_url)
             .to_owned();
         Ok(Self {

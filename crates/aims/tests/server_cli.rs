@@ -7,8 +7,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use aims_server::admin::api::MintX509Request;
-use aims_server::admin::client::{AdminClient, AdminError};
+use aims_admin::api::MintX509Request;
+use aims_admin::client::{AdminClient, AdminError};
 use common::{Aims, TD, assert_ok, repo_root, require, stderr, stdout};
 use http::{Method, StatusCode};
 

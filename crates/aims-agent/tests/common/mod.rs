@@ -7,9 +7,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aims_admin::client::AdminClient;
 use aims_agent::{AgentSettings, NodeAttestation, RunningAgent, TrustBootstrap};
 use aims_core::{SpiffeId, TrustDomain};
-use aims_server::admin::client::AdminClient;
 use aims_server::{RunningServer, ServerSettings};
 use aims_store::{NewEntry, RegistrationEntry};
 
@@ -33,7 +33,7 @@ pub struct Options {
     pub x509_svid_ttl: Duration,
     pub ca_ttl: Duration,
     pub tick: Duration,
-    pub federation: Vec<aims_server::federation::Federation>,
+    pub federation: Vec<aims_provisioning::issuance::federation::Federation>,
 }
 
 impl Default for Options {
@@ -87,7 +87,7 @@ impl Stack {
         let server = aims_server::start(server_settings(dir.path(), &o))
             .await
             .unwrap();
-        let (token, agent_id, _) = aims_server::agent_api::create_join_token(
+        let (token, agent_id, _) = aims_provisioning::issuance::agent_api::create_join_token(
             &server.issuer,
             Some(id(AGENT)),
             Duration::from_secs(600),

@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use aims_admin::api::MintJwtRequest;
+use aims_admin::client::AdminClient;
 use aims_core::SpiffeId;
 use aims_policy::{
     Action, DEFAULT_POLICY, Facts, Pdp, PolicyDocument, Principal, Query, Target as Tool,
 };
-use aims_server::admin::api::MintJwtRequest;
-use aims_server::admin::client::AdminClient;
 use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 use bytes::Bytes;

@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use aims_admin::client::AdminClient;
 use aims_credentials::jose::{JwsHeader, sign};
 use aims_credentials::{KeyType, PrivateKey};
-use aims_server::admin::client::AdminClient;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 
@@ -160,7 +160,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let svid_a = &server.svid_a;
     let node_issuer = format!("http://127.0.0.1:{node_port}");
     let node = Target::post(format!("127.0.0.1:{node_port}").parse()?, None, "/token");
-    rt.block_on(admin.create_client(&aims_server::admin::api::CreateClientRequest {
+    rt.block_on(admin.create_client(&aims_admin::api::CreateClientRequest {
         client_id: Some("bench-pkjwt".into()),
         metadata: serde_json::json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [jwk]}}),
     }))?;
@@ -354,7 +354,7 @@ impl AimsServer {
         let ca = PathBuf::from(text(&up["server"]["web_ca_file"])?);
         let admin = AdminClient::new(text(&up["admin_socket"])?);
         let svid = |name: &str| {
-            let req = aims_server::admin::api::MintJwtRequest {
+            let req = aims_admin::api::MintJwtRequest {
                 spiffe_id: aims_core::SpiffeId::parse(&format!("spiffe://{TD}/agent/{name}"))?,
                 audience: vec![issuer.clone()],
                 ttl_seconds: Some(3600),

@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aims_admin::api::{CreateClientRequest, CreateUserRequest, MintJwtRequest};
+use aims_admin::client::AdminClient;
 use aims_core::SpiffeId;
-use aims_server::admin::api::{CreateClientRequest, CreateUserRequest, MintJwtRequest};
-use aims_server::admin::client::AdminClient;
 use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 

@@ -14,7 +14,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aims_server::admin::client::AdminClient;
+use aims_admin::client::AdminClient;
 use aims_store::NewEntry;
 use aims_workload_api::client::WorkloadApiClient;
 use anyhow::Context as _;
@@ -96,7 +96,7 @@ pub fn workload_api(timing: Timing) -> anyhow::Result<ScenarioReport> {
     std::fs::write(&bundle, rt.block_on(admin.bundle())?.pem)?;
     let token = rt
         .block_on(
-            admin.create_join_token(&aims_server::admin::api::CreateJoinTokenRequest {
+            admin.create_join_token(&aims_admin::api::CreateJoinTokenRequest {
                 spiffe_id: Some(aims_core::SpiffeId::parse(AGENT)?),
                 ttl_seconds: None,
             }),

@@ -2,9 +2,6 @@
 //! used by `aims entry …` and `aims svid mint …`. Only the server's own user (or root) may call
 //! it: the socket's mode says so and every connection's peer credentials are checked again.
 
-pub mod api;
-pub mod client;
-
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -31,16 +28,16 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::ChangeFeed;
 use crate::error::ServerError;
-use crate::issuer::{Issuer, X509Lifetime};
-use crate::server_svid::server_spiffe_id;
-use aims_signals::remediation::Initiator;
-use api::{
+use aims_admin::api::{
     AgentRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest, CreateUserRequest,
     ErrorBody, HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse,
     MintWitRequest, MintX509Request, MintX509Response,
 };
+use aims_provisioning::issuance::changes::ChangeFeed;
+use aims_provisioning::issuance::issuer::{Issuer, X509Lifetime};
+use aims_provisioning::issuance::server_svid::server_spiffe_id;
+use aims_signals::remediation::Initiator;
 
 /// Paths of SPIFFE IDs AIMS gives its own components (`/aims/server`, `/aims/agent/…`); no
 /// registration entry may name one, so no workload can pose as a server or an agent.
@@ -121,6 +118,18 @@ impl From<aims_people::PeopleError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<aims_admin::api::InvalidRequest> for ApiError {
+    fn from(e: aims_admin::api::InvalidRequest) -> Self {
+        Self::invalid(e.0)
+    }
+}
+
+impl From<aims_provisioning::issuance::IssuanceError> for ApiError {
+    fn from(e: aims_provisioning::issuance::IssuanceError) -> Self {
+        ServerError::from(e).into()
     }
 }
 
@@ -508,7 +517,8 @@ async fn create_join_token(
         }
     }
     let (token, spiffe_id, expires_at) =
-        crate::agent_api::create_join_token(&s.issuer, req.spiffe_id, ttl).await?;
+        aims_provisioning::issuance::agent_api::create_join_token(&s.issuer, req.spiffe_id, ttl)
+            .await?;
     Ok((
         StatusCode::CREATED,
         Json(JoinTokenResponse {
@@ -656,7 +666,7 @@ async fn current_policy(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn apply_policy(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::ApplyPolicyRequest>,
+    ApiJson(req): ApiJson<aims_admin::api::ApplyPolicyRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let author = req.author.as_deref().unwrap_or("admin API");
     Ok(Json(s.policy.apply(&req.text, author, req.dry_run).await?))
@@ -702,7 +712,7 @@ async fn audit_records(
 /// over the evidence in the store.
 async fn compliance_report(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::ComplianceRequest>,
+    ApiJson(req): ApiJson<aims_admin::api::ComplianceRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text = req
         .rules
@@ -721,7 +731,7 @@ async fn list_revocations(State(s): State<AppState>) -> Result<impl IntoResponse
 
 async fn revoke_principal(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::RemediationRequest>,
+    ApiJson(req): ApiJson<aims_admin::api::RemediationRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     req.check()?;
     Ok(Json(
@@ -733,7 +743,7 @@ async fn revoke_principal(
 
 async fn lift_revocation(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::RemediationRequest>,
+    ApiJson(req): ApiJson<aims_admin::api::RemediationRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     req.check()?;
     match s
@@ -752,9 +762,9 @@ async fn lift_revocation(
 
 async fn remediate_entry(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::EntryRemediationRequest>,
+    ApiJson(req): ApiJson<aims_admin::api::EntryRemediationRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    api::RemediationRequest {
+    aims_admin::api::RemediationRequest {
         principal: req.entry_id.clone(),
         cause: req.cause.clone(),
     }
@@ -775,7 +785,7 @@ async fn remediate_entry(
 /// The newest signed checkpoint and the key that verifies it.
 async fn audit_checkpoint(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let note = s.log.store.latest_audit_checkpoint().await?.map(|c| c.note);
-    Ok(Json(api::AuditCheckpoint {
+    Ok(Json(aims_admin::api::AuditCheckpoint {
         note,
         vkey: s.log.vkey.clone(),
     }))

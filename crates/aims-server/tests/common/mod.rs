@@ -207,7 +207,7 @@ impl As {
                 agent,
                 &SubjectKey::of(&key),
                 &[],
-                aims_server::issuer::X509Lifetime::Workload(None),
+                aims_provisioning::issuance::issuer::X509Lifetime::Workload(None),
             )
             .await
             .unwrap();

@@ -8,7 +8,7 @@ use aims_audit::{LogEntry, LogVerifier, NoteVerifier};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use aims_server::admin::client::AdminClient;
+use aims_admin::client::AdminClient;
 
 use super::AdminArgs;
 use super::entry::Output;

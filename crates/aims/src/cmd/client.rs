@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use aims_server::admin::api::CreateClientRequest;
+use aims_admin::api::CreateClientRequest;
 use anyhow::Context as _;
 
 use super::AdminArgs;

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aims_admin::api::{CreateClientRequest, CreateUserRequest};
+use aims_admin::client::AdminClient;
 use aims_credentials::jose::{CompactJws, sha256_b64url};
-use aims_server::admin::api::{CreateClientRequest, CreateUserRequest};
-use aims_server::admin::client::AdminClient;
 use aims_store::{NewEntry, Selector};
 use aims_token::wire::{ACCESS_TOKEN_TYPE, CIBA_GRANT, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT};
 use anyhow::{Context as _, bail, ensure};

@@ -20,7 +20,7 @@ pub mod user;
 
 use std::path::PathBuf;
 
-use aims_server::admin::client::AdminClient;
+use aims_admin::client::AdminClient;
 
 /// How a command finds the local server's admin socket.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use aims_admin::api::{MintJwtRequest, MintWitRequest, MintX509Request};
 use aims_core::{HumanDuration, SpiffeId};
 use aims_credentials::{KeyType, PrivateKey};
-use aims_server::admin::api::{MintJwtRequest, MintWitRequest, MintX509Request};
 use anyhow::Context as _;
 
 use super::AdminArgs;

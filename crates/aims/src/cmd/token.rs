@@ -1,7 +1,7 @@
 //! `aims token generate`: join tokens for node attestation.
 
+use aims_admin::api::CreateJoinTokenRequest;
 use aims_core::{HumanDuration, SpiffeId};
-use aims_server::admin::api::CreateJoinTokenRequest;
 
 use super::AdminArgs;
 

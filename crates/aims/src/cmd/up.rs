@@ -57,7 +57,7 @@ async fn local_agent_settings(
         s.workload_key_type = kt;
     }
     if aims_agent::needs_attestation(&s)? {
-        let (token, _, _) = aims_server::agent_api::create_join_token(
+        let (token, _, _) = aims_provisioning::issuance::agent_api::create_join_token(
             &server.issuer,
             Some(td.id_with_path(LOCAL_AGENT_PATH)?),
             Duration::from_secs(600),

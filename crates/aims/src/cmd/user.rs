@@ -4,7 +4,7 @@
 
 use std::io::Read as _;
 
-use aims_server::admin::api::CreateUserRequest;
+use aims_admin::api::CreateUserRequest;
 use anyhow::Context as _;
 
 use super::AdminArgs;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use aims_agent::{AgentSettings, NodeAttestation, TrustBootstrap};
 use aims_core::{HumanDuration, SpiffeId, TrustDomain};
 use aims_credentials::{AuthorityPolicy, KeyType};
-use aims_server::federation::{EndpointProfile, Federation};
+use aims_provisioning::issuance::federation::{EndpointProfile, Federation};
 use aims_server::{ServerSettings, TlsFiles, UpstreamFiles};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;

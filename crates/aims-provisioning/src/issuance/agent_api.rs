@@ -12,21 +12,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::node::{
+    AttestedNodeIdentity, X509PopVerifier, join_token_agent_id, join_token_digest, new_join_token,
+};
+use crate::proto::agent_service_server::{AgentService, AgentServiceServer};
+use crate::proto::{
+    AgentSvid, AttestRequest, Entry, RenewAgentRequest, SignJwtSvidRequest, SignWitSvidRequest,
+    SignX509SvidsRequest, SignX509SvidsResponse, SignedToken, SyncRequest, SyncResponse,
+    X509SvidResult, attest_request,
+};
 use aims_authn::replay::{ReplayCache, ReplayKind};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::{SpiffeId, unix_seconds};
 use aims_credentials::ca::CertificateRequest;
 use aims_credentials::jose::SPIFFE_JWT_ALGORITHMS;
 use aims_credentials::{IssueError, X509Svid, cnf_key_from_jwk};
-use aims_provisioning::node::{
-    AttestedNodeIdentity, X509PopVerifier, join_token_agent_id, join_token_digest, new_join_token,
-};
-use aims_provisioning::proto::agent_service_server::{AgentService, AgentServiceServer};
-use aims_provisioning::proto::{
-    AgentSvid, AttestRequest, Entry, RenewAgentRequest, SignJwtSvidRequest, SignWitSvidRequest,
-    SignX509SvidsRequest, SignX509SvidsResponse, SignedToken, SyncRequest, SyncResponse,
-    X509SvidResult, attest_request,
-};
 use aims_store::{AttestedNode, EntryFilter, RegistrationEntry, Selector, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::changes::ChangeFeed;
-use crate::error::ServerError;
-use crate::issuer::{Issuer, X509Lifetime};
+use crate::issuance::changes::ChangeFeed;
+use crate::issuance::error::IssuanceError;
+use crate::issuance::issuer::{Issuer, X509Lifetime};
 
 /// The most CSRs one `SignX509Svids` call may carry.
 pub const MAX_CSRS_PER_CALL: usize = 1000;
@@ -87,12 +87,12 @@ pub async fn create_join_token(
     issuer: &Issuer,
     spiffe_id: Option<SpiffeId>,
     ttl: Duration,
-) -> Result<(String, SpiffeId, i64), ServerError> {
+) -> Result<(String, SpiffeId, i64), IssuanceError> {
     let token = new_join_token()?;
     let agent_id = match &spiffe_id {
         Some(id) => id.clone(),
         None => join_token_agent_id(issuer.trust_domain(), &token)
-            .map_err(|e| ServerError::Config(e.to_string()))?,
+            .map_err(|e| IssuanceError::Config(e.to_string()))?,
     };
     let expires_at = unix_seconds(issuer.clock().now() + ttl);
     issuer
@@ -104,17 +104,17 @@ pub async fn create_join_token(
 }
 
 /// The gRPC status for a server error: the caller's fault, or ours (logged, not detailed).
-fn status(e: ServerError) -> Status {
+fn status(e: IssuanceError) -> Status {
     match e {
-        ServerError::Issue(
+        IssuanceError::Issue(
             IssueError::InvalidCsr(_)
             | IssueError::Refused(_)
             | IssueError::InvalidId(_)
             | IssueError::Key(_),
         ) => Status::invalid_argument(e.to_string()),
-        ServerError::Store(StoreError::NotFound(m)) => Status::not_found(m),
-        ServerError::Store(StoreError::Invalid(m)) => Status::invalid_argument(m),
-        ServerError::Store(StoreError::Unavailable(_)) => {
+        IssuanceError::Store(StoreError::NotFound(m)) => Status::not_found(m),
+        IssuanceError::Store(StoreError::Invalid(m)) => Status::invalid_argument(m),
+        IssuanceError::Store(StoreError::Unavailable(_)) => {
             tracing::warn!(error = %e, "store unavailable in the agent API");
             Status::unavailable("the store is unavailable; retry")
         }
@@ -126,7 +126,7 @@ fn status(e: ServerError) -> Status {
 }
 
 fn store_status(e: StoreError) -> Status {
-    status(ServerError::Store(e))
+    status(IssuanceError::Store(e))
 }
 
 /// The verified SPIFFE ID and leaf expiry of the caller's X509-SVID.
@@ -203,7 +203,7 @@ impl AgentApi {
     async fn entries_for(
         &self,
         agent: &SpiffeId,
-        csrs: &[aims_provisioning::proto::X509SvidCsr],
+        csrs: &[crate::proto::X509SvidCsr],
     ) -> Result<HashMap<String, RegistrationEntry>, Status> {
         const LOOKUP_ONE_BY_ONE: usize = 16;
         let store = self.issuer.store();
@@ -284,7 +284,7 @@ impl AgentApi {
 
     fn x509pop(
         &self,
-        proof: &aims_provisioning::proto::X509PopProof,
+        proof: &crate::proto::X509PopProof,
         csr: &[u8],
     ) -> Result<AttestedNodeIdentity, Status> {
         let verifier = self
@@ -532,7 +532,7 @@ impl AgentService for AgentApi {
                     expires_at: unix_seconds(svid.not_after),
                     error: String::new(),
                 }),
-                Err(ServerError::Store(e)) => return Err(store_status(e)),
+                Err(IssuanceError::Store(e)) => return Err(store_status(e)),
                 Err(e) => svids.push(X509SvidResult {
                     entry_id: csr.entry_id,
                     error: status(e).message().to_owned(),

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::api::{
+use crate::api::{
     AgentRequest, ApplyPolicyRequest, BundleResponse, CreateClientRequest, CreateJoinTokenRequest,
     ErrorBody, HealthResponse, JoinTokenResponse, MintJwtRequest, MintTokenResponse,
     MintWitRequest, MintX509Request, MintX509Response,
@@ -364,7 +364,7 @@ impl AdminClient {
     /// Creates a user; answers the user and their enrolment link.
     pub async fn create_user(
         &self,
-        req: &crate::admin::api::CreateUserRequest,
+        req: &crate::api::CreateUserRequest,
     ) -> Result<serde_json::Value, AdminError> {
         self.call(Method::POST, "/v1/users", Some(req)).await
     }

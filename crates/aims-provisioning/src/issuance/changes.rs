@@ -13,7 +13,7 @@ use aims_store::Counter;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::Issuer;
+use crate::issuance::issuer::Issuer;
 
 /// A generation number that moves whenever registration entries or bundles may have changed.
 #[derive(Debug)]

@@ -5,22 +5,22 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::rotation;
 use aims_authn::mtls::SvidStore;
 use aims_core::{SpiffeId, TrustDomain};
 use aims_credentials::ca::SubjectKey;
 use aims_credentials::{KeyType, PrivateKey};
-use aims_provisioning::rotation;
 
-use crate::error::ServerError;
-use crate::issuer::{Issuer, X509Lifetime};
+use crate::issuance::error::IssuanceError;
+use crate::issuance::issuer::{Issuer, X509Lifetime};
 
 /// The path of the server's SPIFFE ID.
 pub const SERVER_PATH: &str = "/aims/server";
 
 /// The SPIFFE ID of the servers of `td`, which agents require of the server they talk to.
-pub fn server_spiffe_id(td: &TrustDomain) -> Result<SpiffeId, ServerError> {
+pub fn server_spiffe_id(td: &TrustDomain) -> Result<SpiffeId, IssuanceError> {
     td.id_with_path(SERVER_PATH)
-        .map_err(|e| ServerError::Config(format!("server SPIFFE ID: {e}")))
+        .map_err(|e| IssuanceError::Config(format!("server SPIFFE ID: {e}")))
 }
 
 /// The server's SVID, kept current.
@@ -33,7 +33,7 @@ pub struct ServerSvid {
 
 impl ServerSvid {
     /// No SVID yet; call [`ServerSvid::refresh`].
-    pub fn new(td: &TrustDomain) -> Result<Self, ServerError> {
+    pub fn new(td: &TrustDomain) -> Result<Self, IssuanceError> {
         Ok(Self::for_id(server_spiffe_id(td)?))
     }
 
@@ -53,7 +53,7 @@ impl ServerSvid {
     }
 
     /// Issues a new SVID if there is none or the current one is past half of its life.
-    pub async fn refresh(&self, issuer: &Issuer, now: SystemTime) -> Result<(), ServerError> {
+    pub async fn refresh(&self, issuer: &Issuer, now: SystemTime) -> Result<(), IssuanceError> {
         let due = self
             .window
             .lock()
@@ -73,7 +73,7 @@ impl ServerSvid {
             .await?;
         self.store
             .set(svid.chain.clone(), &key)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
+            .map_err(|e| IssuanceError::Tls(e.to_string()))?;
         if let Ok(mut w) = self.window.lock() {
             *w = Some((now, svid.not_after));
         }

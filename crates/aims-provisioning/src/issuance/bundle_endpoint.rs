@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::issuer::Issuer;
+use crate::issuance::issuer::Issuer;
 
 /// The path the bundle is served at.
 pub const BUNDLE_PATH: &str = "/bundle";

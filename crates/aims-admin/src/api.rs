@@ -192,10 +192,10 @@ pub struct RemediationRequest {
 
 impl RemediationRequest {
     /// Both fields must say something, and not too much.
-    pub fn check(&self) -> Result<(), super::ApiError> {
+    pub fn check(&self) -> Result<(), InvalidRequest> {
         for (what, v) in [("principal", &self.principal), ("cause", &self.cause)] {
             if v.trim().is_empty() || v.len() > 1024 {
-                return Err(super::ApiError::invalid(format!(
+                return Err(InvalidRequest(format!(
                     "{what} must be 1 to 1024 characters"
                 )));
             }
@@ -203,6 +203,11 @@ impl RemediationRequest {
         Ok(())
     }
 }
+
+/// A request whose fields are out of bounds (answered 400 `invalid_request`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
 
 /// `POST /v1/remediation/entry`: disable or enable a registration entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use aims_credentials::{
 use aims_store::{CredentialKind, IssuedCredential, SlotRow, SlotStatus, Store};
 use jsonwebtoken::Algorithm;
 
-use crate::error::ServerError;
+use crate::issuance::error::IssuanceError;
 
 /// The bundle as published: the parsed bundle and its document.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl Issuer {
         server_id: String,
         clock: SharedClock,
         limits: IssuanceLimits,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, IssuanceError> {
         let trust_domain = ca.trust_domain().clone();
         let now = unix_seconds(clock.now());
         let mine: Vec<SlotRow> = store
@@ -94,12 +94,12 @@ impl Issuer {
             .into_iter()
             .filter(|s| s.server_id == server_id)
             .collect();
-        let record = |status: SlotStatus| -> Result<Option<SlotRecord>, ServerError> {
+        let record = |status: SlotStatus| -> Result<Option<SlotRecord>, IssuanceError> {
             mine.iter()
                 .find(|s| s.status == status)
                 .map(|s| {
                     serde_json::from_str(&s.record)
-                        .map_err(|e| ServerError::Config(format!("stored CA slot: {e}")))
+                        .map_err(|e| IssuanceError::Config(format!("stored CA slot: {e}")))
                 })
                 .transpose()
         };
@@ -127,7 +127,7 @@ impl Issuer {
 
     /// Advances CA rotation, persists what changed, prunes expired slots and republishes the
     /// bundle if its keys changed (including slots other replicas added).
-    pub async fn tick(&self) -> Result<(), ServerError> {
+    pub async fn tick(&self) -> Result<(), IssuanceError> {
         let now = self.clock.now();
         for event in self.ca.tick(now)? {
             let (record, status) = match &event {
@@ -148,7 +148,7 @@ impl Issuer {
                     status,
                     not_after: record.not_after,
                     record: serde_json::to_string(record)
-                        .map_err(|e| ServerError::Config(e.to_string()))?,
+                        .map_err(|e| IssuanceError::Config(e.to_string()))?,
                 })
                 .await?;
         }
@@ -162,7 +162,7 @@ impl Issuer {
         self.republish().await
     }
 
-    async fn republish(&self) -> Result<(), ServerError> {
+    async fn republish(&self) -> Result<(), IssuanceError> {
         let now = self.clock.now();
         let rows = self.store.live_slots(unix_seconds(now)).await?;
         let records: Vec<SlotRecord> = rows
@@ -295,7 +295,7 @@ impl Issuer {
         id: &SpiffeId,
         expires_at: i64,
         issuer: &str,
-    ) -> Result<(), ServerError> {
+    ) -> Result<(), IssuanceError> {
         metrics::counter!("aims_svids_issued_total", "kind" => kind.as_str()).increment(1);
         self.store
             .record_issued(&IssuedCredential {
@@ -318,7 +318,7 @@ impl Issuer {
         csr_der: &[u8],
         dns_names: &[String],
         lifetime: X509Lifetime,
-    ) -> Result<X509Svid, ServerError> {
+    ) -> Result<X509Svid, IssuanceError> {
         self.check_member(id)?;
         let csr = CertificateRequest::from_der(csr_der)?;
         csr.check_for(id, dns_names)?;
@@ -333,7 +333,7 @@ impl Issuer {
         subject_key: &SubjectKey,
         dns_names: &[String],
         lifetime: X509Lifetime,
-    ) -> Result<X509Svid, ServerError> {
+    ) -> Result<X509Svid, IssuanceError> {
         self.check_member(id)?;
         let slot = self.ca.active().ok_or(IssueError::NoActiveAuthority)?;
         let svid = slot.x509.issue(&X509SvidRequest {
@@ -360,7 +360,7 @@ impl Issuer {
         id: &SpiffeId,
         audience: &[String],
         ttl: Option<Duration>,
-    ) -> Result<JwtSvid, ServerError> {
+    ) -> Result<JwtSvid, IssuanceError> {
         self.check_member(id)?;
         let slot = self.ca.active().ok_or(IssueError::NoActiveAuthority)?;
         let svid = slot.jwt.mint_jwt_svid(
@@ -387,7 +387,7 @@ impl Issuer {
         cnf_key: &PublicKey,
         cnf_alg: Algorithm,
         ttl: Option<Duration>,
-    ) -> Result<Wit, ServerError> {
+    ) -> Result<Wit, IssuanceError> {
         self.check_member(id)?;
         let slot = self.ca.active().ok_or(IssueError::NoActiveAuthority)?;
         let wit = slot.wit.mint_wit(

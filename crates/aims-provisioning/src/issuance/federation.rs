@@ -29,9 +29,9 @@ use aims_credentials::{BundleSet, TrustBundle};
 use aims_store::FederatedBundleRow;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::ChangeFeed;
-use crate::error::ServerError;
-use crate::issuer::Issuer;
+use crate::issuance::changes::ChangeFeed;
+use crate::issuance::error::IssuanceError;
+use crate::issuance::issuer::Issuer;
 
 /// Why a federated bundle was not taken this time (the poll retries).
 #[derive(Debug, thiserror::Error)]
@@ -88,15 +88,15 @@ pub struct Federation {
     pub profile: EndpointProfile,
 }
 
-fn io(context: String, e: std::io::Error) -> ServerError {
-    ServerError::Io { context, source: e }
+fn io(context: String, e: std::io::Error) -> IssuanceError {
+    IssuanceError::Io { context, source: e }
 }
 
 impl Federation {
     /// Checks the relationship against our own trust domain (SPIFFE Federation §4).
-    pub fn validate(&self, own: &TrustDomain) -> Result<(), ServerError> {
+    pub fn validate(&self, own: &TrustDomain) -> Result<(), IssuanceError> {
         let bad = |m: String| {
-            Err(ServerError::Config(format!(
+            Err(IssuanceError::Config(format!(
                 "federation with {}: {m}",
                 self.trust_domain
             )))
@@ -105,7 +105,7 @@ impl Federation {
             return bad("a trust domain does not federate with itself".into());
         }
         let url = reqwest::Url::parse(&self.url).map_err(|e| {
-            ServerError::Config(format!(
+            IssuanceError::Config(format!(
                 "federation with {}: bundle_endpoint_url: {e}",
                 self.trust_domain
             ))
@@ -140,7 +140,7 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    fn client(&self) -> Result<reqwest::Client, ServerError> {
+    fn client(&self) -> Result<reqwest::Client, IssuanceError> {
         let builder = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))
@@ -153,7 +153,7 @@ impl Fetcher {
                         .map_err(|e| io(format!("read federation CA {}", path.display()), e))?;
                     for cert in certs_from_pem(&pem)? {
                         let cert = reqwest::Certificate::from_der(&cert)
-                            .map_err(|e| ServerError::Config(format!("federation CA: {e}")))?;
+                            .map_err(|e| IssuanceError::Config(format!("federation CA: {e}")))?;
                         b = b.add_root_certificate(cert);
                     }
                 }
@@ -174,13 +174,13 @@ impl Fetcher {
                     bundles,
                     Authorizer::Exact(endpoint_spiffe_id.clone()),
                 )
-                .map_err(|e| ServerError::Tls(e.to_string()))?;
+                .map_err(|e| IssuanceError::Tls(e.to_string()))?;
                 builder.tls_backend_preconfigured(tls)
             }
         };
         builder
             .build()
-            .map_err(|e| ServerError::Tls(format!("federation client: {e}")))
+            .map_err(|e| IssuanceError::Tls(format!("federation client: {e}")))
     }
 
     async fn fetch(&self, client: &reqwest::Client) -> Result<TrustBundle, BundleFetchError> {
@@ -210,7 +210,7 @@ impl Fetcher {
     }
 
     /// Stores a fetched bundle unless it rolls back; returns the next poll interval.
-    async fn accept(&self, bundle: TrustBundle) -> Result<Duration, ServerError> {
+    async fn accept(&self, bundle: TrustBundle) -> Result<Duration, IssuanceError> {
         let td = self.federation.trust_domain.name().to_owned();
         let stored = self
             .issuer
@@ -292,7 +292,7 @@ pub async fn start(
     issuer: &Arc<Issuer>,
     changes: &Arc<ChangeFeed>,
     stop: &CancellationToken,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, IssuanceError> {
     let stored = issuer.store().federated_bundles().await?;
     let mut tasks = Vec::with_capacity(federations.len());
     for f in federations {
@@ -317,7 +317,7 @@ pub async fn start(
                 .map_err(|e| io(format!("read bootstrap bundle {}", path.display()), e))?;
             endpoint_bundles.put(
                 TrustBundle::from_document(f.trust_domain.clone(), &doc).map_err(|e| {
-                    ServerError::Config(format!("bootstrap bundle {}: {e}", path.display()))
+                    IssuanceError::Config(format!("bootstrap bundle {}: {e}", path.display()))
                 })?,
             );
         }
