@@ -1,6 +1,5 @@
 //! Server errors.
 
-use aims_credentials::{IssueError, KeyError, VerifyError};
 use aims_store::StoreError;
 
 /// Why the server could not start or an operation failed.
@@ -20,15 +19,9 @@ pub enum ServerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Issuance failed.
+    /// The issuance service failed.
     #[error(transparent)]
-    Issue(#[from] IssueError),
-    /// A key operation failed.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Building or reading a bundle failed.
-    #[error("bundle: {0}")]
-    Bundle(#[from] VerifyError),
+    Issuance(#[from] aims_provisioning::issuance::IssuanceError),
     /// A policy set was refused.
     #[error(transparent)]
     Policy(#[from] aims_policy::PolicyError),
@@ -38,21 +31,6 @@ pub enum ServerError {
     /// The audit log refused a record: the act it records did not complete its trail.
     #[error(transparent)]
     Audit(#[from] aims_audit::AppendError),
-}
-
-impl From<aims_provisioning::issuance::IssuanceError> for ServerError {
-    fn from(e: aims_provisioning::issuance::IssuanceError) -> Self {
-        use aims_provisioning::issuance::IssuanceError as I;
-        match e {
-            I::Config(m) => Self::Config(m),
-            I::Io { context, source } => Self::Io { context, source },
-            I::Store(e) => Self::Store(e),
-            I::Issue(e) => Self::Issue(e),
-            I::Key(e) => Self::Key(e),
-            I::Bundle(e) => Self::Bundle(e),
-            I::Tls(m) => Self::Tls(m),
-        }
-    }
 }
 
 impl From<aims_policy::service::StartError> for ServerError {

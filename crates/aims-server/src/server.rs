@@ -4,7 +4,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aims_authn::mtls::{Authorizer, ClientAuth};
+use aims_authn::transport::serve_tls;
 use aims_credentials::{CaManager, DiskKeyManager, UpstreamAuthority};
+use aims_oauth::AuthorizationServer;
+use aims_policy::service::PolicyService;
+use aims_provisioning::issuance::IssuanceError;
+use aims_provisioning::issuance::agent_api::AgentApi;
+use aims_provisioning::issuance::bundle_endpoint;
+use aims_provisioning::issuance::changes::ChangeFeed;
+use aims_provisioning::issuance::issuer::{IssuanceLimits, Issuer};
+use aims_provisioning::issuance::server_svid::ServerSvid;
+use aims_provisioning::node::X509PopVerifier;
 use aims_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -14,16 +25,6 @@ use crate::error::ServerError;
 use crate::settings::ServerSettings;
 use crate::tls::{LocalWebPki, server_config_from_files};
 use crate::token_policy::TokenPolicy;
-use aims_authn::mtls::{Authorizer, ClientAuth};
-use aims_authn::transport::serve_tls;
-use aims_oauth::AuthorizationServer;
-use aims_policy::service::PolicyService;
-use aims_provisioning::issuance::agent_api::AgentApi;
-use aims_provisioning::issuance::bundle_endpoint;
-use aims_provisioning::issuance::changes::ChangeFeed;
-use aims_provisioning::issuance::issuer::{IssuanceLimits, Issuer};
-use aims_provisioning::issuance::server_svid::ServerSvid;
-use aims_provisioning::node::X509PopVerifier;
 
 /// A running server.
 pub struct RunningServer {
@@ -180,19 +181,24 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     ensure_private_dir(&settings.data_dir)?;
     let server_id = server_id(&settings)?;
     let store = Store::connect(&settings.database_url()).await?;
-    let keys = Arc::new(DiskKeyManager::open(settings.data_dir.join("keys"))?);
+    let keys = Arc::new(
+        DiskKeyManager::open(settings.data_dir.join("keys")).map_err(IssuanceError::from)?,
+    );
     let upstream = match &settings.upstream {
         None => None,
-        Some(files) => Some(UpstreamAuthority::from_pem(
-            &read(&files.cert_file, "upstream certificate")?,
-            &read(&files.key_file, "upstream key")?,
-            files
-                .bundle_file
-                .as_ref()
-                .map(|p| read(p, "upstream bundle"))
-                .transpose()?
-                .as_deref(),
-        )?),
+        Some(files) => Some(
+            UpstreamAuthority::from_pem(
+                &read(&files.cert_file, "upstream certificate")?,
+                &read(&files.key_file, "upstream key")?,
+                files
+                    .bundle_file
+                    .as_ref()
+                    .map(|p| read(p, "upstream bundle"))
+                    .transpose()?
+                    .as_deref(),
+            )
+            .map_err(IssuanceError::from)?,
+        ),
     };
     let log_signer = audit_log_signer(keys.as_ref(), &settings.trust_domain)?;
     let ca = CaManager::new(settings.trust_domain.clone(), settings.ca, keys, upstream);

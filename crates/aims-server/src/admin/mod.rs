@@ -129,7 +129,15 @@ impl From<aims_admin::api::InvalidRequest> for ApiError {
 
 impl From<aims_provisioning::issuance::IssuanceError> for ApiError {
     fn from(e: aims_provisioning::issuance::IssuanceError) -> Self {
-        ServerError::from(e).into()
+        use aims_provisioning::issuance::IssuanceError as I;
+        match e {
+            I::Store(s) => s.into(),
+            I::Issue(IssueError::InvalidCsr(m)) => Self::invalid(format!("invalid CSR: {m}")),
+            I::Issue(IssueError::Refused(m)) => Self::invalid(m),
+            I::Issue(IssueError::InvalidId(m)) => Self::invalid(format!("invalid SPIFFE ID: {m}")),
+            I::Issue(IssueError::Key(k)) => Self::invalid(k.to_string()),
+            other => ServerError::Issuance(other).into(),
+        }
     }
 }
 
@@ -143,14 +151,6 @@ impl From<ServerError> for ApiError {
     fn from(e: ServerError) -> Self {
         match e {
             ServerError::Store(s) => s.into(),
-            ServerError::Issue(IssueError::InvalidCsr(m)) => {
-                Self::invalid(format!("invalid CSR: {m}"))
-            }
-            ServerError::Issue(IssueError::Refused(m)) => Self::invalid(m),
-            ServerError::Issue(IssueError::InvalidId(m)) => {
-                Self::invalid(format!("invalid SPIFFE ID: {m}"))
-            }
-            ServerError::Issue(IssueError::Key(k)) => Self::invalid(k.to_string()),
             other => {
                 tracing::error!(error = %other, "admin API failure");
                 Self::new(
