@@ -497,128 +497,214 @@ async fn serve(
     trace_id: String,
     span: tracing::Span,
 ) -> Response<Body> {
-    // AIMS AZ-7: one parsed target for the route, the token's audience, the policy and the
-    // forward; what could be read two ways is refused.
-    let request_target = match parse_target(&req) {
-        Ok(t) => t,
-        Err(e) => {
-            return json_response(
+    match gw.handle(req, &trace_id, &span).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+/// A request's answer before it reaches the upstream: a refusal, or a metadata document.
+type Early = Response<Body>;
+
+/// What policy is asked about a request, and what its record names.
+struct Decision {
+    query: Query,
+    verdict: Arc<Verdict>,
+    resource_name: String,
+}
+
+impl Gateway {
+    /// The stages of a call: parse the target once, route, authenticate, read the MCP call,
+    /// authorize, obtain the transaction token, record the decision, refuse or forward.
+    async fn handle(
+        &self,
+        req: Request<Body>,
+        trace_id: &str,
+        span: &tracing::Span,
+    ) -> Result<Response<Body>, Early> {
+        // AIMS AZ-7: one parsed target for the route, the token's audience, the policy and the
+        // forward; what could be read two ways is refused.
+        let request_target = parse_target(&req).map_err(|e| {
+            json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "invalid_request", "error_description": e.to_string()}),
-            );
+            )
+        })?;
+        if let Some(metadata) = self.resource_metadata(&request_target) {
+            return Ok(metadata);
         }
-    };
-    let path = request_target.path();
-    if let Some(rest) = path.strip_prefix(PROTECTED_RESOURCE_METADATA_PATH) {
-        let route = gw
+        let route = self
+            .route_for(&request_target)
+            .ok_or_else(|| json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"})))?;
+        let (req, caller) = self
+            .authenticate(route, &request_target, req)
+            .await
+            .map_err(Refusal::into_response)?;
+        let (req, mcp) = self.read_mcp(route, req).await?;
+        let decision = self.authorize(route, &caller, &request_target, &req, mcp.as_ref());
+        // An allowed request gets its transaction token first, so that the decision record
+        // carries the transaction's id (`txn`) as its correlation id (AIMS MO-9, MO-11).
+        let (txn, correlation) = self
+            .transaction_token(
+                route,
+                &caller,
+                (req.method(), &request_target, req.headers()),
+                &decision,
+                trace_id,
+            )
+            .await?;
+        self.record(&decision, correlation).await?;
+        if !decision.verdict.allowed {
+            return Err(self.insufficient(route, &decision));
+        }
+        let exchanged = self.upstream_token(route, &caller).await?;
+        // The upstream continues the trace, the gateway's span as its parent.
+        let traceparent = trace::upstream_traceparent(span, trace_id);
+        let upstream_tokens = UpstreamTokens {
+            txn: txn.as_deref(),
+            bearer: exchanged.as_deref(),
+            traceparent: &traceparent,
+        };
+        Ok(forward(
+            self,
+            route,
+            &request_target,
+            req,
+            upstream_tokens,
+            mcp.as_ref(),
+            &decision.query,
+        )
+        .await)
+    }
+
+    /// RFC 9728 §3: the protected resource metadata of the route the path names (or of the
+    /// only route).
+    fn resource_metadata(&self, target: &RequestTarget) -> Option<Response<Body>> {
+        let path = target.path();
+        let rest = path.strip_prefix(PROTECTED_RESOURCE_METADATA_PATH)?;
+        let route = self
             .routes
             .iter()
             .find(|r| r.metadata_path == path)
-            .or_else(|| (rest.is_empty() && gw.routes.len() == 1).then(|| &gw.routes[0]));
-        return match route {
-            Some(r) => json_response(StatusCode::OK, &gw.metadata(r)),
+            .or_else(|| (rest.is_empty() && self.routes.len() == 1).then(|| &self.routes[0]));
+        Some(match route {
+            Some(r) => json_response(StatusCode::OK, &self.metadata(r)),
             None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such resource"})),
-        };
+        })
     }
-    let Some(route) = gw.route_for(&request_target) else {
-        return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
-    };
-    let (req, caller) = match gw.authenticate(route, &request_target, req).await {
-        Ok(ok) => ok,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let facts = gw.facts(&caller, &request_target, &req);
-    // The task's id (AIMS MO-9, MO-11): a transaction the caller forwarded keeps its `txn`;
-    // otherwise a new transaction gets one below; without either, the trace id.
-    let incoming_txn = req
-        .headers()
-        .get(TXN_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let correlation = trace_id.clone();
-    // MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
-    let (req, mcp) = if route.route.kind == RouteKind::Mcp && req.method() == http::Method::POST {
+
+    /// MCP: the JSON-RPC body says which tool (AIMS AZ-37: tools/call visible to policy).
+    async fn read_mcp(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+    ) -> Result<(Request<Body>, Option<McpRequest>), Early> {
+        if route.route.kind != RouteKind::Mcp || req.method() != http::Method::POST {
+            return Ok((req, None));
+        }
         let (parts, body) = req.into_parts();
-        let bytes = match read_body(body, gw.max_json_body).await {
-            Ok(b) => b,
-            Err(status) => {
+        let bytes = read_body(body, self.max_json_body)
+            .await
+            .map_err(|status| {
                 let e = mcp::JsonRpcError {
                     id: Value::Null,
                     code: rmcp::model::ErrorCode::INVALID_REQUEST,
-                    message: format!("body larger than {} bytes or unreadable", gw.max_json_body),
+                    message: format!(
+                        "body larger than {} bytes or unreadable",
+                        self.max_json_body
+                    ),
                 };
-                return json_response(status, &e.body());
-            }
-        };
+                json_response(status, &e.body())
+            })?;
         match mcp::parse(&bytes) {
-            Ok(m) => (Request::from_parts(parts, Body::from(bytes)), Some(m)),
-            Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.body()),
+            Ok(m) => Ok((Request::from_parts(parts, Body::from(bytes)), Some(m))),
+            Err(e) => Err(json_response(StatusCode::BAD_REQUEST, &e.body())),
         }
-    } else {
-        (req, None)
-    };
-    let (action, target, resource_name) = match &mcp {
-        Some(McpRequest::CallTool { name, arguments }) => (
-            Action::CallTool,
-            Target::McpTool {
-                server: route.route.name.clone(),
-                name: name.clone(),
-                required_scopes: route.scopes_for(name),
-                arguments: arguments.clone(),
-            },
-            format!("{}/{name}", route.route.name),
-        ),
-        _ => (
-            Action::Call,
-            Target::Tool {
-                name: route.route.name.clone(),
-                required_scopes: route.route.required_scopes.clone(),
-            },
-            route.route.name.clone(),
-        ),
-    };
-    let query = Query {
-        principal: caller.principal.clone(),
-        action,
-        target,
-        facts,
-    };
-    let verdict = gw.decide(&query);
-    // An allowed request gets its transaction token first, so that the decision record carries
-    // the transaction's id (`txn`) as its correlation id (AIMS MO-9).
-    let mut txn = None;
-    let mut correlation = correlation;
-    let txn_subject = match (&incoming_txn, &caller.token) {
-        (Some(t), _) => Some((TxnSubject::TxnToken(t), "")),
-        (None, Some((token, claims))) => Some((
-            TxnSubject::AccessToken(token),
-            claims.scope.as_deref().unwrap_or_default(),
-        )),
-        (None, None) => None,
-    };
-    if verdict.allowed
-        && route.route.transaction_tokens
-        && let Some((subject, scope)) = txn_subject
-    {
+    }
+
+    /// The policy question for this call (a tool, or an MCP tool by name) and its verdict.
+    fn authorize(
+        &self,
+        route: &CompiledRoute,
+        caller: &Caller,
+        target: &RequestTarget,
+        req: &Request<Body>,
+        mcp: Option<&McpRequest>,
+    ) -> Decision {
+        let (action, policy_target, resource_name) = match mcp {
+            Some(McpRequest::CallTool { name, arguments }) => (
+                Action::CallTool,
+                Target::McpTool {
+                    server: route.route.name.clone(),
+                    name: name.clone(),
+                    required_scopes: route.scopes_for(name),
+                    arguments: arguments.clone(),
+                },
+                format!("{}/{name}", route.route.name),
+            ),
+            _ => (
+                Action::Call,
+                Target::Tool {
+                    name: route.route.name.clone(),
+                    required_scopes: route.route.required_scopes.clone(),
+                },
+                route.route.name.clone(),
+            ),
+        };
+        let query = Query {
+            principal: caller.principal.clone(),
+            action,
+            target: policy_target,
+            facts: self.facts(caller, target, req),
+        };
+        let verdict = self.decide(&query);
+        Decision {
+            query,
+            verdict,
+            resource_name,
+        }
+    }
+
+    /// The transaction token for an allowed call on a route that forwards one, and the task's
+    /// id: a transaction the caller forwarded keeps its `txn`; otherwise a new transaction
+    /// gets one; without either, the trace id.
+    async fn transaction_token(
+        &self,
+        route: &CompiledRoute,
+        caller: &Caller,
+        (method, target, headers): (&http::Method, &RequestTarget, &HeaderMap),
+        decision: &Decision,
+        trace_id: &str,
+    ) -> Result<(Option<String>, String), Early> {
+        let incoming_txn = headers.get(TXN_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        let subject = match (incoming_txn, &caller.token) {
+            (Some(t), _) => Some((TxnSubject::TxnToken(t), "")),
+            (None, Some((token, claims))) => Some((
+                TxnSubject::AccessToken(token),
+                claims.scope.as_deref().unwrap_or_default(),
+            )),
+            (None, None) => None,
+        };
+        let Some((subject, scope)) =
+            subject.filter(|_| decision.verdict.allowed && route.route.transaction_tokens)
+        else {
+            return Ok((None, trace_id.to_owned()));
+        };
         let rctx = json!({
-            "req_ip": query.facts.source_ip.map(|ip| ip.to_string()),
-            "method": req.method().as_str(),
-            "path": request_target.path(),
+            "req_ip": decision.query.facts.source_ip.map(|ip| ip.to_string()),
+            "method": method.as_str(),
+            "path": target.path(),
         });
-        let details = json!({"tool": route.route.name, "trace": correlation});
-        match gw.server.txn_token(subject, scope, &rctx, &details).await {
-            Ok((token, id)) => {
-                correlation = id;
-                txn = Some(token);
-            }
+        let details = json!({"tool": route.route.name, "trace": trace_id});
+        match self.server.txn_token(subject, scope, &rctx, &details).await {
+            Ok((token, id)) => Ok((Some(token), id)),
             // A transaction token the caller forwarded that the AS will not replace: the
             // caller's credential is bad, not the service (txn-tokens §8).
             Err(crate::GatewayError::Refused(e)) if incoming_txn.is_some() => {
                 tracing::warn!(error = %e, "forwarded transaction token refused");
                 let description = "the forwarded transaction token is not valid";
-                return Refusal {
+                Err(Refusal {
                     status: StatusCode::UNAUTHORIZED,
-                    challenge: Some(gw.challenge(
+                    challenge: Some(self.challenge(
                         route,
                         "Bearer",
                         Some(("invalid_token", description)),
@@ -626,32 +712,39 @@ async fn serve(
                     )),
                     body: json!({"error": "invalid_token", "error_description": description}),
                 }
-                .into_response();
+                .into_response())
             }
             Err(e) => {
                 tracing::error!(error = %e, "no transaction token; refusing to forward");
-                return json_response(
+                Err(json_response(
                     StatusCode::BAD_GATEWAY,
                     &json!({"error": "temporarily_unavailable", "error_description": "no transaction token could be obtained"}),
-                );
+                ))
             }
         }
     }
-    let mut record = verdict.audit_record(
-        &query,
-        resource_name,
-        aims_core::unix_millis(std::time::SystemTime::now()),
-    );
-    record.correlation_id = Some(correlation.clone());
-    if let Err(e) = gw.audit.record(record).await {
-        tracing::error!(error = %e, "decision not recorded; refusing the request");
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": "temporarily_unavailable", "error_description": "the decision could not be recorded"}),
+
+    /// AIMS MO-8: the decision is recorded before it takes effect; one that cannot be is
+    /// refused.
+    async fn record(&self, decision: &Decision, correlation: String) -> Result<(), Early> {
+        let mut record = decision.verdict.audit_record(
+            &decision.query,
+            decision.resource_name.clone(),
+            aims_core::unix_millis(std::time::SystemTime::now()),
         );
+        record.correlation_id = Some(correlation);
+        self.audit.record(record).await.map_err(|e| {
+            tracing::error!(error = %e, "decision not recorded; refusing the request");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "temporarily_unavailable", "error_description": "the decision could not be recorded"}),
+            )
+        })
     }
-    if !verdict.allowed {
-        let needed = match &query.target {
+
+    /// RFC 6750 §3.1 `insufficient_scope`, with the scopes the call needs.
+    fn insufficient(&self, route: &CompiledRoute, decision: &Decision) -> Early {
+        let needed = match &decision.query.target {
             Target::McpTool {
                 required_scopes, ..
             }
@@ -660,22 +753,19 @@ async fn serve(
             } => required_scopes.clone(),
             Target::Resource { .. } => Vec::new(),
         };
+        let version = decision.verdict.policy_version;
         // AIMS AZ-27, AZ-28: what policy allows only with a person's approval is a step-up the
         // client can take (a token obtained through CIBA carries the approval).
-        let description = if gw.pdp.allowed_with_approval(&query) {
+        let description = if self.pdp.allowed_with_approval(&decision.query) {
             format!(
-                "policy version {} allows this only with a person's approval: obtain a token through CIBA",
-                verdict.policy_version
+                "policy version {version} allows this only with a person's approval: obtain a token through CIBA"
             )
         } else {
-            format!(
-                "policy version {} does not allow this",
-                verdict.policy_version
-            )
+            format!("policy version {version} does not allow this")
         };
-        return Refusal {
+        Refusal {
             status: StatusCode::FORBIDDEN,
-            challenge: Some(gw.challenge(
+            challenge: Some(self.challenge(
                 route,
                 "Bearer",
                 Some(("insufficient_scope", &description)),
@@ -683,43 +773,32 @@ async fn serve(
             )),
             body: json!({"error": "insufficient_scope", "error_description": description, "scope": needed.join(" ")}),
         }
-        .into_response();
+        .into_response()
     }
-    // An upstream that takes OAuth tokens gets one for itself, never the caller's.
-    let exchanged = match (&route.route.exchange_audience, &caller.token) {
-        (Some(audience), Some((token, claims))) => match gw
-            .server
+
+    /// An upstream that takes OAuth tokens gets one for itself, never the caller's.
+    async fn upstream_token(
+        &self,
+        route: &CompiledRoute,
+        caller: &Caller,
+    ) -> Result<Option<String>, Early> {
+        let (Some(audience), Some((token, claims))) =
+            (&route.route.exchange_audience, &caller.token)
+        else {
+            return Ok(None);
+        };
+        self.server
             .exchange(token, audience, claims.scope.as_deref().unwrap_or_default())
             .await
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
+            .map(Some)
+            .map_err(|e| {
                 tracing::error!(error = %e, "token exchange failed; refusing to forward");
-                return json_response(
+                json_response(
                     StatusCode::BAD_GATEWAY,
                     &json!({"error": "temporarily_unavailable", "error_description": "no token for the upstream could be obtained"}),
-                );
-            }
-        },
-        _ => None,
-    };
-    // The upstream continues the trace, the gateway's span as its parent.
-    let traceparent = trace::upstream_traceparent(&span, &trace_id);
-    let upstream_tokens = UpstreamTokens {
-        txn: txn.as_deref(),
-        bearer: exchanged.as_deref(),
-        traceparent: &traceparent,
-    };
-    forward(
-        &gw,
-        route,
-        &request_target,
-        req,
-        upstream_tokens,
-        mcp.as_ref(),
-        &query,
-    )
-    .await
+                )
+            })
+    }
 }
 
 /// The request's target, canonical, once its authority and `Host` agree. An HTTP/2 request
