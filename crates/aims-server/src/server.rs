@@ -59,7 +59,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     audit_writer: JoinHandle<()>,
-    colocated: Arc<std::sync::Mutex<Vec<Arc<ServerSvid>>>>,
+    colocated: Colocated,
 }
 
 impl RunningServer {
@@ -175,11 +175,12 @@ fn audit_log_signer(
         .map_err(|e| ServerError::Config(format!("audit log key: {e}")))
 }
 
-/// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
-/// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
-pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
-    ensure_private_dir(&settings.data_dir)?;
-    let server_id = server_id(&settings)?;
+/// The store, the keys, the CA (chained to an upstream, if one) and the issuance service; and
+/// the audit log's signing key.
+async fn start_issuer(
+    settings: &ServerSettings,
+    server_id: &str,
+) -> Result<(Arc<Issuer>, aims_audit::NoteSigner), ServerError> {
     let store = Store::connect(&settings.database_url()).await?;
     let keys = Arc::new(
         DiskKeyManager::open(settings.data_dir.join("keys")).map_err(IssuanceError::from)?,
@@ -206,7 +207,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         Issuer::start(
             ca,
             store,
-            server_id.clone(),
+            server_id.to_owned(),
             settings.clock.clone(),
             IssuanceLimits {
                 x509_svid_ttl: settings.x509_svid_ttl,
@@ -218,7 +219,18 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         )
         .await?,
     );
+    Ok((issuer, log_signer))
+}
 
+/// The HTTPS listeners' TLS: the configured certificate, or a local Web PKI made once.
+struct WebTls {
+    tls: rustls::ServerConfig,
+    mtls_tls: rustls::ServerConfig,
+    web_tls: (PathBuf, PathBuf),
+    web_ca_file: Option<PathBuf>,
+}
+
+fn web_tls(settings: &ServerSettings, issuer: &Issuer) -> Result<WebTls, ServerError> {
     let (web_cert, web_key, web_ca_file) = match &settings.tls {
         Some(files) => (files.cert_file.clone(), files.key_file.clone(), None),
         None => {
@@ -247,6 +259,131 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
                 .optional(),
         )),
     )?;
+    Ok(WebTls {
+        tls,
+        mtls_tls,
+        web_tls,
+        web_ca_file,
+    })
+}
+
+/// SVIDs of processes colocated with the server (`aims up`'s gateway), renewed with its own.
+pub(crate) type Colocated = Arc<std::sync::Mutex<Vec<Arc<ServerSvid>>>>;
+
+/// Every tick: CA rotation and bundle publication, the server's and colocated SVIDs renewed,
+/// expired OAuth and people state pruned.
+fn spawn_maintenance(
+    settings: &ServerSettings,
+    issuer: Arc<Issuer>,
+    server_svid: Arc<ServerSvid>,
+    colocated: Colocated,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let ticker_colocated = colocated;
+    let ticker_issuer = issuer;
+    let ticker_stop = shutdown;
+    let interval = settings.tick_interval;
+    let clock = settings.clock.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = ticker_stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(e) = ticker_issuer.tick().await {
+                        tracing::error!(error = %e, "CA rotation or bundle publication failed; will retry");
+                    }
+                    if let Err(e) = server_svid.refresh(&ticker_issuer, clock.now()).await {
+                        tracing::error!(error = %e, "server SVID renewal failed; will retry");
+                    }
+                    let others: Vec<_> = ticker_colocated.lock().map(|l| l.clone()).unwrap_or_default();
+                    for svid in others {
+                        if let Err(e) = svid.refresh(&ticker_issuer, clock.now()).await {
+                            tracing::error!(error = %e, "SVID renewal failed; will retry");
+                        }
+                    }
+                    let now = aims_core::unix_seconds(clock.now());
+                    if let Err(e) = ticker_issuer.store().prune_oauth(now).await {
+                        tracing::warn!(error = %e, "cannot prune expired OAuth tokens; will retry");
+                    }
+                    if let Err(e) = ticker_issuer.store().prune_people(now).await {
+                        tracing::warn!(error = %e, "cannot prune expired sessions and requests; will retry");
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// What the server's routers are made of.
+struct Components {
+    issuer: Arc<Issuer>,
+    authorization_server: Arc<AuthorizationServer>,
+    people: Arc<aims_people::People>,
+    policy: Arc<PolicyService>,
+    audit: Arc<aims_audit::AuditLog>,
+    log_view: aims_audit::http::LogView,
+    signals: Arc<aims_signals::Transmitter>,
+    intake: Arc<aims_signals::intake::SignalIntake>,
+    mtls_base: String,
+}
+
+impl Components {
+    /// The HTTPS listener: the bundle endpoint, the authorization server and its pages, the
+    /// console, SSF discovery and the push intake.
+    fn https_router(&self) -> axum::Router {
+        bundle_endpoint::router(self.issuer.clone())
+            .merge(aims_oauth::router(self.authorization_server.clone()))
+            .merge(aims_oauth::people_router(self.authorization_server.clone()))
+            .merge(aims_console::router(aims_console::Console {
+                people: self.people.clone(),
+                policy: self.policy.clone(),
+                log: self.log_view.clone(),
+            }))
+            .merge(aims_signals::http::metadata_router(
+                self.authorization_server.settings.issuer.clone(),
+                self.mtls_base.clone(),
+            ))
+            .merge(aims_signals::intake::router(self.intake.clone()))
+    }
+
+    /// The mutual-TLS listener: the authorization server's RFC 8705 aliases, and for the trust
+    /// domain's enforcement points (authenticated by their X509-SVIDs) the AuthZEN API, the
+    /// policy in force, audit appends and SSF streams.
+    fn mtls_router(&self, settings: &ServerSettings) -> axum::Router {
+        aims_oauth::router(self.authorization_server.clone())
+            .merge(aims_policy::http::router(
+                self.policy.clone(),
+                settings.trust_domain.clone(),
+                self.mtls_base.clone(),
+            ))
+            .merge(aims_audit::http::router(
+                self.audit.clone(),
+                self.log_view.clone(),
+                settings.trust_domain.clone(),
+                settings.audit_writers.clone(),
+            ))
+            .merge(aims_signals::http::router(
+                self.signals.clone(),
+                settings.trust_domain.clone(),
+            ))
+    }
+}
+
+/// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
+/// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
+pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    ensure_private_dir(&settings.data_dir)?;
+    let server_id = server_id(&settings)?;
+    let (issuer, log_signer) = start_issuer(&settings, &server_id).await?;
+
+    let WebTls {
+        tls,
+        mtls_tls,
+        web_tls,
+        web_ca_file,
+    } = web_tls(&settings, &issuer)?;
     let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
     let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
     let (mtls_listener, oauth_mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
@@ -322,46 +459,28 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         )
         .map_err(|e| ServerError::Config(format!("signal source: {e}")))?,
     );
+    let components = Components {
+        issuer: issuer.clone(),
+        authorization_server: authorization_server.clone(),
+        people: people.clone(),
+        policy: policy.clone(),
+        audit: audit.clone(),
+        log_view: log_view.clone(),
+        signals: signals.clone(),
+        intake,
+        mtls_base,
+    };
     let mut tasks = vec![tokio::spawn(serve_tls(
         listener,
         Arc::new(tls),
-        bundle_endpoint::router(issuer.clone())
-            .merge(aims_oauth::router(authorization_server.clone()))
-            .merge(aims_oauth::people_router(authorization_server.clone()))
-            .merge(aims_console::router(aims_console::Console {
-                people: people.clone(),
-                policy: policy.clone(),
-                log: log_view.clone(),
-            }))
-            .merge(aims_signals::http::metadata_router(
-                as_issuer,
-                mtls_base.clone(),
-            ))
-            .merge(aims_signals::intake::router(intake)),
+        components.https_router(),
         shutdown.clone(),
     ))];
     tasks.push(tokio::spawn(signals.clone().run_push(shutdown.clone())));
-    // The mutual-TLS listener also serves the trust domain's enforcement points, authenticated
-    // by their X509-SVIDs: the AuthZEN API, the policy in force and audit appends.
     tasks.push(tokio::spawn(serve_tls(
         mtls_listener,
         Arc::new(mtls_tls),
-        aims_oauth::router(authorization_server.clone())
-            .merge(aims_policy::http::router(
-                policy.clone(),
-                settings.trust_domain.clone(),
-                mtls_base,
-            ))
-            .merge(aims_audit::http::router(
-                audit.clone(),
-                log_view.clone(),
-                settings.trust_domain.clone(),
-                settings.audit_writers.clone(),
-            ))
-            .merge(aims_signals::http::router(
-                signals.clone(),
-                settings.trust_domain.clone(),
-            )),
+        components.mtls_router(&settings),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(
@@ -439,42 +558,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         )
         .await?,
     );
-    let colocated: Arc<std::sync::Mutex<Vec<Arc<ServerSvid>>>> = Arc::default();
-    let ticker_colocated = colocated.clone();
-    let ticker_issuer = issuer.clone();
-    let ticker_stop = shutdown.clone();
-    let interval = settings.tick_interval;
-    let clock = settings.clock.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = ticker_stop.cancelled() => break,
-                _ = ticker.tick() => {
-                    if let Err(e) = ticker_issuer.tick().await {
-                        tracing::error!(error = %e, "CA rotation or bundle publication failed; will retry");
-                    }
-                    if let Err(e) = server_svid.refresh(&ticker_issuer, clock.now()).await {
-                        tracing::error!(error = %e, "server SVID renewal failed; will retry");
-                    }
-                    let others: Vec<_> = ticker_colocated.lock().map(|l| l.clone()).unwrap_or_default();
-                    for svid in others {
-                        if let Err(e) = svid.refresh(&ticker_issuer, clock.now()).await {
-                            tracing::error!(error = %e, "SVID renewal failed; will retry");
-                        }
-                    }
-                    let now = aims_core::unix_seconds(clock.now());
-                    if let Err(e) = ticker_issuer.store().prune_oauth(now).await {
-                        tracing::warn!(error = %e, "cannot prune expired OAuth tokens; will retry");
-                    }
-                    if let Err(e) = ticker_issuer.store().prune_people(now).await {
-                        tracing::warn!(error = %e, "cannot prune expired sessions and requests; will retry");
-                    }
-                }
-            }
-        }
-    }));
+    let colocated: Colocated = Arc::default();
+    tasks.push(spawn_maintenance(
+        &settings,
+        issuer.clone(),
+        server_svid,
+        colocated.clone(),
+        shutdown.clone(),
+    ));
     let bundle_url = format!(
         "https://{host}:{}{}",
         https_addr.port(),
