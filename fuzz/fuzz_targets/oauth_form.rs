@@ -2,7 +2,7 @@
 //! parses to parameters or is refused, and what parses is valid UTF-8 with no parameter twice.
 #![no_main]
 
-use aims_oauth::form::Form;
+use aims_oauth::Form;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -48,6 +48,7 @@ pub use aims_outbound::{FetchSettings, fetch};
 pub use ciba::{APPROVALS_PATH, ApprovalNotice, Notifier};
 pub use endpoints::{people_router, router};
 pub use error::OAuthError;
+pub use form::Form;
 pub use settings::{AsSettings, ResourceServer, TokenFormat, TrustedIssuer};
 pub use signing::sign_token;
 
