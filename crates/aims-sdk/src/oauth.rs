@@ -2,12 +2,20 @@
 //! (draft-ietf-oauth-spiffe-client-auth: `client_assertion_type` jwt-spiffe, audience the
 //! issuer): never a static secret (AIMS AZ-12). Tokens are DPoP-bound when a key is given, and
 //! a server that asks for a DPoP nonce gets the request again with it (RFC 9449 §8).
+//!
+//! For itself (client credentials), along agent chains (token exchange, transaction tokens)
+//! and for a person: the agent pushes an authorization request (RFC 9126) and redeems the
+//! code with its PKCE verifier (RFC 6749 §4.1.3, RFC 7636), or asks the person's approval out
+//! of band and polls for it (OpenID CIBA Core 1.0, poll mode). With a task's trace id, every
+//! request carries a W3C `traceparent` so the audit log joins them into one trace (AIMS MO-9).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aims_token::wire::{
-    ACCESS_TOKEN_TYPE, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, BACKCHANNEL_PATH, CIBA_GRANT, JWT_SPIFFE_ASSERTION, PAR_PATH,
+    TOKEN_EXCHANGE_GRANT, TOKEN_PATH, TXN_TOKEN_TYPE,
 };
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -35,12 +43,42 @@ pub struct Token {
     pub authorization_details: Option<Value>,
 }
 
-/// A client of the AIMS token endpoint for one agent.
+/// A pushed authorization request's answer (RFC 9126 §2.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PushedRequest {
+    /// What the person's browser takes to the authorization endpoint.
+    pub request_uri: String,
+    /// Seconds it stays good.
+    pub expires_in: i64,
+}
+
+/// A backchannel authentication request's answer (CIBA Core §7.3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackchannelRequest {
+    /// What the client polls with.
+    pub auth_req_id: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Seconds between polls.
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+}
+
+fn default_interval() -> u64 {
+    5
+}
+
+/// A client of the AIMS authorization server for one agent.
 #[derive(Debug, Clone)]
 pub struct TokenClient {
     issuer: String,
     http: reqwest::Client,
     svids: Arc<JwtSource>,
+    /// The `client_id` of a registered client whose identity is the agent's (its
+    /// `token_endpoint_auth_method` spiffe_jwt); `None`: the SPIFFE ID is the client.
+    client_id: Option<String>,
+    /// The task's W3C trace id, sent as `traceparent` on every request.
+    trace_id: Option<String>,
 }
 
 impl TokenClient {
@@ -51,11 +89,25 @@ impl TokenClient {
             issuer: issuer.into().trim_end_matches('/').to_owned(),
             http,
             svids,
+            client_id: None,
+            trace_id: None,
         }
     }
 
-    fn token_endpoint(&self) -> String {
-        format!("{}/oauth2/token", self.issuer)
+    /// Authenticates as the registered client `client_id` (its identity is this agent's
+    /// SPIFFE ID).
+    #[must_use]
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Sends `traceparent` with `trace_id` (32 hex digits) and a fresh span on every request
+    /// (W3C Trace Context §3.2), so the server records them under the task.
+    #[must_use]
+    pub fn with_trace(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = Some(trace_id.into());
+        self
     }
 
     /// Sends a token request; retries once with the server's DPoP nonce when asked.
@@ -64,16 +116,36 @@ impl TokenClient {
         form: &[(&str, &str)],
         dpop: Option<&DpopKey>,
     ) -> Result<Token, SdkError> {
+        let v = self.post(TOKEN_PATH, form, dpop).await?;
+        serde_json::from_value(v).map_err(|e| SdkError::Invalid(format!("token response: {e}")))
+    }
+
+    /// POSTs `form` to the endpoint at `path`, authenticated with the agent's JWT-SVID; the
+    /// JSON answer of a 2xx, else the OAuth error. Retries once with the server's DPoP nonce
+    /// when asked (RFC 9449 §8).
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        dpop: Option<&DpopKey>,
+    ) -> Result<Value, SdkError> {
         let assertion = self.svids.token(&self.issuer).await?;
         let mut body: Vec<(&str, &str)> = form.to_vec();
         body.push(("client_assertion_type", JWT_SPIFFE_ASSERTION));
         body.push(("client_assertion", &assertion));
-        let url = self.token_endpoint();
+        if let Some(id) = &self.client_id {
+            body.push(("client_id", id));
+        }
+        let url = format!("{}{path}", self.issuer);
         let mut nonce: Option<String> = None;
         for _ in 0..2 {
             let mut req = self.http.post(&url).form(&body);
             if let Some(key) = dpop {
                 req = req.header("DPoP", key.proof("POST", &url, None, nonce.as_deref())?);
+            }
+            if let Some(trace) = &self.trace_id {
+                let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+                req = req.header("traceparent", format!("00-{trace}-{span}-01"));
             }
             let resp = req.send().await?;
             let status = resp.status().as_u16();
@@ -83,9 +155,8 @@ impl TokenClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let v: Value = resp.json().await?;
-            if status == 200 {
-                return serde_json::from_value(v)
-                    .map_err(|e| SdkError::Invalid(format!("token response: {e}")));
+            if (200..300).contains(&status) {
+                return Ok(v);
             }
             let error = v["error"].as_str().unwrap_or("invalid_response").to_owned();
             if error == "use_dpop_nonce" && nonce.is_none() && server_nonce.is_some() {
@@ -104,6 +175,80 @@ impl TokenClient {
         Err(SdkError::Invalid(
             "the server kept asking for a DPoP nonce".into(),
         ))
+    }
+
+    /// Pushes an authorization request (RFC 9126 §2.1) with `params` (`response_type`,
+    /// `redirect_uri`, `scope`, `code_challenge` …); the person's browser then takes the
+    /// `request_uri` to the authorization endpoint.
+    pub async fn push_authorization_request(
+        &self,
+        params: &[(&str, &str)],
+    ) -> Result<PushedRequest, SdkError> {
+        let v = self.post(PAR_PATH, params, None).await?;
+        serde_json::from_value(v).map_err(|e| SdkError::Invalid(format!("PAR response: {e}")))
+    }
+
+    /// Redeems an authorization `code` (RFC 6749 §4.1.3) with its PKCE `code_verifier`
+    /// (RFC 7636 §4.5): a token for the person who consented, the agent as its actor.
+    pub async fn authorization_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+        dpop: Option<&DpopKey>,
+    ) -> Result<Token, SdkError> {
+        self.request(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", code_verifier),
+            ],
+            dpop,
+        )
+        .await
+    }
+
+    /// Asks a person's approval out of band (CIBA Core §7.1) with `params` (`scope`,
+    /// `login_hint`, `binding_message`, `authorization_details` …).
+    pub async fn backchannel_authentication(
+        &self,
+        params: &[(&str, &str)],
+    ) -> Result<BackchannelRequest, SdkError> {
+        let v = self.post(BACKCHANNEL_PATH, params, None).await?;
+        serde_json::from_value(v).map_err(|e| SdkError::Invalid(format!("CIBA response: {e}")))
+    }
+
+    /// Polls for the token of an approved `request` (CIBA Core §10.1): waits its interval
+    /// between polls, five seconds more after `slow_down` (§11), until it is approved (the
+    /// token), denied or expired (the OAuth error).
+    pub async fn poll_approval(&self, request: &BackchannelRequest) -> Result<Token, SdkError> {
+        let mut interval = request.interval;
+        let expires = Instant::now() + Duration::from_secs(request.expires_in);
+        loop {
+            tokio::time::sleep(Duration::from_secs(interval)).await;
+            let polled = self
+                .request(
+                    &[
+                        ("grant_type", CIBA_GRANT),
+                        ("auth_req_id", &request.auth_req_id),
+                    ],
+                    None,
+                )
+                .await;
+            match polled {
+                Err(SdkError::OAuth { error, .. }) if error == "authorization_pending" => {}
+                Err(SdkError::OAuth { error, .. }) if error == "slow_down" => interval += 5,
+                other => return other,
+            }
+            if Instant::now() >= expires {
+                return Err(SdkError::OAuth {
+                    status: 400,
+                    error: "expired_token".into(),
+                    description: "nobody decided before the request expired".into(),
+                });
+            }
+        }
     }
 
     /// A token for the agent itself (client credentials, RFC 6749 §4.4) for `resource`.
@@ -143,6 +288,29 @@ impl TokenClient {
                 ("scope", scope),
             ],
             dpop,
+        )
+        .await
+    }
+
+    /// Hands a task to `next_agent` (RFC 8693 §2.1 `audience`): a token for `resource` that
+    /// `next_agent`, named among its audiences, may exchange in turn ([`Self::exchange`]).
+    pub async fn hand_off(
+        &self,
+        subject_token: &str,
+        next_agent: &str,
+        resource: &str,
+        scope: &str,
+    ) -> Result<Token, SdkError> {
+        self.request(
+            &[
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("subject_token", subject_token),
+                ("subject_token_type", ACCESS_TOKEN_TYPE),
+                ("scope", scope),
+                ("audience", next_agent),
+                ("resource", resource),
+            ],
+            None,
         )
         .await
     }

@@ -10,13 +10,16 @@
 //! trace of the task is printed and the log verified against its signed checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aims_admin::api::{CreateClientRequest, CreateUserRequest};
 use aims_admin::client::AdminClient;
 use aims_credentials::jose::{CompactJws, sha256_b64url};
+use aims_sdk::SdkError;
+use aims_sdk::oauth::TokenClient;
+use aims_sdk::source::JwtSource;
 use aims_store::{NewEntry, Selector};
-use aims_token::wire::{ACCESS_TOKEN_TYPE, CIBA_GRANT, JWT_SPIFFE_ASSERTION, TOKEN_EXCHANGE_GRANT};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::{Value, json};
 
@@ -200,61 +203,36 @@ impl Demo {
         format!("spiffe://{}/demo/{name}", self.td)
     }
 
-    /// A JWT-SVID for `agent` (audience: the AS) from the SPIFFE Workload API.
+    /// `agent`'s client of the authorization server, on the SDK agents use: it authenticates
+    /// with the agent's JWT-SVID from the SPIFFE Workload API and sends the task's
+    /// `traceparent` with every request.
+    fn client_of(&self, agent: &str) -> TokenClient {
+        TokenClient::new(
+            self.issuer.clone(),
+            self.http.clone(),
+            Arc::new(JwtSource::new(&self.socket, Some(agent.to_owned()))),
+        )
+        .with_trace(self.task.clone())
+    }
+
+    /// A JWT-SVID for `agent` (audience: the AS), waiting while its entry reaches the node
+    /// agent.
     async fn jwt_svid(&self, agent: &str) -> anyhow::Result<String> {
+        let source = JwtSource::new(&self.socket, Some(agent.to_owned()));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let attempt = async {
-                let mut client =
-                    aims_workload_api::client::WorkloadApiClient::connect_path(&self.socket)?;
-                let r = client
-                    .fetch_jwt_svid(vec![self.issuer.clone()], Some(agent.to_owned()))
-                    .await?;
-                r.svids
-                    .into_iter()
-                    .next()
-                    .map(|s| s.svid)
-                    .context("no JWT-SVID")
-            };
-            match attempt.await {
+            match source.token(&self.issuer).await {
                 Ok(t) => return Ok(t),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "waiting for the agent's JWT-SVID");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => {
-                    return Err(e.context(format!("no JWT-SVID for {agent} from the Workload API")));
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("no JWT-SVID for {agent} from the Workload API")));
                 }
             }
         }
-    }
-
-    /// A form POST to the AS authenticated with `agent`'s JWT-SVID: status and JSON.
-    async fn as_agent(
-        &self,
-        agent: &str,
-        path: &str,
-        client_id: Option<&str>,
-        form: &[(&str, &str)],
-    ) -> anyhow::Result<(u16, Value)> {
-        let svid = self.jwt_svid(agent).await?;
-        let mut f = form.to_vec();
-        f.extend([
-            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
-            ("client_assertion", svid.as_str()),
-        ]);
-        if let Some(id) = client_id {
-            f.push(("client_id", id));
-        }
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.issuer))
-            .header("traceparent", self.traceparent())
-            .form(&f)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
     /// An MCP `tools/call` through the gateway: status, `WWW-Authenticate`, JSON body.
@@ -283,6 +261,545 @@ impl Demo {
             .unwrap_or_default()
             .to_owned();
         Ok((status, challenge, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// The person of the demo: a browser signed in to the AS, and the account it signed in with.
+struct Person {
+    browser: Browser,
+    username: String,
+    password: String,
+    suffix: String,
+}
+
+/// The demo's steps, each what one part of the stack does for the task.
+impl Demo {
+    /// 1. Identities.
+    async fn identities(&self, story: &mut Story) -> anyhow::Result<(String, String)> {
+        story.step("Two agents get their identities from the SPIFFE Workload API");
+        let (a, b) = (self.agent("agent-a"), self.agent("agent-b"));
+        let uid = own_uid()?;
+        let existing = self.admin.list_entries(None, None).await?;
+        // A rerun starts afresh: an earlier run revoked agent B. Tokens issued in the second of a
+        // revocation stay revoked (`iat` counts seconds), so the run starts after that second.
+        let mut revoked_at = None;
+        for r in self.admin.revocations().await? {
+            if r.lifted_at.is_none() && (r.principal == a || r.principal == b) {
+                self.admin
+                    .lift_revocation(&r.principal, "aims demo starts again")
+                    .await?;
+                revoked_at = revoked_at.max(Some(r.revoked_at));
+            }
+        }
+        if let Some(t) = revoked_at {
+            while aims_core::unix_seconds(std::time::SystemTime::now()) <= t {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for id in [&a, &b] {
+            if existing.iter().any(|e| e.spiffe_id.as_str() == id.as_str()) {
+                continue;
+            }
+            self.admin
+                .create_entry(&NewEntry {
+                    spiffe_id: aims_core::SpiffeId::parse(id)?,
+                    parent_id: aims_core::SpiffeId::parse(&format!(
+                        "spiffe://{}{}",
+                        self.td,
+                        super::up::LOCAL_AGENT_PATH
+                    ))?,
+                    selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
+                    x509_svid_ttl: 0,
+                    jwt_svid_ttl: 0,
+                    dns_names: vec![],
+                    admin: false,
+                    hint: Some(id.rsplit('/').next().unwrap_or_default().to_owned()),
+                })
+                .await?;
+        }
+        for id in [&a, &b] {
+            let svid = self.jwt_svid(id).await?;
+            story.done(
+                &format!("{id}: JWT-SVID issued after attestation of this process (uid {uid})"),
+                "SPIFFE Workload API, JWT-SVID",
+            );
+            ensure!(
+                claims(&svid)?["sub"] == id.as_str(),
+                "the JWT-SVID names another identity"
+            );
+        }
+
+        let current = self.admin.current_policy().await?;
+        if !current.text.contains("demo-delete-needs-approval") {
+            self.admin
+                .apply_policy(
+                    &format!("{}\n{APPROVAL_POLICY}", current.text),
+                    false,
+                    Some("aims demo".into()),
+                )
+                .await?;
+        }
+        story.done(
+            "policy in force: deleting a file needs a person's approval",
+            "Cedar, versioned policy (AIMS AZ-27)",
+        );
+        Ok((a, b))
+    }
+
+    /// 2. Agent A calls a tool with its own token.
+    async fn own_token(&self, story: &mut Story, a: &str) -> anyhow::Result<TokenClient> {
+        story.step("Agent A calls the MCP tool through the gateway with its own token");
+        let agent_a = self.client_of(a);
+        let token_a = agent_a
+            .client_credentials(&self.mcp_resource, "mcp", None)
+            .await
+            .context("client credentials refused")?
+            .access_token;
+        story.done(
+            "token for agent A, client authentication by its JWT-SVID (no secret)",
+            "OAuth SPIFFE client auth, RFC 9068",
+        );
+        let (s, _, body) = self
+            .call_tool(&token_a, "echo", json!({"text": "hello from agent A"}))
+            .await?;
+        ensure!(s == 200, "the echo call was refused: {s} {body}");
+        story.done(
+            &format!("tools/call echo → {}", body["result"]["content"][0]["text"]),
+            "MCP over the AIMS gateway, Cedar decision",
+        );
+        Ok(agent_a)
+    }
+
+    /// 3. Delegation by a person.
+    async fn delegation(
+        &self,
+        story: &mut Story,
+        agent_a: TokenClient,
+        a: &str,
+        ca: &Path,
+    ) -> anyhow::Result<(TokenClient, String, Person)> {
+        story.step("A person delegates to agent A (authorization code, PKCE, PAR)");
+        self.admin
+            .create_client(&CreateClientRequest {
+                client_id: Some("demo-agent-a".into()),
+                metadata: json!({
+                    "token_endpoint_auth_method": "spiffe_jwt",
+                    "spiffe_id": a,
+                    "client_name": "Demo agent A",
+                    "redirect_uris": [REDIRECT],
+                    "require_pushed_authorization_requests": true,
+                }),
+            })
+            .await?;
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let username = format!("demo-user-{suffix}");
+        let password = format!("demo password {}", uuid::Uuid::new_v4().simple());
+        self.admin
+            .create_user(&CreateUserRequest {
+                username: username.clone(),
+                display_name: Some("Demo User".into()),
+                admin: false,
+                password: Some(password.clone()),
+            })
+            .await?;
+        let user = Browser {
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .build()?,
+            issuer: self.issuer.clone(),
+        };
+        let verifier = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let challenge = sha256_b64url(verifier.as_bytes());
+        let agent_a = agent_a.with_client_id("demo-agent-a");
+        let par = agent_a
+            .push_authorization_request(&[
+                ("response_type", "code"),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid mcp files.read files.delete offline_access"),
+                ("resource", self.mcp_resource.as_str()),
+                ("state", suffix),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .await
+            .context("PAR refused")?;
+        story.done(
+            "authorization request pushed by agent A",
+            "RFC 9126 PAR, RFC 7636 PKCE S256",
+        );
+        let request_uri = par.request_uri.as_str();
+        let url = format!(
+            "/oauth2/authorize?client_id=demo-agent-a&request_uri={}",
+            url::form_urlencoded::byte_serialize(request_uri.as_bytes()).collect::<String>()
+        );
+        let (_, pending, _) = user.get(&url).await?;
+        let pending =
+            pending.context("the authorization endpoint did not answer with a redirect")?;
+        let (_, _, page) = user
+            .get(&format!(
+                "/login?return_to={}",
+                url::form_urlencoded::byte_serialize(pending.as_bytes()).collect::<String>()
+            ))
+            .await?;
+        let csrf = field(&page, "csrf")?;
+        let (s, _, _) = user
+            .post(
+                "/login/password",
+                &[
+                    ("username", &username),
+                    ("password", &password),
+                    ("csrf", &csrf),
+                    ("return_to", &pending),
+                ],
+            )
+            .await?;
+        ensure!(s == 303, "the demo user could not sign in ({s})");
+        story.done(
+            &format!("{username} signed in (automated in demo mode; people use a passkey)"),
+            "WebAuthn or password, __Host- session",
+        );
+        let (s, _, consent) = user.get(&pending).await?;
+        ensure!(
+            s == 200 && consent.contains("Demo agent A"),
+            "no consent page ({s})"
+        );
+        let (s, to, _) = user
+            .post(
+                "/oauth2/authorize/decide",
+                &[
+                    ("id", &field(&consent, "id")?),
+                    ("decision", "approve"),
+                    ("csrf", &field(&consent, "csrf")?),
+                ],
+            )
+            .await?;
+        let to = to
+            .filter(|_| s == 303)
+            .context("consent did not redirect to the agent")?;
+        let q: std::collections::HashMap<String, String> =
+            url::Url::parse(&to)?.query_pairs().into_owned().collect();
+        ensure!(
+            q.get("iss") == Some(&self.issuer),
+            "the response names no issuer"
+        );
+        story.done(
+            "the user allowed agent A on the consent page; code returned with iss",
+            "RFC 6749 §4.1, RFC 9207",
+        );
+        let code = q.get("code").context("no code")?;
+        let delegated = agent_a
+            .authorization_code(code, REDIRECT, &verifier, None)
+            .await
+            .context("the code was not redeemed")?
+            .access_token;
+        let c = claims(&delegated)?;
+        story.done(
+            &format!(
+                "agent A holds a token for the user (sub {}), acting as {}",
+                c["sub"],
+                chain(&c).join(" ← ")
+            ),
+            "RFC 9068, RFC 8693 act",
+        );
+        Ok((
+            agent_a,
+            delegated,
+            Person {
+                browser: user,
+                username,
+                password,
+                suffix: suffix.to_owned(),
+            },
+        ))
+    }
+
+    /// 4. Agent A hands the task to agent B: it names B as an audience of a token for the
+    async fn hand_off(
+        &self,
+        story: &mut Story,
+        agent_a: &TokenClient,
+        b: &str,
+        delegated: &str,
+    ) -> anyhow::Result<(TokenClient, String)> {
+        // same resource (a token only reaches the clients it is for), and B exchanges that one.
+        story.step("Agent A hands the task to agent B, which exchanges the token A made for it");
+        let handoff = agent_a
+            .hand_off(
+                delegated,
+                b,
+                &self.mcp_resource,
+                "mcp files.read files.delete",
+            )
+            .await
+            .context("agent A's hand-off was refused")?
+            .access_token;
+        let agent_b = self.client_of(b);
+        let token_b = agent_b
+            .exchange(
+                &handoff,
+                &self.mcp_resource,
+                "mcp files.read files.delete",
+                None,
+            )
+            .await
+            .context("the exchange was refused")?
+            .access_token;
+        let cb = claims(&token_b)?;
+        let acts = chain(&cb);
+        ensure!(
+            acts.first().map(String::as_str) == Some(b)
+                && acts.get(1).map(String::as_str) == Some("demo-agent-a"),
+            "the act chain is wrong: {acts:?}"
+        );
+        story.done(
+            &format!("delegation chain: {} for the user", acts.join(" ← ")),
+            "RFC 8693 token exchange, nested act",
+        );
+        Ok((agent_b, token_b))
+    }
+
+    /// 5. Agent B calls a tool; the gateway mints a transaction token.
+    async fn transaction(&self, story: &mut Story, b: &str, token_b: &str) -> anyhow::Result<()> {
+        story.step("Agent B calls a tool; the gateway mints a transaction token for it");
+        let (s, _, body) = self
+            .call_tool(token_b, "read_file", json!({"path": "/srv/reports/q3.txt"}))
+            .await?;
+        ensure!(s == 200, "read_file was refused: {s} {body}");
+        story.done(
+            &format!(
+                "tools/call read_file → {}",
+                body["result"]["content"][0]["text"]
+            ),
+            "Cedar policy, MCP",
+        );
+        // The gateway appends its decisions asynchronously: they land within milliseconds.
+        let task = self.task.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let recorded = self.admin.audit_trace(&task).await?.iter().any(|e| {
+                e.parsed()
+                    .is_ok_and(|r| r.agent.as_deref() == Some(b) && r.action == "call_tool")
+            });
+            if recorded {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the gateway recorded no decision for agent B under the task's id"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        story.done(
+            &format!("the upstream got a Txn-Token for transaction {task}"),
+            "draft-ietf-oauth-transaction-tokens-11",
+        );
+        Ok(())
+    }
+
+    /// 6. A high-risk call needs the person's approval.
+    async fn approval(
+        &self,
+        story: &mut Story,
+        agent_b: &TokenClient,
+        token_b: &str,
+        person: &Person,
+        auto_approve: bool,
+    ) -> anyhow::Result<()> {
+        story.step("A high-risk call needs the user's approval (step-up through CIBA)");
+        // The gateway follows the new policy version within its poll interval.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (s, challenge, body) = loop {
+            let r = self
+                .call_tool(
+                    token_b,
+                    "delete_file",
+                    json!({"path": "/srv/reports/q3.txt"}),
+                )
+                .await?;
+            let held = r.2["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("approval"));
+            if held || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        ensure!(
+            s == 403
+                && challenge.contains("insufficient_scope")
+                && body["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("approval")),
+            "delete_file was not held for a person's approval: {s} {body}"
+        );
+        story.done(
+            &format!(
+                "403 insufficient_scope: {}",
+                body["error_description"].as_str().unwrap_or_default()
+            ),
+            "RFC 6750 §3.1, MCP step-up",
+        );
+        let binding = format!("DEL-{}", &person.suffix[..4]).to_uppercase();
+        let bc = agent_b
+            .backchannel_authentication(&[
+                ("scope", "openid mcp files.delete"),
+                ("login_hint", &person.username),
+                ("binding_message", &binding),
+                ("resource", self.mcp_resource.as_str()),
+                (
+                    "authorization_details",
+                    r#"[{"type":"tool_call","actions":["delete_file"],"path":"/srv/reports/q3.txt"}]"#,
+                ),
+            ])
+            .await
+            .context("CIBA refused")?;
+        story.done(
+            &format!("agent B asked the user's approval; binding message {binding}"),
+            "OpenID CIBA Core 1.0",
+        );
+        if auto_approve {
+            let (_, _, page) = person.browser.get("/approvals").await?;
+            let card = page
+                .split("class=\"card approval\"")
+                .find(|c| c.contains(&binding))
+                .context("the request is not on the approvals page")?;
+            let (s, _, _) = person
+                .browser
+                .post(
+                    "/approvals/decide",
+                    &[
+                        ("id", &field(card, "id")?),
+                        ("decision", "approve"),
+                        ("csrf", &field(&page, "csrf")?),
+                    ],
+                )
+                .await?;
+            ensure!(s == 303, "the approval failed ({s})");
+            story.done(
+                "approved on the approvals page (--auto-approve)",
+                "AIMS AZ-30: bound to a verifiable grant",
+            );
+        } else {
+            story.note(&format!(
+                "Approve it: open {}/approvals, sign in as {} with password {:?}.",
+                self.issuer, person.username, person.password
+            ));
+        }
+        let approved_token = agent_b
+            .poll_approval(&bc)
+            .await
+            .context("the approval did not come through")?
+            .access_token;
+        let ac = claims(&approved_token)?;
+        story.done(
+            &format!(
+                "token with approval {} and the approved details",
+                ac["approval"]
+            ),
+            "CIBA poll mode, RFC 9396",
+        );
+        let (s, _, body) = self
+            .call_tool(
+                &approved_token,
+                "delete_file",
+                json!({"path": "/srv/reports/q3.txt"}),
+            )
+            .await?;
+        ensure!(s == 200, "the approved call was refused: {s} {body}");
+        story.done(
+            "tools/call delete_file allowed with the approval",
+            "Cedar: context has approval",
+        );
+        Ok(())
+    }
+
+    /// 7. Revocation.
+    async fn revocation(
+        &self,
+        story: &mut Story,
+        agent_b: &TokenClient,
+        b: &str,
+        token_b: &str,
+    ) -> anyhow::Result<()> {
+        story.step("The operator revokes agent B; its next call is refused");
+        let t0 = Instant::now();
+        self.admin
+            .revoke(b, "aims demo: agent B misbehaved")
+            .await?;
+        let refused = loop {
+            let (s, _, _) = self
+                .call_tool(token_b, "read_file", json!({"path": "/srv/reports/q3.txt"}))
+                .await?;
+            if s == 401 || s == 403 {
+                break t0.elapsed();
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(5),
+                "agent B was not refused within 5 s"
+            );
+        };
+        story.done(
+            &format!(
+                "refused {:.1} ms after the revocation",
+                refused.as_secs_f64() * 1000.0
+            ),
+            "OpenID SSF/CAEP session-revoked",
+        );
+        match agent_b
+            .client_credentials(&self.mcp_resource, "mcp", None)
+            .await
+        {
+            Err(SdkError::OAuth {
+                status: 400, error, ..
+            }) if error == "invalid_grant" => {}
+            other => bail!("agent B still got a token: {other:?}"),
+        }
+        story.done(
+            "no new token for agent B either (invalid_grant)",
+            "AIMS MO-4",
+        );
+        Ok(())
+    }
+
+    /// 8. The trail.
+    async fn trail(&self, story: &mut Story, a: &str, b: &str) -> anyhow::Result<()> {
+        story.step("The audit trail: the task's execution chain, and the log verifies");
+        let task = &self.task;
+        let trace = self.admin.audit_trace(task).await?;
+        for line in aims_audit::render_trace(task, &trace).lines() {
+            story.note(line);
+        }
+        let records: Vec<aims_audit::AuditRecord> =
+            trace.iter().filter_map(|e| e.parsed().ok()).collect();
+        let by = |agent: &str| {
+            records
+                .iter()
+                .filter(|r| r.agent.as_deref() == Some(agent))
+                .count()
+        };
+        let approvals = records.iter().filter(|r| r.action == "approve").count();
+        ensure!(
+            by(a) > 0 && by(b) > 0 && approvals == 1,
+            "the trace misses part of the task: {} records of A, {} of B, {approvals} approvals",
+            by(a),
+            by(b)
+        );
+        story.done(
+            &format!(
+                "one task, {} records: token grants, tool calls of both agents, the approval",
+                trace.len()
+            ),
+            "AIMS MO-8, MO-9: W3C trace id = txn",
+        );
+        let verified = super::audit::verify_against_server(&self.admin).await?;
+        story.done(&verified, "RFC 9162 Merkle tree, C2SP signed checkpoint");
+        Ok(())
     }
 }
 
@@ -334,543 +851,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         demo.issuer, demo.td
     );
 
-    // 1. Identities.
-    story.step("Two agents get their identities from the SPIFFE Workload API");
-    let (a, b) = (demo.agent("agent-a"), demo.agent("agent-b"));
-    let uid = own_uid()?;
-    let existing = demo.admin.list_entries(None, None).await?;
-    // A rerun starts afresh: an earlier run revoked agent B. Tokens issued in the second of a
-    // revocation stay revoked (`iat` counts seconds), so the run starts after that second.
-    let mut revoked_at = None;
-    for r in demo.admin.revocations().await? {
-        if r.lifted_at.is_none() && (r.principal == a || r.principal == b) {
-            demo.admin
-                .lift_revocation(&r.principal, "aims demo starts again")
-                .await?;
-            revoked_at = revoked_at.max(Some(r.revoked_at));
-        }
-    }
-    if let Some(t) = revoked_at {
-        while aims_core::unix_seconds(std::time::SystemTime::now()) <= t {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    for id in [&a, &b] {
-        if existing.iter().any(|e| e.spiffe_id.as_str() == id.as_str()) {
-            continue;
-        }
-        demo.admin
-            .create_entry(&NewEntry {
-                spiffe_id: aims_core::SpiffeId::parse(id)?,
-                parent_id: aims_core::SpiffeId::parse(&format!(
-                    "spiffe://{}{}",
-                    demo.td,
-                    super::up::LOCAL_AGENT_PATH
-                ))?,
-                selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
-                x509_svid_ttl: 0,
-                jwt_svid_ttl: 0,
-                dns_names: vec![],
-                admin: false,
-                hint: Some(id.rsplit('/').next().unwrap_or_default().to_owned()),
-            })
-            .await?;
-    }
-    for id in [&a, &b] {
-        let svid = demo.jwt_svid(id).await?;
-        story.done(
-            &format!("{id}: JWT-SVID issued after attestation of this process (uid {uid})"),
-            "SPIFFE Workload API, JWT-SVID",
-        );
-        ensure!(
-            claims(&svid)?["sub"] == id.as_str(),
-            "the JWT-SVID names another identity"
-        );
-    }
-
-    let current = demo.admin.current_policy().await?;
-    if !current.text.contains("demo-delete-needs-approval") {
-        demo.admin
-            .apply_policy(
-                &format!("{}\n{APPROVAL_POLICY}", current.text),
-                false,
-                Some("aims demo".into()),
-            )
-            .await?;
-    }
-    story.done(
-        "policy in force: deleting a file needs a person's approval",
-        "Cedar, versioned policy (AIMS AZ-27)",
-    );
-
-    // 2. Agent A calls a tool with its own token.
-    story.step("Agent A calls the MCP tool through the gateway with its own token");
-    let (s, t) = demo
-        .as_agent(
-            &a,
-            "/oauth2/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "mcp"),
-                ("resource", demo.mcp_resource.as_str()),
-            ],
-        )
+    let (a, b) = demo.identities(&mut story).await?;
+    let agent_a = demo.own_token(&mut story, &a).await?;
+    let (agent_a, delegated, person) = demo.delegation(&mut story, agent_a, &a, ca).await?;
+    let (agent_b, token_b) = demo.hand_off(&mut story, &agent_a, &b, &delegated).await?;
+    demo.transaction(&mut story, &b, &token_b).await?;
+    demo.approval(&mut story, &agent_b, &token_b, &person, args.auto_approve)
         .await?;
-    ensure!(s == 200, "client credentials refused: {t}");
-    story.done(
-        "token for agent A, client authentication by its JWT-SVID (no secret)",
-        "OAuth SPIFFE client auth, RFC 9068",
-    );
-    let token_a = t["access_token"]
-        .as_str()
-        .context("no access token")?
-        .to_owned();
-    let (s, _, body) = demo
-        .call_tool(&token_a, "echo", json!({"text": "hello from agent A"}))
-        .await?;
-    ensure!(s == 200, "the echo call was refused: {s} {body}");
-    story.done(
-        &format!("tools/call echo → {}", body["result"]["content"][0]["text"]),
-        "MCP over the AIMS gateway, Cedar decision",
-    );
-
-    // 3. Delegation by a person.
-    story.step("A person delegates to agent A (authorization code, PKCE, PAR)");
-    demo.admin
-        .create_client(&CreateClientRequest {
-            client_id: Some("demo-agent-a".into()),
-            metadata: json!({
-                "token_endpoint_auth_method": "spiffe_jwt",
-                "spiffe_id": a,
-                "client_name": "Demo agent A",
-                "redirect_uris": [REDIRECT],
-                "require_pushed_authorization_requests": true,
-            }),
-        })
-        .await?;
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let username = format!("demo-user-{suffix}");
-    let password = format!("demo password {}", uuid::Uuid::new_v4().simple());
-    demo.admin
-        .create_user(&CreateUserRequest {
-            username: username.clone(),
-            display_name: Some("Demo User".into()),
-            admin: false,
-            password: Some(password.clone()),
-        })
-        .await?;
-    let user = Browser {
-        http: reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .build()?,
-        issuer: demo.issuer.clone(),
-    };
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = sha256_b64url(verifier.as_bytes());
-    let (s, par) = demo
-        .as_agent(
-            &a,
-            "/oauth2/par",
-            Some("demo-agent-a"),
-            &[
-                ("response_type", "code"),
-                ("redirect_uri", REDIRECT),
-                ("scope", "openid mcp files.read files.delete offline_access"),
-                ("resource", demo.mcp_resource.as_str()),
-                ("state", suffix),
-                ("code_challenge", challenge.as_str()),
-                ("code_challenge_method", "S256"),
-            ],
-        )
-        .await?;
-    ensure!(s == 201, "PAR refused: {par}");
-    story.done(
-        "authorization request pushed by agent A",
-        "RFC 9126 PAR, RFC 7636 PKCE S256",
-    );
-    let request_uri = par["request_uri"].as_str().context("no request_uri")?;
-    let url = format!(
-        "/oauth2/authorize?client_id=demo-agent-a&request_uri={}",
-        url::form_urlencoded::byte_serialize(request_uri.as_bytes()).collect::<String>()
-    );
-    let (_, pending, _) = user.get(&url).await?;
-    let pending = pending.context("the authorization endpoint did not answer with a redirect")?;
-    let (_, _, page) = user
-        .get(&format!(
-            "/login?return_to={}",
-            url::form_urlencoded::byte_serialize(pending.as_bytes()).collect::<String>()
-        ))
-        .await?;
-    let csrf = field(&page, "csrf")?;
-    let (s, _, _) = user
-        .post(
-            "/login/password",
-            &[
-                ("username", &username),
-                ("password", &password),
-                ("csrf", &csrf),
-                ("return_to", &pending),
-            ],
-        )
-        .await?;
-    ensure!(s == 303, "the demo user could not sign in ({s})");
-    story.done(
-        &format!("{username} signed in (automated in demo mode; people use a passkey)"),
-        "WebAuthn or password, __Host- session",
-    );
-    let (s, _, consent) = user.get(&pending).await?;
-    ensure!(
-        s == 200 && consent.contains("Demo agent A"),
-        "no consent page ({s})"
-    );
-    let (s, to, _) = user
-        .post(
-            "/oauth2/authorize/decide",
-            &[
-                ("id", &field(&consent, "id")?),
-                ("decision", "approve"),
-                ("csrf", &field(&consent, "csrf")?),
-            ],
-        )
-        .await?;
-    let to = to
-        .filter(|_| s == 303)
-        .context("consent did not redirect to the agent")?;
-    let q: std::collections::HashMap<String, String> =
-        url::Url::parse(&to)?.query_pairs().into_owned().collect();
-    ensure!(
-        q.get("iss") == Some(&demo.issuer),
-        "the response names no issuer"
-    );
-    story.done(
-        "the user allowed agent A on the consent page; code returned with iss",
-        "RFC 6749 §4.1, RFC 9207",
-    );
-    let code = q.get("code").context("no code")?;
-    let (s, t) = demo
-        .as_agent(
-            &a,
-            "/oauth2/token",
-            Some("demo-agent-a"),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await?;
-    ensure!(s == 200, "the code was not redeemed: {t}");
-    let delegated = t["access_token"].as_str().context("no token")?.to_owned();
-    let c = claims(&delegated)?;
-    story.done(
-        &format!(
-            "agent A holds a token for the user (sub {}), acting as {}",
-            c["sub"],
-            chain(&c).join(" ← ")
-        ),
-        "RFC 9068, RFC 8693 act",
-    );
-
-    // 4. Agent A hands the task to agent B: it names B as an audience of a token for the
-    // same resource (a token only reaches the clients it is for), and B exchanges that one.
-    story.step("Agent A hands the task to agent B, which exchanges the token A made for it");
-    let (s, t) = demo
-        .as_agent(
-            &a,
-            "/oauth2/token",
-            Some("demo-agent-a"),
-            &[
-                ("grant_type", TOKEN_EXCHANGE_GRANT),
-                ("subject_token", &delegated),
-                ("subject_token_type", ACCESS_TOKEN_TYPE),
-                ("scope", "mcp files.read files.delete"),
-                ("audience", b.as_str()),
-                ("resource", demo.mcp_resource.as_str()),
-            ],
-        )
-        .await?;
-    ensure!(s == 200, "agent A's hand-off was refused: {t}");
-    let handoff = t["access_token"].as_str().context("no token")?.to_owned();
-    let (s, t) = demo
-        .as_agent(
-            &b,
-            "/oauth2/token",
-            None,
-            &[
-                ("grant_type", TOKEN_EXCHANGE_GRANT),
-                ("subject_token", &handoff),
-                ("subject_token_type", ACCESS_TOKEN_TYPE),
-                ("scope", "mcp files.read files.delete"),
-                ("resource", demo.mcp_resource.as_str()),
-            ],
-        )
-        .await?;
-    ensure!(s == 200, "the exchange was refused: {t}");
-    let token_b = t["access_token"].as_str().context("no token")?.to_owned();
-    let cb = claims(&token_b)?;
-    let acts = chain(&cb);
-    ensure!(
-        acts.first() == Some(&b) && acts.get(1).map(String::as_str) == Some("demo-agent-a"),
-        "the act chain is wrong: {acts:?}"
-    );
-    story.done(
-        &format!("delegation chain: {} for the user", acts.join(" ← ")),
-        "RFC 8693 token exchange, nested act",
-    );
-
-    // 5. Agent B calls a tool; the gateway mints a transaction token.
-    story.step("Agent B calls a tool; the gateway mints a transaction token for it");
-    let (s, _, body) = demo
-        .call_tool(
-            &token_b,
-            "read_file",
-            json!({"path": "/srv/reports/q3.txt"}),
-        )
-        .await?;
-    ensure!(s == 200, "read_file was refused: {s} {body}");
-    story.done(
-        &format!(
-            "tools/call read_file → {}",
-            body["result"]["content"][0]["text"]
-        ),
-        "Cedar policy, MCP",
-    );
-    // The gateway appends its decisions asynchronously: they land within milliseconds.
-    let task = demo.task.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let recorded = demo.admin.audit_trace(&task).await?.iter().any(|e| {
-            e.parsed()
-                .is_ok_and(|r| r.agent.as_deref() == Some(b.as_str()) && r.action == "call_tool")
-        });
-        if recorded {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the gateway recorded no decision for agent B under the task's id"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    story.done(
-        &format!("the upstream got a Txn-Token for transaction {task}"),
-        "draft-ietf-oauth-transaction-tokens-11",
-    );
-
-    // 6. A high-risk call needs the person's approval.
-    story.step("A high-risk call needs the user's approval (step-up through CIBA)");
-    // The gateway follows the new policy version within its poll interval.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (s, challenge, body) = loop {
-        let r = demo
-            .call_tool(
-                &token_b,
-                "delete_file",
-                json!({"path": "/srv/reports/q3.txt"}),
-            )
-            .await?;
-        let held = r.2["error_description"]
-            .as_str()
-            .is_some_and(|d| d.contains("approval"));
-        if held || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ensure!(
-        s == 403
-            && challenge.contains("insufficient_scope")
-            && body["error_description"]
-                .as_str()
-                .is_some_and(|d| d.contains("approval")),
-        "delete_file was not held for a person's approval: {s} {body}"
-    );
-    story.done(
-        &format!(
-            "403 insufficient_scope: {}",
-            body["error_description"].as_str().unwrap_or_default()
-        ),
-        "RFC 6750 §3.1, MCP step-up",
-    );
-    let binding = format!("DEL-{}", &suffix[..4]).to_uppercase();
-    let (s, bc) = demo
-        .as_agent(&b, "/oauth2/bc-authorize", None, &[
-            ("scope", "openid mcp files.delete"),
-            ("login_hint", &username),
-            ("binding_message", &binding),
-            ("resource", demo.mcp_resource.as_str()),
-            ("authorization_details", r#"[{"type":"tool_call","actions":["delete_file"],"path":"/srv/reports/q3.txt"}]"#),
-        ])
-        .await?;
-    ensure!(s == 200, "CIBA refused: {bc}");
-    let auth_req_id = bc["auth_req_id"]
-        .as_str()
-        .context("no auth_req_id")?
-        .to_owned();
-    story.done(
-        &format!("agent B asked the user's approval; binding message {binding}"),
-        "OpenID CIBA Core 1.0",
-    );
-    if args.auto_approve {
-        let (_, _, page) = user.get("/approvals").await?;
-        let card = page
-            .split("class=\"card approval\"")
-            .find(|c| c.contains(&binding))
-            .context("the request is not on the approvals page")?;
-        let (s, _, _) = user
-            .post(
-                "/approvals/decide",
-                &[
-                    ("id", &field(card, "id")?),
-                    ("decision", "approve"),
-                    ("csrf", &field(&page, "csrf")?),
-                ],
-            )
-            .await?;
-        ensure!(s == 303, "the approval failed ({s})");
-        story.done(
-            "approved on the approvals page (--auto-approve)",
-            "AIMS AZ-30: bound to a verifiable grant",
-        );
-    } else {
-        story.note(&format!(
-            "Approve it: open {}/approvals, sign in as {username} with password {password:?}.",
-            demo.issuer
-        ));
-    }
-    let mut interval = bc["interval"].as_u64().unwrap_or(5);
-    let expires = Instant::now() + Duration::from_secs(bc["expires_in"].as_u64().unwrap_or(300));
-    let approved = loop {
-        tokio::time::sleep(Duration::from_secs(interval)).await;
-        let (s, t) = demo
-            .as_agent(
-                &b,
-                "/oauth2/token",
-                None,
-                &[("grant_type", CIBA_GRANT), ("auth_req_id", &auth_req_id)],
-            )
-            .await?;
-        match (s, t["error"].as_str()) {
-            (200, _) => break t,
-            (_, Some("authorization_pending")) => {}
-            (_, Some("slow_down")) => interval += 5,
-            _ => bail!("the approval did not come through: {t}"),
-        }
-        ensure!(Instant::now() < expires, "nobody approved in time");
-    };
-    let approved_token = approved["access_token"]
-        .as_str()
-        .context("no token")?
-        .to_owned();
-    let ac = claims(&approved_token)?;
-    story.done(
-        &format!(
-            "token with approval {} and the approved details",
-            ac["approval"]
-        ),
-        "CIBA poll mode, RFC 9396",
-    );
-    let (s, _, body) = demo
-        .call_tool(
-            &approved_token,
-            "delete_file",
-            json!({"path": "/srv/reports/q3.txt"}),
-        )
-        .await?;
-    ensure!(s == 200, "the approved call was refused: {s} {body}");
-    story.done(
-        "tools/call delete_file allowed with the approval",
-        "Cedar: context has approval",
-    );
-
-    // 7. Revocation.
-    story.step("The operator revokes agent B; its next call is refused");
-    let t0 = Instant::now();
-    demo.admin
-        .revoke(&b, "aims demo: agent B misbehaved")
-        .await?;
-    let refused = loop {
-        let (s, _, _) = demo
-            .call_tool(
-                &token_b,
-                "read_file",
-                json!({"path": "/srv/reports/q3.txt"}),
-            )
-            .await?;
-        if s == 401 || s == 403 {
-            break t0.elapsed();
-        }
-        ensure!(
-            t0.elapsed() < Duration::from_secs(5),
-            "agent B was not refused within 5 s"
-        );
-    };
-    story.done(
-        &format!(
-            "refused {:.1} ms after the revocation",
-            refused.as_secs_f64() * 1000.0
-        ),
-        "OpenID SSF/CAEP session-revoked",
-    );
-    let (s, e) = demo
-        .as_agent(
-            &b,
-            "/oauth2/token",
-            None,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", demo.mcp_resource.as_str()),
-            ],
-        )
-        .await?;
-    ensure!(
-        s == 400 && e["error"] == "invalid_grant",
-        "agent B still got a token: {e}"
-    );
-    story.done(
-        "no new token for agent B either (invalid_grant)",
-        "AIMS MO-4",
-    );
-
-    // 8. The trail.
-    story.step("The audit trail: the task's execution chain, and the log verifies");
-    let trace = demo.admin.audit_trace(&task).await?;
-    for line in aims_audit::render_trace(&task, &trace).lines() {
-        story.note(line);
-    }
-    let records: Vec<aims_audit::AuditRecord> =
-        trace.iter().filter_map(|e| e.parsed().ok()).collect();
-    let by = |agent: &str| {
-        records
-            .iter()
-            .filter(|r| r.agent.as_deref() == Some(agent))
-            .count()
-    };
-    let approvals = records.iter().filter(|r| r.action == "approve").count();
-    ensure!(
-        by(&a) > 0 && by(&b) > 0 && approvals == 1,
-        "the trace misses part of the task: {} records of A, {} of B, {approvals} approvals",
-        by(&a),
-        by(&b)
-    );
-    story.done(
-        &format!(
-            "one task, {} records: token grants, tool calls of both agents, the approval",
-            trace.len()
-        ),
-        "AIMS MO-8, MO-9: W3C trace id = txn",
-    );
-    let verified = super::audit::verify_against_server(&demo.admin).await?;
-    story.done(&verified, "RFC 9162 Merkle tree, C2SP signed checkpoint");
-
+    demo.revocation(&mut story, &agent_b, &b, &token_b).await?;
+    demo.trail(&mut story, &a, &b).await?;
+    let task = &demo.task;
     println!(
         "\n\x1b[1mThe demo ran every step.\x1b[0m Explore: `aims audit list`, `aims audit trace {task}`, {}/approvals.",
         demo.issuer
