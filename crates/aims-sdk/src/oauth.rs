@@ -279,17 +279,29 @@ impl TokenClient {
         scope: &str,
         dpop: Option<&DpopKey>,
     ) -> Result<Token, SdkError> {
-        self.request(
-            &[
-                ("grant_type", TOKEN_EXCHANGE_GRANT),
-                ("subject_token", subject_token),
-                ("subject_token_type", ACCESS_TOKEN_TYPE),
-                ("resource", resource),
-                ("scope", scope),
-            ],
-            dpop,
-        )
-        .await
+        self.exchange_to(subject_token, resource, scope, None, dpop)
+            .await
+    }
+
+    async fn exchange_to(
+        &self,
+        subject_token: &str,
+        resource: &str,
+        scope: &str,
+        audience: Option<&str>,
+        dpop: Option<&DpopKey>,
+    ) -> Result<Token, SdkError> {
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("resource", resource),
+            ("scope", scope),
+        ];
+        if let Some(a) = audience {
+            form.push(("audience", a));
+        }
+        self.request(&form, dpop).await
     }
 
     /// Hands a task to `next_agent` (RFC 8693 §2.1 `audience`): a token for `resource` that
@@ -301,18 +313,8 @@ impl TokenClient {
         resource: &str,
         scope: &str,
     ) -> Result<Token, SdkError> {
-        self.request(
-            &[
-                ("grant_type", TOKEN_EXCHANGE_GRANT),
-                ("subject_token", subject_token),
-                ("subject_token_type", ACCESS_TOKEN_TYPE),
-                ("scope", scope),
-                ("audience", next_agent),
-                ("resource", resource),
-            ],
-            None,
-        )
-        .await
+        self.exchange_to(subject_token, resource, scope, Some(next_agent), None)
+            .await
     }
 
     /// A transaction token for the calls of one request inside `trust_domain`
