@@ -28,6 +28,9 @@ pub enum ServerError {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A listener's TLS configuration from PEM files failed.
+    #[error(transparent)]
+    TlsConfig(#[from] aims_authn::transport::TlsConfigError),
     /// The audit log refused a record: the act it records did not complete its trail.
     #[error(transparent)]
     Audit(#[from] aims_audit::AppendError),

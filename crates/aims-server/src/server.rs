@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::error::ServerError;
 use crate::settings::ServerSettings;
-use crate::tls::{LocalWebPki, server_config_from_files};
+use crate::tls::LocalWebPki;
 use crate::token_policy::TokenPolicy;
 
 /// A running server.
@@ -246,12 +246,12 @@ fn web_tls(settings: &ServerSettings, issuer: &Issuer) -> Result<WebTls, ServerE
             (pki.cert_file, pki.key_file, Some(pki.ca_file))
         }
     };
-    let tls = server_config_from_files(&web_cert, &web_key)?;
+    let tls = aims_authn::transport::web_server_config(&web_cert, &web_key, None)?;
     let web_tls = (web_cert.clone(), web_key.clone());
     // RFC 8705 mutual-TLS aliases: a Web PKI server certificate (SPIFFE client auth -02 §3.2:
     // clients check it against their system trust store), any trusted X509-SVID as client
     // certificate, and clients without one still served (they authenticate otherwise).
-    let mtls_tls = crate::tls::server_config_with_client_auth(
+    let mtls_tls = aims_authn::transport::web_server_config(
         &web_cert,
         &web_key,
         Some(Arc::new(
@@ -371,34 +371,20 @@ impl Components {
     }
 }
 
-/// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
-/// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
-pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
-    ensure_private_dir(&settings.data_dir)?;
-    let server_id = server_id(&settings)?;
-    let (issuer, log_signer) = start_issuer(&settings, &server_id).await?;
-
-    let WebTls {
-        tls,
-        mtls_tls,
-        web_tls,
-        web_ca_file,
-    } = web_tls(&settings, &issuer)?;
-    let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
-    let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
-    let (mtls_listener, oauth_mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
+/// The people service and the authorization server, its decisions on record (the Cedar PDP
+/// through the token-policy adapter), its issuer the HTTPS listener's URL.
+fn authorization_server(
+    settings: &ServerSettings,
+    issuer: &Arc<Issuer>,
+    policy: &PolicyService,
+    audit: &Arc<aims_audit::AuditLog>,
+    (https_addr, oauth_mtls_addr): (SocketAddr, SocketAddr),
+) -> Result<(Arc<aims_people::People>, Arc<AuthorizationServer>), ServerError> {
     let host = url_host(&settings.public_host);
     let mut as_settings = settings.oauth.clone();
     as_settings.issuer = format!("https://{host}:{}", https_addr.port());
     as_settings.mtls_base = Some(format!("https://{host}:{}", oauth_mtls_addr.port()));
     as_settings.trust_domain = settings.trust_domain.clone();
-    let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
-    let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
-    let log_view = aims_audit::http::LogView {
-        store: issuer.store().clone(),
-        vkey: log_signer.vkey(),
-    };
-    let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
     let mut people_settings = settings.people.clone();
     people_settings.public_url = as_settings.issuer.clone();
     let people = aims_people::People::new(
@@ -425,15 +411,29 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?
         .with_people(people.clone()),
     );
-    let shutdown = CancellationToken::new();
-    // Whatever was started stops again if a later step fails.
-    let stop_on_error = shutdown.clone().drop_guard();
-    let as_issuer = authorization_server.settings.issuer.clone();
+    Ok((people, authorization_server))
+}
+
+/// The SSF transmitter, remediation (recorded, signalled) and the intake of the transmitters
+/// an operator configured.
+struct SignalServices {
+    signals: Arc<aims_signals::Transmitter>,
+    remediation: Arc<aims_signals::remediation::Remediation>,
+    intake: Arc<aims_signals::intake::SignalIntake>,
+}
+
+fn signal_services(
+    settings: &ServerSettings,
+    issuer: &Arc<Issuer>,
+    audit: &Arc<aims_audit::AuditLog>,
+    as_issuer: &str,
+    mtls_base: &str,
+) -> Result<SignalServices, ServerError> {
     let signals = Arc::new(
         aims_signals::Transmitter::new(
             issuer.store().clone(),
-            as_issuer.clone(),
-            mtls_base.clone(),
+            as_issuer.to_owned(),
+            mtls_base.to_owned(),
             Arc::new(aims_signals::http::AsSigner(issuer.clone())),
             // Receivers' push endpoints are guarded like the URLs clients name.
             &settings.oauth.fetch,
@@ -451,7 +451,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let intake = Arc::new(
         aims_signals::intake::SignalIntake::new(
             &settings.signal_sources,
-            as_issuer.clone(),
+            as_issuer.to_owned(),
             remediation.clone(),
             signals.clone(),
             issuer.store().clone(),
@@ -459,6 +459,52 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         )
         .map_err(|e| ServerError::Config(format!("signal source: {e}")))?,
     );
+    Ok(SignalServices {
+        signals,
+        remediation,
+        intake,
+    })
+}
+
+/// Starts the server: store, CA, policy, HTTPS listener (bundle endpoint, authorization
+/// server), agent API, OAuth mutual-TLS listener (with the AuthZEN API) and admin socket.
+pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    ensure_private_dir(&settings.data_dir)?;
+    let server_id = server_id(&settings)?;
+    let (issuer, log_signer) = start_issuer(&settings, &server_id).await?;
+    let WebTls {
+        tls,
+        mtls_tls,
+        web_tls,
+        web_ca_file,
+    } = web_tls(&settings, &issuer)?;
+    let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
+    let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
+    let (mtls_listener, oauth_mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
+    let host = url_host(&settings.public_host);
+    let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
+    let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
+    let log_view = aims_audit::http::LogView {
+        store: issuer.store().clone(),
+        vkey: log_signer.vkey(),
+    };
+    let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
+    let (people, authorization_server) = authorization_server(
+        &settings,
+        &issuer,
+        &policy,
+        &audit,
+        (https_addr, oauth_mtls_addr),
+    )?;
+    let shutdown = CancellationToken::new();
+    // Whatever was started stops again if a later step fails.
+    let stop_on_error = shutdown.clone().drop_guard();
+    let as_issuer = &authorization_server.settings.issuer;
+    let SignalServices {
+        signals,
+        remediation,
+        intake,
+    } = signal_services(&settings, &issuer, &audit, as_issuer, &mtls_base)?;
     let components = Components {
         issuer: issuer.clone(),
         authorization_server: authorization_server.clone(),

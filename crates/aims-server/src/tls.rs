@@ -6,12 +6,10 @@
 //! advertises the CA file in `up.json` so local clients can trust it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
@@ -145,24 +143,4 @@ fn x509_parser_lite(der: &[u8]) -> Result<(i64, Vec<String>), ()> {
         }
     }
     Ok((cert.validity().not_after.timestamp(), names))
-}
-
-/// A rustls server configuration from PEM files (no client authentication).
-pub fn server_config_from_files(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<ServerConfig, ServerError> {
-    server_config_with_client_auth(cert_file, key_file, None)
-}
-
-/// A rustls server configuration from PEM files that asks clients for a certificate with
-/// `client_verifier` (RFC 8705 mutual-TLS endpoints: a Web PKI server certificate, SPIFFE
-/// client certificates).
-pub fn server_config_with_client_auth(
-    cert_file: &Path,
-    key_file: &Path,
-    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-) -> Result<ServerConfig, ServerError> {
-    aims_authn::transport::web_server_config(cert_file, key_file, client_verifier)
-        .map_err(|e| ServerError::Tls(e.to_string()))
 }
