@@ -68,6 +68,19 @@ fn default_interval() -> u64 {
     5
 }
 
+/// The longest wait between polls this client accepts, whatever the server says.
+const MAX_POLL_INTERVAL: u64 = 60;
+/// The longest a request is polled for (CIBA Core §7.3 `expires_in` is the server's to set;
+/// a broken or hostile one cannot make the client poll forever or overflow its clock).
+const MAX_POLL_LIFETIME: u64 = 24 * 3600;
+
+/// The interval (at least 1 s, at most a minute) and the deadline of polling `request`.
+fn poll_bounds(request: &BackchannelRequest, now: Instant) -> (u64, Instant) {
+    let interval = request.interval.clamp(1, MAX_POLL_INTERVAL);
+    let lifetime = Duration::from_secs(request.expires_in.min(MAX_POLL_LIFETIME));
+    (interval, now.checked_add(lifetime).unwrap_or(now))
+}
+
 /// A client of the AIMS authorization server for one agent.
 #[derive(Debug, Clone)]
 pub struct TokenClient {
@@ -223,8 +236,7 @@ impl TokenClient {
     /// between polls, five seconds more after `slow_down` (§11), until it is approved (the
     /// token), denied or expired (the OAuth error).
     pub async fn poll_approval(&self, request: &BackchannelRequest) -> Result<Token, SdkError> {
-        let mut interval = request.interval;
-        let expires = Instant::now() + Duration::from_secs(request.expires_in);
+        let (mut interval, expires) = poll_bounds(request, Instant::now());
         loop {
             tokio::time::sleep(Duration::from_secs(interval)).await;
             let polled = self
@@ -238,7 +250,9 @@ impl TokenClient {
                 .await;
             match polled {
                 Err(SdkError::OAuth { error, .. }) if error == "authorization_pending" => {}
-                Err(SdkError::OAuth { error, .. }) if error == "slow_down" => interval += 5,
+                Err(SdkError::OAuth { error, .. }) if error == "slow_down" => {
+                    interval = (interval + 5).min(MAX_POLL_INTERVAL);
+                }
                 other => return other,
             }
             if Instant::now() >= expires {
@@ -337,5 +351,31 @@ impl TokenClient {
             None,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_cannot_make_the_client_poll_forever_or_overflow_its_clock() {
+        let now = Instant::now();
+        let hostile = BackchannelRequest {
+            auth_req_id: "x".into(),
+            expires_in: u64::MAX,
+            interval: u64::MAX,
+        };
+        let (interval, deadline) = poll_bounds(&hostile, now);
+        assert_eq!(interval, MAX_POLL_INTERVAL);
+        assert_eq!(deadline, now + Duration::from_secs(MAX_POLL_LIFETIME));
+        let eager = BackchannelRequest {
+            auth_req_id: "x".into(),
+            expires_in: 120,
+            interval: 0,
+        };
+        let (interval, deadline) = poll_bounds(&eager, now);
+        assert_eq!(interval, 1);
+        assert_eq!(deadline, now + Duration::from_secs(120));
     }
 }
