@@ -316,6 +316,27 @@ fn spawn_maintenance(
     })
 }
 
+/// Reloads the in-memory revocations when another replica sharing the store revoked or lifted
+/// something (issue 17): one counter read per `interval` while nothing changes.
+async fn watch_revocations(
+    store: Store,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => match store.refresh_revocations().await {
+                Ok(true) => tracing::debug!("revocations changed in the store; reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check the store for revocations; will retry"),
+            },
+        }
+    }
+}
+
 /// What the server's routers are made of.
 struct Components {
     issuer: Arc<Issuer>,
@@ -534,6 +555,11 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .clone()
             .watch_store(settings.change_poll_interval, shutdown.clone()),
     ));
+    tasks.push(tokio::spawn(watch_revocations(
+        issuer.store().clone(),
+        settings.change_poll_interval,
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(
         aims_audit::Checkpointer::new(
             issuer.store().clone(),

@@ -12,6 +12,8 @@ pub enum Counter {
     Registration,
     /// Federated bundles.
     Federation,
+    /// Revoked principals and tokens (bumped by every revocation and lift).
+    Revocation,
 }
 
 impl Counter {
@@ -19,6 +21,7 @@ impl Counter {
         match self {
             Counter::Registration => "registration",
             Counter::Federation => "federation",
+            Counter::Revocation => "revocation",
         }
     }
 }

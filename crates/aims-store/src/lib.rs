@@ -20,6 +20,7 @@ mod people;
 mod policy;
 mod remediation;
 mod signals;
+mod standing;
 pub mod testing;
 
 use std::path::Path;
@@ -63,6 +64,10 @@ pub struct Store {
     /// sleeps: this process's long write transactions (audit appends, the audit tree) take
     /// turns here, first come first served, instead.
     write_turns: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Standing revocations, in memory.
+    standing: std::sync::Arc<standing::Standing>,
+    /// The group-committing writer of one-time values.
+    one_time: std::sync::Arc<one_time::OneTimeWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,17 +112,22 @@ impl Store {
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         let mut pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
-            pool_options = pool_options.max_connections(8).after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL: readers never block the writer. FULL: an acknowledged commit survives
-                    // a crash or power loss. busy_timeout: writers queue instead of failing.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            });
+            // A file on this machine: a pooled connection cannot go stale, so no ping (a round
+            // trip to the connection's thread) before each use.
+            pool_options = pool_options
+                .max_connections(8)
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never block the writer. FULL: an acknowledged commit survives
+                        // a crash or power loss. busy_timeout: writers queue instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        Ok(())
+                    })
+                });
         } else {
             pool_options = pool_options.max_connections(16);
         }
@@ -132,6 +142,8 @@ impl Store {
             pool,
             backend,
             write_turns: std::sync::Arc::default(),
+            standing: std::sync::Arc::default(),
+            one_time: std::sync::Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

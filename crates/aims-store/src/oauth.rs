@@ -297,25 +297,17 @@ impl Store {
 
     /// Revokes a self-contained token by `jti` until it would have expired.
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oauth_revoked (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
         )
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
-    }
-
-    /// Whether a self-contained token's `jti` was revoked.
-    pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT expires_at FROM oauth_revoked WHERE jti = $1")
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
+        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
+        tx.commit().await?;
+        self.note_revoked_jti(jti, expires_at).await
     }
 
     /// Deletes tokens and revocations past their expiry; returns how many went.
@@ -328,6 +320,7 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.forget_revoked_jtis(now).await?;
         Ok(a.rows_affected() + b.rows_affected())
     }
 }

@@ -22,7 +22,10 @@ pub struct Revocation {
     pub revoked_by: String,
 }
 
-fn row(r: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
+/// The columns [`revocation_row`] reads.
+pub(crate) const REVOCATION_COLUMNS: &str = "principal, revoked_at, cause, lifted_at, revoked_by";
+
+pub(crate) fn revocation_row(r: &sqlx::any::AnyRow) -> Result<Revocation, StoreError> {
     Ok(Revocation {
         principal: r.try_get("principal")?,
         revoked_at: r.try_get("revoked_at")?,
@@ -68,7 +71,9 @@ impl Store {
         .bind(principal)
         .execute(&mut *tx)
         .await?;
+        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
         tx.commit().await?;
+        self.refresh_revocation(principal).await?;
         Ok(done.rows_affected())
     }
 
@@ -81,6 +86,7 @@ impl Store {
         by: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE revoked_principals SET lifted_at = $1 \
              WHERE principal = $2 AND lifted_at IS NULL AND ($3 IS NULL OR revoked_by = $3)",
@@ -88,38 +94,23 @@ impl Store {
         .bind(now)
         .bind(principal)
         .bind(by)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
+        tx.commit().await?;
+        self.refresh_revocation(principal).await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    /// The revocations of any of `principals`, newest first.
-    pub async fn revocations_of(&self, principals: &[&str]) -> Result<Vec<Revocation>, StoreError> {
-        if principals.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT principal, revoked_at, cause, lifted_at, revoked_by FROM revoked_principals \
-             WHERE principal IN ({}) ORDER BY revoked_at DESC",
-            crate::placeholders(1, principals.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for p in principals {
-            q = q.bind(*p);
-        }
-        q.fetch_all(&self.pool).await?.iter().map(row).collect()
     }
 
     /// Every revocation, newest first.
     pub async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        sqlx::query(
-            "SELECT principal, revoked_at, cause, lifted_at, revoked_by FROM revoked_principals \
-             ORDER BY revoked_at DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row)
-        .collect()
+        let sql =
+            format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals ORDER BY revoked_at DESC");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(revocation_row)
+            .collect()
     }
 }

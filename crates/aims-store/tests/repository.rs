@@ -849,3 +849,94 @@ async fn bad_urls_are_clear_errors() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{msg}");
     assert!(!msg.contains("hunter2"), "password leaked: {msg}");
 }
+
+/// Issue 17: standing revocations are answered from memory and one-time values are
+/// group-committed; neither may lose what another store on the same database (a restart) wrote,
+/// and a value handed in twice at once is admitted once (AIMS MO-4, AU-11).
+#[tokio::test]
+async fn revocations_and_one_time_values_reach_restarts_replicas_and_concurrent_callers() {
+    for db in fresh_stores().await {
+        let label = db.label();
+        let store = &db.store;
+        // Asked before anything is revoked: the index loads empty, and a write still lands in it.
+        assert!(
+            store
+                .revocations_of(&["spiffe://t/a"])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .revoke_principal("spiffe://t/a", "compromised", "", 100)
+            .await
+            .unwrap();
+        store.revoke_jti("jti-1", i64::MAX).await.unwrap();
+        assert_eq!(
+            store.revocations_of(&["spiffe://t/a"]).await.unwrap().len(),
+            1
+        );
+
+        // Another store on the same database (a restart) loads both from the tables.
+        let reopened = Store::connect(&db.url).await.unwrap();
+        let r = reopened
+            .revocations_of(&["spiffe://t/a", "spiffe://t/a", "spiffe://t/b"])
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1, "{label}: {r:?}");
+        assert_eq!((r[0].cause.as_str(), r[0].lifted_at), ("compromised", None));
+        assert!(reopened.is_jti_revoked("jti-1").await.unwrap(), "{label}");
+        assert!(!reopened.is_jti_revoked("jti-2").await.unwrap(), "{label}");
+        // A lift through one store is seen by that store at once…
+        assert!(
+            reopened
+                .lift_revocation("spiffe://t/a", None, 150)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            reopened.revocations_of(&["spiffe://t/a"]).await.unwrap()[0].lifted_at,
+            Some(150)
+        );
+        // …and by the other (a replica) at its next refresh, not before; likewise a revoked jti.
+        assert_eq!(
+            store.revocations_of(&["spiffe://t/a"]).await.unwrap()[0].lifted_at,
+            None
+        );
+        reopened.revoke_jti("jti-3", i64::MAX).await.unwrap();
+        assert!(!store.is_jti_revoked("jti-3").await.unwrap());
+        assert!(store.refresh_revocations().await.unwrap(), "{label}");
+        assert!(
+            !store.refresh_revocations().await.unwrap(),
+            "{label}: nothing new"
+        );
+        assert_eq!(
+            store.revocations_of(&["spiffe://t/a"]).await.unwrap()[0].lifted_at,
+            Some(150)
+        );
+        assert!(store.is_jti_revoked("jti-3").await.unwrap(), "{label}");
+
+        // 100 values, each handed in twice at the same moment: one batch or several, every
+        // value is admitted exactly once.
+        let mut tries = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let s = store.clone();
+            tries.spawn(async move {
+                s.first_use("assertion:load", &format!("j{}", i % 100), 1_000, 10)
+                    .await
+                    .unwrap()
+            });
+        }
+        let admitted = tries.join_all().await;
+        assert_eq!(admitted.iter().filter(|a| **a).count(), 100, "{label}");
+        // …and stays refused through the other store, which shares the table.
+        assert!(
+            !reopened
+                .first_use("assertion:load", "j7", 1_000, 20)
+                .await
+                .unwrap(),
+            "{label}"
+        );
+        reopened.close().await;
+        db.cleanup().await;
+    }
+}

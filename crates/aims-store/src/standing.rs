@@ -1,0 +1,174 @@
+//! Standing revocations held in memory (issue 17): every grant asks whether its client, subject
+//! or actors are revoked (AIMS MO-4), every exchange and introspection whether a token's `jti`
+//! is (RFC 7009). Those answers come from this index, not from a query per request. It is
+//! loaded from the tables on first use and written through by this store's own revocation
+//! writes, after their commit and before they return: once a revocation call has returned,
+//! no grant of this process is decided without it.
+//!
+//! Every revocation write also bumps the `revocation` change counter in its transaction; a
+//! replica sharing the store sees the counter move at its next [`Store::refresh_revocations`]
+//! (every 200 ms) and reloads, as replicas learn of new registration entries.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use sqlx::Row as _;
+
+use crate::remediation::{REVOCATION_COLUMNS, Revocation, revocation_row};
+use crate::{Counter, Store, StoreError};
+
+/// What is revoked, by principal and by `jti`.
+#[derive(Debug, Default)]
+struct Index {
+    /// The revocation counter when it was loaded.
+    revision: i64,
+    /// Every revocation ever made, lifted or not, by principal (a lifted one still ends the
+    /// tokens issued before it).
+    principals: HashMap<String, Revocation>,
+    /// Revoked self-contained tokens: `jti` → when the token would have expired.
+    jtis: HashMap<String, i64>,
+}
+
+/// The index, loaded once.
+#[derive(Debug, Default)]
+pub(crate) struct Standing {
+    index: tokio::sync::OnceCell<RwLock<Index>>,
+}
+
+impl Store {
+    async fn standing(&self) -> Result<&RwLock<Index>, StoreError> {
+        self.standing
+            .index
+            .get_or_try_init(|| async { self.load_index().await.map(RwLock::new) })
+            .await
+    }
+
+    /// Everything, read after the change counter (a change racing the read bumps it again, so
+    /// the next refresh loads once more).
+    async fn load_index(&self) -> Result<Index, StoreError> {
+        let revision = self.counter(Counter::Revocation).await?;
+        let sql = format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals");
+        let principals = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| revocation_row(r).map(|v| (v.principal.clone(), v)))
+            .collect::<Result<_, StoreError>>()?;
+        let jtis = sqlx::query("SELECT jti, expires_at FROM oauth_revoked")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Index {
+            revision,
+            principals,
+            jtis,
+        })
+    }
+
+    /// Reloads the index if another store (a replica sharing this database) revoked or lifted
+    /// something since it was loaded: one counter read when nothing changed. Returns whether it
+    /// reloaded. The server calls it every 200 ms.
+    pub async fn refresh_revocations(&self) -> Result<bool, StoreError> {
+        let Some(lock) = self.standing.index.get() else {
+            // Not loaded yet: the first use loads what is current.
+            return Ok(false);
+        };
+        let current = self.counter(Counter::Revocation).await?;
+        let known = lock
+            .read()
+            .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?
+            .revision;
+        if current == known {
+            return Ok(false);
+        }
+        let fresh = self.load_index().await?;
+        *lock
+            .write()
+            .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))? = fresh;
+        Ok(true)
+    }
+
+    /// Reads the index. A poisoned lock (a panic while writing it) fails closed.
+    async fn read_standing<T>(&self, f: impl FnOnce(&Index) -> T) -> Result<T, StoreError> {
+        let lock = self.standing().await?;
+        let index = lock
+            .read()
+            .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?;
+        Ok(f(&index))
+    }
+
+    async fn write_standing(&self, f: impl FnOnce(&mut Index)) -> Result<(), StoreError> {
+        let lock = self.standing().await?;
+        let mut index = lock
+            .write()
+            .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?;
+        f(&mut index);
+        Ok(())
+    }
+
+    /// The revocations of any of `principals`, newest first.
+    pub async fn revocations_of(&self, principals: &[&str]) -> Result<Vec<Revocation>, StoreError> {
+        let mut found: Vec<Revocation> = self
+            .read_standing(|index| {
+                let mut found: Vec<Revocation> = Vec::new();
+                for p in principals {
+                    if let Some(r) = index.principals.get(*p)
+                        && !found.iter().any(|f| f.principal == r.principal)
+                    {
+                        found.push(r.clone());
+                    }
+                }
+                found
+            })
+            .await?;
+        found.sort_by(|a, b| b.revoked_at.cmp(&a.revoked_at));
+        Ok(found)
+    }
+
+    /// Whether a self-contained token's `jti` was revoked.
+    pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        self.read_standing(|index| index.jtis.contains_key(jti))
+            .await
+    }
+
+    /// Re-reads `principal`'s revocation into the index after a write committed.
+    pub(crate) async fn refresh_revocation(&self, principal: &str) -> Result<(), StoreError> {
+        let sql =
+            format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals WHERE principal = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(principal)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| revocation_row(&r))
+            .transpose()?;
+        self.write_standing(|index| match row {
+            Some(r) => {
+                index.principals.insert(principal.to_owned(), r);
+            }
+            None => {
+                index.principals.remove(principal);
+            }
+        })
+        .await
+    }
+
+    /// Notes a revoked `jti` in the index after its write committed.
+    pub(crate) async fn note_revoked_jti(
+        &self,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write_standing(|index| {
+            index.jtis.insert(jti.to_owned(), expires_at);
+        })
+        .await
+    }
+
+    /// Drops `jti`s past their expiry from the index (their tokens no longer verify anyway).
+    pub(crate) async fn forget_revoked_jtis(&self, now: i64) -> Result<(), StoreError> {
+        self.write_standing(|index| index.jtis.retain(|_, exp| *exp > now))
+            .await
+    }
+}
