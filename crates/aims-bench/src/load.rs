@@ -66,6 +66,8 @@ pub struct LoadResult {
     pub m: Measurement,
     /// Answers other than 200 (and transport errors).
     pub errors: u64,
+    /// The first of them: its status and body, or the transport error.
+    pub first_error: Option<String>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -109,14 +111,19 @@ fn form_post(target: &Target, body: Bytes) -> anyhow::Result<http::Request<Full<
     Ok(req.body(Full::new(body))?)
 }
 
-/// Sends one request; `Ok(true)` for a 200.
-async fn request(sender: &mut Sender, target: &Target, body: Bytes) -> anyhow::Result<bool> {
+/// Sends one request; `Ok(None)` for a 200, else the answer's status and body.
+async fn request(
+    sender: &mut Sender,
+    target: &Target,
+    body: Bytes,
+) -> anyhow::Result<Option<String>> {
     let req = form_post(target, body)?;
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
-    let ok = resp.status() == http::StatusCode::OK;
-    resp.into_body().collect().await?;
-    Ok(ok)
+    let status = resp.status();
+    let text = resp.into_body().collect().await?.to_bytes();
+    Ok((status != http::StatusCode::OK)
+        .then(|| format!("{status}: {}", String::from_utf8_lossy(&text))))
 }
 
 /// A kept-alive connection answering with status codes only.
@@ -202,6 +209,7 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let mut samples: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
+            let mut first_error = None;
             let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / conns as f64));
             loop {
                 if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
@@ -220,29 +228,36 @@ pub async fn run(
                     continue;
                 }
                 match ok {
-                    Ok(true) => samples.push(
+                    Ok(None) => samples.push(
                         u32::try_from(done.duration_since(scheduled).as_nanos())
                             .unwrap_or(u32::MAX),
                     ),
-                    Ok(false) => errors += 1,
-                    Err(_) => {
+                    Ok(Some(answer)) => {
                         errors += 1;
+                        first_error.get_or_insert(answer);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(format!("transport: {e}"));
                         sender = connect(&target).await?;
                     }
                 }
             }
-            anyhow::Ok((samples, errors))
+            anyhow::Ok((samples, errors, first_error))
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        let (s, e) = t.await??;
+        let (s, e, first) = t.await??;
         all.extend(s);
         errors += e;
+        first_error = first_error.or(first);
     }
     Ok(LoadResult {
         m: summarize(all, duration.as_secs_f64()),
         errors,
+        first_error,
     })
 }

@@ -171,7 +171,11 @@ pub async fn median_run(
         };
         let r = run(targets, conns, pace, warm, timing.measure, body, counter).await?;
         if r.errors > 0 {
-            anyhow::bail!("{} answers were not 200 at {conns} connections", r.errors);
+            anyhow::bail!(
+                "{} answers were not 200 at {conns} connections; the first: {}",
+                r.errors,
+                r.first_error.as_deref().unwrap_or_default()
+            );
         }
         runs.push(r);
     }
