@@ -18,8 +18,9 @@ use crate::{Backend, Store, StoreError};
 const QUEUE: usize = 4096;
 /// Admissions recorded in one transaction, at most.
 const MAX_BATCH: usize = 1024;
-/// Rows per INSERT statement (3 values each, plus the time).
-const ROWS_PER_STATEMENT: usize = 300;
+/// Rows per INSERT statement (3 values each, plus the time): small, as the audit appender's
+/// (binding cost grows with the square of a statement's width).
+const ROWS_PER_STATEMENT: usize = 64;
 /// Expired values are swept at most this often (seconds).
 const SWEEP_EVERY: i64 = 60;
 
