@@ -33,6 +33,9 @@ struct Index {
 #[derive(Debug, Default)]
 pub(crate) struct Standing {
     index: tokio::sync::OnceCell<RwLock<Index>>,
+    /// Changes to the index take turns: a reload's snapshot, read before a revocation
+    /// committed, must not replace the index after that revocation was written through.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -75,6 +78,7 @@ impl Store {
             // Not loaded yet: the first use loads what is current.
             return Ok(false);
         };
+        let _turn = self.standing.changes.lock().await;
         let current = self.counter(Counter::Revocation).await?;
         let known = lock
             .read()
@@ -135,6 +139,7 @@ impl Store {
 
     /// Re-reads `principal`'s revocation into the index after a write committed.
     pub(crate) async fn refresh_revocation(&self, principal: &str) -> Result<(), StoreError> {
+        let _turn = self.standing.changes.lock().await;
         let sql =
             format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals WHERE principal = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -160,6 +165,7 @@ impl Store {
         jti: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.standing.changes.lock().await;
         self.write_standing(|index| {
             index.jtis.insert(jti.to_owned(), expires_at);
         })
@@ -168,6 +174,7 @@ impl Store {
 
     /// Drops `jti`s past their expiry from the index (their tokens no longer verify anyway).
     pub(crate) async fn forget_revoked_jtis(&self, now: i64) -> Result<(), StoreError> {
+        let _turn = self.standing.changes.lock().await;
         self.write_standing(|index| index.jtis.retain(|_, exp| *exp > now))
             .await
     }

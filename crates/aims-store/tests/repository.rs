@@ -940,3 +940,45 @@ async fn revocations_and_one_time_values_reach_restarts_replicas_and_concurrent_
         db.cleanup().await;
     }
 }
+
+/// Issue 17: a reload of the revocation index (another replica changed something) that read the
+/// tables before a local revocation committed must not replace the index after that revocation
+/// was written through: once `revoke_principal` returns, the revocation is in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_racing_a_revocation_never_loses_it() {
+    for db in fresh_stores().await {
+        let label = db.label();
+        let store = db.store.clone();
+        let replica = Store::connect(&db.url).await.unwrap();
+        assert!(store.revocations_of(&["x"]).await.unwrap().is_empty());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The replica keeps moving the counter; this store keeps reloading.
+        let churn = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    replica
+                        .revoke_principal(&format!("other-{i}"), "churn", "", 1)
+                        .await
+                        .unwrap();
+                    store.refresh_revocations().await.unwrap();
+                    i += 1;
+                }
+                replica.close().await;
+            })
+        };
+        for i in 0..300 {
+            let p = format!("spiffe://t/race-{i}");
+            store.revoke_principal(&p, "race", "", 2).await.unwrap();
+            assert_eq!(
+                store.revocations_of(&[&p]).await.unwrap().len(),
+                1,
+                "{label}: revocation {i} lost to a reload"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.await.unwrap();
+        db.cleanup().await;
+    }
+}
