@@ -127,7 +127,7 @@ impl Store {
                 found
             })
             .await?;
-        found.sort_by(|a, b| b.revoked_at.cmp(&a.revoked_at));
+        found.sort_by_key(|r| std::cmp::Reverse(r.revoked_at));
         Ok(found)
     }
 
