@@ -42,15 +42,17 @@ pub struct FederatedBundleRow {
 }
 
 impl Store {
-    pub(crate) async fn bump<'e, E>(executor: E, counter: Counter) -> Result<(), StoreError>
+    /// Moves `counter` on by one and returns its new value.
+    pub(crate) async fn bump<'e, E>(executor: E, counter: Counter) -> Result<i64, StoreError>
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
-        sqlx::query("UPDATE counters SET value = value + 1 WHERE name = $1")
-            .bind(counter.name())
-            .execute(executor)
-            .await?;
-        Ok(())
+        Ok(sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
+        )
+        .bind(counter.name())
+        .fetch_one(executor)
+        .await?)
     }
 
     /// The current value of a change counter.

@@ -305,9 +305,9 @@ impl Store {
         .bind(expires_at)
         .execute(&mut *tx)
         .await?;
-        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
+        let revision = Self::bump(&mut *tx, crate::Counter::Revocation).await?;
         tx.commit().await?;
-        self.note_revoked_jti(jti, expires_at).await
+        self.note_revoked_jti(jti, expires_at, revision).await
     }
 
     /// Deletes tokens and revocations past their expiry; returns how many went.

@@ -71,9 +71,9 @@ impl Store {
         .bind(principal)
         .execute(&mut *tx)
         .await?;
-        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
+        let revision = Self::bump(&mut *tx, crate::Counter::Revocation).await?;
         tx.commit().await?;
-        self.refresh_revocation(principal).await?;
+        self.refresh_revocation(principal, revision).await?;
         Ok(done.rows_affected())
     }
 
@@ -96,9 +96,9 @@ impl Store {
         .bind(by)
         .execute(&mut *tx)
         .await?;
-        Self::bump(&mut *tx, crate::Counter::Revocation).await?;
+        let revision = Self::bump(&mut *tx, crate::Counter::Revocation).await?;
         tx.commit().await?;
-        self.refresh_revocation(principal).await?;
+        self.refresh_revocation(principal, revision).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -29,6 +29,17 @@ struct Index {
     jtis: HashMap<String, i64>,
 }
 
+impl Index {
+    /// A write of this store moved the counter to `revision` and is now in the index: if no
+    /// other store moved it in between, the index is current at `revision` and the next refresh
+    /// need not reload; otherwise it stays behind, and the refresh reloads.
+    fn written_through(&mut self, revision: i64) {
+        if self.revision == revision - 1 {
+            self.revision = revision;
+        }
+    }
+}
+
 /// The index, loaded once.
 #[derive(Debug, Default)]
 pub(crate) struct Standing {
@@ -137,8 +148,13 @@ impl Store {
             .await
     }
 
-    /// Re-reads `principal`'s revocation into the index after a write committed.
-    pub(crate) async fn refresh_revocation(&self, principal: &str) -> Result<(), StoreError> {
+    /// Re-reads `principal`'s revocation into the index after a write committed that moved the
+    /// change counter to `revision`.
+    pub(crate) async fn refresh_revocation(
+        &self,
+        principal: &str,
+        revision: i64,
+    ) -> Result<(), StoreError> {
         let _turn = self.standing.changes.lock().await;
         let sql =
             format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals WHERE principal = $1");
@@ -148,26 +164,32 @@ impl Store {
             .await?
             .map(|r| revocation_row(&r))
             .transpose()?;
-        self.write_standing(|index| match row {
-            Some(r) => {
-                index.principals.insert(principal.to_owned(), r);
+        self.write_standing(|index| {
+            match row {
+                Some(r) => {
+                    index.principals.insert(principal.to_owned(), r);
+                }
+                None => {
+                    index.principals.remove(principal);
+                }
             }
-            None => {
-                index.principals.remove(principal);
-            }
+            index.written_through(revision);
         })
         .await
     }
 
-    /// Notes a revoked `jti` in the index after its write committed.
+    /// Notes a revoked `jti` in the index after its write committed (moving the counter to
+    /// `revision`).
     pub(crate) async fn note_revoked_jti(
         &self,
         jti: &str,
         expires_at: i64,
+        revision: i64,
     ) -> Result<(), StoreError> {
         let _turn = self.standing.changes.lock().await;
         self.write_standing(|index| {
             index.jtis.insert(jti.to_owned(), expires_at);
+            index.written_through(revision);
         })
         .await
     }

@@ -875,6 +875,11 @@ async fn revocations_and_one_time_values_reach_restarts_replicas_and_concurrent_
             store.revocations_of(&["spiffe://t/a"]).await.unwrap().len(),
             1
         );
+        // Its own writes are in its index already: no reload for them.
+        assert!(
+            !store.refresh_revocations().await.unwrap(),
+            "{label}: own writes reloaded"
+        );
 
         // Another store on the same database (a restart) loads both from the tables.
         let reopened = Store::connect(&db.url).await.unwrap();
