@@ -82,6 +82,7 @@ pub fn otlp_logs(entries: &[LogEntry], service: &str) -> Value {
                         "aims.policy_version",
                         r.policy_version.map(|v| v.to_string()),
                     ),
+                    ("aims.issued", r.issued.clone()),
                 ];
                 for (k, v) in fields {
                     if let Some(v) = v.filter(|v| !v.is_empty()) {

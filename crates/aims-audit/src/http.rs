@@ -80,14 +80,7 @@ struct AuditState {
 impl AuditState {
     /// Whether `id` is (or lies under) an allowed writer.
     fn may_write(&self, id: &SpiffeId) -> bool {
-        self.writers.iter().any(|w| {
-            w.trust_domain() == id.trust_domain()
-                && (id.path() == w.path()
-                    || id
-                        .path()
-                        .strip_prefix(w.path())
-                        .is_some_and(|rest| rest.starts_with('/')))
-        })
+        self.writers.iter().any(|w| id.is_at_or_under(w))
     }
 
     /// The writer's share of the queue.

@@ -75,6 +75,11 @@ pub struct AuditRecord {
     /// The policy version that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<u64>,
+    /// A credential the decision issued, as its type and the base64url SHA-256 of its bytes
+    /// (`txn_token:…`): a gateway minting a call's transaction token records it here, in the
+    /// call's own record (the token itself is never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<String>,
 }
 
 impl AuditRecord {
@@ -97,6 +102,7 @@ impl AuditRecord {
             approval: None,
             remediation_cause: None,
             policy_version: None,
+            issued: None,
         }
     }
 }

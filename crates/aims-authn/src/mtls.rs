@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use aims_core::{SharedClock, SpiffeId, TrustDomain};
 use aims_credentials::{BundleSource, PrivateKey, SvidUsage, VerifyError, verify_x509_svid_parts};
+use base64::Engine as _;
 use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -290,6 +291,18 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 pub struct SvidStore {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     spiffe_id: RwLock<Option<SpiffeId>>,
+    signing: RwLock<Option<Arc<SigningSvid>>>,
+}
+
+/// The current X509-SVID as a JWS signer: its key and the chain a verifier checks it by
+/// (RFC 7515 §4.1.6 `x5c`, standard base64 DER, leaf first).
+pub struct SigningSvid {
+    /// The SVID's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The SVID's private key.
+    pub key: PrivateKey,
+    /// The chain, leaf first, as `x5c` members.
+    pub x5c: Vec<String>,
 }
 
 impl fmt::Debug for SvidStore {
@@ -340,6 +353,15 @@ impl SvidStore {
             .key_provider
             .load_private_key(der)
             .map_err(|e| SvidStoreError::Key(e.to_string()))?;
+        let jws_signer = SigningSvid {
+            spiffe_id: id.clone(),
+            key: PrivateKey::from_pkcs8_der(key.pkcs8_der())
+                .map_err(|e| SvidStoreError::Key(e.to_string()))?,
+            x5c: chain
+                .iter()
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c.as_ref()))
+                .collect(),
+        };
         let certified = Arc::new(CertifiedKey::new(chain, signing));
         if let Ok(mut c) = self.current.write() {
             *c = Some(certified);
@@ -347,7 +369,15 @@ impl SvidStore {
         if let Ok(mut s) = self.spiffe_id.write() {
             *s = Some(id);
         }
+        if let Ok(mut s) = self.signing.write() {
+            *s = Some(Arc::new(jws_signer));
+        }
         Ok(())
+    }
+
+    /// The current SVID as a JWS signer.
+    pub fn signing_svid(&self) -> Option<Arc<SigningSvid>> {
+        self.signing.read().ok()?.clone()
     }
 
     /// The SPIFFE ID of the current SVID.

@@ -261,6 +261,16 @@ impl SpiffeId {
     pub fn is_member_of(&self, td: &TrustDomain) -> bool {
         self.trust_domain_name() == td.name()
     }
+
+    /// Whether this ID is `base` or lies under its path (`spiffe://td/gw/a` is under
+    /// `spiffe://td/gw`; `spiffe://td/gwx` is not), in the same trust domain.
+    pub fn is_at_or_under(&self, base: &SpiffeId) -> bool {
+        self.trust_domain_name() == base.trust_domain_name()
+            && self
+                .path()
+                .strip_prefix(base.path())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
 }
 
 impl fmt::Display for SpiffeId {

@@ -40,6 +40,10 @@ pub struct JwsHeader<'a> {
     /// `jwk` (RFC 7515 §4.1.3), e.g. the public key of a DPoP proof.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwk: Option<&'a Jwk>,
+    /// `x5c` (RFC 7515 §4.1.6): the signer's certificate chain, leaf first, each DER
+    /// certificate in standard base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<&'a [String]>,
 }
 
 impl<'a> JwsHeader<'a> {
@@ -50,6 +54,7 @@ impl<'a> JwsHeader<'a> {
             typ,
             kid,
             jwk: None,
+            x5c: None,
         }
     }
 
@@ -101,6 +106,8 @@ pub struct JoseHeader {
     pub typ: Option<String>,
     /// `jwk`, if present.
     pub jwk: Option<Jwk>,
+    /// `x5c`, if present: the signer's chain as written (standard base64 DER, leaf first).
+    pub x5c: Option<Vec<String>>,
     /// `crit`, if present.
     pub crit: Vec<String>,
     /// The names of every member of the header.
@@ -116,6 +123,8 @@ struct RawHeader {
     typ: Option<String>,
     #[serde(default)]
     jwk: Option<Jwk>,
+    #[serde(default)]
+    x5c: Option<Vec<String>>,
     #[serde(default)]
     crit: Option<Vec<String>>,
     #[serde(flatten)]
@@ -211,6 +220,7 @@ impl<'a> CompactJws<'a> {
             (raw.kid.is_some(), "kid"),
             (raw.typ.is_some(), "typ"),
             (raw.jwk.is_some(), "jwk"),
+            (raw.x5c.is_some(), "x5c"),
             (raw.crit.is_some(), "crit"),
         ] {
             if present {
@@ -223,6 +233,7 @@ impl<'a> CompactJws<'a> {
                 kid: raw.kid,
                 typ: raw.typ,
                 jwk: raw.jwk,
+                x5c: raw.x5c,
                 crit: raw.crit.unwrap_or_default(),
                 members,
             },

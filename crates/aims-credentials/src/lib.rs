@@ -32,4 +32,6 @@ pub use jwt_svid::{JwtSvid, verify_jwt_svid};
 pub use key_manager::{DiskKeyManager, KeyManager, MemoryKeyManager};
 pub use keys::{KeyError, KeyType, PrivateKey, PublicKey};
 pub use wit::{Wit, WitProfile, cnf_key_from_jwk, verify_wit};
-pub use x509_svid::{SvidUsage, VerifiedX509Svid, verify_x509_svid, verify_x509_svid_parts};
+pub use x509_svid::{
+    SvidUsage, VerifiedX509Svid, certificate_public_key, verify_x509_svid, verify_x509_svid_parts,
+};

@@ -176,6 +176,15 @@ fn check_structure(
     Ok(spiffe_id)
 }
 
+/// The subject public key of a certificate: an X509-SVID's key, for the JWS it signs and
+/// carries its chain with (RFC 7515 §4.1.6 `x5c`). Verify the chain first.
+pub fn certificate_public_key(der: &CertificateDer<'_>) -> Result<PublicKey, VerifyError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| VerifyError::Certificate("leaf does not parse".into()))?;
+    PublicKey::from_parsed_spki(cert.public_key())
+        .map_err(|e| VerifyError::Certificate(e.to_string()))
+}
+
 /// Verifies an X509-SVID chain (leaf first, then intermediates) at time `now`, with the bundle
 /// of the leaf's own trust domain from `bundles`.
 pub fn verify_x509_svid(

@@ -21,6 +21,7 @@ pub mod settings;
 pub mod signals;
 pub mod token_cache;
 pub mod trace;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
-pub use settings::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind};
+pub use settings::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind, TxnTokenIssuer};
 
 use crate::proxy::{CompiledRoute, Gateway};
 use crate::server_client::ServerClient;
@@ -283,7 +284,9 @@ pub async fn start_with_identity(
         settings.server_ca_file.as_deref(),
         settings.upstream_timeout,
     )?;
+    let txn = txn::TxnTokens::new(&settings, server.clone(), &identity)?;
     let gateway = Arc::new(Gateway {
+        txn,
         routes,
         public_url: public_url.clone(),
         server: server.clone(),

@@ -27,10 +27,11 @@ use tracing::Instrument as _;
 use crate::audit_sink::AuditSink;
 use crate::decision_cache::{self, DecisionCache};
 use crate::mcp::{self, McpRequest};
-use crate::server_client::{ServerClient, TxnSubject};
+use crate::server_client::ServerClient;
 use crate::settings::{Route, RouteKind};
 use crate::token_cache::{TokenCache, token_hash};
 use crate::trace;
+use crate::txn::{Minted, TxnTokens};
 
 /// The largest upstream answer to `tools/list` that is read to filter it.
 const MAX_TOOL_LIST: usize = 4 << 20;
@@ -126,6 +127,8 @@ pub struct Gateway {
     pub(crate) max_body: usize,
     /// The gateway's SPIFFE ID (the audit source is set by the server from its SVID).
     pub(crate) spiffe_id: Option<SpiffeId>,
+    /// Transaction tokens.
+    pub(crate) txn: TxnTokens,
 }
 
 /// Who called, as established.
@@ -552,7 +555,11 @@ impl Gateway {
                 trace_id,
             )
             .await?;
-        self.record(&decision, correlation).await?;
+        let (txn, issued) = match txn {
+            Some(m) => (Some(m.token), m.issued),
+            None => (None, None),
+        };
+        self.record(&decision, correlation, issued).await?;
         if !decision.verdict.allowed {
             return Err(self.insufficient(route, &decision));
         }
@@ -674,30 +681,33 @@ impl Gateway {
         (method, target, headers): (&http::Method, &RequestTarget, &HeaderMap),
         decision: &Decision,
         trace_id: &str,
-    ) -> Result<(Option<String>, String), Early> {
+    ) -> Result<(Option<Minted>, String), Early> {
         let incoming_txn = headers.get(TXN_TOKEN_HEADER).and_then(|v| v.to_str().ok());
-        let subject = match (incoming_txn, &caller.token) {
-            (Some(t), _) => Some((TxnSubject::TxnToken(t), "")),
-            (None, Some((token, claims))) => Some((
-                TxnSubject::AccessToken(token),
-                claims.scope.as_deref().unwrap_or_default(),
-            )),
-            (None, None) => None,
-        };
-        let Some((subject, scope)) =
-            subject.filter(|_| decision.verdict.allowed && route.route.transaction_tokens)
-        else {
+        if !decision.verdict.allowed
+            || !route.route.transaction_tokens
+            || (incoming_txn.is_none() && caller.token.is_none())
+        {
             return Ok((None, trace_id.to_owned()));
-        };
+        }
         let rctx = json!({
             "req_ip": decision.query.facts.source_ip.map(|ip| ip.to_string()),
             "method": method.as_str(),
             "path": target.path(),
         });
-        let details = json!({"tool": route.route.name, "trace": trace_id});
-        match self.server.txn_token(subject, scope, &rctx, &details).await {
-            Ok((token, id)) => Ok((Some(token), id)),
-            // A transaction token the caller forwarded that the AS will not replace: the
+        let minted = match (incoming_txn, &caller.token) {
+            (Some(t), _) => self.txn.replace(t, rctx).await,
+            (None, Some((token, claims))) => {
+                let details = json!({"tool": route.route.name, "trace": trace_id});
+                self.txn.start(token, claims, rctx, details, trace_id).await
+            }
+            (None, None) => return Ok((None, trace_id.to_owned())),
+        };
+        match minted {
+            Ok(m) => {
+                let txn = m.txn.clone();
+                Ok((Some(m), txn))
+            }
+            // A transaction token the caller forwarded that will not be replaced: the
             // caller's credential is bad, not the service (txn-tokens §8).
             Err(crate::GatewayError::Refused(e)) if incoming_txn.is_some() => {
                 tracing::warn!(error = %e, "forwarded transaction token refused");
@@ -726,13 +736,19 @@ impl Gateway {
 
     /// AIMS MO-8: the decision is recorded before it takes effect; one that cannot be is
     /// refused.
-    async fn record(&self, decision: &Decision, correlation: String) -> Result<(), Early> {
+    async fn record(
+        &self,
+        decision: &Decision,
+        correlation: String,
+        issued: Option<String>,
+    ) -> Result<(), Early> {
         let mut record = decision.verdict.audit_record(
             &decision.query,
             decision.resource_name.clone(),
             aims_core::unix_millis(std::time::SystemTime::now()),
         );
         record.correlation_id = Some(correlation);
+        record.issued = issued;
         self.audit.record(record).await.map_err(|e| {
             tracing::error!(error = %e, "decision not recorded; refusing the request");
             json_response(

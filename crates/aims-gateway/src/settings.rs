@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aims_core::TrustDomain;
+use aims_core::{SpiffeId, TrustDomain};
 
 /// When a request's decision record must be durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,6 +16,18 @@ pub enum AuditMode {
     /// record is never dropped.
     #[default]
     Async,
+}
+
+/// Who mints the transaction tokens the gateway forwards (txn-tokens-11 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxnTokenIssuer {
+    /// The gateway, as a Txn-Token Service at the trust domain's edge: signed with its
+    /// X509-SVID, no round trip, the issuance recorded in the call's own audit record.
+    #[default]
+    Gateway,
+    /// The AIMS server (an RFC 8693 exchange per call): for recipients that read transaction
+    /// tokens with the authorization server's JWKS only.
+    Server,
 }
 
 /// What is behind a route.
@@ -109,11 +121,21 @@ pub struct GatewaySettings {
     pub max_body: usize,
     /// Upstream response timeout.
     pub upstream_timeout: Duration,
+    /// Who mints the transaction tokens.
+    pub txn_token_issuer: TxnTokenIssuer,
+    /// The transaction-token services at the trust domain's edge (with the IDs under them)
+    /// whose forwarded tokens the gateway accepts; when it mints, its own SPIFFE ID must be
+    /// among them [default: `/aims/gateway`, `/gateway/…`, as the server's].
+    pub txn_token_services: Vec<SpiffeId>,
+    /// The lifetime of the transaction tokens the gateway mints [default: 60 s; never past the
+    /// token it was minted from].
+    pub txn_token_ttl: Duration,
 }
 
 impl GatewaySettings {
     /// Settings with the defaults and no routes.
     pub fn new(trust_domain: TrustDomain, issuer: impl Into<String>) -> Self {
+        let txn_token_services = aims_token::txn::TxnTokenServices::default_edge(&trust_domain);
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8445)),
             public_url: None,
@@ -133,6 +155,9 @@ impl GatewaySettings {
             max_json_body: 1 << 20,
             max_body: 16 << 20,
             upstream_timeout: Duration::from_secs(30),
+            txn_token_issuer: TxnTokenIssuer::Gateway,
+            txn_token_services,
+            txn_token_ttl: Duration::from_secs(60),
         }
     }
 }

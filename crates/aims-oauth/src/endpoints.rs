@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aims_authn::transport::ConnectionInfo;
 use aims_credentials::jose::sha256_b64url;
 use aims_store::{ClientSource, OAuthClientRow, StoreError, TokenKind};
-use aims_token::claims::{AT_TYP, AccessClaims, TXN_TYP, TxnClaims, verify_own};
+use aims_token::claims::{AT_TYP, AccessClaims, verify_own};
 use aims_token::wire::{OFFLINE_ACCESS_SCOPE, OPENID_SCOPE};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -396,13 +396,10 @@ impl AuthorizationServer {
                 }
                 return Ok(Some(access_introspection(c)));
             }
-            if let Ok(c) = verify_own::<TxnClaims>(
-                self.keys.as_ref(),
-                &self.settings.issuer,
-                token,
-                TXN_TYP,
-                now,
-            ) {
+            if let Ok(c) =
+                self.txn_services
+                    .verify(token, self.keys.as_ref(), &self.settings.issuer, now)
+            {
                 let mut v = serde_json::to_value(c)
                     .map_err(|e| OAuthError::server_error("introspection", e))?;
                 v["active"] = true.into();

@@ -67,6 +67,7 @@ pub struct AuthorizationServer {
     notifier: Option<Arc<dyn ciba::Notifier>>,
     clients: client::ClientCache,
     svids: aims_authn::verified_cache::JwtSvidVerifier,
+    txn_services: aims_token::txn::TxnTokenServices,
     clock: SharedClock,
     /// The resources token exchanges may aim at.
     pub resources: audience::ResourceRegistry,
@@ -117,6 +118,11 @@ impl AuthorizationServer {
             settings.require_dpop_nonce,
             i64::try_from(settings.leeway.as_secs()).unwrap_or(60),
         )?;
+        let txn_services = aims_token::txn::TxnTokenServices::new(
+            settings.trust_domain.clone(),
+            settings.txn_token_services.clone(),
+            bundles.clone(),
+        );
         Ok(Self {
             resources: audience::ResourceRegistry::new(settings.resources.clone()),
             settings,
@@ -131,6 +137,7 @@ impl AuthorizationServer {
             notifier,
             clients: client::ClientCache::default(),
             svids,
+            txn_services,
             clock,
             people: None,
         })

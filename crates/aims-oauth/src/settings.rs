@@ -69,6 +69,10 @@ pub struct AsSettings {
     pub access_token_ttl: Duration,
     /// Transaction token lifetime (60 s).
     pub txn_token_ttl: Duration,
+    /// The workloads (with those under their paths) of this trust domain that are
+    /// transaction-token services at its edge: their `x5c`-signed transaction tokens are
+    /// accepted as this server's own [default: `/aims/gateway`, `/gateway/…`].
+    pub txn_token_services: Vec<aims_core::SpiffeId>,
     /// JWT authorization grant lifetime for other domains (5 min).
     pub grant_ttl: Duration,
     /// Refresh token lifetime (24 h).
@@ -112,12 +116,14 @@ pub struct AsSettings {
 impl AsSettings {
     /// Defaults for `issuer` in `trust_domain`.
     pub fn new(issuer: String, trust_domain: TrustDomain) -> Self {
+        let txn_token_services = aims_token::txn::TxnTokenServices::default_edge(&trust_domain);
         Self {
             issuer: issuer.trim_end_matches('/').to_owned(),
             mtls_base: None,
             trust_domain,
             access_token_ttl: Duration::from_secs(300),
             txn_token_ttl: Duration::from_secs(60),
+            txn_token_services,
             grant_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(24 * 3600),
             token_format: TokenFormat::Jwt,

@@ -162,6 +162,13 @@ pub enum TokenError {
     /// The random generator failed (no DPoP nonce key).
     #[error("random generator failed")]
     Random,
+    /// An `x5c`-signed transaction token from a workload the trust domain does not name as a
+    /// transaction-token service.
+    #[error("{0} is not a transaction-token service of this trust domain")]
+    NotTxnTokenService(String),
+    /// A token could not be signed.
+    #[error("signing failed: {0}")]
+    Signing(String),
 }
 
 impl TokenError {
@@ -170,7 +177,7 @@ impl TokenError {
         match self {
             Self::InvalidDpopProof(_) => ErrorCode::InvalidDpopProof,
             Self::UseDpopNonce(_) => ErrorCode::UseDpopNonce,
-            Self::Random => ErrorCode::ServerError,
+            Self::Random | Self::Signing(_) => ErrorCode::ServerError,
             _ => ErrorCode::InvalidToken,
         }
     }

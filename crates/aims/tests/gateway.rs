@@ -140,6 +140,32 @@ impl Stack {
         })
     }
 
+    /// The AS's answer to a workload (this test) asking for the replacement of transaction
+    /// token `txn` (txn-tokens §7.4).
+    fn replace_txn(&self, txn: &str) -> (u16, Value) {
+        let svid = self.jwt_svid();
+        let scope = claims(txn)["scope"].as_str().unwrap_or_default().to_owned();
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .post(format!("{}/oauth2/token", self.issuer))
+                .form(&[
+                    ("grant_type", aims_token::wire::TOKEN_EXCHANGE_GRANT),
+                    ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+                    ("client_assertion", svid.as_str()),
+                    ("subject_token", txn),
+                    ("subject_token_type", aims_token::wire::TXN_TOKEN_TYPE),
+                    ("requested_token_type", aims_token::wire::TXN_TOKEN_TYPE),
+                    ("audience", "aims.local"),
+                    ("scope", scope.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json().await.unwrap())
+        })
+    }
+
     fn token(&self, resource: &str, scope: &str) -> String {
         self.token_with(resource, scope, None)["access_token"]
             .as_str()
@@ -323,6 +349,57 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
     assert_eq!(r["decision"], "allow");
     assert_eq!(r["policy_version"], 1);
     assert_eq!(r["source"], "spiffe://aims.local/aims/gateway");
+
+    // The gateway minted it as the trust domain's Txn-Token Service at the edge: signed with
+    // its X509-SVID (chain in x5c, no kid), issuer its SPIFFE ID, and the call's own record
+    // names it by hash (one record per call; the AS issued nothing for it).
+    assert!(header["kid"].is_null(), "{header}");
+    assert!(
+        header["x5c"].as_array().is_some_and(|c| !c.is_empty()),
+        "{header}"
+    );
+    assert_eq!(txn_claims["iss"], "spiffe://aims.local/aims/gateway");
+    assert_eq!(txn_claims["scope"], "weather.read");
+    assert_eq!(
+        r["issued"],
+        format!(
+            "txn_token:{}",
+            aims_credentials::jose::sha256_b64url(txn.as_bytes())
+        )
+    );
+    // The AS reads it back as one of the trust domain's: a workload has it replaced (same
+    // txn, sub and scope; the chain of workloads extended), and a tampered copy is refused.
+    let (status, replaced) = s.replace_txn(txn);
+    assert_eq!(status, 200, "{replaced}");
+    let replaced = claims(replaced["access_token"].as_str().unwrap());
+    assert_eq!(replaced["txn"], txn_claims["txn"]);
+    assert_eq!(replaced["sub"], txn_claims["sub"]);
+    assert_eq!(replaced["scope"], "weather.read");
+    assert_eq!(replaced["iss"], s.issuer.as_str());
+    assert!(
+        replaced["req_wl"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://aims.local/aims/gateway,spiffe://aims.local/"),
+        "{replaced}"
+    );
+    let mut wider = txn_claims.clone();
+    wider["scope"] = "weather.read admin".into();
+    let widened = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&wider).unwrap());
+    let mut parts: Vec<&str> = txn.split('.').collect();
+    parts[1] = &widened;
+    let (status, refused) = s.replace_txn(&parts.join("."));
+    // RFC 8693 §2.2.2: an invalid subject_token is `invalid_request`.
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"], "invalid_request", "{refused}");
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{refused}"
+    );
 
     // Wrong audience: a token for the MCP route.
     let mcp_token = s.token(&resource_of(&s.aims, "demo-mcp"), "mcp");
@@ -647,6 +724,8 @@ required_scopes = ["weather.read"]
     assert_eq!(body["city"], "Oslo", "{body}\n{}", gw.logs());
     let txn = claims(body["received"]["txn_token"].as_str().unwrap());
     assert_eq!(txn["req_wl"], gw_id);
+    // Minted with the SVID the gateway got from the Workload API.
+    assert_eq!(txn["iss"], gw_id);
     // Sync mode: the record was durable before the response.
     let out = assert_ok(&s.aims.cli(&["audit", "list", "--output", "json"]));
     assert!(
@@ -859,9 +938,19 @@ fn a_revoked_agent_is_refused_at_the_gateway_and_the_trail_names_the_cause() {
 /// token whose `txn` is 32 hex digits; when that tool calls the next tool through the gateway
 /// forwarding the `Txn-Token`, the gateway has it replaced (same `txn`, `req_wl` extended), and
 /// `aims audit trace <txn>` shows both hops.
+///
+/// Both ways of minting: by the gateway (the default) and by the AIMS server.
 #[test]
 fn a_task_keeps_one_id_across_hops_and_the_trace_shows_them() {
-    let s = Stack::start_with_config("[gateway]\naudit = \"sync\"\n");
+    for issuer in ["gateway", "server"] {
+        one_task_across_hops(issuer);
+    }
+}
+
+fn one_task_across_hops(issuer: &str) {
+    let s = Stack::start_with_config(&format!(
+        "[gateway]\naudit = \"sync\"\ntransaction_token_issuer = \"{issuer}\"\n"
+    ));
     let resource = resource_of(&s.aims, "weather");
     let token = s.token(&resource, "weather.read");
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -884,6 +973,11 @@ fn a_task_keeps_one_id_across_hops_and_the_trace_shows_them() {
     assert_ne!(forwarded, parent, "the gateway's hop is the parent span");
     let txn_token = first["received"]["txn_token"].as_str().unwrap().to_owned();
     let txn = claims(&txn_token)["txn"].as_str().unwrap().to_owned();
+    let minter = claims(&txn_token)["iss"].as_str().unwrap().to_owned();
+    match issuer {
+        "gateway" => assert_eq!(minter, "spiffe://aims.local/aims/gateway"),
+        _ => assert_eq!(minter, s.issuer),
+    }
     assert_eq!(txn.len(), 32);
     assert!(txn.bytes().all(|b| b.is_ascii_hexdigit()));
 
@@ -900,6 +994,7 @@ fn a_task_keeps_one_id_across_hops_and_the_trace_shows_them() {
     assert_eq!(status, 200, "{second}");
     let replaced = claims(second["received"]["txn_token"].as_str().unwrap());
     assert_eq!(replaced["txn"], txn.as_str());
+    assert_eq!(replaced["iss"], minter.as_str());
     let wl = replaced["req_wl"].as_str().unwrap();
     assert_eq!(wl.matches("/aims/gateway").count(), 2, "{wl}");
     // Without a traceparent, the upstream's trace is named after the transaction.
@@ -946,8 +1041,9 @@ fn the_stack_serves_prometheus_metrics() {
         t.contains("aims_audit_records_appended_total").then_some(t)
     });
     for needle in [
-        // The agent's token and the gateway's transaction token.
-        "aims_oauth_token_requests_total{outcome=\"issued\"} 2",
+        // The agent's token; the transaction token the gateway minted itself.
+        "aims_oauth_token_requests_total{outcome=\"issued\"} 1",
+        "aims_gateway_txn_tokens_minted_total 1",
         "aims_gateway_requests_total{outcome=\"forwarded\"} 1",
         "aims_gateway_requests_total{outcome=\"unauthenticated\"} 1",
         "aims_svids_issued_total{kind=\"jwt-svid\"}",

@@ -244,6 +244,29 @@ fn serde_round_trip_validates() {
     assert!(err.to_string().contains("trust domain characters"));
 }
 
+#[test]
+fn at_or_under_a_base_by_whole_segments_in_one_trust_domain() {
+    let base = SpiffeId::parse("spiffe://td/gw").unwrap();
+    let at = |s: &str| SpiffeId::parse(s).unwrap().is_at_or_under(&base);
+    assert!(at("spiffe://td/gw"));
+    assert!(at("spiffe://td/gw/a/b"));
+    assert!(!at("spiffe://td/gwx"));
+    assert!(!at("spiffe://td/g"));
+    assert!(!at("spiffe://other/gw"));
+    assert!(!at("spiffe://td"));
+    let root = SpiffeId::parse("spiffe://td").unwrap();
+    assert!(
+        SpiffeId::parse("spiffe://td/any")
+            .unwrap()
+            .is_at_or_under(&root)
+    );
+    assert!(
+        !SpiffeId::parse("spiffe://tdx/any")
+            .unwrap()
+            .is_at_or_under(&root)
+    );
+}
+
 fn td_strategy() -> impl Strategy<Value = String> {
     "[a-z0-9._-]{1,40}"
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use aims_core::{HumanDuration, SpiffeId, TrustDomain};
-use aims_gateway::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind};
+use aims_gateway::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind, TxnTokenIssuer};
 use anyhow::bail;
 use serde::Deserialize;
 
@@ -26,6 +26,16 @@ impl From<AuditModeName> for AuditMode {
             AuditModeName::Async => AuditMode::Async,
         }
     }
+}
+
+/// Who mints transaction tokens, as written in the file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnTokenIssuerName {
+    /// The gateway, with its X509-SVID (no round trip).
+    Gateway,
+    /// The AIMS server (a token exchange per call).
+    Server,
 }
 
 /// Route kinds as written in the file.
@@ -67,6 +77,14 @@ pub struct GatewaySection {
     pub policy_poll: Option<HumanDuration>,
     /// How long a decision is reused for an identical request [default: 1s; 0 disables].
     pub decision_ttl: Option<HumanDuration>,
+    /// Who mints the transaction tokens forwarded upstream: `gateway` (signed with its
+    /// X509-SVID, no round trip) or `server` [default: gateway].
+    pub transaction_token_issuer: Option<TxnTokenIssuerName>,
+    /// SPIFFE IDs (with the IDs under them) of the transaction-token services whose tokens are
+    /// accepted [default: `/aims/gateway` and `/gateway/…` of the trust domain].
+    pub transaction_token_services: Option<Vec<SpiffeId>>,
+    /// Lifetime of the transaction tokens the gateway mints [default: 60s].
+    pub transaction_token_ttl: Option<HumanDuration>,
     /// `aims up`: run the built-in demo tool behind the gateway [default: when no routes].
     pub demo_tool: Option<bool>,
     /// `aims up`: where the demo tool listens (plain HTTP) [default: a free loopback port].
@@ -164,6 +182,25 @@ impl GatewaySection {
         }
         if let Some(d) = self.decision_ttl {
             s.decision_ttl = d.0;
+        }
+        if let Some(i) = self.transaction_token_issuer {
+            s.txn_token_issuer = match i {
+                TxnTokenIssuerName::Gateway => TxnTokenIssuer::Gateway,
+                TxnTokenIssuerName::Server => TxnTokenIssuer::Server,
+            };
+        }
+        if let Some(ids) = &self.transaction_token_services {
+            s.txn_token_services = super::txn_token_services(
+                "gateway.transaction_token_services",
+                ids,
+                &s.trust_domain,
+            )?;
+        }
+        if let Some(d) = self.transaction_token_ttl {
+            if d.0.as_secs() < 1 {
+                bail!("gateway.transaction_token_ttl must be at least 1s");
+            }
+            s.txn_token_ttl = d.0;
         }
         s.routes = self.routes.iter().map(RouteSection::to_route).collect();
         Ok(s)

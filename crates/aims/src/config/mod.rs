@@ -144,6 +144,10 @@ pub struct OAuthSection {
     pub access_token_ttl: Option<HumanDuration>,
     /// Transaction token lifetime.
     pub transaction_token_ttl: Option<HumanDuration>,
+    /// SPIFFE IDs (with the IDs under them) of the transaction-token services at the trust
+    /// domain's edge, whose `x5c`-signed transaction tokens are accepted [default:
+    /// `/aims/gateway` and `/gateway/…` of the trust domain].
+    pub transaction_token_services: Option<Vec<aims_core::SpiffeId>>,
     /// Refresh token lifetime.
     pub refresh_token_ttl: Option<HumanDuration>,
     /// Lifetime of JWT authorization grants for other domains.
@@ -204,6 +208,19 @@ pub struct TrustedIssuerSection {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A `transaction_token_services` list, which may name only workloads of `trust_domain`: a
+/// trust domain's transaction-token services are its own.
+pub fn txn_token_services(
+    key: &str,
+    ids: &[SpiffeId],
+    trust_domain: &TrustDomain,
+) -> anyhow::Result<Vec<SpiffeId>> {
+    if let Some(other) = ids.iter().find(|id| !id.is_member_of(trust_domain)) {
+        bail!("{key}: {other} is not in the trust domain {trust_domain}");
+    }
+    Ok(ids.to_vec())
+}
+
 impl OAuthSection {
     fn apply(&self, o: &mut aims_oauth::AsSettings) -> anyhow::Result<()> {
         if let Some(f) = self.token_format {
@@ -251,6 +268,13 @@ impl OAuthSection {
         }
         if let Some(ca) = &self.fetch_ca_file {
             o.fetch.ca_file = Some(ca.clone());
+        }
+        if let Some(ids) = &self.transaction_token_services {
+            o.txn_token_services = txn_token_services(
+                "server.oauth.transaction_token_services",
+                ids,
+                &o.trust_domain,
+            )?;
         }
         if let Some(url) = &self.approval_webhook {
             if !url.starts_with("https://") {
@@ -831,6 +855,28 @@ format = "json"
             .unwrap_err()
             .to_string();
         assert!(err.contains("--trust-domain"), "{err}");
+        // A trust domain names only its own transaction-token services.
+        let f = FileConfig::parse(
+            "trust_domain = \"example.org\"\n[server.oauth]\ntransaction_token_services = [\"spiffe://example.org/gw\", \"spiffe://other.org/gw\"]",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            server_settings(&ServerFlags::default(), &f, None).unwrap_err()
+        );
+        assert!(
+            err.contains("server.oauth.transaction_token_services: spiffe://other.org/gw"),
+            "{err}"
+        );
+        let f = FileConfig::parse(
+            "trust_domain = \"example.org\"\n[server.oauth]\ntransaction_token_services = [\"spiffe://example.org/gw\"]",
+        )
+        .unwrap();
+        let s = server_settings(&ServerFlags::default(), &f, None).unwrap();
+        assert_eq!(
+            s.oauth.txn_token_services[0].as_str(),
+            "spiffe://example.org/gw"
+        );
         for (federation, expect) in [
             (
                 "trust_domain = \"partner.org\"\nbundle_endpoint_url = \"http://partner.org/bundle\"\nprofile = \"https_web\"",

@@ -1,0 +1,212 @@
+//! The transaction tokens the gateway forwards (draft-ietf-oauth-transaction-tokens-11): minted
+//! here, the gateway being the trust domain's Txn-Token Service at its edge (see
+//! [`aims_token::txn`]), or asked of the AIMS server with an RFC 8693 exchange per call.
+//!
+//! Minted here, a token costs one signature and no round trip; the call's own audit record
+//! says it was issued (its hash), so one call is one record (AIMS MO-8). What the draft asks of
+//! the claims holds either way: `aud` the trust domain, `txn` the task's id (kept on
+//! replacement, AIMS MO-11), `sub` and `scope` those of the access token (never wider), `tctx`
+//! set once and kept, `rctx` this request's, `req_wl` the chain of requesting workloads.
+
+use std::sync::Arc;
+
+use aims_authn::mtls::SvidStore;
+use aims_core::SpiffeId;
+use aims_credentials::jose::sha256_b64url;
+use aims_token::TokenError;
+use aims_token::claims::{AccessClaims, TxnClaims};
+use aims_token::txn::{TxnTokenServices, sign_at_edge};
+use serde_json::Value;
+
+use crate::GatewayError;
+use crate::identity::WorkloadIdentity;
+use crate::server_client::{ServerClient, TxnSubject};
+use crate::settings::{GatewaySettings, TxnTokenIssuer};
+
+/// A transaction token for one call.
+pub(crate) struct Minted {
+    /// The token.
+    pub token: String,
+    /// Its transaction id.
+    pub txn: String,
+    /// What the call's audit record says was issued (minted here), else `None` (the AIMS
+    /// server records its own issuance).
+    pub issued: Option<String>,
+}
+
+/// Where the gateway's transaction tokens come from.
+pub(crate) struct TxnTokens {
+    server: Arc<ServerClient>,
+    edge: Option<Edge>,
+}
+
+/// The gateway as an edge Txn-Token Service.
+struct Edge {
+    svid: Arc<SvidStore>,
+    services: TxnTokenServices,
+    ttl: i64,
+}
+
+fn now_unix() -> i64 {
+    aims_core::unix_seconds(std::time::SystemTime::now())
+}
+
+impl TxnTokens {
+    /// The gateway's source of transaction tokens, as `settings` say. Minting here needs the
+    /// gateway's SPIFFE ID among the trust domain's transaction-token services, or recipients
+    /// would refuse every token it mints: that is a configuration error, said at start.
+    pub(crate) fn new(
+        settings: &GatewaySettings,
+        server: Arc<ServerClient>,
+        identity: &WorkloadIdentity,
+    ) -> Result<Self, GatewayError> {
+        let edge = match settings.txn_token_issuer {
+            TxnTokenIssuer::Server => None,
+            TxnTokenIssuer::Gateway => {
+                let services = TxnTokenServices::new(
+                    settings.trust_domain.clone(),
+                    settings.txn_token_services.clone(),
+                    identity.x509_bundles.clone(),
+                );
+                let id = identity
+                    .spiffe_id()
+                    .ok_or_else(|| GatewayError::Identity("no X509-SVID".into()))?;
+                if !services.is_edge_service(&id) {
+                    return Err(GatewayError::Config(format!(
+                        "the gateway ({id}) mints transaction tokens but is not a transaction-token service of {}: add it to gateway.transaction_token_services and server.oauth.transaction_token_services, or set gateway.transaction_token_issuer = \"server\"",
+                        settings.trust_domain
+                    )));
+                }
+                Some(Edge {
+                    svid: identity.svid.clone(),
+                    services,
+                    ttl: i64::try_from(settings.txn_token_ttl.as_secs())
+                        .unwrap_or(60)
+                        .max(1),
+                })
+            }
+        };
+        Ok(Self { server, edge })
+    }
+
+    /// A new transaction for a call made with `token` (`claims` validated for this route):
+    /// `txn` is the call's trace id, `tctx` the call's `details`.
+    pub(crate) async fn start(
+        &self,
+        token: &str,
+        claims: &AccessClaims,
+        rctx: Value,
+        details: Value,
+        trace_id: &str,
+    ) -> Result<Minted, GatewayError> {
+        let scope = claims.scope.as_deref().unwrap_or_default();
+        let Some(edge) = &self.edge else {
+            let subject = TxnSubject::AccessToken(token);
+            let (token, txn) = self
+                .server
+                .txn_token(subject, scope, &rctx, &details)
+                .await?;
+            return Ok(Minted {
+                token,
+                txn,
+                issued: None,
+            });
+        };
+        // txn-tokens §7.3: the scope is narrowed from the subject's; an unknown one cannot be.
+        if scope.trim().is_empty() {
+            return Err(GatewayError::Refused(
+                "the access token has no scope to give the transaction".into(),
+            ));
+        }
+        let txn = if aims_core::trace_context::is_trace_id(trace_id) {
+            trace_id.to_owned()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()
+        };
+        let now = now_unix();
+        edge.mint(|iss: &SpiffeId| TxnClaims {
+            iss: iss.to_string(),
+            iat: now,
+            exp: now.saturating_add(edge.ttl).min(claims.exp),
+            aud: edge.services.trust_domain().name().to_owned(),
+            txn,
+            sub: claims.sub.clone(),
+            scope: scope.to_owned(),
+            req_wl: iss.to_string(),
+            tctx: Some(details),
+            rctx: Some(rctx),
+        })
+    }
+
+    /// The replacement of a transaction token the caller forwarded (txn-tokens §7.4): read
+    /// back as any recipient would; same `txn`, `sub`, `aud`, `scope` and `tctx`, this
+    /// gateway appended to `req_wl`, never outliving it. A token that does not verify is
+    /// [`GatewayError::Refused`].
+    pub(crate) async fn replace(
+        &self,
+        forwarded: &str,
+        rctx: Value,
+    ) -> Result<Minted, GatewayError> {
+        let Some(edge) = &self.edge else {
+            let subject = TxnSubject::TxnToken(forwarded);
+            let (token, txn) = self
+                .server
+                .txn_token(subject, "", &rctx, &Value::Null)
+                .await?;
+            return Ok(Minted {
+                token,
+                txn,
+                issued: None,
+            });
+        };
+        let prev = self.read_forwarded(edge, forwarded).await?;
+        let now = now_unix();
+        edge.mint(|iss: &SpiffeId| TxnClaims {
+            iss: iss.to_string(),
+            iat: now,
+            exp: now.saturating_add(edge.ttl).min(prev.exp),
+            aud: prev.aud,
+            txn: prev.txn,
+            sub: prev.sub,
+            scope: prev.scope,
+            req_wl: format!("{},{iss}", prev.req_wl),
+            tctx: prev.tctx,
+            rctx: Some(rctx),
+        })
+    }
+
+    async fn read_forwarded(&self, edge: &Edge, token: &str) -> Result<TxnClaims, GatewayError> {
+        let verify = || {
+            edge.services
+                .verify(token, self.server.keys(), &self.server.issuer, now_unix())
+        };
+        let refused = |e: TokenError| GatewayError::Refused(e.to_string());
+        match verify() {
+            // A key the AS published since the last fetch: fetch again, once.
+            Err(TokenError::UnknownKey(_)) => {
+                self.server.refresh_keys().await?;
+                verify().map_err(refused)
+            }
+            other => other.map_err(refused),
+        }
+    }
+}
+
+impl Edge {
+    /// Signs the claims `claims(iss)` builds for this gateway's current SVID.
+    fn mint(&self, claims: impl FnOnce(&SpiffeId) -> TxnClaims) -> Result<Minted, GatewayError> {
+        let svid = self
+            .svid
+            .signing_svid()
+            .ok_or_else(|| GatewayError::Identity("no X509-SVID to sign with".into()))?;
+        let claims = claims(&svid.spiffe_id);
+        let token =
+            sign_at_edge(&svid, &claims).map_err(|e| GatewayError::Identity(e.to_string()))?;
+        metrics::counter!("aims_gateway_txn_tokens_minted_total").increment(1);
+        Ok(Minted {
+            issued: Some(format!("txn_token:{}", sha256_b64url(token.as_bytes()))),
+            txn: claims.txn,
+            token,
+        })
+    }
+}
