@@ -208,6 +208,12 @@ impl AdminClient {
             .await
     }
 
+    /// The audit log's records and the bytes they take in the store.
+    pub async fn audit_storage(&self) -> Result<aims_store::AuditStorage, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/audit/storage", None)
+            .await
+    }
+
     /// The log entries of one task.
     pub async fn audit_trace(&self, id: &str) -> Result<Vec<aims_audit::LogEntry>, AdminError> {
         let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);

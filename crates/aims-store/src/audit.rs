@@ -35,6 +35,18 @@ pub struct NewAuditRow {
     pub correlation_id: Option<String>,
 }
 
+/// What the audit log takes in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditStorage {
+    /// Records in the log.
+    pub records: u64,
+    /// Bytes of the log's tables (records, tree nodes, checkpoints) and their indexes.
+    pub bytes: u64,
+}
+
+/// The audit log's tables.
+const AUDIT_TABLES: &str = "'audit_log', 'audit_nodes', 'audit_checkpoints'";
+
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
@@ -218,6 +230,31 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The records of the log and the bytes its tables and indexes take (SQLite: the pages
+    /// `dbstat` counts; PostgreSQL: `pg_total_relation_size`, TOAST included). SQLite's count
+    /// walks every page of the log: seconds for millions of records.
+    pub async fn audit_storage(&self) -> Result<AuditStorage, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT CAST(COALESCE(SUM(s.pgsize), 0) AS BIGINT) FROM dbstat s \
+                 JOIN sqlite_master m ON m.name = s.name WHERE m.tbl_name IN ({AUDIT_TABLES})"
+            ),
+            Backend::Postgres => format!(
+                "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+                 AND c.relname IN ({AUDIT_TABLES})"
+            ),
+        };
+        let bytes: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(AuditStorage {
+            records: self.audit_len().await?,
+            bytes: to_u64(bytes)?,
+        })
     }
 
     /// The newest signed checkpoint, if any.

@@ -31,7 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Executor as _};
 
 pub use agents::{Counter, FederatedBundleRow};
-pub use audit::{AuditRow, CheckpointRow, NewAuditRow};
+pub use audit::{AuditRow, AuditStorage, CheckpointRow, NewAuditRow};
 pub use ca::{BundleRow, SlotRow, SlotStatus};
 pub use entries::{EntryFilter, EntryUpdate, NewEntry, RegistrationEntry, Selector, SelectorError};
 pub use error::StoreError;

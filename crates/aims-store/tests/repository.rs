@@ -560,6 +560,8 @@ async fn remediation_suite(store: &Store) {
 
 async fn audit_suite(store: &Store) {
     assert_eq!(store.audit_len().await.unwrap(), 0);
+    let empty = store.audit_storage().await.unwrap();
+    assert_eq!(empty.records, 0);
     let rows = |n: usize, tag: &str| -> Vec<NewAuditRow> {
         (0..n)
             .map(|i| NewAuditRow {
@@ -584,6 +586,10 @@ async fn audit_suite(store: &Store) {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a + 50 <= b || b + 50 <= a, "{a} {b}");
     assert_eq!(store.audit_len().await.unwrap(), 1306);
+    // What the log takes: every record, in bytes that grew with them.
+    let st = store.audit_storage().await.unwrap();
+    assert_eq!(st.records, 1306);
+    assert!(st.bytes >= empty.bytes + 1306 * 20, "{empty:?} → {st:?}");
     // A task's rows, by correlation id, in order.
     let task = store.audit_by_correlation("task-a", 10).await.unwrap();
     assert_eq!(

@@ -109,6 +109,17 @@ fn verify_names_the_first_altered_deleted_or_reordered_record() {
     assert_eq!(rt.block_on(append(&client, &server, &records)).unwrap(), 0);
     let text = verified(&server, 40);
     assert!(text.contains("40 entries"), "{text}");
+    // What they take in the store.
+    let stats: Value = serde_json::from_str(&assert_ok(
+        &server.cli(&["audit", "stats", "--output", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(stats["records"], 40, "{stats}");
+    assert!(stats["bytes"].as_u64().unwrap() >= 40 * 100, "{stats}");
+    assert_eq!(
+        stats["bytes_per_record"].as_u64().unwrap(),
+        stats["bytes"].as_u64().unwrap() / 40
+    );
 
     // Offline: the export, the checkpoint and the key are all a verifier needs.
     let dir = server.dir.path();

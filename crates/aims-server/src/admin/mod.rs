@@ -269,6 +269,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/policy/{version}", get(policy_version))
         .route("/v1/audit/records", get(audit_records))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/audit/storage", get(audit_storage))
         .route("/v1/compliance/report", post(compliance_report))
         .route("/v1/remediation", get(list_revocations))
         .route("/v1/remediation/revoke", post(revoke_principal))
@@ -789,6 +790,11 @@ async fn audit_checkpoint(State(s): State<AppState>) -> Result<impl IntoResponse
         note,
         vkey: s.log.vkey.clone(),
     }))
+}
+
+/// What the audit log takes in the store.
+async fn audit_storage(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.log.store.audit_storage().await?))
 }
 
 /// The entries of one task (AIMS MO-11).

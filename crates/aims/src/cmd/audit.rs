@@ -81,6 +81,14 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print how many records the log holds and the bytes its tables and indexes take in the
+    /// store (with the mean per record).
+    Stats {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Print the execution chain of a task (its correlation id: a transaction token's `txn`)
     /// as a tree across people, agents, tools and hops.
     Trace {
@@ -214,6 +222,20 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             limit,
             output,
         } => print_entries(&admin.client().audit_records(from, limit).await?, output)?,
+        AuditCommand::Stats { admin, output } => {
+            let st = admin.client().audit_storage().await?;
+            let per = st.bytes.checked_div(st.records).unwrap_or(0);
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({"records": st.records, "bytes": st.bytes, "bytes_per_record": per})
+                ),
+                Output::Text => println!(
+                    "{} records, {} bytes in the store ({per} bytes per record)",
+                    st.records, st.bytes
+                ),
+            }
+        }
         AuditCommand::Checkpoint { admin, vkey } => {
             let cp = admin.client().audit_checkpoint().await?;
             if vkey {
