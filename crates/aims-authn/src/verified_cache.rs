@@ -187,9 +187,7 @@ mod tests {
 
     use aims_core::{TrustDomain, WorkloadIdentifier, unix_seconds};
     use aims_credentials::authority::bundle_from_slots;
-    use aims_credentials::{
-        AuthorityPolicy, BundleSet, CaManager, KeyType, MemoryKeyManager, PrivateKey,
-    };
+    use aims_credentials::{BundleSet, CaManager, KeyType, PrivateKey};
 
     use super::*;
 
@@ -199,21 +197,7 @@ mod tests {
         Arc<aims_credentials::authority::AuthoritySlot>,
         Arc<BundleSet>,
     ) {
-        let ca = CaManager::new(
-            TrustDomain::new("example.org").unwrap(),
-            AuthorityPolicy::default(),
-            Arc::new(MemoryKeyManager::new()),
-            None,
-        );
-        ca.tick(SystemTime::now()).unwrap();
-        let slot = ca.active().unwrap();
-        let bundles = Arc::new(BundleSet::with([bundle_from_slots(
-            ca.trust_domain(),
-            [slot.record()],
-            SystemTime::now(),
-        )
-        .unwrap()]));
-        (ca, slot, bundles)
+        aims_credentials::testing::authority(&TrustDomain::new("example.org").unwrap()).unwrap()
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod jwt_authority;
 pub mod jwt_svid;
 pub mod key_manager;
 pub mod keys;
+pub mod testing;
 pub mod wit;
 pub mod x509_svid;
 

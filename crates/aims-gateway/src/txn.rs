@@ -8,14 +8,14 @@
 //! replacement, AIMS MO-11), `sub` and `scope` those of the access token (never wider), `tctx`
 //! set once and kept, `rctx` this request's, `req_wl` the chain of requesting workloads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use aims_authn::mtls::SvidStore;
+use aims_authn::mtls::{SigningSvid, SvidStore};
 use aims_core::SpiffeId;
-use aims_credentials::jose::sha256_b64url;
+use aims_credentials::jose::{EncodedHeader, sha256_b64url};
 use aims_token::TokenError;
 use aims_token::claims::{AccessClaims, TxnClaims};
-use aims_token::txn::{TxnTokenServices, sign_at_edge};
+use aims_token::txn::{TxnTokenServices, edge_header, sign_at_edge};
 use serde_json::Value;
 
 use crate::GatewayError;
@@ -43,6 +43,8 @@ pub(crate) struct TxnTokens {
 /// The gateway as an edge Txn-Token Service.
 struct Edge {
     svid: Arc<SvidStore>,
+    /// The header of the current SVID's tokens, encoded once per SVID.
+    header: Mutex<Option<(Arc<SigningSvid>, Arc<EncodedHeader>)>>,
     services: TxnTokenServices,
     ttl: i64,
 }
@@ -79,6 +81,7 @@ impl TxnTokens {
                 }
                 Some(Edge {
                     svid: identity.svid.clone(),
+                    header: Mutex::new(None),
                     services,
                     ttl: i64::try_from(settings.txn_token_ttl.as_secs())
                         .unwrap_or(60)
@@ -193,20 +196,122 @@ impl TxnTokens {
 }
 
 impl Edge {
+    /// The encoded header for `svid`, kept until the SVID rotates.
+    fn header_of(&self, svid: &Arc<SigningSvid>) -> Result<Arc<EncodedHeader>, GatewayError> {
+        let mut kept = self
+            .header
+            .lock()
+            .map_err(|_| GatewayError::Identity("signer state poisoned".into()))?;
+        if let Some((of, header)) = kept.as_ref()
+            && Arc::ptr_eq(of, svid)
+        {
+            return Ok(header.clone());
+        }
+        let header =
+            Arc::new(edge_header(svid).map_err(|e| GatewayError::Identity(e.to_string()))?);
+        *kept = Some((svid.clone(), header.clone()));
+        Ok(header)
+    }
+
     /// Signs the claims `claims(iss)` builds for this gateway's current SVID.
     fn mint(&self, claims: impl FnOnce(&SpiffeId) -> TxnClaims) -> Result<Minted, GatewayError> {
         let svid = self
             .svid
             .signing_svid()
             .ok_or_else(|| GatewayError::Identity("no X509-SVID to sign with".into()))?;
+        let header = self.header_of(&svid)?;
         let claims = claims(&svid.spiffe_id);
-        let token =
-            sign_at_edge(&svid, &claims).map_err(|e| GatewayError::Identity(e.to_string()))?;
+        let token = sign_at_edge(&svid, &header, &claims)
+            .map_err(|e| GatewayError::Identity(e.to_string()))?;
         metrics::counter!("aims_gateway_txn_tokens_minted_total").increment(1);
         Ok(Minted {
             issued: Some(format!("txn_token:{}", sha256_b64url(token.as_bytes()))),
             txn: claims.txn,
             token,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    use aims_core::TrustDomain;
+    use aims_credentials::{KeyType, PrivateKey, PublicKey, SlotKey, SubjectKey, X509SvidRequest};
+    use aims_token::keys::TokenKeys;
+
+    struct NoKeys;
+
+    impl TokenKeys for NoKeys {
+        fn signing_key(&self) -> Option<SlotKey> {
+            None
+        }
+        fn verifying_key(&self, _: &str) -> Option<PublicKey> {
+            None
+        }
+        fn jwks(&self) -> Arc<String> {
+            Arc::new(String::new())
+        }
+    }
+
+    /// A rotated SVID signs with its own key and chain: the header kept for the old one is
+    /// not reused, and recipients read both tokens.
+    #[test]
+    fn a_rotation_gets_a_new_header() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let (_ca, slot, bundles) = aims_credentials::testing::authority(&td).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/aims/gateway").unwrap();
+        let issue = || {
+            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+            let svid = slot
+                .x509
+                .issue(&X509SvidRequest {
+                    spiffe_id: &id,
+                    subject_key: &SubjectKey::of(&key),
+                    dns_names: &[],
+                    ttl: Duration::from_secs(600),
+                    now: SystemTime::now(),
+                })
+                .unwrap();
+            (svid.chain, key)
+        };
+        let (chain, key) = issue();
+        let store = Arc::new(SvidStore::with(chain, &key).unwrap());
+        let services =
+            TxnTokenServices::new(td.clone(), TxnTokenServices::default_edge(&td), bundles);
+        let edge = Edge {
+            svid: store.clone(),
+            header: Mutex::new(None),
+            services: services.clone(),
+            ttl: 60,
+        };
+        let now = now_unix();
+        let claims = |iss: &SpiffeId| TxnClaims {
+            iss: iss.to_string(),
+            iat: now,
+            exp: now + 60,
+            aud: "example.org".into(),
+            txn: "t".into(),
+            sub: "s".into(),
+            scope: "a".into(),
+            req_wl: iss.to_string(),
+            tctx: None,
+            rctx: None,
+        };
+        let first = edge.mint(claims).unwrap();
+        assert!(first.issued.unwrap().starts_with("txn_token:"));
+        let (chain, key) = issue();
+        store.set(chain, &key).unwrap();
+        let second = edge.mint(claims).unwrap();
+        for token in [&first.token, &second.token] {
+            services.verify(token, &NoKeys, "https://as", now).unwrap();
+        }
+        assert_ne!(
+            first.token.split('.').next(),
+            second.token.split('.').next(),
+            "the rotated SVID's chain is in the second token's header"
+        );
     }
 }

@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use aims_authn::mtls::SigningSvid;
 use aims_core::{SpiffeId, TrustDomain};
-use aims_credentials::jose::{CompactJws, JwsHeader, SPIFFE_JWT_ALGORITHMS, check_time, sign};
+use aims_credentials::jose::{
+    CompactJws, EncodedHeader, JwsHeader, SPIFFE_JWT_ALGORITHMS, check_time,
+    sign_with_encoded_header,
+};
 use aims_credentials::{
     BundleSource, SvidUsage, VerifyError, certificate_public_key, verify_x509_svid,
 };
@@ -163,14 +166,26 @@ impl TxnTokenServices {
     }
 }
 
-/// Signs `claims` as an edge Txn-Token Service with `svid` (its key; its chain in `x5c`).
-/// `claims.iss` must be the SVID's SPIFFE ID, as recipients check.
-pub fn sign_at_edge(svid: &SigningSvid, claims: &TxnClaims) -> Result<String, TokenError> {
-    let header = JwsHeader {
+/// The encoded JOSE header of the transaction tokens `svid` signs (`typ`, `alg` and the chain
+/// in `x5c`, about 1 KB): the same for every token until the SVID rotates, so a signer keeps it.
+pub fn edge_header(svid: &SigningSvid) -> Result<EncodedHeader, TokenError> {
+    JwsHeader {
         x5c: Some(&svid.x5c),
         ..JwsHeader::new(&svid.key, Some(TXN_TYP), None)
-    };
-    sign(&svid.key, &header, claims).map_err(|e| TokenError::Signing(e.to_string()))
+    }
+    .encode()
+    .map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// Signs `claims` as an edge Txn-Token Service with `svid` under its [`edge_header`].
+/// `claims.iss` must be the SVID's SPIFFE ID, as recipients check.
+pub fn sign_at_edge(
+    svid: &SigningSvid,
+    header: &EncodedHeader,
+    claims: &TxnClaims,
+) -> Result<String, TokenError> {
+    sign_with_encoded_header(&svid.key, header, claims)
+        .map_err(|e| TokenError::Signing(e.to_string()))
 }
 
 #[cfg(test)]
@@ -178,9 +193,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use aims_authn::mtls::SvidStore;
+    use aims_credentials::jose::sign;
     use aims_credentials::{
-        AuthorityPolicy, BundleSet, CaManager, KeyType, MemoryKeyManager, PrivateKey, PublicKey,
-        SlotKey, SubjectKey, X509SvidRequest, authority::bundle_from_slots,
+        BundleSet, CaManager, KeyType, PrivateKey, PublicKey, SlotKey, SubjectKey, X509SvidRequest,
     };
 
     const ISSUER: &str = "https://as.example.org";
@@ -191,20 +206,9 @@ mod tests {
     }
 
     fn domain(name: &str) -> Domain {
-        let ca = CaManager::new(
-            TrustDomain::new(name).unwrap(),
-            AuthorityPolicy::default(),
-            Arc::new(MemoryKeyManager::new()),
-            None,
-        );
-        ca.tick(SystemTime::now()).unwrap();
-        let slot = ca.active().unwrap();
-        let bundle =
-            bundle_from_slots(ca.trust_domain(), [slot.record()], SystemTime::now()).unwrap();
-        Domain {
-            ca,
-            bundles: Arc::new(BundleSet::with([bundle])),
-        }
+        let (ca, _, bundles) =
+            aims_credentials::testing::authority(&TrustDomain::new(name).unwrap()).unwrap();
+        Domain { ca, bundles }
     }
 
     impl Domain {
@@ -282,17 +286,21 @@ mod tests {
 
     const GW: &str = "spiffe://example.org/aims/gateway";
 
+    fn edge(svid: &SigningSvid, claims: &TxnClaims) -> String {
+        sign_at_edge(svid, &edge_header(svid).unwrap(), claims).unwrap()
+    }
+
     #[test]
     fn an_edge_service_signs_what_every_recipient_reads_back() {
         let d = domain("example.org");
         let keys = as_keys();
         let gw = d.signer(GW);
-        let token = sign_at_edge(&gw, &claims(GW)).unwrap();
+        let token = edge(&gw, &claims(GW));
         let got = d.services().verify(&token, &keys, ISSUER, now()).unwrap();
         assert_eq!(got, claims(GW));
         // Deployed gateways under /gateway/… too.
         let other = "spiffe://example.org/gateway/eu-1";
-        let token = sign_at_edge(&d.signer(other), &claims(other)).unwrap();
+        let token = edge(&d.signer(other), &claims(other));
         assert!(d.services().verify(&token, &keys, ISSUER, now()).is_ok());
         // The AS's own tokens (kid) still read.
         let key = keys.signing_key().unwrap();
@@ -308,15 +316,15 @@ mod tests {
         let verify = |t: &str| d.services().verify(t, &keys, ISSUER, now());
         // A workload the trust domain does not name (an agent with its own SVID).
         let agent = "spiffe://example.org/agent/a";
-        let t = sign_at_edge(&d.signer(agent), &claims(agent)).unwrap();
+        let t = edge(&d.signer(agent), &claims(agent));
         assert!(matches!(verify(&t), Err(TokenError::NotTxnTokenService(id)) if id == agent));
         // A look-alike path.
         let near = "spiffe://example.org/gatewayx";
-        let t = sign_at_edge(&d.signer(near), &claims(near)).unwrap();
+        let t = edge(&d.signer(near), &claims(near));
         assert!(matches!(verify(&t), Err(TokenError::NotTxnTokenService(_))));
         // A gateway of another CA claiming this trust domain's path: its chain is unknown.
         let rogue = domain("example.org");
-        let t = sign_at_edge(&rogue.signer(GW), &claims(GW)).unwrap();
+        let t = edge(&rogue.signer(GW), &claims(GW));
         assert!(matches!(
             verify(&t),
             Err(TokenError::Jws(VerifyError::UnknownIssuer))
@@ -339,7 +347,7 @@ mod tests {
             both,
         );
         let og = "spiffe://other.org/aims/gateway";
-        let t = sign_at_edge(&other.signer(og), &claims(og)).unwrap();
+        let t = edge(&other.signer(og), &claims(og));
         assert!(matches!(
             services.verify(&t, &keys, ISSUER, now()),
             Err(TokenError::NotTxnTokenService(_))
@@ -370,23 +378,23 @@ mod tests {
         let verify = |t: &str| d.services().verify(t, &keys, ISSUER, now());
         let gw = d.signer(GW);
         // iss must be the signer.
-        let t = sign_at_edge(&gw, &claims(ISSUER)).unwrap();
+        let t = edge(&gw, &claims(ISSUER));
         assert!(matches!(verify(&t), Err(TokenError::WrongIssuer)));
         // Another trust domain's audience.
         let mut c = claims(GW);
         c.aud = "other.org".into();
-        let t = sign_at_edge(&gw, &c).unwrap();
+        let t = edge(&gw, &c);
         assert!(matches!(verify(&t), Err(TokenError::WrongAudience)));
         // Expired.
         let mut c = claims(GW);
         c.exp = now() - 1;
-        let t = sign_at_edge(&gw, &c).unwrap();
+        let t = edge(&gw, &c);
         assert!(matches!(
             verify(&t),
             Err(TokenError::Jws(VerifyError::Expired))
         ));
         // A payload changed after signing (a wider scope).
-        let t = sign_at_edge(&gw, &claims(GW)).unwrap();
+        let t = edge(&gw, &claims(GW));
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
         let mut c = claims(GW);
         c.scope = "weather.read admin".into();

@@ -14,6 +14,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// mimalloc instead of glibc's allocator: the gateway and the token endpoint allocate per
+/// request (headers, JSON, TLS records), and glibc malloc and free took about 15 % of the
+/// gateway's core in the issue-17 profile (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// AIMS — identities, credentials and access for AI agents (draft-ietf-wimse-aims).
 ///
 /// Every agent gets one SPIFFE ID and short-lived, key-bound credentials (X.509-SVID,
