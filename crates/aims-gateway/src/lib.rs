@@ -173,8 +173,14 @@ fn compile_routes(
                 route.name
             )));
         }
-        reqwest::Url::parse(&route.upstream)
+        let upstream_url = reqwest::Url::parse(&route.upstream)
             .map_err(|e| GatewayError::Config(format!("route {}: upstream: {e}", route.name)))?;
+        if !matches!(upstream_url.scheme(), "http" | "https") || upstream_url.host().is_none() {
+            return Err(GatewayError::Config(format!(
+                "route {}: upstream must be an http or https URL with a host",
+                route.name
+            )));
+        }
         let prefix = route.path_prefix.trim_end_matches('/');
         let metadata_path = format!("{PROTECTED_RESOURCE_METADATA_PATH}{prefix}");
         routes.push(CompiledRoute {
@@ -184,6 +190,7 @@ fn compile_routes(
                 .unwrap_or_else(|| format!("{public_url}{prefix}")),
             metadata_url: format!("{public_url}{metadata_path}"),
             metadata_path,
+            upstream_url,
             route: route.clone(),
         });
     }
