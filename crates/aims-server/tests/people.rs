@@ -1516,10 +1516,12 @@ async fn every_console_page_renders_for_an_administrator_in_a_real_browser() {
     browser
         .wait_for_url("the console", |u| u.ends_with("/console"))
         .await;
-    assert!(
-        browser.source().await.contains("Administrators only"),
-        "alice is no admin"
-    );
+    // alice is no admin.
+    browser
+        .wait_for_source("the console refusing alice", |p| {
+            p.contains("Administrators only")
+        })
+        .await;
     browser.goto(&format!("{}/account", f.a.issuer)).await;
     browser.click("#sign-out").await;
     browser

@@ -192,15 +192,30 @@ impl Browser {
 
     /// Waits until the page's URL satisfies `f`; returns it.
     pub async fn wait_for_url(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.wait_for(what, false, f).await
+    }
+
+    /// Waits until the page's source satisfies `f` (the URL can change before the new page has
+    /// loaded); returns it.
+    pub async fn wait_for_source(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.wait_for(what, true, f).await
+    }
+
+    async fn wait_for(&self, what: &str, source: bool, f: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         loop {
-            let u = self.url().await;
-            if f(&u) {
-                return u;
+            let seen = if source {
+                self.source().await
+            } else {
+                self.url().await
+            };
+            if f(&seen) {
+                return seen;
             }
             assert!(
                 started.elapsed() < PATIENCE,
-                "waited for {what}; the browser is at {u}: {}",
+                "waited for {what}; the browser is at {}: {}",
+                self.url().await,
                 self.source().await
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
