@@ -138,7 +138,13 @@ impl PolicyService {
             }
             Err(e) => return Err(e.into()),
         }
-        self.pdp.install(&doc)?;
+        match self.pdp.install(&doc) {
+            Ok(_) => {}
+            // Committed: the store's change watcher installed this version (or a newer one)
+            // between the commit and here. The policy was applied all the same.
+            Err(PolicyError::Stale { current, .. }) if current >= doc.version => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(version = doc.version, hash = %doc.hash, author, "policy applied");
         Ok(ApplyOutcome {
             document: doc,
@@ -185,5 +191,38 @@ impl PolicyService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// AIMS PO-3: an apply whose commit the store watcher installs before the apply does (the
+    /// watcher polls the store every 200 ms in a server) is applied, not answered "not newer".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_apply_racing_the_store_watcher_is_applied() {
+        let db = aims_store::testing::fresh_sqlite().await;
+        let svc = PolicyService::start(db.store.clone(), aims_core::SystemClock::shared())
+            .await
+            .unwrap();
+        let watcher = {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = svc.refresh().await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for i in 0..200 {
+            let text = format!("{DEFAULT_POLICY}\n// revision {i}\n");
+            let out = svc.apply(&text, "test", false).await.unwrap();
+            assert!(out.applied, "revision {i}");
+            assert_eq!(svc.current().version, out.document.version);
+        }
+        watcher.abort();
+        db.cleanup().await;
     }
 }
