@@ -16,7 +16,6 @@ use aims_authn::wimse_sig::{SignaturePolicy, WimseSigVerifier, verify_response_s
 use aims_authn::wpt::{VerifiedWorkload, WptVerifier};
 use aims_core::{SpiffeId, SystemClock, TrustDomain, WorkloadIdentifier};
 use aims_credentials::authority::bundle_from_slots;
-use aims_credentials::ca::{SubjectKey, X509SvidRequest};
 use aims_credentials::{
     AuthorityPolicy, BundleSet, CaManager, KeyType, MemoryKeyManager, PrivateKey,
 };
@@ -69,22 +68,11 @@ impl Domain {
     }
 
     fn svid(&self, id: &str) -> (Vec<CertificateDer<'static>>, PrivateKey) {
-        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let sk = SubjectKey::of(&key);
-        let svid = self
-            .ca
-            .active()
-            .unwrap()
-            .x509
-            .issue(&X509SvidRequest {
-                spiffe_id: &SpiffeId::parse(id).unwrap(),
-                subject_key: &sk,
-                dns_names: &[],
-                ttl: Duration::from_secs(600),
-                now: SystemTime::now(),
-            })
-            .unwrap();
-        (svid.chain, key)
+        aims_credentials::testing::x509_svid(
+            &self.ca.active().unwrap(),
+            &SpiffeId::parse(id).unwrap(),
+        )
+        .unwrap()
     }
 }
 

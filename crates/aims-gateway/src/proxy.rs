@@ -685,23 +685,25 @@ impl Gateway {
         trace_id: &str,
     ) -> Result<(Option<Minted>, String), Early> {
         let incoming_txn = headers.get(TXN_TOKEN_HEADER).and_then(|v| v.to_str().ok());
-        if !decision.verdict.allowed
-            || !route.route.transaction_tokens
-            || (incoming_txn.is_none() && caller.token.is_none())
-        {
+        if !decision.verdict.allowed || !route.route.transaction_tokens {
             return Ok((None, trace_id.to_owned()));
         }
-        let rctx = json!({
-            "req_ip": decision.query.facts.source_ip.map(|ip| ip.to_string()),
-            "method": method.as_str(),
-            "path": target.path(),
-        });
+        let rctx = || {
+            json!({
+                "req_ip": decision.query.facts.source_ip.map(|ip| ip.to_string()),
+                "method": method.as_str(),
+                "path": target.path(),
+            })
+        };
         let minted = match (incoming_txn, &caller.token) {
-            (Some(t), _) => self.txn.replace(t, rctx).await,
+            (Some(t), _) => self.txn.replace(t, rctx()).await,
             (None, Some((token, claims))) => {
                 let details = json!({"tool": route.route.name, "trace": trace_id});
-                self.txn.start(token, claims, rctx, details, trace_id).await
+                self.txn
+                    .start(token, claims, rctx(), details, trace_id)
+                    .await
             }
+            // A caller without a token (X509-SVID, WPT, HTTP signature): no transaction.
             (None, None) => return Ok((None, trace_id.to_owned())),
         };
         match minted {

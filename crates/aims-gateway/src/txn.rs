@@ -236,10 +236,8 @@ impl Edge {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::time::{Duration, SystemTime};
-
     use aims_core::TrustDomain;
-    use aims_credentials::{KeyType, PrivateKey, PublicKey, SlotKey, SubjectKey, X509SvidRequest};
+    use aims_credentials::{PublicKey, SlotKey};
     use aims_token::keys::TokenKeys;
 
     struct NoKeys;
@@ -263,20 +261,7 @@ mod tests {
         let td = TrustDomain::new("example.org").unwrap();
         let (_ca, slot, bundles) = aims_credentials::testing::authority(&td).unwrap();
         let id = SpiffeId::parse("spiffe://example.org/aims/gateway").unwrap();
-        let issue = || {
-            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-            let svid = slot
-                .x509
-                .issue(&X509SvidRequest {
-                    spiffe_id: &id,
-                    subject_key: &SubjectKey::of(&key),
-                    dns_names: &[],
-                    ttl: Duration::from_secs(600),
-                    now: SystemTime::now(),
-                })
-                .unwrap();
-            (svid.chain, key)
-        };
+        let issue = || aims_credentials::testing::x509_svid(&slot, &id).unwrap();
         let (chain, key) = issue();
         let store = Arc::new(SvidStore::with(chain, &key).unwrap());
         let services =

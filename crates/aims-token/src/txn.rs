@@ -194,9 +194,7 @@ mod tests {
     use super::*;
     use aims_authn::mtls::SvidStore;
     use aims_credentials::jose::sign;
-    use aims_credentials::{
-        BundleSet, CaManager, KeyType, PrivateKey, PublicKey, SlotKey, SubjectKey, X509SvidRequest,
-    };
+    use aims_credentials::{BundleSet, CaManager, KeyType, PrivateKey, PublicKey, SlotKey};
 
     const ISSUER: &str = "https://as.example.org";
 
@@ -213,21 +211,12 @@ mod tests {
 
     impl Domain {
         fn signer(&self, id: &str) -> Arc<SigningSvid> {
-            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-            let svid = self
-                .ca
-                .active()
-                .unwrap()
-                .x509
-                .issue(&X509SvidRequest {
-                    spiffe_id: &SpiffeId::parse(id).unwrap(),
-                    subject_key: &SubjectKey::of(&key),
-                    dns_names: &[],
-                    ttl: Duration::from_secs(600),
-                    now: SystemTime::now(),
-                })
-                .unwrap();
-            SvidStore::with(svid.chain, &key)
+            let (chain, key) = aims_credentials::testing::x509_svid(
+                &self.ca.active().unwrap(),
+                &SpiffeId::parse(id).unwrap(),
+            )
+            .unwrap();
+            SvidStore::with(chain, &key)
                 .unwrap()
                 .signing_svid()
                 .unwrap()
