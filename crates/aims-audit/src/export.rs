@@ -1,8 +1,6 @@
 //! The log as it leaves the server: entries with their exact bytes (JSON lines, what `aims audit
 //! verify` checks offline) and as OpenTelemetry logs (OTLP/JSON `ExportLogsServiceRequest`).
 
-#[cfg(feature = "store")]
-use aims_store::AuditRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -22,19 +20,6 @@ pub struct LogEntry {
     pub certified_hash: Option<String>,
     /// The record's bytes (JSON text), exactly as hashed.
     pub record: String,
-}
-
-#[cfg(feature = "store")]
-impl From<AuditRow> for LogEntry {
-    fn from(r: AuditRow) -> Self {
-        Self {
-            index: r.idx,
-            appended_at: r.appended_at,
-            leaf_hash: r.leaf_hash,
-            certified_hash: r.certified_hash,
-            record: r.record,
-        }
-    }
 }
 
 impl LogEntry {

@@ -19,6 +19,8 @@ pub mod http;
 mod log;
 pub mod merkle;
 mod record;
+#[cfg(feature = "store")]
+mod stored;
 mod trace;
 #[cfg(feature = "store")]
 mod tree;
@@ -31,6 +33,8 @@ pub use export::{LogEntry, otlp_logs};
 pub use log::{AppendError, Appended, AuditLog};
 pub use merkle::leaf_hash;
 pub use record::{AuditRecord, Outcome, RecordKind};
+#[cfg(feature = "store")]
+pub use stored::{read_entries, read_task};
 pub use trace::render_trace;
 #[cfg(feature = "store")]
 pub use tree::{Checkpointer, TreeError, TreeReader, node_id};

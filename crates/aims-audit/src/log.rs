@@ -5,12 +5,15 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use aims_store::{NewAuditRow, Store};
+use std::collections::HashMap;
+
+use aims_store::{NewAuditRow, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::merkle::leaf_hash;
+use crate::merkle::{Hash, leaf_hash};
 use crate::record::AuditRecord;
+use crate::stored;
 
 /// Appends waiting for the writer, at most (callers beyond wait for room).
 const QUEUE: usize = 4096;
@@ -19,6 +22,9 @@ const MAX_BATCH: usize = 8192;
 /// How long records submitted without a waiter may gather before their commit (a waiter's
 /// arrival commits at once).
 const SUBMIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
+/// Shared strings whose ids the writer remembers, at most (beyond, it forgets them all and
+/// asks the store again).
+const MAX_KNOWN_STRINGS: usize = 16_384;
 
 /// Why an append failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,7 +48,8 @@ pub struct Appended {
 }
 
 struct Pending {
-    rows: Vec<NewAuditRow>,
+    /// The records, each with its JSON's RFC 9162 leaf hash.
+    records: Vec<(AuditRecord, Hash)>,
     /// Who waits for the commit (`None`: submitted without waiting).
     reply: Option<oneshot::Sender<Result<Appended, AppendError>>>,
 }
@@ -108,25 +115,53 @@ impl AuditLog {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(AppendError::Closed);
         }
-        let rows = records
+        let records = records
             .iter()
             .map(|r| {
-                let bytes =
-                    serde_json::to_vec(r).map_err(|e| AppendError::Encode(e.to_string()))?;
-                let leaf_hash = hex::encode(leaf_hash(&bytes));
-                let record =
-                    String::from_utf8(bytes).map_err(|e| AppendError::Encode(e.to_string()))?;
-                Ok(NewAuditRow {
-                    leaf_hash,
-                    record,
-                    correlation_id: r.correlation_id.clone(),
-                })
+                let json = serde_json::to_vec(r).map_err(|e| AppendError::Encode(e.to_string()))?;
+                Ok((r.clone(), leaf_hash(&json)))
             })
             .collect::<Result<Vec<_>, AppendError>>()?;
         self.queue
-            .send(Pending { rows, reply })
+            .send(Pending { records, reply })
             .await
             .map_err(|_| AppendError::Closed)
+    }
+}
+
+/// The ids of shared strings the writer has used (bounded).
+#[derive(Default)]
+struct KnownStrings(HashMap<String, i64>);
+
+impl KnownStrings {
+    /// `records` in their stored form, adding to the store the shared strings it lacks.
+    async fn encode(
+        &mut self,
+        store: &Store,
+        records: &[(AuditRecord, Hash)],
+    ) -> Result<Vec<NewAuditRow>, StoreError> {
+        let mut missing: Vec<&str> = records
+            .iter()
+            .flat_map(|(r, _)| stored::shared_strings(r))
+            .filter(|s| !self.0.contains_key(*s))
+            .collect();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            let found = store.intern_audit_strings(&missing).await?;
+            if self.0.len() + found.len() > MAX_KNOWN_STRINGS {
+                self.0.clear();
+            }
+            self.0.extend(found);
+        }
+        Ok(records
+            .iter()
+            .map(|(r, leaf_hash)| NewAuditRow {
+                leaf_hash: *leaf_hash,
+                record: stored::encode(r, &self.0),
+                correlation_id: r.correlation_id.clone(),
+            })
+            .collect())
     }
 }
 
@@ -135,6 +170,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
     mut closed: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut known = KnownStrings::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -150,11 +186,11 @@ async fn write_loop(
         let Some(first) = first else { break };
         // Group commit: everything that queued while the last commit ran goes in this one.
         let mut batch = vec![first];
-        let mut count = batch[0].rows.len();
+        let mut count = batch[0].records.len();
         while count < MAX_BATCH {
             match rx.try_recv() {
                 Ok(p) => {
-                    count += p.rows.len();
+                    count += p.records.len();
                     batch.push(p);
                 }
                 Err(_) => break,
@@ -166,26 +202,30 @@ async fn write_loop(
         while count < MAX_BATCH && batch.iter().all(|p| p.reply.is_none()) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(p)) => {
-                    count += p.rows.len();
+                    count += p.records.len();
                     batch.push(p);
                 }
                 _ => break,
             }
         }
-        let mut rows = Vec::with_capacity(count);
+        let mut records = Vec::with_capacity(count);
         let mut waiters = Vec::with_capacity(batch.len());
         for p in batch {
-            waiters.push((p.rows.len() as u64, p.reply));
-            rows.extend(p.rows);
+            waiters.push((p.records.len() as u64, p.reply));
+            records.extend(p.records);
         }
         let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
         let started = std::time::Instant::now();
-        let committed = store.append_audit(&rows, now_ms).await;
+        let committed = match known.encode(&store, &records).await {
+            Ok(rows) => store.append_audit(&rows, now_ms).await,
+            Err(e) => Err(e),
+        };
         metrics::histogram!("aims_audit_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match committed {
             Ok(first_index) => {
-                metrics::counter!("aims_audit_records_appended_total").increment(rows.len() as u64);
+                metrics::counter!("aims_audit_records_appended_total")
+                    .increment(records.len() as u64);
                 let mut at = first_index;
                 for (n, reply) in waiters {
                     if let Some(reply) = reply {
@@ -198,7 +238,7 @@ async fn write_loop(
             }
             Err(e) => {
                 metrics::counter!("aims_audit_append_failures_total").increment(1);
-                tracing::error!(error = %e, records = rows.len(), "audit append failed");
+                tracing::error!(error = %e, records = records.len(), "audit append failed");
                 for (_, reply) in waiters.into_iter() {
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(AppendError::Store(e.to_string())));

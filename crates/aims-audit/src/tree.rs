@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Checkpoint, NoteError, NoteSigner};
 use crate::leaf_hash;
 use crate::merkle::{self, Frontier, Hash, Subtree};
+use crate::stored;
 
 /// Records hashed into one checkpoint at most (a backlog takes several).
 const MAX_LEAVES_PER_CHECKPOINT: u64 = 100_000;
@@ -26,8 +27,8 @@ pub enum TreeError {
     /// A stored hash is missing or malformed: the tree does not cover what was asked.
     #[error("the audit tree has no hash for {0}")]
     Missing(String),
-    /// A record no longer matches the leaf hash it was appended with, or an index is missing:
-    /// nothing past it is signed (fail closed).
+    /// A record no longer decodes or matches the leaf hash it was appended with, or an index
+    /// is missing: nothing past it is signed (fail closed).
     #[error("audit record {index} was altered or removed after it was appended")]
     Tampered {
         /// The first bad index.
@@ -45,10 +46,6 @@ pub enum TreeError {
 pub fn node_id(s: Subtree) -> i64 {
     // Levels stay below 64 and indexes below 2^48 (far beyond any log), so this fits an i64.
     ((i64::from(s.level)) << 48) | (s.index as i64 & ((1 << 48) - 1))
-}
-
-fn parse_hash(hex_hash: &str) -> Option<Hash> {
-    hex::decode(hex_hash).ok()?.try_into().ok()
 }
 
 /// Reads the stored tree.
@@ -69,7 +66,7 @@ impl TreeReader {
         let mut ids: Vec<i64> = parts.iter().flatten().map(|s| node_id(*s)).collect();
         ids.sort_unstable();
         ids.dedup();
-        let stored: HashMap<i64, String> = self.store.audit_nodes(&ids).await?;
+        let stored: HashMap<i64, Vec<u8>> = self.store.audit_nodes(&ids).await?;
         parts
             .iter()
             .map(|p| {
@@ -78,7 +75,7 @@ impl TreeReader {
                     .map(|s| {
                         stored
                             .get(&node_id(*s))
-                            .and_then(|h| parse_hash(h))
+                            .and_then(|h| Hash::try_from(h.as_slice()).ok())
                             .ok_or_else(|| TreeError::Missing(format!("{s:?}")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -167,15 +164,19 @@ impl Checkpointer {
             if rows.is_empty() {
                 return Err(TreeError::Tampered { index: at });
             }
-            for row in rows {
-                // The record's bytes, not the stored hash, go into the tree: a record edited
-                // after its append is refused here, before anything signs it.
-                let leaf = leaf_hash(row.record.as_bytes());
-                if row.idx != at || hex::encode(leaf) != row.leaf_hash {
+            for (row, json) in stored::rebuild(&self.store, rows).await? {
+                // The record's rebuilt bytes, not the stored hash, go into the tree: a gap, or a
+                // record that no longer decodes or no longer hashes to its append-time leaf, is
+                // refused here, before anything signs it.
+                let leaf = match json {
+                    Ok(json) if row.idx == at => leaf_hash(json.as_bytes()),
+                    _ => return Err(TreeError::Tampered { index: at }),
+                };
+                if leaf[..] != row.leaf_hash[..] {
                     return Err(TreeError::Tampered { index: at });
                 }
                 for (subtree, hash) in frontier.push(leaf) {
-                    nodes.push((node_id(subtree), hex::encode(hash)));
+                    nodes.push((node_id(subtree), hash));
                 }
                 at += 1;
             }

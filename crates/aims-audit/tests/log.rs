@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aims_audit::{
     AuditLog, AuditRecord, Checkpoint, Checkpointer, LogEntry, LogVerifier, NoteSigner,
     NoteVerifier, Outcome, RecordKind, TreeError, TreeReader, Verified, VerifyError, leaf_hash,
-    merkle,
+    merkle, node_id, read_entries, read_task,
 };
 use aims_credentials::{KeyType, PrivateKey};
 use aims_store::testing::fresh_stores;
@@ -53,15 +53,13 @@ async fn concurrent_appends_are_durable_contiguous_and_hashed() {
             assert_eq!(*start, k as u64 * 4, "{}", db.label());
         }
         assert_eq!(db.store.audit_len().await.unwrap(), 200);
-        let rows = db.store.audit_rows(0, 200).await.unwrap();
-        for (row, (start, task)) in rows.chunks(4).zip(&seen) {
-            assert_eq!(row[0].idx, *start);
-            let stored: AuditRecord = serde_json::from_str(&row[0].record).unwrap();
+        let entries = read_entries(&db.store, 0, 200).await.unwrap();
+        for (e, (start, task)) in entries.chunks(4).zip(&seen) {
+            assert_eq!(e[0].index, *start);
+            let stored: AuditRecord = e[0].parsed().unwrap();
             assert_eq!(stored, record(task * 4));
-            assert_eq!(
-                row[0].leaf_hash,
-                hex::encode(leaf_hash(row[0].record.as_bytes()))
-            );
+            assert_eq!(e[0].record, serde_json::to_string(&record(task * 4)).unwrap());
+            assert_eq!(e[0].leaf_hash, hex::encode(leaf_hash(e[0].record.as_bytes())));
         }
         drop(log);
         writer.await.unwrap();
@@ -105,13 +103,7 @@ fn signer() -> NoteSigner {
 
 async fn export(store: &aims_store::Store) -> Vec<LogEntry> {
     let n = store.audit_len().await.unwrap();
-    store
-        .audit_rows(0, n + 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(LogEntry::from)
-        .collect()
+    read_entries(store, 0, n + 10).await.unwrap()
 }
 
 fn verify(note: &str, vkey: &str, entries: &[LogEntry]) -> Result<Verified, VerifyError> {
@@ -143,7 +135,7 @@ async fn checkpoints_proofs_and_offline_verification() {
         let sizes: Vec<u64> = heads.iter().map(|h| h.size).collect();
         assert_eq!(sizes, vec![37, 38, 102, 202]);
         let tree = TreeReader::new(db.store.clone());
-        let rows = db.store.audit_rows(0, 300).await.unwrap();
+        let rows = read_entries(&db.store, 0, 300).await.unwrap();
         for head in &heads {
             for i in (0..head.size).step_by(7).chain([head.size - 1]) {
                 let (leaf, proof) = tree.inclusion_proof(i, head.size).await.unwrap();
@@ -215,6 +207,166 @@ async fn checkpoints_proofs_and_offline_verification() {
         drop(log);
         writer.await.unwrap();
         db.cleanup().await;
+    }
+}
+
+/// Issue 17: records are stored compactly, their repeated strings once; a shared string
+/// edited in the store changes every record naming it, and each of them is named.
+#[tokio::test]
+async fn shared_strings_are_stored_once_and_their_tampering_is_named() {
+    for db in fresh_stores().await {
+        let (log, writer) = AuditLog::start(db.store.clone());
+        let signer = signer();
+        let vkey = signer.vkey();
+        let cp = Checkpointer::new(db.store.clone(), signer, "aims.test/audit".into());
+        let mut batch: Vec<_> = (0..30).map(|i| record(i % 3)).collect();
+        batch[4].correlation_id = Some("task-4".into());
+        batch[4].chain = vec!["spiffe://aims.test/agent/planner".into()];
+        batch[4].reason = Some("r".repeat(500));
+        log.append(&batch).await.unwrap();
+        cp.step(1).await.unwrap().unwrap();
+        let stored = db.store.audit_rows(0, 30).await.unwrap();
+        assert!(stored.iter().all(|r| !r.record.contains("spiffe://")));
+        let strings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_strings")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        // The agent, three resources, "call", the planner (the long reason stays inline).
+        assert_eq!(strings, 6, "{}", db.label());
+        let entries = read_entries(&db.store, 0, 30).await.unwrap();
+        for (e, r) in entries.iter().zip(&batch) {
+            assert_eq!(e.parsed().unwrap(), *r);
+        }
+        let task = read_task(&db.store, "task-4", 10).await.unwrap();
+        assert_eq!(task.len(), 1);
+        assert_eq!(task[0].parsed().unwrap(), batch[4]);
+        let note = db.store.latest_audit_checkpoint().await.unwrap().unwrap().note;
+        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 30);
+
+        // "tool-1" is the resource of records 1, 4, 7 …: the first of them is named.
+        sqlx::query("UPDATE audit_strings SET value = 'tool-9' WHERE value = 'tool-1'")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        let edited = read_entries(&db.store, 0, 30).await.unwrap();
+        assert!(matches!(
+            verify(&note, &vkey, &edited),
+            Err(VerifyError::Bad { index: 1, .. })
+        ));
+        // A shared string removed: the record reads back as its stored form, named too.
+        sqlx::query("DELETE FROM audit_strings WHERE value = 'tool-9'")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        let gone = read_entries(&db.store, 0, 30).await.unwrap();
+        assert_eq!(gone.len(), 30);
+        assert_eq!(gone[1].record, stored[1].record);
+        assert!(matches!(
+            verify(&note, &vkey, &gone),
+            Err(VerifyError::Bad { index: 1, .. })
+        ));
+        // Before a checkpoint covers them, such records are never signed.
+        log.append(&[record(1)]).await.unwrap();
+        assert!(matches!(
+            cp.step(2).await,
+            Err(TreeError::Tampered { index: 30 })
+        ));
+        drop(log);
+        writer.await.unwrap();
+        db.cleanup().await;
+    }
+}
+
+/// Issue 17: a log written before the compact form (JSON text, hex hashes) reads back byte for
+/// byte after the migration, verifies against its old checkpoint, and grows on from it.
+#[tokio::test]
+async fn a_log_from_before_the_compact_form_migrates_and_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![(
+        format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display()),
+        None,
+    )];
+    if let Some((url, name)) = aims_store::testing::fresh_postgres_url().await {
+        urls.push((url, Some(name)));
+    }
+    for (url, pg_name) in urls {
+        aims_store::testing::migrate_to(&url, 12).await;
+        let signer = signer();
+        let vkey = signer.vkey();
+        let old: Vec<String> = (0..21)
+            .map(|i| serde_json::to_string(&record(i)).unwrap())
+            .collect();
+        {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let mut frontier = merkle::Frontier::default();
+            for (i, json) in old.iter().enumerate() {
+                let leaf = leaf_hash(json.as_bytes());
+                sqlx::query(
+                    "INSERT INTO audit_log (idx, leaf_hash, record, appended_at, correlation_id) \
+                     VALUES ($1, $2, $3, 7, $4)",
+                )
+                .bind(i as i64)
+                .bind(hex::encode(leaf))
+                .bind(json)
+                .bind(format!("task-{}", i % 2))
+                .execute(&pool)
+                .await
+                .unwrap();
+                for (subtree, hash) in frontier.push(leaf) {
+                    sqlx::query("INSERT INTO audit_nodes (id, hash) VALUES ($1, $2)")
+                        .bind(node_id(subtree))
+                        .bind(hex::encode(hash))
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            }
+            let head = Checkpoint {
+                origin: "aims.test/audit".into(),
+                size: 21,
+                root: frontier.root(),
+            };
+            sqlx::query("INSERT INTO audit_checkpoints (size, note, created_at) VALUES (21, $1, 7)")
+                .bind(signer.sign(&head.to_text()).unwrap())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = aims_store::Store::connect(&url).await.unwrap();
+        let entries = read_entries(&store, 0, 100).await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
+            old
+        );
+        let note = store.latest_audit_checkpoint().await.unwrap().unwrap().note;
+        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 21);
+        assert_eq!(read_task(&store, "task-1", 100).await.unwrap().len(), 10);
+        // New records go in compact; the next checkpoint extends the old tree consistently.
+        let (log, writer) = AuditLog::start(store.clone());
+        log.append(&[record(100), record(101)]).await.unwrap();
+        let cp = Checkpointer::new(store.clone(), signer, "aims.test/audit".into());
+        let row = cp.step(8).await.unwrap().unwrap();
+        let verifier = NoteVerifier::from_vkey(&vkey).unwrap();
+        let (a, b) = (
+            Checkpoint::open(&note, &verifier).unwrap(),
+            Checkpoint::open(&row.note, &verifier).unwrap(),
+        );
+        let proof = TreeReader::new(store.clone())
+            .consistency_proof(21, 23)
+            .await
+            .unwrap();
+        assert!(merkle::verify_consistency(21, 23, &a.root, &b.root, &proof));
+        let all = read_entries(&store, 0, 100).await.unwrap();
+        assert!(store.audit_rows(21, 2).await.unwrap()[0].record.starts_with('['));
+        assert_eq!(verify(&row.note, &vkey, &all).unwrap().entries, 23);
+        drop(log);
+        writer.await.unwrap();
+        store.close().await;
+        if let Some(name) = pg_name {
+            aims_store::testing::drop_postgres_database(&name).await;
+        }
     }
 }
 

@@ -29,10 +29,9 @@ impl Evidence {
     pub async fn collect(store: &Store, vkey: &str) -> Result<Self, StoreError> {
         let mut entries = Vec::new();
         loop {
-            let page = store.audit_rows(entries.len() as u64, PAGE).await?;
+            let page = aims_audit::read_entries(store, entries.len() as u64, PAGE).await?;
             let n = page.len() as u64;
-            entries.extend(page.into_iter().map(|row| {
-                let e = LogEntry::from(row);
+            entries.extend(page.into_iter().map(|e| {
                 let r = e.parsed().ok();
                 (e, r)
             }));

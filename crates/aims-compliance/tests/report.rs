@@ -157,9 +157,9 @@ async fn every_rule_passes_on_clean_evidence_and_names_what_breaks_it() {
         "uncited entries are not quoted"
     );
 
-    // A record altered in the store: the log rule fails and names it.
+    // A record altered in the store (its decision flipped): the log rule fails and names it.
     sqlx::query(
-        "UPDATE audit_log SET record = replace(record, 'weather', 'w3ather') WHERE idx = 4",
+        "UPDATE audit_log SET record = replace(record, '\"allow\"', '\"deny\"') WHERE idx = 4",
     )
     .execute(store.pool())
     .await

@@ -321,11 +321,9 @@ async fn decisions(State(c): S, headers: HeaderMap) -> Response {
         let store = &c.log.store;
         let len = store.audit_len().await?;
         let from = len.saturating_sub(ROWS);
-        let mut rows: Vec<Vec<Cell>> = store
-            .audit_rows(from, ROWS)
+        let mut rows: Vec<Vec<Cell>> = aims_audit::read_entries(store, from, ROWS)
             .await?
             .into_iter()
-            .map(aims_audit::LogEntry::from)
             .map(|e| match e.parsed() {
                 Ok(r) => vec![
                     text(e.index.to_string()),
@@ -358,14 +356,7 @@ async fn decisions(State(c): S, headers: HeaderMap) -> Response {
 async fn trace(State(c): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let here = format!("/console/trace/{id}");
     page(&c, &headers, &here, "Task trace", |_| async {
-        let entries: Vec<aims_audit::LogEntry> = c
-            .log
-            .store
-            .audit_by_correlation(&id, 10_000)
-            .await?
-            .into_iter()
-            .map(aims_audit::LogEntry::from)
-            .collect();
+        let entries = aims_audit::read_task(&c.log.store, &id, 10_000).await?;
         Ok(render(&Text {
             intro: Some("The execution chain of one task: the person, the agents along the delegation chain, each decision and remediation.".into()),
             sections: vec![(format!("Task {id}"), aims_audit::render_trace(&id, &entries))],

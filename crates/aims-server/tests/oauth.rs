@@ -2251,11 +2251,7 @@ async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
     assert_eq!(other["txn"].as_str().unwrap().len(), 32);
 
     a.server.audit.append(&[]).await.unwrap();
-    let rows = a
-        .server
-        .issuer
-        .store()
-        .audit_by_correlation(task, 100)
+    let rows = aims_audit::read_task(a.server.issuer.store(), task, 100)
         .await
         .unwrap();
     assert!(!rows.is_empty(), "the token decision carries the task id");

@@ -819,7 +819,9 @@ async fn ciba_poll_approval_binds_the_token_to_the_recorded_decision() {
 
     // The audit log has her decision under the reference the token carries.
     f.a.server.audit.append(&[]).await.unwrap();
-    let rows = f.a.server.issuer.store().audit_rows(0, 1000).await.unwrap();
+    let rows = aims_audit::read_entries(f.a.server.issuer.store(), 0, 1000)
+        .await
+        .unwrap();
     let decision = rows
         .iter()
         .map(|r| serde_json::from_str::<Value>(&r.record).unwrap())
@@ -845,7 +847,9 @@ async fn ciba_denial_expiry_and_bad_requests() {
     alice.decide(&approval, "deny").await;
     let (s, e) = poll(&f, &id).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("access_denied")));
-    let rows = f.a.server.issuer.store().audit_rows(0, 1000).await.unwrap();
+    let rows = aims_audit::read_entries(f.a.server.issuer.store(), 0, 1000)
+        .await
+        .unwrap();
     assert!(
         rows.iter()
             .any(|r| r.record.contains("\"approve\"") && r.record.contains("\"deny\""))

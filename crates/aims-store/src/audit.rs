@@ -1,7 +1,8 @@
 //! Audit log rows (AIMS MO-1): appended in batches, each batch one transaction that numbers its
 //! rows after the last one. Several replicas on PostgreSQL serialize their appends with a table
 //! lock, so indexes never collide or leave gaps. Beside them: the Merkle tree's stored subtree
-//! hashes and the signed checkpoints (the audit crate owns their meaning).
+//! hashes, the signed checkpoints and the strings records share (the audit crate owns their
+//! meaning and the record's encoding).
 
 use std::collections::HashMap;
 
@@ -14,22 +15,24 @@ use crate::{Backend, Store, StoreError};
 pub struct AuditRow {
     /// Position in the log, from 0.
     pub idx: u64,
-    /// RFC 9162 leaf hash, hex.
-    pub leaf_hash: String,
-    /// The record's bytes (JSON).
+    /// The RFC 9162 leaf hash of the record's bytes, computed at its append.
+    pub leaf_hash: Vec<u8>,
+    /// The record as stored (the audit crate's encoding).
     pub record: String,
     /// When it was appended, Unix milliseconds.
     pub appended_at: i64,
-    /// The leaf hash a checkpoint certified for this index (hex), once one covers it.
-    pub certified_hash: Option<String>,
+    /// The task's correlation id, if the record has one.
+    pub correlation_id: Option<String>,
+    /// The leaf hash a checkpoint certified for this index, once one covers it.
+    pub certified_hash: Option<Vec<u8>>,
 }
 
 /// A row to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditRow {
-    /// RFC 9162 leaf hash, hex.
-    pub leaf_hash: String,
-    /// The record's bytes (JSON).
+    /// The RFC 9162 leaf hash of the record's bytes.
+    pub leaf_hash: [u8; 32],
+    /// The record as stored (the audit crate's encoding).
     pub record: String,
     /// The task's correlation id, for lookups.
     pub correlation_id: Option<String>,
@@ -40,12 +43,13 @@ pub struct NewAuditRow {
 pub struct AuditStorage {
     /// Records in the log.
     pub records: u64,
-    /// Bytes of the log's tables (records, tree nodes, checkpoints) and their indexes.
+    /// Bytes of the log's tables (records, shared strings, tree nodes, checkpoints) and their
+    /// indexes.
     pub bytes: u64,
 }
 
 /// The audit log's tables.
-const AUDIT_TABLES: &str = "'audit_log', 'audit_nodes', 'audit_checkpoints'";
+const AUDIT_TABLES: &str = "'audit_log', 'audit_strings', 'audit_nodes', 'audit_checkpoints'";
 
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +84,12 @@ fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
         leaf_hash: r.try_get("leaf_hash")?,
         record: r.try_get("record")?,
         appended_at: r.try_get("appended_at")?,
+        correlation_id: r.try_get("correlation_id")?,
         certified_hash: r.try_get("certified")?,
     })
 }
 
-const AUDIT_SELECT: &str = "SELECT l.idx, l.leaf_hash, l.record, l.appended_at, n.hash AS certified \
+const AUDIT_SELECT: &str = "SELECT l.idx, l.leaf_hash, l.record, l.appended_at, l.correlation_id, n.hash AS certified \
      FROM audit_log l LEFT JOIN audit_nodes n ON n.id = l.idx";
 
 /// Rows per INSERT statement. Small on purpose: SQLite names a statement's parameters in a
@@ -127,7 +132,7 @@ impl Store {
             for row in chunk {
                 q = q
                     .bind(idx)
-                    .bind(&row.leaf_hash)
+                    .bind(row.leaf_hash.to_vec())
                     .bind(&row.record)
                     .bind(appended_at)
                     .bind(&row.correlation_id);
@@ -174,12 +179,70 @@ impl Store {
         rows.iter().map(audit_row).collect()
     }
 
-    /// The stored tree hashes among `ids` (hex), by id.
-    pub async fn audit_nodes(&self, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+    /// The ids of `values` in the log's shared strings, adding those not there yet (what
+    /// another replica added meanwhile is kept). Values are compared exactly.
+    pub async fn intern_audit_strings(
+        &self,
+        values: &[&str],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        let mut out = HashMap::with_capacity(values.len());
+        for chunk in values.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query(values_sql(
+                "INSERT INTO audit_strings (value) VALUES ",
+                chunk.len(),
+                1,
+                " ON CONFLICT (value) DO NOTHING",
+            ));
+            for v in chunk {
+                q = q.bind(*v);
+            }
+            q.execute(&mut *tx).await?;
+            let sql = format!(
+                "SELECT id, value FROM audit_strings WHERE value IN ({})",
+                crate::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in chunk {
+                q = q.bind(*v);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                out.insert(r.try_get("value")?, r.try_get("id")?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The shared strings among `ids`, by id.
+    pub async fn audit_strings(&self, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+        self.values_by_id("SELECT id, value AS v FROM audit_strings", ids)
+            .await
+    }
+
+    /// The stored tree hashes among `ids`, by id.
+    pub async fn audit_nodes(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
+        self.values_by_id("SELECT id, hash AS v FROM audit_nodes", ids)
+            .await
+    }
+
+    /// `select` (`id` and `v` columns) for the rows among `ids`, by id.
+    async fn values_by_id<T>(
+        &self,
+        select: &str,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, T>, StoreError>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT id, hash FROM audit_nodes WHERE id IN ({})",
+                "{select} WHERE id IN ({})",
                 crate::placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -187,7 +250,7 @@ impl Store {
                 q = q.bind(*id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.insert(r.try_get("id")?, r.try_get("hash")?);
+                out.insert(r.try_get("id")?, r.try_get("v")?);
             }
         }
         Ok(out)
@@ -197,7 +260,7 @@ impl Store {
     /// Both are deterministic: what another replica already stored is kept as it is.
     pub async fn put_audit_tree(
         &self,
-        nodes: &[(i64, String)],
+        nodes: &[(i64, [u8; 32])],
         checkpoint: &CheckpointRow,
     ) -> Result<(), StoreError> {
         // On SQLite the tree write waits its turn behind the appender's commits (fairly), then
@@ -215,7 +278,7 @@ impl Store {
                 " ON CONFLICT (id) DO NOTHING",
             ));
             for (id, hash) in chunk {
-                q = q.bind(*id).bind(hash);
+                q = q.bind(*id).bind(hash.to_vec());
             }
             q.execute(&mut *tx).await?;
         }

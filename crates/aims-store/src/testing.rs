@@ -180,3 +180,22 @@ async fn sweep(conn: &mut sqlx::AnyConnection, now: i64) {
         }
     }
 }
+
+/// Brings the empty database at `url` to schema `version` and no further (migration tests
+/// write rows in an older schema, then open a [`Store`], which migrates the rest).
+pub async fn migrate_to(url: &str, version: i64) {
+    sqlx::any::install_default_drivers();
+    let migrator = if url.starts_with("sqlite:") {
+        &crate::SQLITE_MIGRATIONS
+    } else {
+        &crate::POSTGRES_MIGRATIONS
+    };
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect for migration: {e}"));
+    migrator
+        .run_to(version, &mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("migrate to {version}: {e}"));
+    let _ = conn.close().await;
+}

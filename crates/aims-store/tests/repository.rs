@@ -565,7 +565,7 @@ async fn audit_suite(store: &Store) {
     let rows = |n: usize, tag: &str| -> Vec<NewAuditRow> {
         (0..n)
             .map(|i| NewAuditRow {
-                leaf_hash: format!("h{tag}{i}"),
+                leaf_hash: [i as u8; 32],
                 record: format!("{{\"r\":\"{tag}{i}\"}}"),
                 correlation_id: Some(format!("task-{tag}")),
             })
@@ -577,7 +577,8 @@ async fn audit_suite(store: &Store) {
     assert_eq!(store.audit_len().await.unwrap(), 1206);
     let got = store.audit_rows(2, 3).await.unwrap();
     assert_eq!(got.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![2, 3, 4]);
-    assert_eq!(got[0].leaf_hash, "ha2");
+    assert_eq!(got[0].leaf_hash, vec![2; 32]);
+    assert_eq!(got[0].correlation_id.as_deref(), Some("task-a"));
     assert_eq!(got[1].record, "{\"r\":\"b0\"}");
     assert_eq!(got[1].appended_at, 11);
     // Concurrent appends never share an index.
@@ -610,13 +611,18 @@ async fn audit_suite(store: &Store) {
         note: note.into(),
         created_at: 5,
     };
-    let nodes: Vec<(i64, String)> = (0..900).map(|i| (i, format!("n{i}"))).collect();
+    let node = |i: i64| {
+        let mut h = [0u8; 32];
+        h[..8].copy_from_slice(&i.to_be_bytes());
+        h
+    };
+    let nodes: Vec<(i64, [u8; 32])> = (0..900).map(|i| (i, node(i))).collect();
     store
         .put_audit_tree(&nodes, &cp(900, "first"))
         .await
         .unwrap();
     store
-        .put_audit_tree(&[(0, "other".into())], &cp(900, "second"))
+        .put_audit_tree(&[(0, node(-1))], &cp(900, "second"))
         .await
         .unwrap();
     assert_eq!(
@@ -625,12 +631,29 @@ async fn audit_suite(store: &Store) {
     );
     let got = store.audit_nodes(&[0, 899, 5000]).await.unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[&0], "n0");
-    assert_eq!(got[&899], "n899");
+    assert_eq!(got[&0], node(0));
+    assert_eq!(got[&899], node(899));
     // Rows carry the leaf hash their checkpoint certified (level 0 ids are the indexes).
     let r = store.audit_rows(899, 2).await.unwrap();
-    assert_eq!(r[0].certified_hash.as_deref(), Some("n899"));
+    assert_eq!(r[0].certified_hash.as_deref(), Some(&node(899)[..]));
     assert_eq!(r[1].certified_hash, None);
+    // Shared strings: one id per value, the same on a second call and for a second writer,
+    // compared exactly (case and trailing space matter); ids read back.
+    let many: Vec<String> = (0..150).map(|i| format!("spiffe://td/agent/{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let first = store.intern_audit_strings(&refs).await.unwrap();
+    assert_eq!(first.len(), 150);
+    let again = store
+        .intern_audit_strings(&["spiffe://td/agent/7", "Spiffe://td/agent/7", "spiffe://td/agent/7 "])
+        .await
+        .unwrap();
+    assert_eq!(again["spiffe://td/agent/7"], first["spiffe://td/agent/7"]);
+    let distinct: std::collections::HashSet<i64> = again.values().copied().collect();
+    assert_eq!(distinct.len(), 3);
+    let ids: Vec<i64> = first.values().copied().chain([i64::MAX]).collect();
+    let back = store.audit_strings(&ids).await.unwrap();
+    assert_eq!(back.len(), 150);
+    assert_eq!(back[&first["spiffe://td/agent/149"]], "spiffe://td/agent/149");
 }
 
 /// AIMS AZ-10, AZ-11, AZ-29: users, sessions, single-use flow state and codes, CIBA requests

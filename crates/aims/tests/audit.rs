@@ -170,17 +170,29 @@ fn verify_names_the_first_altered_deleted_or_reordered_record() {
     );
 
     let store = db(&server.data_dir, &rt);
-    // Altered.
+    // Altered: a decision flipped, then the resource's shared string rewritten.
     sql(
         &rt,
         &store,
-        "UPDATE audit_log SET record = replace(record, 'tool-5\"', 'tool-6\"') WHERE idx = 5",
+        "UPDATE audit_log SET record = replace(record, '\"allow\"', '\"deny\"') WHERE idx = 5",
     );
     verify_fails_at(&server, 5);
     sql(
         &rt,
         &store,
-        "UPDATE audit_log SET record = replace(record, 'tool-6\"', 'tool-5\"') WHERE idx = 5",
+        "UPDATE audit_log SET record = replace(record, '\"deny\"', '\"allow\"') WHERE idx = 5",
+    );
+    verified(&server, 40);
+    sql(
+        &rt,
+        &store,
+        "UPDATE audit_strings SET value = 'tool-x' WHERE value = 'tool-6'",
+    );
+    verify_fails_at(&server, 6);
+    sql(
+        &rt,
+        &store,
+        "UPDATE audit_strings SET value = 'tool-6' WHERE value = 'tool-x'",
     );
     verified(&server, 40);
     // Deleted.

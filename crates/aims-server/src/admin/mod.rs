@@ -701,11 +701,8 @@ async fn audit_records(
     State(s): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rows = s.log.store.audit_rows(q.from, q.limit.min(10_000)).await?;
     Ok(Json(
-        rows.into_iter()
-            .map(aims_audit::LogEntry::from)
-            .collect::<Vec<_>>(),
+        aims_audit::read_entries(&s.log.store, q.from, q.limit.min(10_000)).await?,
     ))
 }
 
@@ -802,10 +799,5 @@ async fn audit_trace(
     State(s): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rows = s.log.store.audit_by_correlation(&id, 10_000).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(aims_audit::LogEntry::from)
-            .collect::<Vec<_>>(),
-    ))
+    Ok(Json(aims_audit::read_task(&s.log.store, &id, 10_000).await?))
 }
