@@ -1,4 +1,5 @@
-//! Verified tokens, remembered: WITs and JWT-SVIDs.
+//! Verified tokens, remembered: WITs and JWT-SVIDs (and, through [`VerifiedCache`], the
+//! authorization server's own tokens).
 //!
 //! A workload presents the same WIT (lifetime: hours) with every proof, and the same JWT-SVID
 //! (the one its Workload API caches) with every token request, so re-verifying the signature
@@ -20,47 +21,57 @@ use aims_credentials::{
 struct Entry<T> {
     value: T,
     expiry: i64,
-    generation: u64,
 }
 
-/// Successful verifications of `T`, keyed by token hash, bound to a bundle generation.
-struct VerifiedCache<T> {
-    bundles: Arc<dyn BundleSource>,
+/// Successful verifications of `T`, keyed by the SHA-256 of the token's bytes, each kept until
+/// its expiry and only while the keys it was checked with are still trusted. Bounded: past
+/// `capacity`, stale entries go, and if that is not enough, all of them.
+pub struct VerifiedCache<T> {
     capacity: usize,
     cache: Mutex<HashMap<String, Entry<T>>>,
 }
 
+impl<T> std::fmt::Debug for VerifiedCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Clone> VerifiedCache<T> {
-    fn new(bundles: Arc<dyn BundleSource>, capacity: usize) -> Self {
+    /// A cache of at most `capacity` results.
+    pub fn new(capacity: usize) -> Self {
         Self {
-            bundles,
             capacity: capacity.max(1),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The cached result for `token` if still valid at `now`, else `verify()`'s, remembered.
-    fn verify(
+    /// The cached result for `token` if it is unexpired at `now` (with `leeway`) and
+    /// `trusted` still holds for it (its keys are the keys of now), else `verify()`'s,
+    /// remembered until `expiry` of it.
+    pub fn verify<E>(
         &self,
         token: &str,
         now: i64,
         leeway: i64,
+        trusted: impl Fn(&T) -> bool,
         expiry: impl Fn(&T) -> i64,
-        verify: impl FnOnce() -> Result<T, VerifyError>,
-    ) -> Result<T, VerifyError> {
+        verify: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let key = sha256_b64url(token.as_bytes());
-        let generation = self.bundles.generation();
         if let Ok(cache) = self.cache.lock()
             && let Some(e) = cache.get(&key)
-            && e.generation == generation
             && now <= e.expiry.saturating_add(leeway)
+            && trusted(&e.value)
         {
             return Ok(e.value.clone());
         }
         let value = verify()?;
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.capacity {
-                cache.retain(|_, e| e.generation == generation && e.expiry > now);
+                cache.retain(|_, e| e.expiry > now && trusted(&e.value));
                 if cache.len() >= self.capacity {
                     cache.clear();
                 }
@@ -70,36 +81,84 @@ impl<T: Clone> VerifiedCache<T> {
                 Entry {
                     expiry: expiry(&value),
                     value: value.clone(),
-                    generation,
                 },
             );
         }
         Ok(value)
     }
 
-    fn clear(&self) {
+    /// Forgets every cached result.
+    pub fn clear(&self) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many results are cached.
+    pub fn len(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or_default()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A result checked against the bundles of one generation.
+#[derive(Clone)]
+struct Checked<T> {
+    value: T,
+    generation: u64,
+}
+
+/// A [`VerifiedCache`] whose results hold while the trust bundles are unchanged.
+struct BundleCache<T> {
+    bundles: Arc<dyn BundleSource>,
+    cache: VerifiedCache<Checked<T>>,
+}
+
+impl<T: Clone> BundleCache<T> {
+    fn new(bundles: Arc<dyn BundleSource>, capacity: usize) -> Self {
+        Self {
+            bundles,
+            cache: VerifiedCache::new(capacity),
+        }
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        leeway: i64,
+        expiry: impl Fn(&T) -> i64,
+        verify: impl FnOnce() -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
+        let generation = self.bundles.generation();
+        self.cache
+            .verify(
+                token,
+                now,
+                leeway,
+                |c| c.generation == generation,
+                |c| expiry(&c.value),
+                || verify().map(|value| Checked { value, generation }),
+            )
+            .map(|c| c.value)
     }
 }
 
 /// A WIT verifier with a cache of successful verifications.
 pub struct WitVerifier {
     profile: WitProfile,
-    cache: VerifiedCache<Wit>,
+    cache: BundleCache<Wit>,
 }
 
 impl std::fmt::Debug for WitVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WitVerifier")
             .field("profile", &self.profile)
-            .field("capacity", &self.cache.capacity)
+            .field("cache", &self.cache.cache)
             .finish()
     }
 }
@@ -109,7 +168,7 @@ impl WitVerifier {
     pub fn new(bundles: Arc<dyn BundleSource>, profile: WitProfile, capacity: usize) -> Self {
         Self {
             profile,
-            cache: VerifiedCache::new(bundles, capacity),
+            cache: BundleCache::new(bundles, capacity),
         }
     }
 
@@ -132,7 +191,7 @@ impl WitVerifier {
 
     /// Forgets every cached result (a revocation signal, AIMS MO-5).
     pub fn clear(&self) {
-        self.cache.clear();
+        self.cache.cache.clear();
     }
 }
 
@@ -140,14 +199,14 @@ impl WitVerifier {
 /// successful verifications.
 pub struct JwtSvidVerifier {
     audience: String,
-    cache: VerifiedCache<Arc<JwtSvid>>,
+    cache: BundleCache<Arc<JwtSvid>>,
 }
 
 impl std::fmt::Debug for JwtSvidVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSvidVerifier")
             .field("audience", &self.audience)
-            .field("capacity", &self.cache.capacity)
+            .field("cache", &self.cache.cache)
             .finish()
     }
 }
@@ -157,7 +216,7 @@ impl JwtSvidVerifier {
     pub fn new(bundles: Arc<dyn BundleSource>, audience: String, capacity: usize) -> Self {
         Self {
             audience,
-            cache: VerifiedCache::new(bundles, capacity),
+            cache: BundleCache::new(bundles, capacity),
         }
     }
 
@@ -177,7 +236,7 @@ impl JwtSvidVerifier {
 
     /// Forgets every cached result (a revocation signal, AIMS MO-5).
     pub fn clear(&self) {
-        self.cache.clear();
+        self.cache.cache.clear();
     }
 }
 
@@ -246,7 +305,7 @@ mod tests {
                 )
                 .unwrap();
             v.verify(&w.token, now, 0).unwrap();
-            assert!(v.cache.len() <= 2);
+            assert!(v.cache.cache.len() <= 2);
         }
     }
 
@@ -270,12 +329,12 @@ mod tests {
         let now = unix_seconds(SystemTime::now());
         let token = mint(&as_url);
         assert_eq!(v.verify(&token, now, 0).unwrap().spiffe_id, id);
-        assert_eq!(v.cache.len(), 1);
+        assert_eq!(v.cache.cache.len(), 1);
         assert_eq!(v.verify(&token, now, 0).unwrap().spiffe_id, id);
-        assert_eq!(v.cache.len(), 1, "the second presentation is a cache hit");
+        assert_eq!(v.cache.cache.len(), 1, "the second presentation is a cache hit");
         // Another audience is refused (and not cached).
         assert!(v.verify(&mint("https://elsewhere"), now, 0).is_err());
-        assert_eq!(v.cache.len(), 1);
+        assert_eq!(v.cache.cache.len(), 1);
         // Past its expiry, the cached SVID is refused.
         assert!(v.verify(&token, now + 61, 0).is_err());
         // A tampered token never matches the cached one.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aims_authn::transport::ConnectionInfo;
 use aims_credentials::jose::sha256_b64url;
 use aims_store::{ClientSource, OAuthClientRow, StoreError, TokenKind};
-use aims_token::claims::{AT_TYP, AccessClaims, verify_own};
+use aims_token::claims::AccessClaims;
 use aims_token::wire::{OFFLINE_ACCESS_SCOPE, OPENID_SCOPE};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -373,13 +373,7 @@ impl AuthorizationServer {
     async fn introspection(&self, token: &str) -> Result<Option<Value>, OAuthError> {
         let now = self.now();
         if token.matches('.').count() == 2 {
-            if let Ok(c) = verify_own::<AccessClaims>(
-                self.keys.as_ref(),
-                &self.settings.issuer,
-                token,
-                AT_TYP,
-                now,
-            ) {
+            if let Ok(c) = self.own_access_token(token, now) {
                 if self.store.is_jti_revoked(&c.jti).await? {
                     return Ok(None);
                 }
@@ -549,13 +543,7 @@ impl AuthorizationServer {
     ) -> Result<(), OAuthError> {
         let now = self.now();
         if token.matches('.').count() == 2 {
-            if let Ok(c) = verify_own::<AccessClaims>(
-                self.keys.as_ref(),
-                &self.settings.issuer,
-                token,
-                AT_TYP,
-                now,
-            ) {
+            if let Ok(c) = self.own_access_token(token, now) {
                 if c.client_id != client.client_id {
                     return Err(OAuthError::unauthorized_client(
                         "the token was issued to another client",

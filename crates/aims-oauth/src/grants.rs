@@ -18,7 +18,7 @@ use aims_credentials::jose::{
 };
 use aims_credentials::verify_jwt_svid;
 use aims_store::{RefreshUse, StoreError, TokenKind};
-use aims_token::claims::{AT_TYP, AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims, verify_own};
+use aims_token::claims::{AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims};
 use aims_token::wire::OFFLINE_ACCESS_SCOPE;
 use aims_token::wire::{
     ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_BEARER_GRANT, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE,
@@ -456,13 +456,7 @@ impl AuthorizationServer {
         let now = self.now();
         match token_type {
             ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE if token.matches('.').count() == 2 => {
-                match verify_own::<AccessClaims>(
-                    self.keys.as_ref(),
-                    &self.settings.issuer,
-                    token,
-                    AT_TYP,
-                    now,
-                ) {
+                match self.own_access_token(token, now) {
                     Ok(c) => {
                         if self.store.is_jti_revoked(&c.jti).await? {
                             return Err(bad("revoked".into()));

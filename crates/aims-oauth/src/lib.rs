@@ -67,6 +67,7 @@ pub struct AuthorizationServer {
     notifier: Option<Arc<dyn ciba::Notifier>>,
     clients: client::ClientCache,
     svids: aims_authn::verified_cache::JwtSvidVerifier,
+    access_tokens: aims_token::claims::OwnTokenVerifier<aims_token::claims::AccessClaims>,
     txn_services: aims_token::txn::TxnTokenServices,
     clock: SharedClock,
     /// The resources token exchanges may aim at.
@@ -106,6 +107,10 @@ impl AuthorizationServer {
             settings.issuer.clone(),
             100_000,
         );
+        // Its own access tokens presented again (exchange, introspection) are verified once
+        // while their key is published.
+        let access_tokens =
+            aims_token::claims::OwnTokenVerifier::new(aims_token::claims::AT_TYP, 100_000);
         let fetcher = Arc::new(
             fetch::Fetcher::new(&settings.fetch)
                 .map_err(|e| OAuthError::server_error("outbound fetches", e))?,
@@ -137,6 +142,7 @@ impl AuthorizationServer {
             notifier,
             clients: client::ClientCache::default(),
             svids,
+            access_tokens,
             txn_services,
             clock,
             people: None,
@@ -152,6 +158,17 @@ impl AuthorizationServer {
 
     pub(crate) fn now(&self) -> i64 {
         aims_core::unix_seconds(self.clock.now())
+    }
+
+    /// One of its own access tokens, verified (RFC 9068 §4), or remembered from an earlier
+    /// presentation while its key is published; revocation is the caller's check.
+    pub(crate) fn own_access_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<aims_token::claims::AccessClaims, aims_token::TokenError> {
+        self.access_tokens
+            .verify(self.keys.as_ref(), &self.settings.issuer, token, now)
     }
 
     pub(crate) fn leeway(&self) -> i64 {

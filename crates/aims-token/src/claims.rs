@@ -8,6 +8,7 @@
 //! * Transaction tokens: `typ` txntoken+jwt (draft-ietf-oauth-transaction-tokens-11 §4).
 //! * JWT authorization grants for other domains (identity chaining §2.3): `typ` JWT.
 
+use aims_credentials::PublicKey;
 use aims_credentials::jose::{Audience, CompactJws, SPIFFE_JWT_ALGORITHMS, check_time};
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +189,26 @@ pub fn verify_own<T: serde::de::DeserializeOwned>(
     typ: &'static str,
     now: i64,
 ) -> Result<T, TokenError> {
+    verify_own_keyed(keys, issuer, token, typ, now).map(|v| v.claims)
+}
+
+/// A token the authorization server signed, verified: its claims, and the key (by `kid`) and
+/// expiry they were accepted with.
+#[derive(Clone)]
+struct OwnVerified<T> {
+    claims: T,
+    kid: String,
+    key: PublicKey,
+    exp: i64,
+}
+
+fn verify_own_keyed<T: serde::de::DeserializeOwned>(
+    keys: &dyn TokenKeys,
+    issuer: &str,
+    token: &str,
+    typ: &'static str,
+    now: i64,
+) -> Result<OwnVerified<T>, TokenError> {
     let jws = CompactJws::parse(token)?;
     let header = &jws.header;
     // RFC 9068 §4: `at+jwt` or `application/at+jwt` (typ_is allows the prefix).
@@ -211,5 +232,158 @@ pub fn verify_own<T: serde::de::DeserializeOwned>(
         return Err(TokenError::WrongIssuer);
     }
     check_time(common.exp, common.nbf, now, 0)?;
-    Ok(jws.claims()?)
+    Ok(OwnVerified {
+        claims: jws.claims()?,
+        kid: kid.to_owned(),
+        key,
+        // check_time refused a token without one.
+        exp: common.exp.unwrap_or(i64::MIN),
+    })
+}
+
+/// [`verify_own`] for tokens of one `typ`, remembering what verified (issue 17): a token
+/// presented again — a subject token exchanged for several audiences, one introspected by
+/// several resource servers — costs a hash and a lookup, not a signature check. A remembered
+/// result holds until the token's `exp` and only while its `kid` still names the same
+/// published key (a key retired or replaced drops it at once); everything else the caller
+/// checks (revocation above all) it checks every time. Bounded.
+pub struct OwnTokenVerifier<T> {
+    typ: &'static str,
+    cache: aims_authn::verified_cache::VerifiedCache<OwnVerified<T>>,
+}
+
+impl<T> std::fmt::Debug for OwnTokenVerifier<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnTokenVerifier")
+            .field("typ", &self.typ)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Clone> OwnTokenVerifier<T> {
+    /// A verifier of `typ` tokens remembering up to `capacity` of them.
+    pub fn new(typ: &'static str, capacity: usize) -> Self {
+        Self {
+            typ,
+            cache: aims_authn::verified_cache::VerifiedCache::new(capacity),
+        }
+    }
+
+    /// [`verify_own`], or what it gave for the same token before while still valid.
+    pub fn verify(
+        &self,
+        keys: &dyn TokenKeys,
+        issuer: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<T, TokenError> {
+        self.cache
+            .verify(
+                token,
+                now,
+                0,
+                |v| keys.verifying_key(&v.kid).is_some_and(|k| k == v.key),
+                |v| v.exp,
+                || verify_own_keyed(keys, issuer, token, self.typ, now),
+            )
+            .map(|v| v.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::{Arc, Mutex};
+
+    use aims_credentials::jose::{JwsHeader, sign};
+    use aims_credentials::{KeyType, PrivateKey, SlotKey};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const ISSUER: &str = "https://as.example.org";
+    const NOW: i64 = 1_800_000_000;
+
+    /// Published keys that tests retire and replace.
+    struct Keys(Mutex<Vec<SlotKey>>);
+
+    impl TokenKeys for Keys {
+        fn signing_key(&self) -> Option<SlotKey> {
+            self.0.lock().unwrap().first().cloned()
+        }
+        fn verifying_key(&self, kid: &str) -> Option<PublicKey> {
+            let keys = self.0.lock().unwrap();
+            keys.iter()
+                .find(|k| k.kid == kid)
+                .map(|k| k.key.public_key().clone())
+        }
+        fn jwks(&self) -> Arc<String> {
+            Arc::new(String::new())
+        }
+    }
+
+    fn slot(kid: &str) -> SlotKey {
+        SlotKey {
+            kid: kid.into(),
+            key: Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap()),
+        }
+    }
+
+    fn token(key: &SlotKey, typ: &str, exp: i64) -> String {
+        let header = JwsHeader::new(&key.key, Some(typ), Some(&key.kid));
+        sign(
+            &key.key,
+            &header,
+            &json!({"iss": ISSUER, "sub": "alice", "exp": exp, "jti": "j1"}),
+        )
+        .unwrap()
+    }
+
+    /// Issue 17: a token presented again is remembered, but never past its expiry, once its
+    /// key is retired or replaced, for another type, or when tampered with.
+    #[test]
+    fn remembered_tokens_never_outlive_their_expiry_or_key() {
+        let k1 = slot("k1");
+        let keys = Keys(Mutex::new(vec![k1.clone()]));
+        let v: OwnTokenVerifier<Value> = OwnTokenVerifier::new(AT_TYP, 3);
+        let t = token(&k1, AT_TYP, NOW + 60);
+        assert_eq!(v.verify(&keys, ISSUER, &t, NOW).unwrap()["sub"], "alice");
+        assert_eq!(v.verify(&keys, ISSUER, &t, NOW + 1).unwrap()["sub"], "alice");
+        assert_eq!(v.cache.len(), 1, "the second presentation is remembered");
+        assert!(matches!(
+            v.verify(&keys, ISSUER, &t, NOW + 61),
+            Err(TokenError::Jws(aims_credentials::VerifyError::Expired))
+        ));
+        // Another issuer's view of the same bytes is not asked of this verifier; another type
+        // never verifies, so nothing of it is remembered.
+        let txn = token(&k1, TXN_TYP, NOW + 60);
+        assert!(matches!(
+            v.verify(&keys, ISSUER, &txn, NOW),
+            Err(TokenError::WrongType(_))
+        ));
+        let mut tampered = t.clone();
+        tampered.insert(tampered.len() - 2, 'A');
+        assert!(v.verify(&keys, ISSUER, &tampered, NOW).is_err());
+        assert_eq!(v.cache.len(), 1);
+        // The same kid now names another key (a restore, a rogue rotation): refused at once.
+        *keys.0.lock().unwrap() = vec![SlotKey {
+            kid: "k1".into(),
+            key: slot("x").key,
+        }];
+        assert!(v.verify(&keys, ISSUER, &t, NOW).is_err());
+        // The key retired: refused at once.
+        keys.0.lock().unwrap().clear();
+        assert!(matches!(
+            v.verify(&keys, ISSUER, &t, NOW),
+            Err(TokenError::UnknownKey(_))
+        ));
+        // Bounded.
+        *keys.0.lock().unwrap() = vec![k1.clone()];
+        for i in 0..10 {
+            v.verify(&keys, ISSUER, &token(&k1, AT_TYP, NOW + 100 + i), NOW)
+                .unwrap();
+            assert!(v.cache.len() <= 3);
+        }
+    }
 }
