@@ -31,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "gateway",
     "audit",
     "revocation",
+    "scale",
     "people",
     "pdp",
 ];
@@ -47,7 +48,9 @@ struct Args {
     /// proofs at 10 million entries; PostgreSQL at AIMS_TEST_POSTGRES_URL), revocation
     /// (operator revoke → gateway refuses; needs the `aims` binary), token-exchange and
     /// txn-token (those grants alone; need the `aims` binary and taskset), pdp (Cedar decisions
-    /// in process), people (consent and
+    /// in process), scale (the token endpoint on 1 and 2 cores, over an empty store and one
+    /// with 10,000 clients and 100,000 revoked principals; needs the `aims` binary and
+    /// taskset), people (consent and
     /// approvals pages under 100 sessions, CIBA approval → token; needs the `aims` binary and
     /// taskset).
     scenarios: Vec<String>,
@@ -99,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             "audit" => scenarios::audit::audit(timing)?,
             "revocation" | "revoke" => scenarios::revocation::revocation(timing)?,
             "pdp" => scenarios::gateway::pdp(timing)?,
+            "scale" => scenarios::scale::scale(timing)?,
             "people" => scenarios::people::people(timing)?,
             other => anyhow::bail!(
                 "unknown scenario {other:?}; known: {}",

@@ -9,4 +9,5 @@ pub mod oauth;
 pub mod people;
 mod process;
 pub mod revocation;
+pub mod scale;
 pub mod workload;

@@ -119,8 +119,8 @@ fn start_oidc_provider(dir: &Path, client_jwk: &serde_json::Value) -> anyhow::Re
     Ok((proc, port))
 }
 
-/// `aims server` on CPU 1, with one-hour access tokens (the exchange rows reuse one).
-fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
+/// `aims server` on `cpus`, with one-hour access tokens (the exchange rows reuse one).
+fn start_aims(dir: &Path, cpus: &str) -> anyhow::Result<(Proc, serde_json::Value)> {
     let config = dir.join("aims.toml");
     // Agent B serves the resource, so it may exchange the tokens it receives (issue 16).
     std::fs::write(
@@ -130,7 +130,7 @@ fn start_aims(dir: &Path) -> anyhow::Result<(Proc, serde_json::Value)> {
              resource = \"{RESOURCE}\"\nserver = \"spiffe://{TD}/agent/b\"\n"
         ),
     )?;
-    start_server(dir, TD, Some(&config), Some("1"))
+    start_server(dir, TD, Some(&config), Some(cpus))
 }
 
 /// Runs the scenario.
@@ -150,14 +150,13 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
     ))?;
 
     eprintln!("  starting aims server and oidc-provider on CPU 1…");
-    let server = AimsServer::start(dir.path(), &rt)?;
+    let server = AimsServer::start(dir.path(), &rt, "1")?;
     let (_node, node_port) = start_oidc_provider(dir.path(), &jwk)?;
     let (issuer, aims, admin) = (
         server.issuer.clone(),
         server.token_endpoint.clone(),
         &server.admin,
     );
-    let svid_a = &server.svid_a;
     let node_issuer = format!("http://127.0.0.1:{node_port}");
     let node = Target::post(format!("127.0.0.1:{node_port}").parse()?, None, "/token");
     rt.block_on(admin.create_client(&aims_admin::api::CreateClientRequest {
@@ -173,13 +172,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
         vec![("scope", "api:read".into())],
     );
     let aims_body = private_key_jwt(key, "bench-pkjwt", issuer.clone(), scope("api:read"));
-    let svid_body = fixed(form(&[
-        ("grant_type", "client_credentials"),
-        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
-        ("client_assertion", svid_a),
-        ("scope", "api:read"),
-        ("resource", RESOURCE),
-    ])?);
+    let svid_body = server.svid_body()?;
     let (exchange_body, txn_body) = server.delegation_bodies(&rt)?;
     let counter = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
@@ -326,7 +319,7 @@ pub fn token(timing: Timing) -> anyhow::Result<ScenarioReport> {
 
 /// The crypto limit of one token (one ES256 verification and one signature), measured on this
 /// core before any server starts: the raw sign and verify rows, and the limit in tokens/s.
-fn crypto_limit(timing: Timing) -> anyhow::Result<(Vec<Measurement>, f64)> {
+pub(crate) fn crypto_limit(timing: Timing) -> anyhow::Result<(Vec<Measurement>, f64)> {
     let raw = RawEs256::new()?;
     let crypto = run_interleaved(
         timing,
@@ -337,18 +330,23 @@ fn crypto_limit(timing: Timing) -> anyhow::Result<(Vec<Measurement>, f64)> {
 }
 
 /// `aims server` on CPU 1, with agents A's and B's JWT-SVIDs for its token endpoint.
-struct AimsServer {
-    _proc: Proc,
+pub(crate) struct AimsServer {
+    pub(crate) proc: Proc,
     issuer: String,
-    token_endpoint: Target,
+    pub(crate) token_endpoint: Target,
     admin: AdminClient,
     svid_a: String,
     svid_b: String,
 }
 
 impl AimsServer {
-    fn start(dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
-        let (proc, up) = start_aims(dir)?;
+    /// `aims server` with its data in `dir`, pinned to `cpus` (`taskset -c` syntax).
+    pub(crate) fn start(
+        dir: &Path,
+        rt: &tokio::runtime::Runtime,
+        cpus: &str,
+    ) -> anyhow::Result<Self> {
+        let (proc, up) = start_aims(dir, cpus)?;
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).context("up.json");
         let issuer = text(&up["server"]["oauth_issuer"])?;
         let ca = PathBuf::from(text(&up["server"]["web_ca_file"])?);
@@ -363,7 +361,7 @@ impl AimsServer {
         };
         let (svid_a, svid_b) = (svid("a")?, svid("b")?);
         Ok(Self {
-            _proc: proc,
+            proc,
             token_endpoint: https_target(&issuer, &ca, "/oauth2/token")?,
             issuer,
             admin,
@@ -375,7 +373,21 @@ impl AimsServer {
     /// Agent B, the resource server of agent A's access token, exchanging it (delegation), and agent A asking a
     /// transaction token for it: both verify the subject token and sign one token; the client's
     /// JWT-SVID is a cache hit.
-    fn delegation_bodies(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(BodyFn, BodyFn)> {
+    /// Agent A's client_credentials request, authenticated with its (reused) JWT-SVID.
+    pub(crate) fn svid_body(&self) -> anyhow::Result<BodyFn> {
+        Ok(fixed(form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+            ("client_assertion", &self.svid_a),
+            ("scope", "api:read"),
+            ("resource", RESOURCE),
+        ])?))
+    }
+
+    pub(crate) fn delegation_bodies(
+        &self,
+        rt: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<(BodyFn, BodyFn)> {
         let (svid_a, svid_b) = (&self.svid_a, &self.svid_b);
         let subject = rt.block_on(access_token(&self.token_endpoint, svid_a))?;
         let exchange_body = fixed(form(&[
@@ -411,7 +423,7 @@ pub fn delegation(timing: Timing, which: &str) -> anyhow::Result<ScenarioReport>
         .enable_all()
         .build()?;
     eprintln!("  starting aims server on CPU 1…");
-    let server = AimsServer::start(dir.path(), &rt)?;
+    let server = AimsServer::start(dir.path(), &rt, "1")?;
     let (exchange, txn) = server.delegation_bodies(&rt)?;
     let (label, body) = if which == "token-exchange" {
         ("AIMS token exchange (B for A's token), 16 conn", exchange)

@@ -77,6 +77,12 @@ pub fn start_aims(
     cpus: Option<&str>,
 ) -> anyhow::Result<(Proc, serde_json::Value)> {
     let data = dir.join(subcommand);
+    let up = data.join("up.json");
+    // A previous run on this data directory left its own: wait for this one's.
+    match std::fs::remove_file(&up) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     let mut cmd = match cpus {
         Some(c) => {
             let mut t = Command::new("taskset");
@@ -104,7 +110,6 @@ pub fn start_aims(
             )?)
             .spawn()?,
     );
-    let up = data.join("up.json");
     wait_for(
         &format!("aims {subcommand}"),
         Duration::from_secs(30),
