@@ -67,13 +67,20 @@ pub(crate) enum DecodeError {
 
 /// The strings of `r` the compact form keeps as references.
 pub(crate) fn shared_strings(r: &AuditRecord) -> impl Iterator<Item = &str> {
-    [&r.agent, &r.delegated_subject, &r.resource, &r.reason, &r.posture, &r.remediation_cause]
-        .into_iter()
-        .filter_map(Option::as_deref)
-        .chain([r.source.as_str(), r.action.as_str()])
-        .chain(r.chain.iter().map(String::as_str))
-        .chain(r.risk.iter().map(String::as_str))
-        .filter(|s| !s.is_empty() && s.len() <= MAX_SHARED)
+    [
+        &r.agent,
+        &r.delegated_subject,
+        &r.resource,
+        &r.reason,
+        &r.posture,
+        &r.remediation_cause,
+    ]
+    .into_iter()
+    .filter_map(Option::as_deref)
+    .chain([r.source.as_str(), r.action.as_str()])
+    .chain(r.chain.iter().map(String::as_str))
+    .chain(r.risk.iter().map(String::as_str))
+    .filter(|s| !s.is_empty() && s.len() <= MAX_SHARED)
 }
 
 /// The compact form of `r`, its strings found in `ids` (those missing stay inline).
@@ -215,7 +222,11 @@ pub(crate) async fn rebuild(
 ) -> Result<Vec<(AuditRow, Result<String, DecodeError>)>, StoreError> {
     let parsed: Vec<Result<Stored, DecodeError>> =
         rows.iter().map(|r| Stored::parse(&r.record)).collect();
-    let mut ids: Vec<i64> = parsed.iter().flatten().flat_map(Stored::shared_ids).collect();
+    let mut ids: Vec<i64> = parsed
+        .iter()
+        .flatten()
+        .flat_map(Stored::shared_ids)
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let strings = if ids.is_empty() {
@@ -255,9 +266,7 @@ pub async fn read_task(
 
 /// Entries of rebuilt rows; one that did not decode keeps its stored text, which hashes to no
 /// certified leaf (nothing is dropped; verification names it).
-fn entries(
-    rows: Vec<(AuditRow, Result<String, DecodeError>)>,
-) -> Vec<crate::LogEntry> {
+fn entries(rows: Vec<(AuditRow, Result<String, DecodeError>)>) -> Vec<crate::LogEntry> {
     rows.into_iter()
         .map(|(row, json)| {
             let record = json.unwrap_or(row.record);
@@ -282,7 +291,10 @@ mod tests {
         r.source = "spiffe://td/aims/gateway".into();
         r.agent = Some("spiffe://td/agent/worker".into());
         r.delegated_subject = Some("alice".into());
-        r.chain = vec!["spiffe://td/agent/planner".into(), "spiffe://td/agent/root".into()];
+        r.chain = vec![
+            "spiffe://td/agent/planner".into(),
+            "spiffe://td/agent/root".into(),
+        ];
         r.resource = Some("weather/get".into());
         r.decision = Some(Outcome::Deny);
         r.reason = Some("policy0".into());

@@ -58,8 +58,14 @@ async fn concurrent_appends_are_durable_contiguous_and_hashed() {
             assert_eq!(e[0].index, *start);
             let stored: AuditRecord = e[0].parsed().unwrap();
             assert_eq!(stored, record(task * 4));
-            assert_eq!(e[0].record, serde_json::to_string(&record(task * 4)).unwrap());
-            assert_eq!(e[0].leaf_hash, hex::encode(leaf_hash(e[0].record.as_bytes())));
+            assert_eq!(
+                e[0].record,
+                serde_json::to_string(&record(task * 4)).unwrap()
+            );
+            assert_eq!(
+                e[0].leaf_hash,
+                hex::encode(leaf_hash(e[0].record.as_bytes()))
+            );
         }
         drop(log);
         writer.await.unwrap();
@@ -240,7 +246,13 @@ async fn shared_strings_are_stored_once_and_their_tampering_is_named() {
         let task = read_task(&db.store, "task-4", 10).await.unwrap();
         assert_eq!(task.len(), 1);
         assert_eq!(task[0].parsed().unwrap(), batch[4]);
-        let note = db.store.latest_audit_checkpoint().await.unwrap().unwrap().note;
+        let note = db
+            .store
+            .latest_audit_checkpoint()
+            .await
+            .unwrap()
+            .unwrap()
+            .note;
         assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 30);
 
         // "tool-1" is the resource of records 1, 4, 7 …: the first of them is named.
@@ -327,11 +339,13 @@ async fn a_log_from_before_the_compact_form_migrates_and_grows() {
                 size: 21,
                 root: frontier.root(),
             };
-            sqlx::query("INSERT INTO audit_checkpoints (size, note, created_at) VALUES (21, $1, 7)")
-                .bind(signer.sign(&head.to_text()).unwrap())
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (21, $1, 7)",
+            )
+            .bind(signer.sign(&head.to_text()).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
             pool.close().await;
         }
         let store = aims_store::Store::connect(&url).await.unwrap();
@@ -359,7 +373,11 @@ async fn a_log_from_before_the_compact_form_migrates_and_grows() {
             .unwrap();
         assert!(merkle::verify_consistency(21, 23, &a.root, &b.root, &proof));
         let all = read_entries(&store, 0, 100).await.unwrap();
-        assert!(store.audit_rows(21, 2).await.unwrap()[0].record.starts_with('['));
+        assert!(
+            store.audit_rows(21, 2).await.unwrap()[0]
+                .record
+                .starts_with('[')
+        );
         assert_eq!(verify(&row.note, &vkey, &all).unwrap().entries, 23);
         drop(log);
         writer.await.unwrap();

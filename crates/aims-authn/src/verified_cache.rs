@@ -331,7 +331,11 @@ mod tests {
         assert_eq!(v.verify(&token, now, 0).unwrap().spiffe_id, id);
         assert_eq!(v.cache.cache.len(), 1);
         assert_eq!(v.verify(&token, now, 0).unwrap().spiffe_id, id);
-        assert_eq!(v.cache.cache.len(), 1, "the second presentation is a cache hit");
+        assert_eq!(
+            v.cache.cache.len(),
+            1,
+            "the second presentation is a cache hit"
+        );
         // Another audience is refused (and not cached).
         assert!(v.verify(&mint("https://elsewhere"), now, 0).is_err());
         assert_eq!(v.cache.cache.len(), 1);

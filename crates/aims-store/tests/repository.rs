@@ -644,7 +644,11 @@ async fn audit_suite(store: &Store) {
     let first = store.intern_audit_strings(&refs).await.unwrap();
     assert_eq!(first.len(), 150);
     let again = store
-        .intern_audit_strings(&["spiffe://td/agent/7", "Spiffe://td/agent/7", "spiffe://td/agent/7 "])
+        .intern_audit_strings(&[
+            "spiffe://td/agent/7",
+            "Spiffe://td/agent/7",
+            "spiffe://td/agent/7 ",
+        ])
         .await
         .unwrap();
     assert_eq!(again["spiffe://td/agent/7"], first["spiffe://td/agent/7"]);
@@ -653,7 +657,10 @@ async fn audit_suite(store: &Store) {
     let ids: Vec<i64> = first.values().copied().chain([i64::MAX]).collect();
     let back = store.audit_strings(&ids).await.unwrap();
     assert_eq!(back.len(), 150);
-    assert_eq!(back[&first["spiffe://td/agent/149"]], "spiffe://td/agent/149");
+    assert_eq!(
+        back[&first["spiffe://td/agent/149"]],
+        "spiffe://td/agent/149"
+    );
 }
 
 /// AIMS AZ-10, AZ-11, AZ-29: users, sessions, single-use flow state and codes, CIBA requests

@@ -349,7 +349,10 @@ mod tests {
         let v: OwnTokenVerifier<Value> = OwnTokenVerifier::new(AT_TYP, 3);
         let t = token(&k1, AT_TYP, NOW + 60);
         assert_eq!(v.verify(&keys, ISSUER, &t, NOW).unwrap()["sub"], "alice");
-        assert_eq!(v.verify(&keys, ISSUER, &t, NOW + 1).unwrap()["sub"], "alice");
+        assert_eq!(
+            v.verify(&keys, ISSUER, &t, NOW + 1).unwrap()["sub"],
+            "alice"
+        );
         assert_eq!(v.cache.len(), 1, "the second presentation is remembered");
         assert!(matches!(
             v.verify(&keys, ISSUER, &t, NOW + 61),

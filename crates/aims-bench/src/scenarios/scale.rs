@@ -100,7 +100,10 @@ pub fn scale(timing: Timing) -> anyhow::Result<ScenarioReport> {
             eprintln!("  seeding {store_label}…");
             rt.block_on(seed(&dir.path().join("server")))?;
         }
-        for (cpus, cores) in [("1", "1 core"), ("0,1", "2 cores (one shared with the load)")] {
+        for (cpus, cores) in [
+            ("1", "1 core"),
+            ("0,1", "2 cores (one shared with the load)"),
+        ] {
             eprintln!("  aims server on {cores}, {store_label}…");
             let started = Instant::now();
             let server = AimsServer::start(dir.path(), &rt, cpus)?;
@@ -109,7 +112,10 @@ pub fn scale(timing: Timing) -> anyhow::Result<ScenarioReport> {
             let (exchange, _) = server.delegation_bodies(&rt)?;
             let target = std::slice::from_ref(&server.token_endpoint);
             let mut measured = Vec::new();
-            for (what, body) in [("JWT-SVID client_credentials", &svid), ("token exchange", &exchange)] {
+            for (what, body) in [
+                ("JWT-SVID client_credentials", &svid),
+                ("token exchange", &exchange),
+            ] {
                 let m = rt
                     .block_on(median_run(timing, target, 16, Pace::Closed, body, &counter))?
                     .m;

@@ -799,5 +799,7 @@ async fn audit_trace(
     State(s): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(aims_audit::read_task(&s.log.store, &id, 10_000).await?))
+    Ok(Json(
+        aims_audit::read_task(&s.log.store, &id, 10_000).await?,
+    ))
 }
