@@ -154,14 +154,20 @@ impl KnownStrings {
             }
             self.0.extend(found);
         }
-        Ok(records
+        records
             .iter()
-            .map(|(r, leaf_hash)| NewAuditRow {
-                leaf_hash: *leaf_hash,
-                record: stored::encode(r, &self.0),
-                correlation_id: r.correlation_id.clone(),
+            .map(|(r, leaf_hash)| {
+                // Fail closed: a record that cannot be encoded fails its batch, never goes in
+                // empty.
+                let record = stored::encode(r, &self.0)
+                    .map_err(|e| StoreError::Invalid(format!("audit record: {e}")))?;
+                Ok(NewAuditRow {
+                    leaf_hash: *leaf_hash,
+                    record,
+                    correlation_id: r.correlation_id.clone(),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
