@@ -112,6 +112,11 @@ async fn export(store: &aims_store::Store) -> Vec<LogEntry> {
     read_entries(store, 0, n + 10).await.unwrap()
 }
 
+/// Changes the store behind the log's back, as an attacker with database access would.
+async fn edit(store: &aims_store::Store, sql: &'static str) {
+    sqlx::query(sql).execute(store.pool()).await.unwrap();
+}
+
 fn verify(note: &str, vkey: &str, entries: &[LogEntry]) -> Result<Verified, VerifyError> {
     let mut v = LogVerifier::new(note, &NoteVerifier::from_vkey(vkey).unwrap())?;
     for e in entries {
@@ -202,10 +207,11 @@ async fn checkpoints_proofs_and_offline_verification() {
 
         // A record edited in the store after its append is never signed.
         log.append(&[record(5000), record(5001)]).await.unwrap();
-        sqlx::query("UPDATE audit_log SET record = '{\"forged\":true}' WHERE idx = 203")
-            .execute(db.store.pool())
-            .await
-            .unwrap();
+        edit(
+            &db.store,
+            "UPDATE audit_log SET record = '{\"forged\":true}' WHERE idx = 203",
+        )
+        .await;
         assert!(matches!(
             cp.step(3).await,
             Err(TreeError::Tampered { index: 203 })
@@ -256,20 +262,22 @@ async fn shared_strings_are_stored_once_and_their_tampering_is_named() {
         assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 30);
 
         // "tool-1" is the resource of records 1, 4, 7 …: the first of them is named.
-        sqlx::query("UPDATE audit_strings SET value = 'tool-9' WHERE value = 'tool-1'")
-            .execute(db.store.pool())
-            .await
-            .unwrap();
+        edit(
+            &db.store,
+            "UPDATE audit_strings SET value = 'tool-9' WHERE value = 'tool-1'",
+        )
+        .await;
         let edited = read_entries(&db.store, 0, 30).await.unwrap();
         assert!(matches!(
             verify(&note, &vkey, &edited),
             Err(VerifyError::Bad { index: 1, .. })
         ));
         // A shared string removed: the record reads back as its stored form, named too.
-        sqlx::query("DELETE FROM audit_strings WHERE value = 'tool-9'")
-            .execute(db.store.pool())
-            .await
-            .unwrap();
+        edit(
+            &db.store,
+            "DELETE FROM audit_strings WHERE value = 'tool-9'",
+        )
+        .await;
         let gone = read_entries(&db.store, 0, 30).await.unwrap();
         assert_eq!(gone.len(), 30);
         assert_eq!(gone[1].record, stored[1].record);

@@ -106,18 +106,12 @@ impl Store {
         appended_at: i64,
     ) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
-        // The writer lock comes first: on SQLite a read that later upgrades to a write could
-        // deadlock with another writer (SQLITE_BUSY at once, not after busy_timeout).
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
-        };
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
         let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx), -1) + 1 FROM audit_log")
             .fetch_one(&mut *tx)
             .await?;
@@ -186,10 +180,7 @@ impl Store {
         values: &[&str],
     ) -> Result<HashMap<String, i64>, StoreError> {
         let _turn = self.write_turn().await;
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let mut tx = self.begin_write().await?;
         let mut out = HashMap::with_capacity(values.len());
         for chunk in values.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(values_sql(
@@ -266,10 +257,7 @@ impl Store {
         // On SQLite the tree write waits its turn behind the appender's commits (fairly), then
         // takes the write lock first instead of racing for it mid-transaction.
         let _turn = self.write_turn().await;
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let mut tx = self.begin_write().await?;
         for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(values_sql(
                 "INSERT INTO audit_nodes (id, hash) VALUES ",

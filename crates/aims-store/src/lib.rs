@@ -78,6 +78,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// [`Store::begin_write`] on `pool`, for writers that hold the pool apart from the store.
+pub(crate) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    })
+}
+
 impl Store {
     /// This process's turn to write, on SQLite (see `write_turns`); PostgreSQL needs none.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -85,6 +96,15 @@ impl Store {
             Backend::Sqlite => Some(self.write_turns.lock().await),
             Backend::Postgres => None,
         }
+    }
+
+    /// A write transaction: on SQLite `BEGIN IMMEDIATE`, so the write lock is taken first (a
+    /// read that later upgrades could deadlock with another writer: SQLITE_BUSY at once, not
+    /// after busy_timeout). Callers take their [`Store::write_turn`] before it.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        begin_write(&self.pool, self.backend).await
     }
 
     /// Opens (creating if needed) the SQLite store at `path` and migrates it.

@@ -155,10 +155,7 @@ impl Writer {
             Backend::Sqlite => Some(self.write_turns.lock().await),
             Backend::Postgres => None,
         };
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let mut tx = crate::begin_write(&self.pool, self.backend).await?;
         if sweep {
             sqlx::query("DELETE FROM used_jtis WHERE expires_at < $1")
                 .bind(now)
