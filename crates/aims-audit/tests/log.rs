@@ -235,6 +235,8 @@ async fn shared_strings_are_stored_once_and_their_tampering_is_named() {
         batch[4].correlation_id = Some("task-4".into());
         batch[4].chain = vec!["spiffe://aims.test/agent/planner".into()];
         batch[4].reason = Some("r".repeat(500));
+        // A NUL (which PostgreSQL's TEXT refuses) in a writer's string fails nothing.
+        batch[5].resource = Some("tool\u{0}nul".into());
         log.append(&batch).await.unwrap();
         cp.step(1).await.unwrap().unwrap();
         let stored = db.store.audit_rows(0, 30).await.unwrap();
