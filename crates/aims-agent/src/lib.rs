@@ -94,18 +94,10 @@ pub async fn start(
     let mut tasks = vec![tokio::spawn(agent.clone().run(shutdown.clone(), ready_tx))];
     // The Workload API opens once the first sync is done (or given up on), so an early caller
     // does not get PermissionDenied merely because the agent has not heard from the server yet.
-    match tokio::time::timeout(first_sync_wait, ready_rx).await {
-        Ok(Ok(())) => tracing::info!(
-            agent = %agent.spiffe_id().map(|i| i.to_string()).unwrap_or_default(),
-            entries = agent.cache().entry_count(),
-            socket = %socket_path.display(),
-            "agent ready"
-        ),
-        _ => tracing::warn!(
-            socket = %socket_path.display(),
-            "agent started without reaching the server; it keeps retrying"
-        ),
-    }
+    let synced = matches!(
+        tokio::time::timeout(first_sync_wait, ready_rx).await,
+        Ok(Ok(()))
+    );
     let provider = Arc::new(provider::AgentProvider::new(
         agent.clone(),
         AttestorSet::new().with(UnixAttestor::new()),
@@ -119,6 +111,20 @@ pub async fn start(
             shutdown.cancel();
             return Err(e);
         }
+    }
+    // Logged once the socket is bound: "ready" means a workload can connect now.
+    if synced {
+        tracing::info!(
+            agent = %agent.spiffe_id().map(|i| i.to_string()).unwrap_or_default(),
+            entries = agent.cache().entry_count(),
+            socket = %socket_path.display(),
+            "agent ready"
+        );
+    } else {
+        tracing::warn!(
+            socket = %socket_path.display(),
+            "agent started without reaching the server; it keeps retrying"
+        );
     }
     Ok(RunningAgent {
         agent,
