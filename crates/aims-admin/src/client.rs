@@ -241,6 +241,12 @@ impl AdminClient {
             .await
     }
 
+    /// The gateways following the policy, with the version each decides with.
+    pub async fn policy_followers(&self) -> Result<Vec<aims_store::PolicyFollower>, AdminError> {
+        self.call::<(), _>(Method::GET, "/v1/policy/followers", None)
+            .await
+    }
+
     /// Validates `text` and, unless `dry_run`, puts it in force.
     pub async fn apply_policy(
         &self,

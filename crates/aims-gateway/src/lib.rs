@@ -41,7 +41,7 @@ use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 pub use settings::{AuditMode, GatewaySettings, GatewayTls, Route, RouteKind, TxnTokenIssuer};
 
 use crate::proxy::{CompiledRoute, Gateway};
-use crate::server_client::ServerClient;
+use crate::server_client::{PolicyAnswer, ServerClient};
 
 /// Why the gateway could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +119,14 @@ impl RunningGateway {
 async fn first_policy(server: &ServerClient) -> Result<Pdp, GatewayError> {
     let mut last = String::new();
     for _ in 0..60 {
-        match server.current_policy(None).await {
-            Ok(Some(doc)) => {
+        match server.current_policy(None, Duration::ZERO).await {
+            Ok(PolicyAnswer {
+                document: Some(doc),
+                ..
+            }) => {
                 return Ok(Pdp::new(&doc)?);
             }
-            Ok(None) => last = "no policy".into(),
+            Ok(_) => last = "no policy".into(),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -133,30 +136,46 @@ async fn first_policy(server: &ServerClient) -> Result<Pdp, GatewayError> {
     )))
 }
 
-/// Keeps the local PDP at the version the server has in force (AIMS PO-3).
+/// How long the server is asked to hold a policy poll.
+const POLICY_HOLD: Duration = Duration::from_secs(25);
+
+/// Keeps the local PDP at the version the server has in force (AIMS PO-3): a long poll the
+/// server answers the moment a new version is in force, asked again at once; `retry` apart
+/// after an error, or when the server does not hold polls.
 async fn follow_policy(
     server: Arc<ServerClient>,
     pdp: Arc<Pdp>,
-    every: Duration,
+    retry: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
         let known = pdp.current().version;
-        match server.current_policy(Some(known)).await {
-            Ok(Some(doc)) if doc.version > known => match pdp.install(&doc) {
-                Ok(_) => tracing::info!(version = doc.version, "policy in force"),
-                Err(e) => {
-                    tracing::error!(version = doc.version, error = %e, "policy refused; the old version stays")
+        let answer = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = server.current_policy(Some(known), POLICY_HOLD) => a,
+        };
+        let held = match answer {
+            Ok(PolicyAnswer { document, held }) => {
+                if let Some(doc) = document.filter(|d| d.version > known) {
+                    match pdp.install(&doc) {
+                        Ok(_) => tracing::info!(version = doc.version, "policy in force"),
+                        Err(e) => {
+                            tracing::error!(version = doc.version, error = %e, "policy refused; the old version stays")
+                        }
+                    }
                 }
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot check the policy version; will retry"),
+                held
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the policy version; will retry");
+                false
+            }
+        };
+        if !held {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
         }
     }
 }
@@ -222,7 +241,7 @@ pub async fn start_with_identity(
     let http = server_client::mtls_http_client(
         &identity,
         settings.server_ca_file.as_deref(),
-        Duration::from_secs(10),
+        server_client::REQUEST_TIMEOUT,
     )?;
     let server = Arc::new(
         ServerClient::discover(

@@ -77,6 +77,19 @@ pub struct ServerClient {
     identity: Arc<WorkloadIdentity>,
 }
 
+/// How long a call to the server may take (a held policy poll: that much past its hold).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the policy feed answered.
+#[derive(Debug)]
+pub struct PolicyAnswer {
+    /// The policy in force, unless it is still the version the gateway named (HTTP 304).
+    pub document: Option<PolicyDocument>,
+    /// Whether the server held the poll as asked (`Preference-Applied`, RFC 7240 §3); a server
+    /// that did not is polled at the gateway's own pace.
+    pub held: bool,
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::Server(format!("{what}: {e}"))
 }
@@ -347,11 +360,13 @@ impl ServerClient {
         .await
     }
 
-    /// The policy in force, unless it is still `known` (HTTP 304).
+    /// The policy in force, unless it is still `known` (HTTP 304); with a non-zero `wait`, the
+    /// server answers once a newer version is in force or after `wait` (a long poll).
     pub async fn current_policy(
         &self,
         known: Option<u64>,
-    ) -> Result<Option<PolicyDocument>, GatewayError> {
+        wait: Duration,
+    ) -> Result<PolicyAnswer, GatewayError> {
         let mut req = self.http.get(format!(
             "{}{}",
             self.mtls_base,
@@ -360,12 +375,26 @@ impl ServerClient {
         if let Some(v) = known {
             req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{v}\""));
         }
+        if !wait.is_zero() {
+            // RFC 7240 §4.3; the request outlives the hold by the client's own timeout.
+            req = req
+                .header("prefer", format!("wait={}", wait.as_secs()))
+                .timeout(wait + REQUEST_TIMEOUT);
+        }
         let resp = req.send().await.map_err(|e| err("policy", e))?;
+        let held = resp.headers().contains_key("preference-applied");
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
-            return Ok(None);
+            return Ok(PolicyAnswer {
+                document: None,
+                held,
+            });
         }
         let resp = resp.error_for_status().map_err(|e| err("policy", e))?;
-        resp.json().await.map(Some).map_err(|e| err("policy", e))
+        let document = resp.json().await.map_err(|e| err("policy", e))?;
+        Ok(PolicyAnswer {
+            document: Some(document),
+            held,
+        })
     }
 
     /// Appends decision records to the server's audit log; returns once they are durable.

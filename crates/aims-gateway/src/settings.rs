@@ -107,7 +107,8 @@ pub struct GatewaySettings {
     pub audit: AuditMode,
     /// The routes.
     pub routes: Vec<Route>,
-    /// How often the policy in force is checked for a new version.
+    /// The pause between policy polls after an error, or when the server does not hold them
+    /// (a server that does answers the gateway's poll as soon as a new version is in force).
     pub policy_poll: Duration,
     /// How long a token's introspected status is trusted before it is asked again.
     pub token_recheck: Duration,

@@ -104,23 +104,112 @@ async fn evaluations(
     )
 }
 
+/// The longest a gateway's poll is held open (RFC 7240 `wait`, clamped).
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The `wait` preference of RFC 7240 §4.3 (`Prefer: wait=<delta-seconds>`, among other
+/// preferences and parameters), clamped to [`MAX_WAIT`]; none asked for, or unreadable, is no
+/// wait.
+fn wait_preference(headers: &HeaderMap) -> std::time::Duration {
+    let seconds = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|pref| {
+            let first = pref.split(';').next()?.trim();
+            let (name, value) = first.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .next()
+        .unwrap_or(0);
+    std::time::Duration::from_secs(seconds).min(MAX_WAIT)
+}
+
+/// The version a caller says it holds: `If-None-Match` with one strong ETag, `"<version>"`.
+fn known_version(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    v.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
 /// The policy set in force, for gateways (AIMS PO-3: every enforcement point decides at the
-/// same version). `ETag` is the version; `If-None-Match` with it gets a 304.
+/// same version). `ETag` is the version; `If-None-Match` with it gets a 304. With
+/// `Prefer: wait=N` (RFC 7240 §4.3) a caller holding the version in force is answered when a
+/// newer one is, or after N seconds (at most [`MAX_WAIT`]): a push over a long poll. The
+/// version a caller names is recorded as what it decides with (`aims policy apply --wait`).
 async fn current_policy(
     State(s): State<PdpState>,
     conn: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
-        return refusal.into_response();
-    }
-    let current = s.service.current();
+    let caller = match require_workload(&s.trust_domain, conn.as_deref()) {
+        Ok(id) => id,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let known = known_version(&headers);
+    let wait = wait_preference(&headers);
+    let current = match known {
+        Some(known) => {
+            if let Err(e) = s.service.follower_reports(caller.as_str(), known).await {
+                tracing::warn!(follower = %caller, error = %e, "cannot record the policy version a gateway holds");
+            }
+            s.service.newer_than(known, wait).await
+        }
+        None => s.service.current(),
+    };
     let etag = format!("\"{}\"", current.version);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    let mut resp = if known == Some(current.version) {
+        (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
+    } else {
+        ([(header::ETAG, etag)], Json(current.document())).into_response()
+    };
+    if !wait.is_zero()
+        && let Ok(applied) = header::HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        resp.headers_mut().insert("preference-applied", applied);
     }
-    ([(header::ETAG, etag)], Json(current.document())).into_response()
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_wait_preference_is_read_as_rfc_7240_writes_it_and_bounded() {
+        let secs = |pairs| wait_preference(&headers(pairs)).as_secs();
+        assert_eq!(secs(&[]), 0);
+        assert_eq!(secs(&[("prefer", "wait=10")]), 10);
+        assert_eq!(secs(&[("prefer", "respond-async, WAIT = 7")]), 7);
+        assert_eq!(
+            secs(&[("prefer", "return=minimal"), ("prefer", "wait=3")]),
+            3
+        );
+        assert_eq!(secs(&[("prefer", "wait=\"4\"; x=y")]), 4);
+        // A hostile caller cannot hold a connection longer than the bound.
+        assert_eq!(secs(&[("prefer", "wait=99999999999")]), MAX_WAIT.as_secs());
+        assert_eq!(secs(&[("prefer", "wait=-1")]), 0);
+        assert_eq!(secs(&[("prefer", "wait")]), 0);
+    }
+
+    #[test]
+    fn only_a_strong_numeric_etag_names_a_version() {
+        let known = |v| known_version(&headers(&[("if-none-match", v)]));
+        assert_eq!(known("\"12\""), Some(12));
+        assert_eq!(known("W/\"12\""), None);
+        assert_eq!(known("12"), None);
+        assert_eq!(known("\"x\""), None);
+        assert_eq!(known("*"), None);
+    }
 }

@@ -1,16 +1,21 @@
 //! The policy service (AIMS §12, PO-2, PO-3): the versioned policy set in the store, put in
-//! force on every replica (polled), decided on by the authorization server, served to gateways
-//! ([`crate::http`]), and exposed as the OpenID AuthZEN Authorization API 1.0.
+//! force on every replica (woken by the store's change notification, polled besides), decided
+//! on by the authorization server, pushed to gateways by long poll ([`crate::http`]), and
+//! exposed as the OpenID AuthZEN Authorization API 1.0.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aims_core::SharedClock;
-use aims_store::{PolicyVersionRow, Store, StoreError};
+use aims_store::{ChangeWaiter, PolicyFollower, PolicyVersionRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{CompiledPolicy, DEFAULT_POLICY, Pdp, PolicyDiff, PolicyDocument, PolicyError};
+
+/// How long past a held poll's longest hold a silent gateway still counts as following.
+const FOLLOWER_MARGIN: Duration = Duration::from_secs(15);
 
 /// What applying a policy text did (or would do, on a dry run).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +61,8 @@ pub struct PolicyService {
     pdp: Arc<Pdp>,
     store: Store,
     pub(crate) clock: SharedClock,
+    /// The version in force, for the long polls of gateways waiting for a newer one.
+    version: watch::Sender<u64>,
 }
 
 impl PolicyService {
@@ -91,6 +98,7 @@ impl PolicyService {
             pdp: Arc::new(pdp),
             store,
             clock,
+            version: watch::Sender::new(row.version),
         }))
     }
 
@@ -102,6 +110,46 @@ impl PolicyService {
     /// The policy set in force.
     pub fn current(&self) -> Arc<CompiledPolicy> {
         self.pdp.current()
+    }
+
+    /// The policy set in force once it is newer than `known`, or after `wait` (AIMS PO-3: a
+    /// gateway's long poll, answered the moment a new version is in force here).
+    pub async fn newer_than(&self, known: u64, wait: Duration) -> Arc<CompiledPolicy> {
+        let mut version = self.version.subscribe();
+        let _ = tokio::time::timeout(wait, version.wait_for(|v| *v > known)).await;
+        self.pdp.current()
+    }
+
+    /// Tells long polls what is in force now (installs may finish out of order: the newest
+    /// wins).
+    fn announce(&self) {
+        let now = self.pdp.current().version;
+        self.version.send_if_modified(|v| {
+            let newer = now > *v;
+            if newer {
+                *v = now;
+            }
+            newer
+        });
+    }
+
+    /// The enforcement points following the policy: those heard from within a held poll and a
+    /// margin (a live gateway asks again at least that often), with the version each holds.
+    pub async fn followers(&self) -> Result<Vec<PolicyFollower>, StoreError> {
+        let now = aims_core::unix_seconds(self.clock.now());
+        let silence =
+            i64::try_from((crate::http::MAX_WAIT + FOLLOWER_MARGIN).as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .policy_followers(now.saturating_sub(silence))
+            .await
+    }
+
+    /// Records that the enforcement point `spiffe_id` decides with `version` (AIMS PO-3).
+    pub async fn follower_reports(&self, spiffe_id: &str, version: u64) -> Result<(), StoreError> {
+        let now = aims_core::unix_seconds(self.clock.now());
+        self.store
+            .record_policy_follower(spiffe_id, version, now)
+            .await
     }
 
     /// Validates `text` against the schema and, unless `dry_run` or unchanged, records it as
@@ -145,6 +193,7 @@ impl PolicyService {
             Err(PolicyError::Stale { current, .. }) if current >= doc.version => {}
             Err(e) => return Err(e.into()),
         }
+        self.announce();
         tracing::info!(version = doc.version, hash = %doc.hash, author, "policy applied");
         Ok(ApplyOutcome {
             document: doc,
@@ -168,7 +217,10 @@ impl PolicyService {
             text: row.text,
         };
         match self.pdp.install(&doc) {
-            Ok(_) => tracing::info!(version = doc.version, "policy in force (from the store)"),
+            Ok(_) => {
+                self.announce();
+                tracing::info!(version = doc.version, "policy in force (from the store)");
+            }
             Err(PolicyError::Stale { .. }) => {}
             Err(e) => {
                 tracing::error!(version = doc.version, error = %e, "stored policy refused; the old version stays in force");
@@ -177,14 +229,14 @@ impl PolicyService {
         Ok(())
     }
 
-    /// Polls the store for versions other replicas put in force, every `interval`.
+    /// Puts in force the versions other replicas record, as the store notifies them and at
+    /// least every `interval`.
     pub async fn watch_store(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = ChangeWaiter::new(&self.store, interval);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = ticker.tick() => {
+                () = changes.next() => {
                     if let Err(e) = self.refresh().await {
                         tracing::warn!(error = %e, "cannot read the policy version; will retry");
                     }

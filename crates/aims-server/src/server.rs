@@ -317,18 +317,18 @@ fn spawn_maintenance(
 }
 
 /// Reloads the in-memory revocations when another replica sharing the store revoked or lifted
-/// something (issue 17): one counter read per `interval` while nothing changes.
+/// something (issue 17): at once when the store notifies a change (issue 18), and one counter
+/// read per `interval` besides.
 async fn watch_revocations(
     store: Store,
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = aims_store::ChangeWaiter::new(&store, interval);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = ticker.tick() => match store.refresh_revocations().await {
+            () = changes.next() => match store.refresh_revocations().await {
                 Ok(true) => tracing::debug!("revocations changed in the store; reloaded"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot check the store for revocations; will retry"),

@@ -1494,6 +1494,84 @@ async fn the_authzen_api_answers_authenticated_workloads_of_the_trust_domain() {
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
+    // AIMS PO-3 (issue 18): a held poll (RFC 7240 `wait`) is answered the moment a new version
+    // is in force, not at the end of its hold, and the gateway is recorded as following the
+    // version it named.
+    let held = {
+        let (pep, url) = (pep.clone(), format!("{base}/policy/v1/current"));
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = pep
+                .get(url)
+                .header("if-none-match", "\"1\"")
+                .header("prefer", "wait=25")
+                .send()
+                .await
+                .unwrap();
+            let applied = r.headers()["preference-applied"].clone();
+            (
+                r.status(),
+                applied,
+                started.elapsed(),
+                r.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    let gateway = "spiffe://example.org/gateway/g1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !a
+        .server
+        .policy
+        .followers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|f| f.spiffe_id == gateway && f.version == 1)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held poll was not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let text = format!(
+        "{}\n// version 2\n",
+        a.server.policy.current().document().text
+    );
+    assert!(
+        a.server
+            .policy
+            .apply(&text, "test", false)
+            .await
+            .unwrap()
+            .applied
+    );
+    let (status, applied, took, doc) = held.await.unwrap();
+    assert_eq!((status.as_u16(), doc["version"].as_u64()), (200, Some(2)));
+    assert_eq!(applied, "wait=25");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "answered at the end of its hold: {took:?}"
+    );
+    // Holding the version in force, a poll waits out its hold and gets a 304; the gateway now
+    // follows version 2.
+    let r = pep
+        .get(format!("{base}/policy/v1/current"))
+        .header("if-none-match", "\"2\"")
+        .header("prefer", "wait=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["preference-applied"], "wait=1");
+    let followers = a.server.policy.followers().await.unwrap();
+    assert_eq!(
+        followers
+            .iter()
+            .map(|f| (f.spiffe_id.as_str(), f.version))
+            .collect::<Vec<_>>(),
+        vec![(gateway, 2)]
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 mod agents;
 mod audit;
 mod ca;
+mod changes;
 mod entries;
 mod error;
 mod issued;
@@ -33,13 +34,14 @@ use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Executor as _};
 pub use agents::{Counter, FederatedBundleRow};
 pub use audit::{AuditRow, AuditStorage, CheckpointRow, NewAuditRow};
 pub use ca::{BundleRow, SlotRow, SlotStatus};
+pub use changes::ChangeWaiter;
 pub use entries::{EntryFilter, EntryUpdate, NewEntry, RegistrationEntry, Selector, SelectorError};
 pub use error::StoreError;
 pub use issued::{CredentialKind, IssuedCredential};
 pub use nodes::AttestedNode;
 pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 pub use people::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow};
-pub use policy::PolicyVersionRow;
+pub use policy::{PolicyFollower, PolicyVersionRow};
 pub use remediation::Revocation;
 pub use signals::{PendingSet, StreamRow};
 
@@ -68,6 +70,10 @@ pub struct Store {
     standing: std::sync::Arc<standing::Standing>,
     /// The group-committing writer of one-time values.
     one_time: std::sync::Arc<one_time::OneTimeWriter>,
+    /// What other replicas changed, heard on PostgreSQL's `LISTEN` connection.
+    changes: std::sync::Arc<changes::ChangeListener>,
+    /// The database URL (PostgreSQL only, for that connection; never logged).
+    url: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,6 +170,8 @@ impl Store {
             write_turns: std::sync::Arc::default(),
             standing: std::sync::Arc::default(),
             one_time: std::sync::Arc::default(),
+            changes: std::sync::Arc::default(),
+            url: (backend == Backend::Postgres).then(|| url.into()),
         };
         store.migrate().await?;
         Ok(store)

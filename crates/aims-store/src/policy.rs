@@ -20,6 +20,17 @@ pub struct PolicyVersionRow {
     pub author: String,
 }
 
+/// An enforcement point following the policy (AIMS PO-3), as last heard from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFollower {
+    /// Its SPIFFE ID.
+    pub spiffe_id: String,
+    /// The version it decides with.
+    pub version: u64,
+    /// When it said so, Unix seconds.
+    pub seen_at: i64,
+}
+
 fn row_to_policy(r: &sqlx::any::AnyRow) -> Result<PolicyVersionRow, StoreError> {
     let version: i64 = r.try_get("version")?;
     Ok(PolicyVersionRow {
@@ -101,5 +112,47 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Records that the enforcement point `spiffe_id` decides with `version` (AIMS PO-3), as
+    /// it said when asking for the policy in force at `now`.
+    pub async fn record_policy_follower(
+        &self,
+        spiffe_id: &str,
+        version: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policy_followers (spiffe_id, version, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (spiffe_id) DO UPDATE SET version = excluded.version, seen_at = excluded.seen_at",
+        )
+        .bind(spiffe_id)
+        .bind(to_i64(version)?)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The enforcement points heard from at or after `since`, by SPIFFE ID.
+    pub async fn policy_followers(&self, since: i64) -> Result<Vec<PolicyFollower>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT spiffe_id, version, seen_at FROM policy_followers WHERE seen_at >= $1 \
+             ORDER BY spiffe_id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get("version")?;
+                Ok(PolicyFollower {
+                    spiffe_id: r.try_get("spiffe_id")?,
+                    version: u64::try_from(version)
+                        .map_err(|_| StoreError::Invalid(format!("policy version {version}")))?,
+                    seen_at: r.try_get("seen_at")?,
+                })
+            })
+            .collect()
     }
 }

@@ -2,6 +2,8 @@
 //! database).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use aims_core::SpiffeId;
 use aims_store::testing::fresh_stores;
 use aims_store::{
@@ -443,6 +445,23 @@ async fn policy_suite(store: &Store) {
         vec![1, 2]
     );
     assert!(history.iter().all(|r| r.text.is_empty()));
+    // AIMS PO-3: enforcement points, as last heard from; one row each, the latest word wins.
+    let (gw1, gw2) = ("spiffe://example.org/gw/1", "spiffe://example.org/gw/2");
+    store.record_policy_follower(gw1, 1, 100).await.unwrap();
+    store.record_policy_follower(gw2, 2, 150).await.unwrap();
+    store.record_policy_follower(gw1, 2, 200).await.unwrap();
+    let followers = store.policy_followers(0).await.unwrap();
+    assert_eq!(
+        followers
+            .iter()
+            .map(|f| (f.spiffe_id.as_str(), f.version, f.seen_at))
+            .collect::<Vec<_>>(),
+        vec![(gw1, 2, 200), (gw2, 2, 150)]
+    );
+    // One not heard from since 160 is no longer following.
+    let recent = store.policy_followers(160).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].spiffe_id, gw1);
 }
 
 async fn remediation_suite(store: &Store) {
@@ -1022,4 +1041,80 @@ async fn a_reload_racing_a_revocation_never_loses_it() {
         churn.await.unwrap();
         db.cleanup().await;
     }
+}
+
+/// Issue 18: a change committed through one store (a replica) wakes another store on the same
+/// PostgreSQL database at once, by LISTEN/NOTIFY: a change counter moving and a new policy
+/// version each notify; a rolled-back change does not.
+#[tokio::test]
+async fn a_change_on_one_replica_wakes_the_others() {
+    let Some(db) = aims_store::testing::fresh_postgres().await else {
+        return;
+    };
+    let other = Store::connect(&db.url).await.unwrap();
+    let mut changes = other.changes();
+    // The first connection of the listener counts as a change (it may have missed some).
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the listener connects")
+        .unwrap();
+    changes.mark_unchanged();
+    let wakes = |changes: &tokio::sync::watch::Receiver<u64>| changes.has_changed().unwrap();
+    // Nothing committed, nothing heard.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!wakes(&changes));
+    for change in ["entry", "revocation", "policy"] {
+        match change {
+            "entry" => {
+                db.store
+                    .create_entry(new_entry("spiffe://example.org/n", &["unix:uid:7"]))
+                    .await
+                    .unwrap();
+            }
+            "revocation" => {
+                db.store.revoke_jti("n-1", i64::MAX / 2).await.unwrap();
+            }
+            _ => {
+                db.store
+                    .insert_policy(&PolicyVersionRow {
+                        version: 1,
+                        hash: "sha256:1".into(),
+                        text: "one".into(),
+                        created_at: 1,
+                        author: "test".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), changes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{change} notified"))
+            .unwrap();
+        changes.mark_unchanged();
+    }
+    // A rolled-back counter move notifies nobody (NOTIFY is delivered at commit).
+    {
+        let mut tx = db.store.pool().begin().await.unwrap();
+        sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'registration'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wakes(&changes));
+    // A SQLite store has one server: its generation never moves by itself.
+    let sqlite = aims_store::testing::fresh_sqlite().await;
+    let local = sqlite.store.changes();
+    sqlite
+        .store
+        .create_entry(new_entry("spiffe://example.org/s", &["unix:uid:8"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!local.has_changed().unwrap());
+    other.close().await;
+    sqlite.cleanup().await;
+    db.cleanup().await;
 }

@@ -229,8 +229,18 @@ impl Stack {
         )
     }
 
-    /// Puts the default policy plus `extra` in force (as the next version).
+    /// Puts the default policy plus `extra` in force (as the next version) and returns once the
+    /// gateway decides with it (AIMS PO-3: `policy apply --wait`).
     fn apply_policy(&self, name: &str, extra: &str) {
+        // The gateway follows the policy once it has asked for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while assert_ok(&self.aims.cli(&["policy", "followers"]))
+            .trim()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the gateway follows no policy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let file = self.aims.dir.path().join(name);
         std::fs::write(
             &file,
@@ -240,7 +250,12 @@ impl Stack {
             ),
         )
         .unwrap();
-        assert_ok(&self.aims.cli(&["policy", "apply", file.to_str().unwrap()]));
+        let out = assert_ok(
+            &self
+                .aims
+                .cli(&["policy", "apply", "--wait", file.to_str().unwrap()]),
+        );
+        assert!(out.contains("1 gateway(s) decide with version"), "{out}");
     }
 
     /// The audit log once it holds a record `wanted` accepts (the gateway appends
@@ -600,23 +615,13 @@ fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
             .status
             .success()
     );
-    // A new version reads the tool's arguments; the gateway follows it.
+    // A new version reads the tool's arguments; once `apply --wait` returns, the very next call
+    // is decided by it.
     s.apply_policy(
         "good.cedar",
         "@id(\"no-etc\")\nforbid(principal, action == Aims::Action::\"call_tool\", resource)\nwhen { resource.hasTag(\"path\") && resource.getTag(\"path\") like \"/etc/*\" };",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _, _) = call("read_file", json!({"path": "/etc/passwd"}));
-        if status == 403 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not take policy version 2"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(call("read_file", json!({"path": "/etc/passwd"})).0, 403);
     assert_eq!(call("read_file", json!({"path": "/home/me/notes"})).0, 200);
     s.audit_until(|r| {
         r["action"] == "call_tool"
@@ -784,19 +789,45 @@ fn an_agent_authenticated_by_its_x509_svid_alone_is_decided_by_its_spiffe_id() {
         "mtls.cedar",
         &format!("@id(\"svid-callers\")\npermit(principal == Aims::Agent::\"{agent}\", action == Aims::Action::\"call\", resource == Aims::Tool::\"weather\");"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (status, body) = get();
-        if status == 200 {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "still {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (status, body) = get();
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["received"]["agent"], agent.as_str());
     // No access token: nothing to exchange for a transaction token, and nothing leaks.
     assert!(body["received"]["txn_token"].is_null());
     assert!(body["received"]["authorization"].is_null());
+    // AIMS PO-3: a workload that asked for the policy naming version 2, and has not asked since,
+    // still decides with it: `apply --wait` waits for it, then fails naming it.
+    let feed = format!(
+        "{}/policy/v1/current",
+        s.aims.up["server"]["oauth_mtls"].as_str().unwrap()
+    );
+    let r =
+        s.rt.block_on(mtls.get(&feed).header("if-none-match", "\"2\"").send())
+            .unwrap();
+    assert_eq!(r.status(), 304);
+    let v3 = s.aims.dir.path().join("v3.cedar");
+    std::fs::write(
+        &v3,
+        format!(
+            "{}\n// version 3\n",
+            include_str!("../../aims-policy/cedar/default.cedar")
+        ),
+    )
+    .unwrap();
+    let out = s.aims.cli(&[
+        "policy",
+        "apply",
+        "--wait",
+        "--wait-timeout",
+        "1s",
+        v3.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{agent} (version 2)")) && !stderr.contains("/aims/gateway"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1211,15 +1242,7 @@ unless { context has approval };"#,
     let read = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                       "params": {"name": "read_file", "arguments": {"path": "/srv/report"}}});
     let token = s.token(&resource, "mcp files.read");
-    // The gateway takes the new policy version within its poll interval.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (status, challenge, body) = loop {
-        let answer = s.mcp(&token, &read);
-        if answer.0 != 200 || Instant::now() > deadline {
-            break answer;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (status, challenge, body) = s.mcp(&token, &read);
     assert_eq!(status, 403, "{body}");
     assert!(
         challenge.contains("error=\"insufficient_scope\""),

@@ -1,9 +1,10 @@
 //! Change notification for the agents' `Sync` streams.
 //!
 //! A change made through this replica's admin API is announced at once ([`ChangeFeed::poke`]);
-//! a change made by another replica sharing the store is seen by polling the store's change
-//! counters and the published bundle's sequence ([`ChangeFeed::watch_store`]), every 200 ms by
-//! default. Either way every open `Sync` stream rebuilds its agent's state and sends it if it
+//! a change made by another replica sharing the store is seen by re-reading the store's change
+//! counters and the stored bundle's sequence ([`ChangeFeed::watch_store`]) when the store
+//! notifies a change (PostgreSQL `LISTEN/NOTIFY`, issue 18), and every 200 ms by default
+//! besides. Either way every open `Sync` stream rebuilds its agent's state and sends it if it
 //! changed, so a new entry or bundle reaches agents well within a second (AIMS PR-7).
 
 use std::sync::Arc;
@@ -45,8 +46,9 @@ impl ChangeFeed {
         self.tx.subscribe()
     }
 
-    /// Polls the store's change counters and the published bundle every `interval` until
-    /// `stop`, announcing what other replicas (or this one's CA rotation) changed.
+    /// Re-reads the store's change counters and the published bundle whenever the store
+    /// notifies a change and every `interval`, until `stop`, announcing what other replicas
+    /// (or this one's CA rotation) changed.
     pub async fn watch_store(
         self: Arc<Self>,
         issuer: Arc<Issuer>,
@@ -54,25 +56,33 @@ impl ChangeFeed {
         stop: CancellationToken,
     ) {
         let mut last: Option<(i64, i64, u64)> = None;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = aims_store::ChangeWaiter::new(issuer.store(), interval);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = ticker.tick() => {}
+                () = changes.next() => {}
             }
             let store = issuer.store();
             let counters = tokio::try_join!(
                 store.counter(Counter::Registration),
-                store.counter(Counter::Federation)
+                store.counter(Counter::Federation),
+                store.get_bundle(issuer.trust_domain().name())
             );
-            let (registration, federation) = match counters {
+            let (registration, federation, stored) = match counters {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read change counters; will retry");
                     continue;
                 }
             };
+            // Another replica published a bundle (its own CA slot, issue 18): take it at once,
+            // so agents synced here can verify that replica too.
+            let published = i64::try_from(issuer.published().bundle.sequence()).unwrap_or(i64::MAX);
+            if stored.sequence > published
+                && let Err(e) = issuer.republish().await
+            {
+                tracing::warn!(error = %e, "cannot take the trust bundle another replica published; will retry");
+            }
             let now = (
                 registration,
                 federation,

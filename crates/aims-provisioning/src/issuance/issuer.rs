@@ -162,7 +162,9 @@ impl Issuer {
         self.republish().await
     }
 
-    async fn republish(&self) -> Result<(), IssuanceError> {
+    /// Builds the bundle from every replica's live CA slots and publishes it if its keys
+    /// changed; adopts what the store holds either way (another replica may have published it).
+    pub async fn republish(&self) -> Result<(), IssuanceError> {
         let now = self.clock.now();
         let rows = self.store.live_slots(unix_seconds(now)).await?;
         let records: Vec<SlotRecord> = rows

@@ -266,6 +266,7 @@ pub fn router(state: AppState, owner_uid: u32) -> Router {
         .route("/v1/agents/evict", post(evict_agent))
         .route("/v1/policy", get(current_policy).post(apply_policy))
         .route("/v1/policy/history", get(policy_history))
+        .route("/v1/policy/followers", get(policy_followers))
         .route("/v1/policy/{version}", get(policy_version))
         .route("/v1/audit/records", get(audit_records))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
@@ -675,6 +676,10 @@ async fn apply_policy(
 
 async fn policy_history(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.issuer.store().policy_history().await?))
+}
+
+async fn policy_followers(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.policy.followers().await?))
 }
 
 async fn policy_version(

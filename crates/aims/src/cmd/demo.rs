@@ -329,16 +329,21 @@ impl Demo {
             );
         }
 
-        let current = self.admin.current_policy().await?;
+        let mut current = self.admin.current_policy().await?;
         if !current.text.contains("demo-delete-needs-approval") {
-            self.admin
+            current = self
+                .admin
                 .apply_policy(
                     &format!("{}\n{APPROVAL_POLICY}", current.text),
                     false,
                     Some("aims demo".into()),
                 )
-                .await?;
+                .await?
+                .document;
         }
+        // AIMS PO-3: no call goes through a gateway still deciding with the old version.
+        super::policy::wait_for_followers(&self.admin, current.version, Duration::from_secs(30))
+            .await?;
         story.done(
             "policy in force: deleting a file needs a person's approval",
             "Cedar, versioned policy (AIMS AZ-27)",
@@ -612,24 +617,14 @@ impl Demo {
         auto_approve: bool,
     ) -> anyhow::Result<()> {
         story.step("A high-risk call needs the user's approval (step-up through CIBA)");
-        // The gateway follows the new policy version within its poll interval.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (s, challenge, body) = loop {
-            let r = self
-                .call_tool(
-                    token_b,
-                    "delete_file",
-                    json!({"path": "/srv/reports/q3.txt"}),
-                )
-                .await?;
-            let held = r.2["error_description"]
-                .as_str()
-                .is_some_and(|d| d.contains("approval"));
-            if held || Instant::now() > deadline {
-                break r;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // The gateway decides with the new policy version (the demo waited for it).
+        let (s, challenge, body) = self
+            .call_tool(
+                token_b,
+                "delete_file",
+                json!({"path": "/srv/reports/q3.txt"}),
+            )
+            .await?;
         ensure!(
             s == 403
                 && challenge.contains("insufficient_scope")

@@ -1,7 +1,9 @@
-//! `aims policy show|history|diff|apply`: the versioned Cedar policy set (AIMS PO-2, PO-3).
+//! `aims policy show|history|diff|apply|followers`: the versioned Cedar policy set (AIMS PO-2,
+//! PO-3).
 
 use std::path::PathBuf;
 
+use aims_core::HumanDuration;
 use anyhow::Context as _;
 
 use super::AdminArgs;
@@ -39,9 +41,49 @@ pub enum PolicyCommand {
         /// Who applies it (recorded with the version) [default: $USER].
         #[arg(long, env = "USER")]
         author: Option<String>,
+        /// Return only once every gateway following the policy decides with this version.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before naming the gateways that have not followed.
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        wait_timeout: HumanDuration,
+    },
+    /// List the gateways following the policy and the version each decides with.
+    Followers {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Print the AIMS Cedar schema policies are validated against.
     Schema,
+}
+
+/// Waits until every gateway following the policy decides with `version` or newer (each says
+/// so as it asks for the next one); returns how many there are, or names the ones behind.
+pub(crate) async fn wait_for_followers(
+    client: &aims_admin::AdminClient,
+    version: u64,
+    timeout: std::time::Duration,
+) -> anyhow::Result<usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let followers = client.policy_followers().await?;
+        let behind: Vec<_> = followers.iter().filter(|f| f.version < version).collect();
+        if behind.is_empty() {
+            return Ok(followers.len());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let names: Vec<String> = behind
+                .iter()
+                .map(|f| format!("{} (version {})", f.spiffe_id, f.version))
+                .collect();
+            anyhow::bail!(
+                "version {version} is in force, but after {} these gateways still decide with an older one: {}",
+                HumanDuration(timeout),
+                names.join(", ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn read(file: &PathBuf) -> anyhow::Result<String> {
@@ -88,11 +130,11 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             admin,
             file,
             author,
+            wait,
+            wait_timeout,
         } => {
-            let out = admin
-                .client()
-                .apply_policy(&read(&file)?, false, author)
-                .await?;
+            let client = admin.client();
+            let out = client.apply_policy(&read(&file)?, false, author).await?;
             print!("{}", out.diff);
             if out.applied {
                 println!(
@@ -103,6 +145,24 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 println!(
                     "Unchanged: version {} stays in force.",
                     out.document.version
+                );
+            }
+            if wait {
+                let n = wait_for_followers(&client, out.document.version, wait_timeout.0).await?;
+                println!(
+                    "{n} gateway(s) decide with version {}.",
+                    out.document.version
+                );
+            }
+        }
+        PolicyCommand::Followers { admin } => {
+            let now = aims_core::unix_seconds(std::time::SystemTime::now());
+            for f in admin.client().policy_followers().await? {
+                println!(
+                    "{:>5}  {:>4}s ago  {}",
+                    f.version,
+                    now.saturating_sub(f.seen_at),
+                    f.spiffe_id
                 );
             }
         }

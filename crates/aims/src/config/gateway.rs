@@ -73,7 +73,8 @@ pub struct GatewaySection {
     pub tls_key_file: Option<PathBuf>,
     /// How long an introspected token status is trusted [default: 1s].
     pub token_recheck: Option<HumanDuration>,
-    /// How often the policy version is checked [default: 500ms].
+    /// The pause between policy polls after an error, or when the server does not hold them
+    /// (AIMS servers answer a held poll as soon as a new version is in force) [default: 500ms].
     pub policy_poll: Option<HumanDuration>,
     /// How long a decision is reused for an identical request [default: 1s; 0 disables].
     pub decision_ttl: Option<HumanDuration>,

@@ -1,0 +1,9 @@
+-- Issue 18 (PostgreSQL's 0014 also adds change notification triggers; one SQLite store has
+-- one server, which announces its own changes in process).
+-- AIMS PO-3: which policy version each enforcement point decides with, as it last said when
+-- asking for the policy in force (`aims policy apply --wait`).
+CREATE TABLE policy_followers (
+    spiffe_id TEXT PRIMARY KEY,
+    version   BIGINT NOT NULL,
+    seen_at   BIGINT NOT NULL
+);
