@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::cache::{Cache, EntryRecord, Validity, token_validity};
-use crate::connection::{AgentClient, CALL_TIMEOUT, connect};
+use crate::connection::{AgentClient, CALL_TIMEOUT, ServerAddresses, connect};
 use crate::error::AgentError;
 use crate::identity::AgentIdentity;
 use crate::settings::AgentSettings;
@@ -55,6 +55,8 @@ pub struct Agent {
     /// The client of the current session, for on-demand JWT- and WIT-SVIDs.
     client: RwLock<Option<AgentClient>>,
     server_id: Authorizer,
+    /// The server's replicas.
+    servers: Arc<ServerAddresses>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -93,6 +95,7 @@ impl Agent {
             client: RwLock::new(None),
             identity,
             server_id,
+            servers: Arc::new(ServerAddresses::parse(&settings.server_address)?),
             settings,
         })
     }
@@ -118,7 +121,7 @@ impl Agent {
 
     fn connect(&self) -> Result<AgentClient, AgentError> {
         connect(
-            &self.settings.server_address,
+            self.servers.clone(),
             self.identity.svid_store(),
             self.identity.bundles(),
             self.server_id.clone(),
@@ -165,6 +168,8 @@ impl Agent {
                 Ok(SessionEnd::Stopped) => return,
                 Ok(SessionEnd::Reconnect) => continue,
                 Err(e) => {
+                    // Whatever failed, the next session starts at another replica, if any.
+                    self.servers.move_on();
                     let wait = jitter(delay);
                     tracing::warn!(
                         server = %self.settings.server_address,

@@ -53,7 +53,7 @@ pub struct AgentSettings {
     pub trust_domain: TrustDomain,
     /// The agent's data directory (its SVID, key and last bundle live in `<data_dir>/agent`).
     pub data_dir: PathBuf,
-    /// The server's agent API, `host:port`.
+    /// The server's agent API, `host:port`; several replicas comma separated (tried in turn).
     pub server_address: String,
     /// How to trust the server the first time.
     pub trust_bootstrap: Option<TrustBootstrap>,

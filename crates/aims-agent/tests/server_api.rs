@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aims_agent::connection::{AgentClient, connect};
+use aims_agent::connection::{AgentClient, ServerAddresses, connect};
 use aims_authn::mtls::{Authorizer, SvidStore};
 use aims_credentials::ca::svid_csr;
 use aims_credentials::{BundleSet, KeyType, PrivateKey, TrustBundle};
@@ -32,7 +32,7 @@ fn bundles(stack: &Stack) -> Arc<BundleSet> {
 
 fn client(stack: &Stack, svid: Arc<SvidStore>) -> AgentClient {
     connect(
-        &stack.server().agent_addr.to_string(),
+        Arc::new(ServerAddresses::parse(&stack.server().agent_addr.to_string()).unwrap()),
         svid,
         bundles(stack),
         Authorizer::Exact(id("spiffe://example.org/aims/server")),
@@ -419,7 +419,7 @@ async fn x509pop_attests_an_agent_with_its_node_certificate_once_per_proof() {
         })),
     };
     let mut anonymous = connect(
-        &server.agent_addr.to_string(),
+        Arc::new(ServerAddresses::parse(&server.agent_addr.to_string()).unwrap()),
         Arc::new(SvidStore::new()),
         Arc::new(BundleSet::with([TrustBundle::from_jwks(
             td(),

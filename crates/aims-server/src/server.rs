@@ -316,6 +316,12 @@ fn spawn_maintenance(
     })
 }
 
+/// How long a replica on a shared store may decide grants on revocations the store has not
+/// confirmed current: ten change polls, at least two seconds.
+fn revocation_staleness(poll: std::time::Duration) -> std::time::Duration {
+    (poll * 10).max(std::time::Duration::from_secs(2))
+}
+
 /// Reloads the in-memory revocations when another replica sharing the store revoked or lifted
 /// something (issue 17): at once when the store notifies a change (issue 18), and one counter
 /// read per `interval` besides.
@@ -555,6 +561,13 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .clone()
             .watch_store(settings.change_poll_interval, shutdown.clone()),
     ));
+    if issuer.store().backend() == aims_store::Backend::Postgres {
+        // Issue 18: a replica cut off from the shared store stops deciding grants on
+        // revocations it can no longer confirm, instead of issuing from a stale view.
+        issuer
+            .store()
+            .bound_revocation_staleness(revocation_staleness(settings.change_poll_interval));
+    }
     tasks.push(tokio::spawn(watch_revocations(
         issuer.store().clone(),
         settings.change_poll_interval,

@@ -7,10 +7,18 @@
 //!
 //! Every revocation write also bumps the `revocation` change counter in its transaction; a
 //! replica sharing the store sees the counter move at its next [`Store::refresh_revocations`]
-//! (every 200 ms) and reloads, as replicas learn of new registration entries.
+//! (on change notification, and every 200 ms) and reloads, as replicas learn of new
+//! registration entries.
+//!
+//! Bounded staleness (issue 18): a replica cut off from a shared store cannot learn of another
+//! replica's revocations. Once [`Store::bound_revocation_staleness`] is set, an index not
+//! confirmed current by a counter read within the bound answers `Unavailable` instead: grants
+//! fail closed (503) until the store answers again, rather than being decided on revocations
+//! that may be out of date.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use sqlx::Row as _;
 
@@ -18,10 +26,12 @@ use crate::remediation::{REVOCATION_COLUMNS, Revocation, revocation_row};
 use crate::{Counter, Store, StoreError};
 
 /// What is revoked, by principal and by `jti`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Index {
     /// The revocation counter when it was loaded.
     revision: i64,
+    /// When the store last confirmed the index current (the counter read that did so began).
+    confirmed: Instant,
     /// Every revocation ever made, lifted or not, by principal (a lifted one still ends the
     /// tokens issued before it).
     principals: HashMap<String, Revocation>,
@@ -47,9 +57,17 @@ pub(crate) struct Standing {
     /// Changes to the index take turns: a reload's snapshot, read before a revocation
     /// committed, must not replace the index after that revocation was written through.
     changes: tokio::sync::Mutex<()>,
+    /// How stale the index may be before it answers `Unavailable` (unset: no bound).
+    max_staleness: OnceLock<Duration>,
 }
 
 impl Store {
+    /// Bounds how long revocation answers may rest on an index the store has not confirmed
+    /// current (a server sharing the store with other replicas sets it once, at start).
+    pub fn bound_revocation_staleness(&self, bound: Duration) {
+        let _ = self.standing.max_staleness.set(bound);
+    }
+
     async fn standing(&self) -> Result<&RwLock<Index>, StoreError> {
         self.standing
             .index
@@ -60,6 +78,7 @@ impl Store {
     /// Everything, read after the change counter (a change racing the read bumps it again, so
     /// the next refresh loads once more).
     async fn load_index(&self) -> Result<Index, StoreError> {
+        let confirmed = Instant::now();
         let revision = self.counter(Counter::Revocation).await?;
         let sql = format!("SELECT {REVOCATION_COLUMNS} FROM revoked_principals");
         let principals = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -76,6 +95,7 @@ impl Store {
             .collect::<Result<_, StoreError>>()?;
         Ok(Index {
             revision,
+            confirmed,
             principals,
             jtis,
         })
@@ -90,13 +110,16 @@ impl Store {
             return Ok(false);
         };
         let _turn = self.standing.changes.lock().await;
+        let asked = Instant::now();
         let current = self.counter(Counter::Revocation).await?;
-        let known = lock
-            .read()
-            .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?
-            .revision;
-        if current == known {
-            return Ok(false);
+        {
+            let mut index = lock
+                .write()
+                .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?;
+            if current == index.revision {
+                index.confirmed = asked;
+                return Ok(false);
+            }
         }
         let fresh = self.load_index().await?;
         *lock
@@ -105,12 +128,23 @@ impl Store {
         Ok(true)
     }
 
-    /// Reads the index. A poisoned lock (a panic while writing it) fails closed.
+    /// Reads the index. A poisoned lock (a panic while writing it), or an index older than the
+    /// staleness bound, fails closed.
     async fn read_standing<T>(&self, f: impl FnOnce(&Index) -> T) -> Result<T, StoreError> {
         let lock = self.standing().await?;
         let index = lock
             .read()
             .map_err(|_| StoreError::Unavailable("revocation index poisoned".into()))?;
+        if let Some(bound) = self.standing.max_staleness.get() {
+            let age = index.confirmed.elapsed();
+            if age > *bound {
+                return Err(StoreError::Unavailable(format!(
+                    "revocations last confirmed with the store {} ms ago (bound {} ms)",
+                    age.as_millis(),
+                    bound.as_millis()
+                )));
+            }
+        }
         Ok(f(&index))
     }
 

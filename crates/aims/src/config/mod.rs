@@ -413,7 +413,7 @@ pub struct TlsSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
-    /// The server's agent API, `host:port`.
+    /// The server's agent API, `host:port`; several replicas comma separated.
     pub server_address: Option<String>,
     /// Bundle (PEM or JWK Set) to trust the server with before the first sync.
     pub trust_bundle: Option<PathBuf>,
@@ -531,7 +531,8 @@ pub fn data_dir(flag: Option<&PathBuf>, file: &FileConfig) -> PathBuf {
 pub struct AgentFlags {
     #[command(flatten)]
     pub common: CommonFlags,
-    /// The server's agent API, HOST:PORT [default: 127.0.0.1:8081].
+    /// The server's agent API, HOST:PORT [default: 127.0.0.1:8081]; for several replicas,
+    /// HOST:PORT,HOST:PORT,… (tried in turn; the agent moves on when one fails).
     #[arg(long, env = "AIMS_SERVER_ADDRESS")]
     pub server_address: Option<String>,
     /// Trust bundle (PEM or JWK Set, e.g. from `aims bundle show`) to verify the server with

@@ -1,0 +1,284 @@
+//! Several `aims server` replicas on one PostgreSQL (issue 18), as real processes: agents fail
+//! over to another replica and keep serving their workloads; changes made on one replica reach
+//! agents connected to another.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use common::{
+    AgentProc, Aims, TD, aims_bin, api, assert_ok, bundle_file, eventually, join_token, own_uid,
+};
+
+const NODE: &str = "spiffe://example.org/aims/agent/node-r";
+
+fn replica(url: &str) -> Aims {
+    Aims::start("server", &["--trust-domain", TD, "--database", url])
+}
+
+fn create_entry(server: &Aims, spiffe_id: &str) {
+    assert_ok(&server.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        spiffe_id,
+        "--parent-id",
+        NODE,
+        "--selector",
+        &format!("unix:uid:{}", own_uid()),
+    ]));
+}
+
+/// The SPIFFE IDs of the X509-SVIDs the agent's Workload API serves this process.
+fn served(socket: &Path) -> Vec<String> {
+    let out = api(
+        Path::new(aims_bin()),
+        socket,
+        &["fetch", "x509", "--output", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut ids: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["spiffe_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Issue 18, fault test: the replica an agent is connected to is killed (SIGKILL). The agent
+/// keeps serving the SVIDs it holds, moves to the other replica, and an entry created there
+/// reaches its workload.
+#[test]
+fn an_agent_moves_to_another_replica_when_its_replica_is_killed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let a = replica(&url);
+    let b = replica(&url);
+    assert_ne!(a.up["server"]["server_id"], b.up["server"]["server_id"]);
+    // One trust domain: the bundle either replica serves holds both replicas' authorities.
+    let work = tempfile::tempdir().unwrap();
+    let bundle = bundle_file(&b, work.path());
+    let token = join_token(&a, NODE);
+    let socket = work.path().join("agent.sock");
+    let mut agent = AgentProc::start(
+        &format!("{},{}", a.agent_api(), b.agent_api()),
+        &bundle,
+        &work.path().join("agent"),
+        &socket,
+        &["--join-token", &token],
+    );
+    create_entry(&a, "spiffe://example.org/agent/one");
+    eventually(
+        Duration::from_secs(15),
+        "the entry made on A served",
+        || (served(&socket) == ["spiffe://example.org/agent/one"]).then_some(()),
+    );
+    drop(a);
+    // While no replica answers it, and after, the agent serves what it holds.
+    assert_eq!(served(&socket), ["spiffe://example.org/agent/one"]);
+    create_entry(&b, "spiffe://example.org/agent/two");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served(&socket)
+        != [
+            "spiffe://example.org/agent/one",
+            "spiffe://example.org/agent/two",
+        ]
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the entry made on B was not served:\n{}\n--- B:\n{}",
+            agent.logs(),
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.stop();
+    assert!(
+        agent.logs().contains("lost contact with the server"),
+        "{}",
+        agent.logs()
+    );
+    drop(b);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
+/// A TCP relay to PostgreSQL that can stall every connection through it (a network partition
+/// that drops nothing: bytes wait until it ends).
+struct StallingRelay {
+    port: u16,
+    stalled: Arc<AtomicBool>,
+}
+
+impl StallingRelay {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(Self::pipe(cr, sw, flag.clone()));
+                tokio::spawn(Self::pipe(sr, cw, flag.clone()));
+            }
+        });
+        Self { port, stalled }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        stalled: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            while stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    fn stall(&self, on: bool) {
+        self.stalled.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Issue 18, fault test: a replica cut off from PostgreSQL (its connections stalled) stops
+/// issuing once its revocations are older than the staleness bound (503
+/// `temporarily_unavailable`), instead of issuing from revocations another replica may have
+/// changed; once the store answers again it issues without an operator.
+#[test]
+fn a_replica_cut_off_from_postgresql_stops_issuing_and_recovers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let mut relayed = reqwest::Url::parse(&url).unwrap();
+    let Some(host) = relayed.host_str().map(str::to_owned) else {
+        eprintln!("warning: skipping: the PostgreSQL URL names no TCP host");
+        return;
+    };
+    let relay = rt.block_on(StallingRelay::start(format!(
+        "{host}:{}",
+        relayed.port().unwrap_or(5432)
+    )));
+    relayed.set_host(Some("127.0.0.1")).unwrap();
+    relayed.set_port(Some(relay.port)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("aims.toml");
+    std::fs::write(
+        &config,
+        "[[server.oauth.resources]]\nresource = \"https://tool.example\"\n",
+    )
+    .unwrap();
+    let server = Aims::start(
+        "server",
+        &[
+            "--trust-domain",
+            TD,
+            "--database",
+            relayed.as_str(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let issuer = server.up["server"]["oauth_issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let svid = assert_ok(&server.cli(&[
+        "svid",
+        "mint",
+        "jwt",
+        "--spiffe-id",
+        "spiffe://example.org/agent/cut-off",
+        "-a",
+        &issuer,
+        "--ttl",
+        "5m",
+    ]))
+    .trim()
+    .to_owned();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let grant = || {
+        rt.block_on(async {
+            let resp = http
+                .post(format!("{issuer}/oauth2/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        aims_token::wire::JWT_SPIFFE_ASSERTION,
+                    ),
+                    ("client_assertion", svid.as_str()),
+                    ("resource", "https://tool.example"),
+                    ("scope", "read"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        })
+    };
+    let (status, body) = grant();
+    assert_eq!(status, 200, "{body}");
+    relay.stall(true);
+    // Within the bound (2 s) plus a poll, grants fail closed, and say why.
+    let t = Instant::now();
+    let refused = eventually(
+        Duration::from_secs(15),
+        "grants refused while cut off",
+        || {
+            let (status, body) = grant();
+            (status != 200).then_some((status, body))
+        },
+    );
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert_eq!(
+        refused.1["error"], "temporarily_unavailable",
+        "{}",
+        refused.1
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Still cut off: still refused.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(grant().0, 503);
+    relay.stall(false);
+    eventually(Duration::from_secs(30), "grants issued again", || {
+        (grant().0 == 200).then_some(())
+    });
+    drop(server);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
