@@ -31,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "gateway",
     "audit",
     "revocation",
+    "policy",
     "scale",
     "people",
     "pdp",
@@ -46,7 +47,8 @@ struct Args {
     /// enforcement gateway against the tool called directly; needs the `aims` binary and
     /// taskset), audit (durable appends on SQLite and PostgreSQL, checkpoint lag, inclusion
     /// proofs at 10 million entries; PostgreSQL at AIMS_TEST_POSTGRES_URL), revocation
-    /// (operator revoke → gateway refuses; needs the `aims` binary), token-exchange and
+    /// (operator revoke → gateway refuses; needs the `aims` binary), policy (policy apply →
+    /// the gateway decides with the new version; needs the `aims` binary), token-exchange and
     /// txn-token (those grants alone; need the `aims` binary and taskset), pdp (Cedar decisions
     /// in process), scale (the token endpoint on 1 and 2 cores, over an empty store and one
     /// with 10,000 clients and 100,000 revoked principals; needs the `aims` binary and
@@ -100,7 +102,8 @@ fn main() -> anyhow::Result<()> {
             "token-exchange" | "txn-token" => scenarios::oauth::delegation(timing, name)?,
             "gateway" => scenarios::gateway::gateway(timing)?,
             "audit" => scenarios::audit::audit(timing)?,
-            "revocation" | "revoke" => scenarios::revocation::revocation(timing)?,
+            "revocation" | "revoke" => scenarios::propagation::revocation(timing)?,
+            "policy" => scenarios::propagation::policy(timing)?,
             "pdp" => scenarios::gateway::pdp(timing)?,
             "scale" => scenarios::scale::scale(timing)?,
             "people" => scenarios::people::people(timing)?,
@@ -110,7 +113,10 @@ fn main() -> anyhow::Result<()> {
             ),
         };
         // These two measure latencies of single events, not interleaved throughput.
-        if !matches!(name, "audit" | "revocation" | "revoke" | "people") {
+        if !matches!(
+            name,
+            "audit" | "revocation" | "revoke" | "policy" | "people"
+        ) {
             r.notes.push(format!(
                 "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",
                 args.seconds, args.reps

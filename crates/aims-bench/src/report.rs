@@ -34,6 +34,17 @@ impl Row {
         }
     }
 
+    /// A row of event latencies, compared with nothing (its ops/s is no throughput).
+    pub fn latency(label: &str, m: Measurement) -> Self {
+        Self {
+            label: label.into(),
+            baseline: false,
+            m,
+            ratio: None,
+            target: None,
+        }
+    }
+
     /// A row compared with a baseline throughput.
     pub fn against(
         label: &str,

@@ -259,20 +259,14 @@ pub fn audit(timing: Timing) -> anyhow::Result<ScenarioReport> {
                 single.ops_per_sec,
                 None,
             ));
-            rows.push(Row {
-                label: format!("{label}: append acknowledged → covered by a signed checkpoint"),
-                baseline: false,
-                m: lag,
-                ratio: None,
-                target: None,
-            });
-            rows.push(Row {
-                label: format!("{label}: interval between signed checkpoints under that load"),
-                baseline: false,
-                m: gaps,
-                ratio: None,
-                target: None,
-            });
+            rows.push(Row::latency(
+                &format!("{label}: append acknowledged → covered by a signed checkpoint"),
+                lag,
+            ));
+            rows.push(Row::latency(
+                &format!("{label}: interval between signed checkpoints under that load"),
+                gaps,
+            ));
             db.cleanup().await;
         }
         eprintln!("  audit: building a {PROOF_LEAVES}-leaf tree on SQLite…");
@@ -288,13 +282,7 @@ pub fn audit(timing: Timing) -> anyhow::Result<ScenarioReport> {
         let base = "sqlite, 10M leaves: one indexed lookup of a stored hash";
         rows.push(Row::baseline(base, lookup.clone()));
         let latency_ratio = proof.p50_us / lookup.p50_us.max(1e-9);
-        rows.push(Row {
-            label: "sqlite, 10M leaves: inclusion proof (certified leaf + path, one query), verified".into(),
-            baseline: false,
-            m: proof,
-            ratio: None,
-            target: None,
-        });
+        rows.push(Row::latency("sqlite, 10M leaves: inclusion proof (certified leaf + path, one query), verified", proof));
         notes.push(format!("an inclusion proof at 10M leaves costs {latency_ratio:.1}× one indexed lookup (p50)"));
         db.cleanup().await;
         notes.push("Tessera publishes about 3,000 appends/s on one node (POSIX; anchors.md §7): not measured here".into());

@@ -8,6 +8,6 @@ pub mod gateway;
 pub mod oauth;
 pub mod people;
 mod process;
-pub mod revocation;
+pub mod propagation;
 pub mod scale;
 pub mod workload;

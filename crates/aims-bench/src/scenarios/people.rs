@@ -229,13 +229,10 @@ pub fn people(timing: Timing) -> anyhow::Result<ScenarioReport> {
             Row::against("consent page, 100 sessions", consent_m, base_label, base.ops_per_sec, None),
             Row::against("approvals page (3 pending), 100 sessions", approvals_m, base_label, base.ops_per_sec, None),
             Row::baseline("redeeming an approved CIBA request (one token request)", floor),
-            Row {
-                label: format!("approval → token, agent polling every {} s", CIBA_INTERVAL.as_secs()),
-                baseline: false,
-                m: waited,
-                ratio: None,
-                target: None,
-            },
+            Row::latency(
+                &format!("approval → token, agent polling every {} s", CIBA_INTERVAL.as_secs()),
+                waited,
+            ),
         ],
         notes: vec![
             format!("{USERS} users, one keep-alive connection per signed-in session, closed loop; server pinned to CPU 1, load generator to CPU 0; SQLite store"),
