@@ -282,3 +282,56 @@ fn a_replica_cut_off_from_postgresql_stops_issuing_and_recovers() {
     drop(server);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }
+
+/// Issue 18 (AIMS PO-3): a policy version applied on one replica reaches the gateway following
+/// another. `aims up` (replica A, with its gateway) and `aims server` (replica B) share
+/// PostgreSQL; `policy apply --wait` on B returns only once A's gateway reports the new version,
+/// which it asks for only after installing it: B's insert notified A, A put the version in force
+/// and answered the gateway's held poll.
+#[test]
+fn a_policy_applied_on_one_replica_reaches_the_gateway_of_another() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let a = Aims::start("up", &["--database", &url]);
+    let b = Aims::start(
+        "server",
+        &["--trust-domain", "aims.local", "--database", &url],
+    );
+    let followers = || assert_ok(&b.cli(&["policy", "followers"]));
+    let gateway = eventually(Duration::from_secs(15), "A's gateway follows", || {
+        followers()
+            .lines()
+            .find(|l| l.ends_with("spiffe://aims.local/aims/gateway"))
+            .map(str::to_owned)
+    });
+    assert!(gateway.trim_start().starts_with("1 "), "{gateway}");
+    let file = b.dir.path().join("v2.cedar");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n// version 2, applied on replica B\n",
+            include_str!("../../aims-policy/cedar/default.cedar")
+        ),
+    )
+    .unwrap();
+    let out = assert_ok(&b.cli(&[
+        "policy",
+        "apply",
+        "--wait",
+        "--wait-timeout",
+        "20s",
+        file.to_str().unwrap(),
+    ]));
+    assert!(out.contains("1 gateway(s) decide with version 2"), "{out}");
+    // A decides with it too (its admin socket answers from its own policy service).
+    assert!(
+        assert_ok(&a.cli(&["policy", "show"])).starts_with("// version 2 "),
+        "{}",
+        a.logs()
+    );
+    drop(b);
+    drop(a);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
