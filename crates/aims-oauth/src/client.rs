@@ -294,8 +294,9 @@ pub struct KnownClient {
 }
 
 /// How long a client read from the store (or a metadata document) is used before it is read
-/// again: a change made through another replica takes effect within this time; one made
-/// through this server at once.
+/// again. A change made through this server takes effect at once; one made through another
+/// replica as soon as the store notifies it (the server clears the cache when the `clients`
+/// counter moves), and within this time whatever happens.
 pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How many clients the cache holds.
 const CLIENT_CACHE_ENTRIES: usize = 10_000;
@@ -329,6 +330,13 @@ impl ClientCache {
                 entries.remove(&k);
             }
             entries.insert(client_id.to_owned(), (Instant::now(), client));
+        }
+    }
+
+    /// Drops every client (another replica changed one).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
         }
     }
 

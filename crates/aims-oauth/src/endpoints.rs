@@ -583,6 +583,12 @@ impl AuthorizationServer {
         self.clients.forget(client_id);
     }
 
+    /// Forgets every cached client: another replica changed one (its next use is read from the
+    /// store).
+    pub fn forget_clients(&self) {
+        self.clients.clear();
+    }
+
     /// Registers a client (the admin API and RFC 7591 share this). Returns the stored
     /// metadata, with `client_id` and, for a legacy secret client, the one-time secret.
     pub async fn register_client(

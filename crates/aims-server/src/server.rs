@@ -322,23 +322,41 @@ fn revocation_staleness(poll: std::time::Duration) -> std::time::Duration {
     (poll * 10).max(std::time::Duration::from_secs(2))
 }
 
-/// Reloads the in-memory revocations when another replica sharing the store revoked or lifted
-/// something (issue 17): at once when the store notifies a change (issue 18), and one counter
-/// read per `interval` besides.
-async fn watch_revocations(
+/// Follows what other replicas sharing the store change in the authorization server's
+/// in-memory state, at once when the store notifies a change (issue 18) and every `interval`
+/// besides: reloads the revocations (issue 17) when their counter moved, and drops the cached
+/// registered clients when theirs did.
+async fn watch_authorization_state(
     store: Store,
+    authorization_server: Arc<AuthorizationServer>,
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
     let mut changes = aims_store::ChangeWaiter::new(&store, interval);
+    let mut clients = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = changes.next() => match store.refresh_revocations().await {
-                Ok(true) => tracing::debug!("revocations changed in the store; reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot check the store for revocations; will retry"),
-            },
+            () = changes.next() => {}
+        }
+        match store.refresh_revocations().await {
+            Ok(true) => tracing::debug!("revocations changed in the store; reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the store for revocations; will retry");
+            }
+        }
+        match store.counter(aims_store::Counter::Clients).await {
+            Ok(now) => {
+                if clients.is_some_and(|before| before != now) {
+                    tracing::debug!("registered clients changed in the store; cache dropped");
+                    authorization_server.forget_clients();
+                }
+                clients = Some(now);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the store for client changes; will retry");
+            }
         }
     }
 }
@@ -568,8 +586,9 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
             .store()
             .bound_revocation_staleness(revocation_staleness(settings.change_poll_interval));
     }
-    tasks.push(tokio::spawn(watch_revocations(
+    tasks.push(tokio::spawn(watch_authorization_state(
         issuer.store().clone(),
+        authorization_server.clone(),
         settings.change_poll_interval,
         shutdown.clone(),
     )));

@@ -14,6 +14,8 @@ pub enum Counter {
     Federation,
     /// Revoked principals and tokens (bumped by every revocation and lift).
     Revocation,
+    /// Registered OAuth clients (bumped by every registration, replacement and deletion).
+    Clients,
 }
 
 impl Counter {
@@ -22,6 +24,7 @@ impl Counter {
             Counter::Registration => "registration",
             Counter::Federation => "federation",
             Counter::Revocation => "revocation",
+            Counter::Clients => "clients",
         }
     }
 }

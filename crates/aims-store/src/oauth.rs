@@ -141,6 +141,7 @@ impl Store {
     /// Registers (or replaces) a client.
     pub async fn put_client(&self, client: &OAuthClientRow) -> Result<(), StoreError> {
         let now = now_unix();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oauth_clients (client_id, metadata, secret_hash, source, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO UPDATE SET \
@@ -152,8 +153,10 @@ impl Store {
         .bind(client.source.as_str())
         .bind(client.created_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        Self::bump(&mut *tx, crate::Counter::Clients).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -181,13 +184,16 @@ impl Store {
 
     /// Deletes a client.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {client_id}")));
         }
+        Self::bump(&mut *tx, crate::Counter::Clients).await?;
+        tx.commit().await?;
         Ok(())
     }
 

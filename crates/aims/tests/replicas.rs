@@ -22,6 +22,72 @@ fn replica(url: &str) -> Aims {
     Aims::start("server", &["--trust-domain", TD, "--database", url])
 }
 
+/// A replica whose authorization server knows the resource `https://tool.example`.
+fn as_replica(url: &str) -> Aims {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aims.toml");
+    std::fs::write(
+        &config,
+        "[[server.oauth.resources]]\nresource = \"https://tool.example\"\n",
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    Aims::start_in(
+        dir,
+        data_dir,
+        "server",
+        &[
+            "--trust-domain",
+            TD,
+            "--database",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+}
+
+fn issuer_of(server: &Aims) -> String {
+    server.up["server"]["oauth_issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// An HTTPS client trusting `server`'s web CA.
+fn https(server: &Aims) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The token endpoint's answer to a client credentials grant for `https://tool.example`.
+async fn client_credentials(
+    http: &reqwest::Client,
+    issuer: &str,
+    assertion_type: &str,
+    assertion: &str,
+) -> (u16, serde_json::Value) {
+    let resp = http
+        .post(format!("{issuer}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", assertion_type),
+            ("client_assertion", assertion),
+            ("resource", "https://tool.example"),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
 fn create_entry(server: &Aims, spiffe_id: &str) {
     assert_ok(&server.cli(&[
         "entry",
@@ -186,28 +252,8 @@ fn a_replica_cut_off_from_postgresql_stops_issuing_and_recovers() {
     )));
     relayed.set_host(Some("127.0.0.1")).unwrap();
     relayed.set_port(Some(relay.port)).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("aims.toml");
-    std::fs::write(
-        &config,
-        "[[server.oauth.resources]]\nresource = \"https://tool.example\"\n",
-    )
-    .unwrap();
-    let server = Aims::start(
-        "server",
-        &[
-            "--trust-domain",
-            TD,
-            "--database",
-            relayed.as_str(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
-    let issuer = server.up["server"]["oauth_issuer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let server = as_replica(relayed.as_str());
+    let issuer = issuer_of(&server);
     let svid = assert_ok(&server.cli(&[
         "svid",
         "mint",
@@ -221,36 +267,14 @@ fn a_replica_cut_off_from_postgresql_stops_issuing_and_recovers() {
     ]))
     .trim()
     .to_owned();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
-        )
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = https(&server);
     let grant = || {
-        rt.block_on(async {
-            let resp = http
-                .post(format!("{issuer}/oauth2/token"))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    (
-                        "client_assertion_type",
-                        aims_token::wire::JWT_SPIFFE_ASSERTION,
-                    ),
-                    ("client_assertion", svid.as_str()),
-                    ("resource", "https://tool.example"),
-                    ("scope", "read"),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (
-                status,
-                resp.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        })
+        rt.block_on(client_credentials(
+            &http,
+            &issuer,
+            aims_token::wire::JWT_SPIFFE_ASSERTION,
+            &svid,
+        ))
     };
     let (status, body) = grant();
     assert_eq!(status, 200, "{body}");
@@ -331,6 +355,79 @@ fn a_policy_applied_on_one_replica_reaches_the_gateway_of_another() {
         "{}",
         a.logs()
     );
+    drop(b);
+    drop(a);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
+/// Issue 18: a registered client deleted through one replica is refused by another at once,
+/// not after its cache of clients (5 s) runs out: the `clients` counter moved, the store
+/// notified, and the other replica dropped its cached copy.
+#[test]
+fn a_client_deleted_on_one_replica_is_refused_by_another_at_once() {
+    use aims_credentials::{KeyType, PrivateKey};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let a = as_replica(&url);
+    let b = as_replica(&url);
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let jwk = key
+        .public_key()
+        .to_jwk(Some("sig"), Some("k1"), Some(key.jws_algorithm()));
+    let jwks = a.dir.path().join("client.jwks");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    assert_ok(&a.cli(&[
+        "client",
+        "create",
+        "--client-id",
+        "reporting",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--scope",
+        "read",
+    ]));
+    let (issuer, http) = (issuer_of(&b), https(&b));
+    let grant = |n: u32| {
+        let now = aims_core::unix_seconds(std::time::SystemTime::now());
+        let assertion = aims_credentials::jose::sign(
+            &key,
+            &aims_credentials::jose::JwsHeader::new(&key, None, Some("k1")),
+            &serde_json::json!({"iss": "reporting", "sub": "reporting", "aud": issuer,
+                                "jti": format!("j{n}"), "iat": now, "exp": now + 60}),
+        )
+        .unwrap();
+        rt.block_on(client_credentials(
+            &http,
+            &issuer,
+            aims_token::wire::JWT_BEARER_ASSERTION,
+            &assertion,
+        ))
+    };
+    // B reads the client (registered on A) and caches it.
+    let (status, body) = grant(1);
+    assert_eq!(status, 200, "{body}");
+    assert_ok(&a.cli(&["client", "delete", "reporting"]));
+    let t = Instant::now();
+    let mut n = 1;
+    let refused = eventually(
+        Duration::from_secs(10),
+        "the deleted client refused",
+        || {
+            n += 1;
+            let (status, body) = grant(n);
+            (status != 200).then_some((status, body, t.elapsed()))
+        },
+    );
+    assert_eq!(
+        (refused.0, refused.1["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{}",
+        refused.1
+    );
+    // Well inside the cache's 5 s: the notification, not the expiry, ended it.
+    assert!(refused.2 < Duration::from_secs(2), "{:?}", refused.2);
     drop(b);
     drop(a);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));

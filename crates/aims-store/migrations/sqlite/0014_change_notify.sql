@@ -7,3 +7,7 @@ CREATE TABLE policy_followers (
     version   BIGINT NOT NULL,
     seen_at   BIGINT NOT NULL
 );
+
+-- Registered OAuth clients: every registration, replacement and deletion bumps this counter, so
+-- each replica drops its cached copies when another replica changed one.
+INSERT INTO counters (name, value) VALUES ('clients', 0);
