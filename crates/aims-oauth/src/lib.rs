@@ -156,6 +156,13 @@ impl AuthorizationServer {
         self
     }
 
+    /// Keys DPoP nonces with `secret`, which every replica sharing the store holds
+    /// ([`aims_store::Store::shared_secret`]), so a nonce one replica issued is good at all.
+    pub fn with_dpop_nonce_secret(mut self, secret: &[u8]) -> Self {
+        self.dpop = self.dpop.with_nonce_secret(secret);
+        self
+    }
+
     pub(crate) fn now(&self) -> i64 {
         aims_core::unix_seconds(self.clock.now())
     }

@@ -316,6 +316,9 @@ fn spawn_maintenance(
     })
 }
 
+/// The shared secret DPoP nonces are keyed with (RFC 9449 §8).
+const DPOP_NONCE_SECRET: &str = "dpop-nonce";
+
 /// How long a replica on a shared store may decide grants on revocations the store has not
 /// confirmed current: ten change polls, at least two seconds.
 fn revocation_staleness(poll: std::time::Duration) -> std::time::Duration {
@@ -424,6 +427,7 @@ fn authorization_server(
     policy: &PolicyService,
     audit: &Arc<aims_audit::AuditLog>,
     (https_addr, oauth_mtls_addr): (SocketAddr, SocketAddr),
+    dpop_nonce_secret: &[u8],
 ) -> Result<(Arc<aims_people::People>, Arc<AuthorizationServer>), ServerError> {
     let host = url_host(&settings.public_host);
     let mut as_settings = settings.oauth.clone();
@@ -454,7 +458,8 @@ fn authorization_server(
             settings.clock.clone(),
         )
         .map_err(|e| ServerError::Config(format!("authorization server: {e}")))?
-        .with_people(people.clone()),
+        .with_people(people.clone())
+        .with_dpop_nonce_secret(dpop_nonce_secret),
     );
     Ok((people, authorization_server))
 }
@@ -534,12 +539,15 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         vkey: log_signer.vkey(),
     };
     let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
+    // Every replica keys DPoP nonces alike: a client's retry may reach another one.
+    let dpop_nonce_secret = issuer.store().shared_secret(DPOP_NONCE_SECRET).await?;
     let (people, authorization_server) = authorization_server(
         &settings,
         &issuer,
         &policy,
         &audit,
         (https_addr, oauth_mtls_addr),
+        &dpop_nonce_secret,
     )?;
     let shutdown = CancellationToken::new();
     // Whatever was started stops again if a later step fails.

@@ -20,6 +20,7 @@ mod one_time;
 mod people;
 mod policy;
 mod remediation;
+mod secrets;
 mod signals;
 mod standing;
 pub mod testing;
@@ -43,6 +44,7 @@ pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord
 pub use people::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow};
 pub use policy::{PolicyFollower, PolicyVersionRow};
 pub use remediation::Revocation;
+pub use secrets::SHARED_SECRET_LEN;
 pub use signals::{PendingSet, StreamRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -464,6 +464,13 @@ async fn policy_suite(store: &Store) {
     assert_eq!(recent[0].spiffe_id, gw1);
 }
 
+async fn secrets_suite(store: &Store) {
+    let first = store.shared_secret("dpop-nonce").await.unwrap();
+    assert_eq!(first.len(), aims_store::SHARED_SECRET_LEN);
+    assert_eq!(store.shared_secret("dpop-nonce").await.unwrap(), first);
+    assert_ne!(store.shared_secret("other").await.unwrap(), first);
+}
+
 async fn remediation_suite(store: &Store) {
     let agent = "spiffe://example.org/agent/r";
     let token = |hash: &str, client: &str, subject: &str| TokenRecord {
@@ -869,6 +876,7 @@ async fn repository_suite_on_every_backend() {
         agents_suite(&db.store).await;
         oauth_suite(&db.store).await;
         policy_suite(&db.store).await;
+        secrets_suite(&db.store).await;
         remediation_suite(&db.store).await;
         audit_suite(&db.store).await;
         people_suite(&db.store).await;
@@ -1093,6 +1101,11 @@ async fn a_change_on_one_replica_wakes_the_others() {
             .unwrap();
         changes.mark_unchanged();
     }
+    // Issue 18: a shared secret is made once, by whichever store asks first, and both read it.
+    let secret = other.shared_secret("dpop-nonce").await.unwrap();
+    assert_eq!(secret.len(), aims_store::SHARED_SECRET_LEN);
+    assert_eq!(db.store.shared_secret("dpop-nonce").await.unwrap(), secret);
+    assert_ne!(db.store.shared_secret("another").await.unwrap(), secret);
     // A rolled-back counter move notifies nobody (NOTIFY is delivered at commit).
     {
         let mut tx = db.store.pool().begin().await.unwrap();

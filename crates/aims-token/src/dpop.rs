@@ -82,6 +82,14 @@ impl DpopVerifier {
         })
     }
 
+    /// Nonces keyed by `secret` instead of this process's random key, so every replica sharing
+    /// it accepts the nonces any of them issued (RFC 9449 §8; issue 18: behind a load balancer
+    /// a client's retry with the nonce it was given may reach another replica).
+    pub fn with_nonce_secret(mut self, secret: &[u8]) -> Self {
+        self.nonce_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        self
+    }
+
     fn nonce_for(&self, window: i64) -> String {
         let tag = aws_lc_rs::hmac::sign(&self.nonce_key, &window.to_be_bytes());
         URL_SAFE_NO_PAD.encode(&tag.as_ref()[..18])
@@ -325,6 +333,22 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("private"), "{e}");
+    }
+
+    /// Issue 18: replicas sharing a nonce secret accept each other's nonces; a verifier with
+    /// its own random key (or another secret) does not.
+    #[test]
+    fn replicas_sharing_a_secret_accept_each_others_nonces() {
+        let a = verifier(true).with_nonce_secret(&[7; 32]);
+        let b = verifier(true).with_nonce_secret(&[7; 32]);
+        let (lone, other) = (verifier(true), verifier(true).with_nonce_secret(&[8; 32]));
+        let now = 1_800_000_000;
+        let nonce = a.nonce(now);
+        assert!(b.nonce_valid(&nonce, now));
+        assert!(b.nonce_valid(&nonce, now + NONCE_WINDOW));
+        assert!(!b.nonce_valid(&nonce, now + 2 * NONCE_WINDOW));
+        assert!(!lone.nonce_valid(&nonce, now));
+        assert!(!other.nonce_valid(&nonce, now));
     }
 
     #[test]

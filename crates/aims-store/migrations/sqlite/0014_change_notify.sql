@@ -11,3 +11,10 @@ CREATE TABLE policy_followers (
 -- Registered OAuth clients: every registration, replacement and deletion bumps this counter, so
 -- each replica drops its cached copies when another replica changed one.
 INSERT INTO counters (name, value) VALUES ('clients', 0);
+
+-- Random values every replica must share and none may choose alone (the DPoP nonce key): made
+-- once by whichever replica asks first. They guard freshness, not identity; keys stay files.
+CREATE TABLE shared_secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
