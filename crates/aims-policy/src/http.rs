@@ -153,14 +153,7 @@ async fn current_policy(
     let wait = wait_preference(&headers);
     let current = match known {
         Some(known) => {
-            // Recorded beside the poll, not before it: a slow store write must not delay the
-            // answer when the next version goes live.
-            let service = s.service.clone();
-            tokio::spawn(async move {
-                if let Err(e) = service.follower_reports(caller.as_str(), known).await {
-                    tracing::warn!(follower = %caller, error = %e, "cannot record the policy version a gateway holds");
-                }
-            });
+            s.service.follower_reports(caller.as_str(), known);
             s.service.newer_than(known, wait).await
         }
         None => s.service.current(),

@@ -10,6 +10,8 @@
 pub mod authzen;
 mod error;
 #[cfg(feature = "server")]
+mod followers;
+#[cfg(feature = "server")]
 pub mod http;
 pub mod pdp;
 pub mod policy_set;

@@ -63,6 +63,8 @@ pub struct PolicyService {
     pub(crate) clock: SharedClock,
     /// The version in force, for the long polls of gateways waiting for a newer one.
     version: watch::Sender<u64>,
+    /// The followers' reports last written.
+    reports: crate::followers::FollowerReports,
 }
 
 impl PolicyService {
@@ -99,6 +101,7 @@ impl PolicyService {
             store,
             clock,
             version: watch::Sender::new(row.version),
+            reports: crate::followers::FollowerReports::default(),
         }))
     }
 
@@ -144,12 +147,24 @@ impl PolicyService {
             .await
     }
 
-    /// Records that the enforcement point `spiffe_id` decides with `version` (AIMS PO-3).
-    pub async fn follower_reports(&self, spiffe_id: &str, version: u64) -> Result<(), StoreError> {
+    /// Records, beside the caller's request, that the enforcement point `spiffe_id` decides
+    /// with `version` (AIMS PO-3): a new version at once, the same one at most every 10 s. A
+    /// slow store write must not delay the answer when the next version goes live.
+    pub fn follower_reports(self: &Arc<Self>, spiffe_id: &str, version: u64) {
         let now = aims_core::unix_seconds(self.clock.now());
-        self.store
-            .record_policy_follower(spiffe_id, version, now)
-            .await
+        if !self.reports.due(spiffe_id, version, now) {
+            return;
+        }
+        let (service, spiffe_id) = (self.clone(), spiffe_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = service
+                .store
+                .record_policy_follower(&spiffe_id, version, now)
+                .await
+            {
+                tracing::warn!(follower = %spiffe_id, error = %e, "cannot record the policy version a gateway holds");
+            }
+        });
     }
 
     /// Validates `text` against the schema and, unless `dry_run` or unchanged, records it as
