@@ -3,9 +3,9 @@
 //! subtrees — a proof at any size is one indexed query for a few dozen hashes.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aims_store::{CheckpointRow, Store, StoreError};
+use aims_store::{CheckpointRow, Lease, LeaseName, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, NoteError, NoteSigner};
@@ -200,18 +200,30 @@ impl Checkpointer {
     /// followed by the next at once, so checkpoints stay at most `interval` apart while records
     /// arrive) until `shutdown`; a backlog larger than one step is worked off without waiting;
     /// a failure (a tampered record) is logged and retried, never skipped.
+    ///
+    /// Replicas sharing a store take turns by the [`LeaseName::AuditSequencer`] lease: its
+    /// holder signs, the others stand by and take it when the holder dies. A standby that sees
+    /// records left uncovered for [`STANDBY_AFTER`] by a holder that still has the lease (cut
+    /// off, not dead) signs too: steps are deterministic (the same tree, and Ed25519 signatures
+    /// of the same checkpoint with the log's one key are the same bytes), so two signers write
+    /// the same rows and the log cannot fork.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut turn = Turn::default();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            if !turn.ours(&self.store).await {
+                continue;
+            }
             loop {
                 let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
                 match self.step(now_ms).await {
                     Ok(Some(row)) => {
+                        turn.signed = Some(row.size);
                         tracing::debug!(size = row.size, "audit checkpoint signed");
                         metrics::gauge!("aims_audit_checkpoint_size").set(row.size as f64);
                         // A backlog beyond one bounded step is worked off at once; otherwise the
@@ -228,6 +240,81 @@ impl Checkpointer {
                         break;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How long a standby lets records stay uncovered by a lease holder that makes no progress
+/// before it signs them itself.
+pub const STANDBY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whose turn it is to sign: this replica's while it holds the sequencer lease.
+#[derive(Debug, Default)]
+struct Turn {
+    lease: Option<Lease>,
+    /// A standby's view of the holder: the checkpoint size it last saw, and since when.
+    seen: Option<(u64, Instant)>,
+    /// The size of the last checkpoint this replica signed.
+    signed: Option<u64>,
+}
+
+impl Turn {
+    /// Whether this replica signs at this tick.
+    async fn ours(&mut self, store: &Store) -> bool {
+        if let Some(lease) = &mut self.lease {
+            if lease.held().await {
+                return true;
+            }
+            tracing::warn!("lost the audit sequencer lease (its connection failed)");
+            self.lease = None;
+            metrics::gauge!("aims_audit_sequencer").set(0.0);
+        }
+        match store.try_lease(LeaseName::AuditSequencer).await {
+            Ok(Some(lease)) => {
+                tracing::info!("this replica now signs the audit log's checkpoints");
+                metrics::gauge!("aims_audit_sequencer").set(1.0);
+                self.lease = Some(lease);
+                self.seen = None;
+                return true;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot ask for the audit sequencer lease"),
+        }
+        self.holder_stalled(store).await
+    }
+
+    /// Whether records have waited [`STANDBY_AFTER`] with no new checkpoint from the holder.
+    async fn holder_stalled(&mut self, store: &Store) -> bool {
+        let (Ok(latest), Ok(len)) = (
+            store.latest_audit_checkpoint().await,
+            store.audit_len().await,
+        ) else {
+            return false;
+        };
+        let size = latest.map_or(0, |c| c.size);
+        if len <= size {
+            self.seen = None;
+            return false;
+        }
+        if self.signed == Some(size) {
+            // The newest checkpoint is still the one this standby signed: the holder is silent.
+            return true;
+        }
+        match self.seen {
+            Some((seen, since)) if seen == size => {
+                let stalled = since.elapsed() >= STANDBY_AFTER;
+                if stalled {
+                    tracing::warn!(
+                        size,
+                        "the audit sequencer's holder signed nothing for {STANDBY_AFTER:?}; signing here too"
+                    );
+                }
+                stalled
+            }
+            _ => {
+                self.seen = Some((size, Instant::now()));
+                false
             }
         }
     }

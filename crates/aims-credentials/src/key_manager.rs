@@ -96,7 +96,8 @@ impl DiskKeyManager {
         })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    /// The file that holds (or will hold) the key `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.key.pem"))
     }
 

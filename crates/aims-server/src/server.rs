@@ -151,13 +151,16 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// The key that signs audit checkpoints, in the server's key directory.
 const AUDIT_LOG_KEY: &str = "audit-log";
 
+/// Where the store pins the verifier key of the audit log's signing key.
+const AUDIT_LOG_VKEY: &str = "audit-log-vkey";
+
 /// The audit log's origin (and checkpoint key name): `<trust domain>/audit`.
 fn audit_log_origin(td: &aims_core::TrustDomain) -> String {
     format!("{td}/audit")
 }
 
 /// The Ed25519 key that signs audit checkpoints, created on first start. Replicas sharing a
-/// store must share it (copy `keys/audit-log.pem`), or verifiers must know each one's key.
+/// store sign one log with one key (issue 18): copy `keys/audit-log.key.pem` to each.
 fn audit_log_signer(
     keys: &DiskKeyManager,
     td: &aims_core::TrustDomain,
@@ -173,6 +176,43 @@ fn audit_log_signer(
     };
     aims_audit::NoteSigner::new(&audit_log_origin(td), key)
         .map_err(|e| ServerError::Config(format!("audit log key: {e}")))
+}
+
+/// Checks that `signer` is the key this store's audit log is signed with (issue 18): the first
+/// replica to start pins its verifier key in the store; another replica with a key of its own
+/// would sign checkpoints no verifier of the log accepts, so it refuses to start, saying which
+/// file to copy. A log signed before keys were pinned must verify under `signer` too.
+async fn pin_audit_log_key(
+    store: &Store,
+    signer: &aims_audit::NoteSigner,
+    key_file: &Path,
+) -> Result<(), ServerError> {
+    let ours = signer.vkey();
+    let latest = store.latest_audit_checkpoint().await?;
+    let refuse = |theirs: &str| {
+        ServerError::Config(format!(
+            "this store's audit log is signed with the key {theirs}, but this replica's {} is {ours}: \
+             replicas sharing a store sign one log with one key; copy that file from a replica \
+             already serving this store (mode 0600) and start again",
+            key_file.display()
+        ))
+    };
+    // A log signed before keys were pinned: its newest checkpoint names the key (checked
+    // first, so a refused replica pins nothing).
+    if let Some(latest) = latest {
+        let verifier = aims_audit::NoteVerifier::from_vkey(&ours)
+            .map_err(|e| ServerError::Config(format!("audit log key: {e}")))?;
+        if verifier.open(&latest.note).is_err() {
+            return Err(refuse("that signed its newest checkpoint"));
+        }
+    }
+    let pinned = store
+        .pinned(AUDIT_LOG_VKEY, ours.clone().into_bytes())
+        .await?;
+    if pinned != ours.as_bytes() {
+        return Err(refuse(&String::from_utf8_lossy(&pinned)));
+    }
+    Ok(())
 }
 
 /// The store, the keys, the CA (chained to an upstream, if one) and the issuance service; and
@@ -202,6 +242,7 @@ async fn start_issuer(
         ),
     };
     let log_signer = audit_log_signer(keys.as_ref(), &settings.trust_domain)?;
+    pin_audit_log_key(&store, &log_signer, &keys.path(AUDIT_LOG_KEY)).await?;
     let ca = CaManager::new(settings.trust_domain.clone(), settings.ca, keys, upstream);
     let issuer = Arc::new(
         Issuer::start(

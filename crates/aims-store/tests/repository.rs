@@ -8,7 +8,7 @@ use aims_core::SpiffeId;
 use aims_store::testing::fresh_stores;
 use aims_store::{
     AttestedNode, Counter, CredentialKind, EntryFilter, EntryUpdate, FederatedBundleRow,
-    IssuedCredential, NewEntry, SlotRow, SlotStatus, Store, StoreError,
+    IssuedCredential, LeaseName, NewEntry, SlotRow, SlotStatus, Store, StoreError,
 };
 use aims_store::{
     CheckpointRow, ClientSource, NewAuditRow, OAuthClientRow, PolicyVersionRow, RefreshUse,
@@ -469,6 +469,13 @@ async fn secrets_suite(store: &Store) {
     assert_eq!(first.len(), aims_store::SHARED_SECRET_LEN);
     assert_eq!(store.shared_secret("dpop-nonce").await.unwrap(), first);
     assert_ne!(store.shared_secret("other").await.unwrap(), first);
+    // A pinned value: the first writer's stays; a later proposal gets it back to compare.
+    let key = store.pinned("vkey", b"mine".to_vec()).await.unwrap();
+    assert_eq!(key, b"mine");
+    assert_eq!(
+        store.pinned("vkey", b"theirs".to_vec()).await.unwrap(),
+        b"mine"
+    );
 }
 
 async fn remediation_suite(store: &Store) {
@@ -1130,4 +1137,61 @@ async fn a_change_on_one_replica_wakes_the_others() {
     other.close().await;
     sqlite.cleanup().await;
     db.cleanup().await;
+}
+
+/// Issue 18: a lease is held by one replica at a time; the other gets none until the holder
+/// gives it up or its connection dies, then takes it. SQLite's single server always holds it.
+#[tokio::test]
+async fn a_lease_is_held_by_one_replica_at_a_time() {
+    let sqlite = tempfile::tempdir().unwrap();
+    let single = Store::open_sqlite(&sqlite.path().join("aims.db"))
+        .await
+        .unwrap();
+    let mut held = single
+        .try_lease(LeaseName::AuditSequencer)
+        .await
+        .unwrap()
+        .expect("SQLite: always this process's");
+    assert!(held.held().await);
+
+    let Some(db) = aims_store::testing::fresh_postgres().await else {
+        return;
+    };
+    let other = Store::connect(&db.url).await.unwrap();
+    let mut first = db
+        .store
+        .try_lease(LeaseName::AuditSequencer)
+        .await
+        .unwrap()
+        .expect("nobody holds it yet");
+    assert!(first.held().await);
+    assert!(
+        other
+            .try_lease(LeaseName::AuditSequencer)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second replica took a held lease"
+    );
+    drop(first);
+    // PostgreSQL ends the holder's session once its connection closes, releasing the lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut second = loop {
+        if let Some(l) = other.try_lease(LeaseName::AuditSequencer).await.unwrap() {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(second.held().await);
+    assert!(
+        db.store
+            .try_lease(LeaseName::AuditSequencer)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

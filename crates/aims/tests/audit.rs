@@ -15,29 +15,8 @@ use std::time::Duration;
 use common::{Aims, assert_ok, eventually, stderr};
 use serde_json::{Value, json};
 
-/// A client holding an X509-SVID of the server's trust domain.
 fn workload_client(server: &Aims, name: &str) -> reqwest::Client {
-    let dir = server.dir.path().join(name);
-    let td = server.up["trust_domain"].as_str().unwrap();
-    assert_ok(&server.cli(&[
-        "svid",
-        "mint",
-        "x509",
-        "--spiffe-id",
-        &format!("spiffe://{td}/gateway/{name}"),
-        "--out",
-        dir.to_str().unwrap(),
-    ]));
-    let mut pem = std::fs::read(dir.join("svid.pem")).unwrap();
-    pem.extend(std::fs::read(dir.join("key.pem")).unwrap());
-    reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
-        )
-        .identity(reqwest::Identity::from_pem(&pem).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    common::workload_client(server, name, &[])
 }
 
 fn record(marker: &str) -> Value {
@@ -230,7 +209,7 @@ fn kill_9_during_appends_loses_no_acknowledged_record() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let home = tempfile::tempdir().unwrap();
     let data_dir = home.path().join("data");
-    let server = Aims::start_in(tempfile::tempdir().unwrap(), data_dir.clone(), "server", TD);
+    let mut server = Aims::start_in(tempfile::tempdir().unwrap(), data_dir.clone(), "server", TD);
     let client = workload_client(&server, "writer");
     let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     let url = server.up["server"]["oauth_mtls"]
@@ -266,14 +245,7 @@ fn kill_9_during_appends_loses_no_acknowledged_record() {
     eventually(Duration::from_secs(10), "appends under way", || {
         (acked.lock().unwrap().len() > 200).then_some(())
     });
-    let pid = server.proc.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.proc.kill();
     for w in writers {
         rt.block_on(w).unwrap();
     }

@@ -18,20 +18,50 @@ use common::{
 
 const NODE: &str = "spiffe://example.org/aims/agent/node-r";
 
-fn replica(url: &str) -> Aims {
-    Aims::start("server", &["--trust-domain", TD, "--database", url])
+/// The audit log key's file in a server's data directory.
+fn audit_key_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("keys").join("audit-log.key.pem")
+}
+
+/// A fresh data directory holding `first`'s audit log key, as an operator adding a replica
+/// prepares it (replicas sharing a store sign one log with one key).
+fn joining(first: Option<&Aims>) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    if let Some(first) = first {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir.join("keys"))
+            .unwrap();
+        let to = audit_key_file(&data_dir);
+        std::fs::copy(audit_key_file(&first.data_dir), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    (dir, data_dir)
+}
+
+/// A replica on `url`; after the first, each shares `first`'s audit log key.
+fn replica(url: &str, first: Option<&Aims>) -> Aims {
+    let (dir, data_dir) = joining(first);
+    Aims::start_in(
+        dir,
+        data_dir,
+        "server",
+        &["--trust-domain", TD, "--database", url],
+    )
 }
 
 /// A replica whose authorization server knows the resource `https://tool.example`.
-fn as_replica(url: &str) -> Aims {
-    let dir = tempfile::tempdir().unwrap();
+fn as_replica(url: &str, first: Option<&Aims>) -> Aims {
+    let (dir, data_dir) = joining(first);
     let config = dir.path().join("aims.toml");
     std::fs::write(
         &config,
         "[[server.oauth.resources]]\nresource = \"https://tool.example\"\n",
     )
     .unwrap();
-    let data_dir = dir.path().join("data");
     Aims::start_in(
         dir,
         data_dir,
@@ -130,8 +160,8 @@ fn an_agent_moves_to_another_replica_when_its_replica_is_killed() {
     let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
         return;
     };
-    let a = replica(&url);
-    let b = replica(&url);
+    let a = replica(&url, None);
+    let b = replica(&url, Some(&a));
     assert_ne!(a.up["server"]["server_id"], b.up["server"]["server_id"]);
     // One trust domain: the bundle either replica serves holds both replicas' authorities.
     let work = tempfile::tempdir().unwrap();
@@ -252,7 +282,7 @@ fn a_replica_cut_off_from_postgresql_stops_issuing_and_recovers() {
     )));
     relayed.set_host(Some("127.0.0.1")).unwrap();
     relayed.set_port(Some(relay.port)).unwrap();
-    let server = as_replica(relayed.as_str());
+    let server = as_replica(relayed.as_str(), None);
     let issuer = issuer_of(&server);
     let svid = assert_ok(&server.cli(&[
         "svid",
@@ -319,7 +349,10 @@ fn a_policy_applied_on_one_replica_reaches_the_gateway_of_another() {
         return;
     };
     let a = Aims::start("up", &["--database", &url]);
-    let b = Aims::start(
+    let (dir, data_dir) = joining(Some(&a));
+    let b = Aims::start_in(
+        dir,
+        data_dir,
         "server",
         &["--trust-domain", "aims.local", "--database", &url],
     );
@@ -370,8 +403,8 @@ fn a_client_deleted_on_one_replica_is_refused_by_another_at_once() {
     let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
         return;
     };
-    let a = as_replica(&url);
-    let b = as_replica(&url);
+    let a = as_replica(&url, None);
+    let b = as_replica(&url, Some(&a));
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let jwk = key
         .public_key()
@@ -430,5 +463,202 @@ fn a_client_deleted_on_one_replica_is_refused_by_another_at_once() {
     assert!(refused.2 < Duration::from_secs(2), "{:?}", refused.2);
     drop(b);
     drop(a);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
+/// Appends one audit record naming `marker` through `mtls_base`; its index once durable.
+async fn append_marker(
+    client: &reqwest::Client,
+    mtls_base: &str,
+    marker: &str,
+) -> Result<u64, String> {
+    let record = serde_json::json!({"time_ms": 1_700_000_000_000i64, "kind": "decision",
+        "action": "call", "agent": "spiffe://example.org/agent/a", "resource": marker,
+        "decision": "allow", "correlation_id": "replicas"});
+    let r = client
+        .post(format!("{mtls_base}/audit/v1/records"))
+        .json(&[record])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 201 {
+        return Err(format!("status {}", r.status()));
+    }
+    let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    body["first"]
+        .as_u64()
+        .ok_or_else(|| format!("no index in {body}"))
+}
+
+/// `aims <args>` expected to exit (within a minute) without starting.
+fn refused_start(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(aims_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("aims {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "aims {args:?} exited successfully");
+    common::stderr(&out)
+}
+
+/// Issue 18, fault test (AIMS MO-6, MO-7): replicas keep one audit log, signed with one key.
+/// Writers append through both replicas, each waiting for its record's commit; the replica
+/// holding the audit sequencer lease is killed (SIGKILL) mid-stream and its writers move to the
+/// other. Every acknowledged record is in the log at its index, no index is missing or doubled,
+/// the survivor takes the lease and checkpoints the whole log, and every checkpoint either
+/// replica signed verifies with the one key against the same entries (no fork). A replica with
+/// an audit log key of its own refuses to start, naming the file to copy.
+#[test]
+fn replicas_keep_one_audit_log_through_the_death_of_its_sequencer() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let mut a = replica(&url, None);
+    // A came up alone: it holds the lease.
+    let sequencer = "now signs the audit log's checkpoints";
+    eventually(Duration::from_secs(10), "A takes the sequencer", || {
+        a.logs().contains(sequencer).then_some(())
+    });
+    let b = replica(&url, Some(&a));
+
+    let (_own, own_dir) = joining(None);
+    let err = refused_start(&[
+        "server",
+        "--data-dir",
+        own_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--agent-listen",
+        "127.0.0.1:0",
+        "--oauth-mtls-listen",
+        "127.0.0.1:0",
+        "--trust-domain",
+        TD,
+        "--database",
+        &url,
+    ]);
+    assert!(err.contains("sign one log with one key"), "{err}");
+    assert!(
+        err.contains(audit_key_file(&own_dir).to_str().unwrap()),
+        "{err}"
+    );
+
+    let client = common::workload_client(&a, "writer", &[&b]);
+    let base = |s: &Aims| s.up["server"]["oauth_mtls"].as_str().unwrap().to_owned();
+    let acked: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writers 0 and 2 start on A and move to B; 1 and 3 stay on B.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let bases = if w % 2 == 0 {
+                vec![base(&a), base(&b)]
+            } else {
+                vec![base(&b)]
+            };
+            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+            rt.spawn(async move {
+                let (mut at, mut i) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let marker = format!("w{w}-{i}");
+                    match append_marker(&client, &bases[at], &marker).await {
+                        Ok(index) => {
+                            acked.lock().unwrap().push((index, marker));
+                            i += 1;
+                        }
+                        // The same record again at the next replica: it may be in the log twice
+                        // (at least once), never at an index another record holds.
+                        Err(_) if at + 1 < bases.len() => at += 1,
+                        Err(e) => panic!("writer {w} on its last replica: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let acks = || acked.lock().unwrap().len();
+    eventually(Duration::from_secs(20), "appends under way", || {
+        (acks() > 200).then_some(())
+    });
+    a.proc.kill();
+    let at_kill = acks();
+    eventually(Duration::from_secs(20), "appends go on at B", || {
+        (acks() > at_kill + 200).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        rt.block_on(w).unwrap();
+    }
+    drop(a);
+
+    // The survivor takes the lease and checkpoints everything.
+    eventually(Duration::from_secs(10), "B takes the sequencer", || {
+        b.logs().contains(sequencer).then_some(())
+    });
+    let export = b.dir.path().join("log.jsonl");
+    let entries: Vec<aims_audit::LogEntry> = eventually(
+        Duration::from_secs(10),
+        "a checkpoint covering the whole log",
+        || {
+            assert_ok(&b.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
+            let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            entries
+                .iter()
+                .all(|e| e.certified_hash.is_some())
+                .then_some(entries)
+        },
+    );
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(e.index, k as u64, "an index missing or doubled");
+    }
+    let acked = acked.lock().unwrap().clone();
+    for (index, marker) in &acked {
+        let record: serde_json::Value =
+            serde_json::from_str(&entries[*index as usize].record).unwrap();
+        assert_eq!(
+            record["resource"],
+            marker.as_str(),
+            "acknowledged record {index}"
+        );
+    }
+    let out = assert_ok(&b.cli(&["audit", "verify"]));
+    assert!(
+        out.contains(&format!("at size {} ", entries.len())),
+        "{out}"
+    );
+
+    // No fork: every checkpoint signed, by either replica, opens with the one key and its root
+    // is that of the same entries.
+    let vkey = assert_ok(&b.cli(&["audit", "checkpoint", "--vkey"]));
+    let verifier = aims_audit::NoteVerifier::from_vkey(vkey.trim()).unwrap();
+    let store = rt.block_on(aims_store::Store::connect(&url)).unwrap();
+    let notes: Vec<String> = rt
+        .block_on(
+            sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size")
+                .fetch_all(store.pool()),
+        )
+        .unwrap();
+    assert!(notes.len() >= 2, "{} checkpoints", notes.len());
+    for note in &notes {
+        let mut check = aims_audit::LogVerifier::new(note, &verifier).unwrap();
+        for e in &entries {
+            check.check(e).unwrap();
+        }
+        check.finish().unwrap();
+    }
+    drop(b);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }

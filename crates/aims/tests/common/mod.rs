@@ -54,6 +54,11 @@ impl Proc {
         }
     }
 
+    /// Sends SIGKILL (a crash: nothing is flushed or closed cleanly).
+    pub fn kill(&mut self) {
+        self.child.as_mut().unwrap().kill().unwrap();
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -392,4 +397,30 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A client holding an X509-SVID of `server`'s trust domain, minted by `server`, that trusts
+/// the web CAs of `server` and of `others` (replicas).
+pub fn workload_client(server: &Aims, name: &str, others: &[&Aims]) -> reqwest::Client {
+    let dir = server.dir.path().join(name);
+    let td = server.up["trust_domain"].as_str().unwrap();
+    assert_ok(&server.cli(&[
+        "svid",
+        "mint",
+        "x509",
+        "--spiffe-id",
+        &format!("spiffe://{td}/gateway/{name}"),
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    let mut pem = std::fs::read(dir.join("svid.pem")).unwrap();
+    pem.extend(std::fs::read(dir.join("key.pem")).unwrap());
+    let mut builder =
+        reqwest::Client::builder().identity(reqwest::Identity::from_pem(&pem).unwrap());
+    for s in std::iter::once(server).chain(others.iter().copied()) {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(s.web_ca()).unwrap()).unwrap(),
+        );
+    }
+    builder.timeout(Duration::from_secs(10)).build().unwrap()
 }
