@@ -14,5 +14,5 @@ pub mod tls;
 pub mod token_policy;
 
 pub use error::ServerError;
-pub use server::{RunningServer, ensure_private_dir, start};
+pub use server::{RunningServer, ensure_private_dir, start, url_host};
 pub use settings::{ServerSettings, TlsFiles, UpstreamFiles};

@@ -136,12 +136,69 @@ async fn bind(
     Ok((listener, bound))
 }
 
-fn url_host(host: &str) -> String {
+/// `host` as it goes in a URL (an IPv6 address in brackets).
+pub fn url_host(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_owned()
     }
+}
+
+/// The URLs clients reach this server at: the HTTPS listener's (the OAuth issuer) and the
+/// mutual-TLS listener's. Configured ones (a load balancer's, issue 18) win over the listeners'.
+struct PublicUrls {
+    issuer: String,
+    mtls_base: String,
+}
+
+impl PublicUrls {
+    fn new(
+        settings: &ServerSettings,
+        https_addr: SocketAddr,
+        oauth_mtls_addr: SocketAddr,
+    ) -> Result<Self, ServerError> {
+        let host = url_host(&settings.public_host);
+        let url = |configured: &Option<String>, what: &str, port: u16| match configured {
+            Some(u) => public_url(u, what),
+            None => Ok(format!("https://{host}:{port}")),
+        };
+        Ok(Self {
+            issuer: url(&settings.public_url, "public_url", https_addr.port())?,
+            mtls_base: url(
+                &settings.public_mtls_url,
+                "public_mtls_url",
+                oauth_mtls_addr.port(),
+            )?,
+        })
+    }
+}
+
+/// A configured public URL, checked and without a trailing slash: an OAuth issuer is an
+/// `https` URL with no query or fragment (RFC 8414 §2), and clients compare it as a string.
+fn public_url(configured: &str, what: &str) -> Result<String, ServerError> {
+    let bad = |why: &str| ServerError::Config(format!("{what} {configured:?}: {why}"));
+    let parsed = url::Url::parse(configured).map_err(|e| bad(&e.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(bad("must be an https URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("names no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(bad("must have no query, fragment or user"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The hosts of the configured public URLs (names the local Web PKI certificate must cover).
+fn public_url_hosts(settings: &ServerSettings) -> Vec<String> {
+    [&settings.public_url, &settings.public_mtls_url]
+        .into_iter()
+        .flatten()
+        .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned))
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .collect()
 }
 
 /// How often new audit records are hashed and a checkpoint signed (AIMS MO-7): four times a
@@ -280,8 +337,11 @@ fn web_tls(settings: &ServerSettings, issuer: &Issuer) -> Result<WebTls, ServerE
                 "127.0.0.1".to_owned(),
                 "::1".to_owned(),
             ];
-            if !hosts.contains(&settings.public_host) {
-                hosts.push(settings.public_host.clone());
+            for h in std::iter::once(settings.public_host.clone()).chain(public_url_hosts(settings))
+            {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
             }
             let pki = LocalWebPki::load_or_create(&settings.data_dir.join("tls"), &hosts)?;
             (pki.cert_file, pki.key_file, Some(pki.ca_file))
@@ -467,13 +527,12 @@ fn authorization_server(
     issuer: &Arc<Issuer>,
     policy: &PolicyService,
     audit: &Arc<aims_audit::AuditLog>,
-    (https_addr, oauth_mtls_addr): (SocketAddr, SocketAddr),
+    urls: &PublicUrls,
     dpop_nonce_secret: &[u8],
 ) -> Result<(Arc<aims_people::People>, Arc<AuthorizationServer>), ServerError> {
-    let host = url_host(&settings.public_host);
     let mut as_settings = settings.oauth.clone();
-    as_settings.issuer = format!("https://{host}:{}", https_addr.port());
-    as_settings.mtls_base = Some(format!("https://{host}:{}", oauth_mtls_addr.port()));
+    as_settings.issuer = urls.issuer.clone();
+    as_settings.mtls_base = Some(urls.mtls_base.clone());
     as_settings.trust_domain = settings.trust_domain.clone();
     let mut people_settings = settings.people.clone();
     people_settings.public_url = as_settings.issuer.clone();
@@ -572,14 +631,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let (listener, https_addr) = bind(settings.listen, "HTTPS").await?;
     let (agent_listener, agent_addr) = bind(settings.agent_listen, "agent API").await?;
     let (mtls_listener, oauth_mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
-    let host = url_host(&settings.public_host);
+    let urls = PublicUrls::new(&settings, https_addr, oauth_mtls_addr)?;
     let policy = PolicyService::start(issuer.store().clone(), settings.clock.clone()).await?;
     let (audit, audit_writer) = aims_audit::AuditLog::start(issuer.store().clone());
     let log_view = aims_audit::http::LogView {
         store: issuer.store().clone(),
         vkey: log_signer.vkey(),
     };
-    let mtls_base = format!("https://{host}:{}", oauth_mtls_addr.port());
+    let mtls_base = urls.mtls_base.clone();
     // Every replica keys DPoP nonces alike: a client's retry may reach another one.
     let dpop_nonce_secret = issuer.store().shared_secret(DPOP_NONCE_SECRET).await?;
     let (people, authorization_server) = authorization_server(
@@ -587,7 +646,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         &issuer,
         &policy,
         &audit,
-        (https_addr, oauth_mtls_addr),
+        &urls,
         &dpop_nonce_secret,
     )?;
     let shutdown = CancellationToken::new();
@@ -719,11 +778,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         colocated.clone(),
         shutdown.clone(),
     ));
-    let bundle_url = format!(
-        "https://{host}:{}{}",
-        https_addr.port(),
-        bundle_endpoint::BUNDLE_PATH
-    );
+    let bundle_url = format!("{}{}", urls.issuer, bundle_endpoint::BUNDLE_PATH);
     tracing::info!(
         trust_domain = %settings.trust_domain,
         server_id = %server_id,
@@ -755,4 +810,60 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         audit_writer,
         colocated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Issue 18: a configured issuer is an https URL without query, fragment or user (RFC 8414
+    /// §2), kept without a trailing slash so clients comparing it as a string agree.
+    #[test]
+    fn public_urls_are_checked_and_normalised() {
+        assert_eq!(
+            public_url("https://aims.example.org/", "public_url").unwrap(),
+            "https://aims.example.org"
+        );
+        assert_eq!(
+            public_url("https://aims.example.org:9443/tenant/", "public_url").unwrap(),
+            "https://aims.example.org:9443/tenant"
+        );
+        for bad in [
+            "http://aims.example.org",
+            "https://aims.example.org/?x=1",
+            "https://aims.example.org/#f",
+            "https://user@aims.example.org",
+            "aims.example.org",
+            "",
+        ] {
+            let e = public_url(bad, "public_url").unwrap_err().to_string();
+            assert!(e.contains("public_url"), "{bad}: {e}");
+        }
+        let mut s = ServerSettings::new(
+            aims_core::TrustDomain::new("example.org").unwrap(),
+            PathBuf::from("/nonexistent"),
+        );
+        s.public_url = Some("https://lb.example.org:8443".into());
+        s.public_mtls_url = Some("https://[::1]:8444".into());
+        let urls = PublicUrls::new(
+            &s,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        )
+        .unwrap();
+        assert_eq!(urls.issuer, "https://lb.example.org:8443");
+        assert_eq!(urls.mtls_base, "https://[::1]:8444");
+        assert_eq!(public_url_hosts(&s), ["lb.example.org", "::1"]);
+        // Unset: the listeners' own URLs.
+        s.public_url = None;
+        let urls = PublicUrls::new(
+            &s,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        )
+        .unwrap();
+        assert_eq!(urls.issuer, "https://127.0.0.1:1");
+    }
 }

@@ -65,6 +65,13 @@ pub struct ServerSettings {
     pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
     pub public_host: String,
+    /// The URL clients reach the HTTPS listener at, and so the OAuth issuer: a load balancer's
+    /// in front of several replicas, which must all name the same one (issue 18) [default:
+    /// `https://<public_host>:<HTTPS port>`].
+    pub public_url: Option<String>,
+    /// The URL clients reach the OAuth mutual-TLS listener at (RFC 8705 endpoint aliases)
+    /// [default: `https://<public_host>:<mTLS port>`].
+    pub public_mtls_url: Option<String>,
     /// Admin API Unix socket; default `<data_dir>/admin.sock`.
     pub admin_socket: Option<PathBuf>,
     /// This replica's identifier; default: generated once and kept in the data directory.
@@ -115,6 +122,8 @@ impl ServerSettings {
             audit_writers,
             change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
+            public_url: None,
+            public_mtls_url: None,
             admin_socket: None,
             server_id: None,
             ca: AuthorityPolicy::default(),

@@ -1,6 +1,7 @@
 //! `aims`: the Agent Identity Management System in one binary.
 #![forbid(unsafe_code)]
 
+mod balancer;
 mod cmd;
 mod config;
 mod demo_tool;

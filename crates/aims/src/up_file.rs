@@ -34,6 +34,21 @@ pub struct UpFile {
     /// Prometheus metrics, when served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// Every replica behind the load balancer (`aims up --replicas`), the first being this
+    /// process's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<crate::cmd::replicas::ReplicaInfo>,
+}
+
+/// A server's own listeners (behind a load balancer, its advertised URLs are the balancer's).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Listeners {
+    /// The HTTPS listener.
+    pub https: std::net::SocketAddr,
+    /// The agent API.
+    pub agent_api: std::net::SocketAddr,
+    /// The OAuth mutual-TLS listener.
+    pub oauth_mtls: std::net::SocketAddr,
 }
 
 /// The gateway and what it guards.
@@ -95,6 +110,9 @@ pub struct ServerEndpoints {
     /// Where people approve what agents ask (CIBA).
     #[serde(default)]
     pub approvals: String,
+    /// This server's own listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Listeners>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -142,12 +160,18 @@ impl UpFile {
                     server.authorization_server.settings.issuer,
                     aims_oauth::APPROVALS_PATH
                 ),
+                listeners: Some(Listeners {
+                    https: server.https_addr,
+                    agent_api: server.agent_addr,
+                    oauth_mtls: server.oauth_mtls_addr,
+                }),
             },
             agent: agent.map(|a| AgentEndpoints {
                 workload_api_socket: absolute(&a.socket_path),
                 spiffe_id: a.agent.spiffe_id().map(|id| id.to_string()),
             }),
             gateway: None,
+            replicas: Vec::new(),
             metrics: None,
         })
     }
@@ -184,6 +208,18 @@ impl UpFile {
                 })
                 .collect(),
         });
+        self
+    }
+
+    /// Adds the replicas behind the load balancer, whose agent API address replaces this
+    /// replica's own.
+    pub fn with_replicas(
+        mut self,
+        agent_api: String,
+        replicas: Vec<crate::cmd::replicas::ReplicaInfo>,
+    ) -> Self {
+        self.server.agent_api = agent_api;
+        self.replicas = replicas;
         self
     }
 
@@ -228,6 +264,30 @@ impl UpFile {
         }
         if let Some(m) = &self.metrics {
             rows.push(("Metrics", m.clone()));
+        }
+        if !self.replicas.is_empty() {
+            rows.push((
+                "Replicas",
+                format!(
+                    "{} on one PostgreSQL store, behind a load balancer",
+                    self.replicas.len()
+                ),
+            ));
+        }
+        for r in &self.replicas {
+            rows.push((
+                "  replica",
+                format!(
+                    "{} pid {} https {}{}",
+                    r.server_id,
+                    r.pid,
+                    r.listeners.https,
+                    r.log
+                        .as_ref()
+                        .map(|l| format!(" log {}", l.display()))
+                        .unwrap_or_default()
+                ),
+            ));
         }
         rows.push(("Data directory", self.data_dir.display().to_string()));
         let mut out = String::from("AIMS is up.\n");

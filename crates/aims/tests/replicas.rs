@@ -662,3 +662,126 @@ fn replicas_keep_one_audit_log_through_the_death_of_its_sequencer() {
     drop(b);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }
+
+/// Issue 18: `aims up --replicas 2` runs two replicas on one PostgreSQL behind its load
+/// balancer. Both advertise the balancer's URL as the issuer and serve one web certificate; the
+/// local agent and the gateway reach the servers through it; with the child replica killed
+/// (SIGKILL) the balancer passes it over and the stack keeps answering; a clean stop takes the
+/// child down too.
+#[test]
+fn aims_up_with_replicas_serves_through_its_load_balancer() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    // Replicas share a PostgreSQL store; on SQLite `up` says so instead of starting.
+    let sqlite = tempfile::tempdir().unwrap();
+    let err = refused_start(&[
+        "up",
+        "--replicas",
+        "2",
+        "--data-dir",
+        sqlite.path().to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--replicas needs --database postgres://"),
+        "{err}"
+    );
+    let mut up = Aims::start(
+        "up",
+        &["--database", &url, "--replicas", "2", "--register-self"],
+    );
+    let replicas = up.up["replicas"].as_array().unwrap().clone();
+    assert_eq!(replicas.len(), 2, "{}", up.up);
+    assert_ne!(replicas[0]["server_id"], replicas[1]["server_id"]);
+    let child = replicas[1]["pid"].as_u64().unwrap();
+    assert_ne!(child, u64::from(up.proc.pid()));
+    let issuer = issuer_of(&up);
+    // A connection per request, so the balancer picks a replica for each.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(up.web_ca()).unwrap()).unwrap(),
+        )
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let metadata_issuer = |base: &str| {
+        let http = http.clone();
+        let base = base.to_owned();
+        rt.block_on(async move {
+            let r = http
+                .get(format!("{base}/.well-known/oauth-authorization-server"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(v["issuer"].as_str().unwrap_or_default().to_owned())
+        })
+    };
+    // Each replica, reached directly, names the balancer as issuer with the same certificate.
+    for r in &replicas {
+        let own = format!(
+            "https://127.0.0.1:{}",
+            r["listeners"]["https"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+        );
+        assert_ne!(own, issuer);
+        assert_eq!(metadata_issuer(&own).unwrap(), issuer);
+    }
+    for _ in 0..10 {
+        assert_eq!(metadata_issuer(&issuer).unwrap(), issuer);
+    }
+    // The agent got its identity through the balancer, and serves this process.
+    let svids = up.dir.path().join("svids");
+    assert!(up.fetch_x509(&svids));
+    // The gateway follows the policy over mutual TLS through the balancer.
+    eventually(
+        Duration::from_secs(15),
+        "the gateway follows the policy",
+        || {
+            assert_ok(&up.cli(&["policy", "followers"]))
+                .lines()
+                .any(|l| l.ends_with("spiffe://aims.local/aims/gateway"))
+                .then_some(())
+        },
+    );
+    // The demo's flows, each request to whichever replica the balancer picks: PAR, code, sign
+    // in, token exchange, transaction tokens, CIBA, a revocation reaching the gateway.
+    let demo = assert_ok(&up.cli(&["demo", "--auto-approve"]));
+    assert!(demo.contains("The demo ran every step"), "{demo}");
+
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &child.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Connections the kernel queued for it while it died fail (as behind any balancer); wait
+    // until it is gone (a zombie until `aims up` reaps it).
+    eventually(Duration::from_secs(10), "the replica dies", || {
+        std::fs::read_to_string(format!("/proc/{child}/status"))
+            .map_or(true, |s| s.contains("State:\tZ"))
+            .then_some(())
+    });
+    for _ in 0..10 {
+        assert_eq!(
+            metadata_issuer(&issuer).unwrap(),
+            issuer,
+            "a connection reached the dead replica"
+        );
+    }
+    assert!(up.fetch_x509(&svids));
+
+    up.stop();
+    assert!(
+        !Path::new(&format!("/proc/{}", replicas[1]["pid"])).exists(),
+        "the child replica outlived aims up"
+    );
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}

@@ -11,6 +11,7 @@ pub mod entry;
 pub mod gateway;
 pub mod node;
 pub mod policy;
+pub mod replicas;
 pub mod revoke;
 pub mod server;
 pub mod svid;

@@ -29,6 +29,11 @@ pub struct UpArgs {
     /// The gateway's listen address [default: 127.0.0.1:8445].
     #[arg(long)]
     pub gateway_listen: Option<std::net::SocketAddr>,
+    /// Run this many server replicas on one PostgreSQL store (--database postgres://…) behind
+    /// a local TCP load balancer on the listen addresses: this process is the first replica,
+    /// the others are `aims server` processes with data directories under DATA_DIR/replicas.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=super::replicas::MAX_REPLICAS as i64))]
+    pub replicas: u8,
 }
 
 /// The path of the local gateway's SPIFFE ID.
@@ -39,16 +44,13 @@ pub const GATEWAY_PATH: &str = "/aims/gateway";
 /// when it has no valid SVID of its own.
 async fn local_agent_settings(
     server: &RunningServer,
+    server_address: String,
     file: &FileConfig,
     data_dir: &std::path::Path,
     socket: Option<std::path::PathBuf>,
 ) -> anyhow::Result<AgentSettings> {
     let td = server.issuer.trust_domain().clone();
-    let mut s = AgentSettings::new(
-        td.clone(),
-        data_dir.to_path_buf(),
-        server.agent_addr.to_string(),
-    );
+    let mut s = AgentSettings::new(td.clone(), data_dir.to_path_buf(), server_address);
     s.trust_bootstrap = Some(TrustBootstrap::Document(
         server.issuer.published().document.clone(),
     ));
@@ -97,7 +99,11 @@ async fn start_gateway(
     listen: Option<std::net::SocketAddr>,
     td: &TrustDomain,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<(aims_gateway::RunningGateway, Option<String>)> {
+) -> anyhow::Result<(
+    aims_gateway::RunningGateway,
+    Option<String>,
+    Vec<aims_oauth::ResourceServer>,
+)> {
     // The gateway runs in the server's process: the server issues its SVID directly (no
     // Workload API entry, so no other program of this user can obtain the gateway's identity).
     let svid = server.colocated_svid(GATEWAY_PATH).await?;
@@ -131,31 +137,38 @@ async fn start_gateway(
     settings.public_host = reqwest::Url::parse(&issuer)?.host_str().map(str::to_owned);
     let gateway =
         aims_gateway::start_with_identity(settings, identity, shutdown.child_token()).await?;
-    register_routes(server, &gateway, td)?;
-    Ok((gateway, demo))
+    let resources = register_routes(server, &gateway, td)?;
+    Ok((gateway, demo, resources))
 }
 
 /// Tells the AS which resources the gateway serves (AIMS AZ-6): its routes, which only the
-/// gateway may exchange tokens of, and their upstreams' audiences.
+/// gateway may exchange tokens of, and their upstreams' audiences. Returns what it registered
+/// (other replicas are told the same).
 fn register_routes(
     server: &RunningServer,
     gateway: &aims_gateway::RunningGateway,
     td: &TrustDomain,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<aims_oauth::ResourceServer>> {
     let gateway_id = td.id_with_path(GATEWAY_PATH)?.to_string();
-    let resources = &server.authorization_server.resources;
+    let mut registered = Vec::new();
     for r in gateway.gateway.routes() {
         let upstream: Vec<String> = r.route.exchange_audience.iter().cloned().collect();
-        for u in &upstream {
-            resources.register(aims_oauth::ResourceServer::new(u.clone()));
-        }
-        resources.register(aims_oauth::ResourceServer {
+        registered.extend(
+            upstream
+                .iter()
+                .cloned()
+                .map(aims_oauth::ResourceServer::new),
+        );
+        registered.push(aims_oauth::ResourceServer {
             resource: r.resource.clone(),
             server: Some(gateway_id.clone()),
             exchange_to: upstream,
         });
     }
-    Ok(())
+    for r in &registered {
+        server.authorization_server.resources.register(r.clone());
+    }
+    Ok(registered)
 }
 
 /// Registers `spiffe://TD/user/<name>` for the current uid, unless it exists.
@@ -190,19 +203,36 @@ async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Resu
 /// Runs the stack until Ctrl-C or SIGTERM, printing its endpoints.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let file = config::load_file(&args.flags.common)?;
-    let settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
+    let mut settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
     let data_dir = settings.data_dir.clone();
     let td = settings.trust_domain.clone();
+    let cluster = match args.replicas {
+        1 => None,
+        n => Some(super::replicas::Cluster::bind(&mut settings, n).await?),
+    };
     let metrics = crate::telemetry::start(&args.flags.common, &file).await?;
     let server = aims_server::start(settings)
         .await
         .context("AIMS could not start")?;
+    let balancer = tokio_util::sync::CancellationToken::new();
+    let balanced = cluster.map(|c| c.balance(&server, &balancer));
+    let agent_address = balanced
+        .as_ref()
+        .map_or(server.agent_addr, |b| b.agent_addr)
+        .to_string();
     let self_id = if args.register_self {
         Some(register_self(&server, &td).await?)
     } else {
         None
     };
-    let agent_settings = local_agent_settings(&server, &file, &data_dir, args.socket).await?;
+    let agent_settings = local_agent_settings(
+        &server,
+        agent_address.clone(),
+        &file,
+        &data_dir,
+        args.socket,
+    )
+    .await?;
     let agent = match aims_agent::start(agent_settings, super::agent::FIRST_SYNC_WAIT).await {
         Ok(a) => a,
         Err(e) => {
@@ -211,7 +241,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let tool_shutdown = tokio_util::sync::CancellationToken::new();
-    let (gateway, demo) =
+    let (gateway, demo, resources) =
         match start_gateway(&server, &file, args.gateway_listen, &td, &tool_shutdown).await {
             Ok(g) => g,
             Err(e) => {
@@ -220,9 +250,46 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 return Err(e.context("the gateway could not start"));
             }
         };
-    let up = UpFile::new(&data_dir, &server, Some(&agent))?
+    let replicas = match &balanced {
+        None => Vec::new(),
+        Some(b) => {
+            let started = b
+                .start_replicas(
+                    &server,
+                    &args.flags,
+                    &data_dir,
+                    metrics.is_some(),
+                    &resources,
+                )
+                .await;
+            match started {
+                Ok(r) => r,
+                Err(e) => {
+                    gateway.stop().await;
+                    tool_shutdown.cancel();
+                    agent.stop().await;
+                    server.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let mut up = UpFile::new(&data_dir, &server, Some(&agent))?
         .with_gateway(&gateway, demo)
         .with_metrics(metrics);
+    if !replicas.is_empty() {
+        let first = super::replicas::ReplicaInfo {
+            server_id: server.server_id.clone(),
+            pid: std::process::id(),
+            data_dir: up.data_dir.clone(),
+            listeners: up.server.listeners.context("the server's listeners")?,
+            log: None,
+        };
+        let all = std::iter::once(first)
+            .chain(replicas.iter().map(|r| r.info.clone()))
+            .collect();
+        up = up.with_replicas(agent_address, all);
+    }
     let path = up.write(&data_dir)?;
     println!("{}", up.table());
     if let Some(id) = self_id {
@@ -236,6 +303,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     gateway.stop().await;
     tool_shutdown.cancel();
     agent.stop().await;
+    super::replicas::stop_all(replicas).await;
+    balancer.cancel();
     server.stop().await;
     UpFile::remove(&data_dir);
     Ok(())

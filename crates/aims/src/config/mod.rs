@@ -70,6 +70,11 @@ pub struct ServerSection {
     pub x509pop_ca_file: Option<PathBuf>,
     /// Host name in advertised URLs.
     pub public_host: Option<String>,
+    /// The URL clients reach the HTTPS listener at, and the OAuth issuer (a load balancer's in
+    /// front of several replicas).
+    pub public_url: Option<String>,
+    /// The URL clients reach the OAuth mutual-TLS listener at.
+    pub public_mtls_url: Option<String>,
     /// Store URL (`sqlite://…` or `postgres://…`).
     pub database: Option<String>,
     /// Admin socket path.
@@ -509,6 +514,14 @@ pub struct ServerFlags {
     /// Admin socket [default: DATA_DIR/admin.sock].
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
+    /// The URL clients reach the HTTPS listener at, and the OAuth issuer: a load balancer's
+    /// in front of several replicas [default: https://PUBLIC_HOST:HTTPS_PORT].
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The URL clients reach the OAuth mutual-TLS listener at [default:
+    /// https://PUBLIC_HOST:MTLS_PORT].
+    #[arg(long)]
+    pub public_mtls_url: Option<String>,
 }
 
 /// The config file named by the flags, or an empty one.
@@ -635,6 +648,11 @@ pub fn server_settings(
     if let Some(h) = &sec.public_host {
         s.public_host = h.clone();
     }
+    s.public_url = flags.public_url.clone().or_else(|| sec.public_url.clone());
+    s.public_mtls_url = flags
+        .public_mtls_url
+        .clone()
+        .or_else(|| sec.public_mtls_url.clone());
     s.database_url = flags.database.clone().or_else(|| sec.database.clone());
     s.admin_socket = flags
         .admin_socket
