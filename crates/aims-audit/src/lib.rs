@@ -32,7 +32,7 @@ pub use export::{LogEntry, otlp_logs};
 #[cfg(feature = "store")]
 pub use log::{AppendError, Appended, AuditLog};
 pub use merkle::leaf_hash;
-pub use record::{AuditRecord, Outcome, RecordKind};
+pub use record::{AuditMode, AuditRecord, Outcome, RecordKind};
 #[cfg(feature = "store")]
 pub use stored::{read_entries, read_task};
 pub use trace::render_trace;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::merkle::{Hash, leaf_hash};
-use crate::record::AuditRecord;
+use crate::record::{AuditMode, AuditRecord};
 use crate::stored;
 
 /// Appends waiting for the writer, at most (callers beyond wait for room).
@@ -25,6 +25,21 @@ const SUBMIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
 /// Shared strings whose ids the writer remembers, at most (beyond, it forgets them all and
 /// asks the store again).
 const MAX_KNOWN_STRINGS: usize = 16_384;
+
+impl AuditLog {
+    /// Appends `records` as `mode` asks: [`AuditLog::append`] for `Sync`, [`AuditLog::submit`]
+    /// for `Async`.
+    pub async fn record(
+        &self,
+        records: &[AuditRecord],
+        mode: AuditMode,
+    ) -> Result<(), AppendError> {
+        match mode {
+            AuditMode::Sync => self.append(records).await.map(|_| ()),
+            AuditMode::Async => self.submit(records).await,
+        }
+    }
+}
 
 /// Why an append failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -106,3 +106,15 @@ impl AuditRecord {
         }
     }
 }
+
+/// When a decision's record must be durable, as an operator chooses per component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// The answer waits for the durable append (group commit keeps the wait short): no answer
+    /// without its record, even across a crash.
+    Sync,
+    /// Records go to a bounded queue committed within milliseconds; a full queue makes callers
+    /// wait, so a record is never dropped, but a crash (kill -9) loses what was still queued.
+    #[default]
+    Async,
+}

@@ -7,16 +7,7 @@ use std::time::Duration;
 
 use aims_core::{SpiffeId, TrustDomain};
 
-/// When a request's decision record must be durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuditMode {
-    /// The response waits for the durable append (group commit keeps the wait short).
-    Sync,
-    /// Records go to a bounded queue flushed at once; a full queue makes requests wait, so a
-    /// record is never dropped.
-    #[default]
-    Async,
-}
+pub use aims_audit::AuditMode;
 
 /// Who mints the transaction tokens the gateway forwards (txn-tokens-11 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -550,7 +550,7 @@ fn authorization_server(
             issuer.store().clone(),
             Arc::new(TokenPolicy::new(
                 policy.pdp().clone(),
-                audit.clone(),
+                (audit.clone(), settings.audit),
                 aims_provisioning::issuance::server_svid::server_spiffe_id(&settings.trust_domain)?
                     .to_string(),
                 settings.clock.clone(),

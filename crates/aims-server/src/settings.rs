@@ -61,6 +61,10 @@ pub struct ServerSettings {
     /// under its path (enforcement points) [default: `/aims/gateway` and `/gateway/…` of the
     /// trust domain].
     pub audit_writers: Vec<aims_core::SpiffeId>,
+    /// Whether a token grant waits for its decision record to be durable (`Sync`: no token
+    /// without its record, even across a crash) or queues it for the next group commit
+    /// (`Async`, the default, as the gateway's: a crash loses the last few milliseconds).
+    pub audit: aims_audit::AuditMode,
     /// How often the store's change counters are polled for changes other replicas made.
     pub change_poll_interval: Duration,
     /// Host name used in the URLs the server advertises.
@@ -120,6 +124,7 @@ impl ServerSettings {
             federation: Vec::new(),
             signal_sources: Vec::new(),
             audit_writers,
+            audit: aims_audit::AuditMode::default(),
             change_poll_interval: Duration::from_millis(200),
             public_host: "127.0.0.1".into(),
             public_url: None,

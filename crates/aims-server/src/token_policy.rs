@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aims_audit::{AuditLog, AuditRecord};
+use aims_audit::{AuditLog, AuditMode, AuditRecord};
 use aims_core::SharedClock;
 use aims_oauth::policy::{
     AccessRequest, ApprovalDecision, Decision, DenyKind, PdpError, PolicyDecisionPoint,
@@ -17,16 +17,25 @@ use aims_policy::{Action, Detail, Facts, Pdp, Principal, Query, Target};
 pub struct TokenPolicy {
     pdp: Arc<Pdp>,
     audit: Arc<AuditLog>,
+    /// Whether a grant waits for its decision record to be durable.
+    mode: AuditMode,
     source: String,
     clock: SharedClock,
 }
 
 impl TokenPolicy {
-    /// Decides grants with `pdp` and records them in `audit` as `source` (the server).
-    pub fn new(pdp: Arc<Pdp>, audit: Arc<AuditLog>, source: String, clock: SharedClock) -> Self {
+    /// Decides grants with `pdp` and records them in `audit` as `source` (the server), each
+    /// grant waiting for its record as `mode` says.
+    pub fn new(
+        pdp: Arc<Pdp>,
+        (audit, mode): (Arc<AuditLog>, AuditMode),
+        source: String,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             pdp,
             audit,
+            mode,
             source,
             clock,
         }
@@ -78,9 +87,10 @@ impl PolicyDecisionPoint for TokenPolicy {
             record.source = self.source.clone();
             record.correlation_id = r.correlation_id.clone();
             tracing::debug!(client = %r.client_id, audience, allowed = verdict.allowed, policy_version = verdict.policy_version, policies = ?verdict.policies, "token policy decision");
-            // Submitted, not awaited: the token response does not wait for the fsync (the
-            // record is in the next group commit); a full queue makes the grant wait.
-            if let Err(e) = self.audit.submit(&[record]).await {
+            // Sync: the grant goes on once the record is durable. Async: it is queued for the
+            // next group commit and the response does not wait for it (a full queue makes the
+            // grant wait; a crash loses what was queued).
+            if let Err(e) = self.audit.record(&[record], self.mode).await {
                 // Fail closed: a decision that cannot be recorded issues nothing.
                 tracing::error!(error = %e, "token decision not recorded; refusing the grant");
                 return Err(PdpError::Unrecorded(e.to_string()));

@@ -84,25 +84,28 @@ fn issuer_of(server: &Aims) -> String {
         .to_owned()
 }
 
-/// An HTTPS client trusting `server`'s web CA.
+/// An HTTPS client trusting `server`'s web CA, with a connection per request (behind a
+/// balancer, each request goes to the replica it picks).
 fn https(server: &Aims) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
         )
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
 }
 
-/// The token endpoint's answer to a client credentials grant for `https://tool.example`.
+/// The token endpoint's answer to a client credentials grant for `https://tool.example`;
+/// status 0 when no answer came (the connection failed).
 async fn client_credentials(
     http: &reqwest::Client,
     issuer: &str,
     assertion_type: &str,
     assertion: &str,
 ) -> (u16, serde_json::Value) {
-    let resp = http
+    let sent = http
         .post(format!("{issuer}/oauth2/token"))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -112,10 +115,53 @@ async fn client_credentials(
             ("scope", "read"),
         ])
         .send()
-        .await
-        .unwrap();
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return (0, serde_json::json!({ "error": e.to_string() })),
+    };
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or_default())
+}
+
+/// A private_key_jwt client `client_id` registered through `server` (scope `read`), and its
+/// key.
+fn jwt_client(server: &Aims, client_id: &str) -> aims_credentials::PrivateKey {
+    use aims_credentials::{KeyType, PrivateKey};
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let jwk = key
+        .public_key()
+        .to_jwk(Some("sig"), Some("k1"), Some(key.jws_algorithm()));
+    let jwks = server.dir.path().join(format!("{client_id}.jwks"));
+    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    assert_ok(&server.cli(&[
+        "client",
+        "create",
+        "--client-id",
+        client_id,
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--scope",
+        "read",
+    ]));
+    key
+}
+
+/// An RFC 7523 client assertion of `client_id` for `issuer`, unique by `jti`.
+fn client_assertion(
+    key: &aims_credentials::PrivateKey,
+    client_id: &str,
+    issuer: &str,
+    jti: &str,
+) -> String {
+    let now = aims_core::unix_seconds(std::time::SystemTime::now());
+    aims_credentials::jose::sign(
+        key,
+        &aims_credentials::jose::JwsHeader::new(key, None, Some("k1")),
+        &serde_json::json!({"iss": client_id, "sub": client_id, "aud": issuer,
+                            "jti": jti, "iat": now, "exp": now + 60}),
+    )
+    .unwrap()
 }
 
 fn create_entry(server: &Aims, spiffe_id: &str) {
@@ -398,39 +444,16 @@ fn a_policy_applied_on_one_replica_reaches_the_gateway_of_another() {
 /// notified, and the other replica dropped its cached copy.
 #[test]
 fn a_client_deleted_on_one_replica_is_refused_by_another_at_once() {
-    use aims_credentials::{KeyType, PrivateKey};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
         return;
     };
     let a = as_replica(&url, None);
     let b = as_replica(&url, Some(&a));
-    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
-    let jwk = key
-        .public_key()
-        .to_jwk(Some("sig"), Some("k1"), Some(key.jws_algorithm()));
-    let jwks = a.dir.path().join("client.jwks");
-    std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
-    assert_ok(&a.cli(&[
-        "client",
-        "create",
-        "--client-id",
-        "reporting",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--scope",
-        "read",
-    ]));
+    let key = jwt_client(&a, "reporting");
     let (issuer, http) = (issuer_of(&b), https(&b));
     let grant = |n: u32| {
-        let now = aims_core::unix_seconds(std::time::SystemTime::now());
-        let assertion = aims_credentials::jose::sign(
-            &key,
-            &aims_credentials::jose::JwsHeader::new(&key, None, Some("k1")),
-            &serde_json::json!({"iss": "reporting", "sub": "reporting", "aud": issuer,
-                                "jti": format!("j{n}"), "iat": now, "exp": now + 60}),
-        )
-        .unwrap();
+        let assertion = client_assertion(&key, "reporting", &issuer, &format!("j{n}"));
         rt.block_on(client_credentials(
             &http,
             &issuer,
@@ -488,6 +511,32 @@ async fn append_marker(
     body["first"]
         .as_u64()
         .ok_or_else(|| format!("no index in {body}"))
+}
+
+/// The whole audit log as `server` exports it, once a checkpoint covers every entry; every
+/// index present once (no gap, no duplicate).
+fn whole_log(server: &Aims) -> Vec<aims_audit::LogEntry> {
+    let export = server.dir.path().join("log.jsonl");
+    let entries: Vec<aims_audit::LogEntry> = eventually(
+        Duration::from_secs(15),
+        "a checkpoint covering the whole log",
+        || {
+            assert_ok(&server.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
+            let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            entries
+                .iter()
+                .all(|e| e.certified_hash.is_some())
+                .then_some(entries)
+        },
+    );
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(e.index, k as u64, "an index missing or doubled");
+    }
+    entries
 }
 
 /// `aims <args>` expected to exit (within a minute) without starting.
@@ -604,26 +653,7 @@ fn replicas_keep_one_audit_log_through_the_death_of_its_sequencer() {
     eventually(Duration::from_secs(10), "B takes the sequencer", || {
         b.logs().contains(sequencer).then_some(())
     });
-    let export = b.dir.path().join("log.jsonl");
-    let entries: Vec<aims_audit::LogEntry> = eventually(
-        Duration::from_secs(10),
-        "a checkpoint covering the whole log",
-        || {
-            assert_ok(&b.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
-            let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            entries
-                .iter()
-                .all(|e| e.certified_hash.is_some())
-                .then_some(entries)
-        },
-    );
-    for (k, e) in entries.iter().enumerate() {
-        assert_eq!(e.index, k as u64, "an index missing or doubled");
-    }
+    let entries = whole_log(&b);
     let acked = acked.lock().unwrap().clone();
     for (index, marker) in &acked {
         let record: serde_json::Value =
@@ -698,14 +728,7 @@ fn aims_up_with_replicas_serves_through_its_load_balancer() {
     assert_ne!(child, u64::from(up.proc.pid()));
     let issuer = issuer_of(&up);
     // A connection per request, so the balancer picks a replica for each.
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(up.web_ca()).unwrap()).unwrap(),
-        )
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = https(&up);
     let metadata_issuer = |base: &str| {
         let http = http.clone();
         let base = base.to_owned();
@@ -783,5 +806,166 @@ fn aims_up_with_replicas_serves_through_its_load_balancer() {
         !Path::new(&format!("/proc/{}", replicas[1]["pid"])).exists(),
         "the child replica outlived aims up"
     );
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
+/// Issue 18, fault test: `aims up --replicas 3` under steady load — private_key_jwt grants
+/// through the balancer, each allowed one retry after 200 ms, and Workload API fetches — with token
+/// decisions recorded before the grant returns (`server.audit = "sync"`, in the operator's
+/// config, which the child replicas share); one child replica is killed (SIGKILL). No grant
+/// fails beyond its retry, no fetch fails, the agent takes an entry made after the kill, the
+/// gateway keeps enforcing (the demo runs), every granted token has its decision record, no
+/// index is missing or doubled, and the log verifies.
+#[test]
+fn three_replicas_under_load_lose_one_and_nothing_else() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("aims.toml");
+    std::fs::write(
+        &config,
+        "[server]\naudit = \"sync\"\n\n[[server.oauth.resources]]\nresource = \"https://tool.example\"\n",
+    )
+    .unwrap();
+    let up = Aims::start(
+        "up",
+        &[
+            "--database",
+            &url,
+            "--replicas",
+            "3",
+            "--register-self",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let victim = up.up["replicas"][1]["pid"].as_u64().unwrap();
+    let key = jwt_client(&up, "loader");
+    let issuer = issuer_of(&up);
+    // A connection per request, so the balancer spreads them over the replicas.
+    let http = https(&up);
+    let key = Arc::new(key);
+    let granted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let grants: Vec<_> = (0..4)
+        .map(|w| {
+            let (http, issuer, key) = (http.clone(), issuer.clone(), key.clone());
+            let (granted, failed, stop) = (granted.clone(), failed.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut last = String::new();
+                    let mut ok = false;
+                    for attempt in 0..2 {
+                        if attempt > 0 {
+                            // A client's backoff before its one retry.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        n += 1;
+                        let assertion =
+                            client_assertion(&key, "loader", &issuer, &format!("w{w}-{n}"));
+                        let (status, body) = client_credentials(
+                            &http,
+                            &issuer,
+                            aims_token::wire::JWT_BEARER_ASSERTION,
+                            &assertion,
+                        )
+                        .await;
+                        if status == 200 {
+                            ok = true;
+                            break;
+                        }
+                        last = format!("{status} {body}");
+                    }
+                    if ok {
+                        granted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.lock().unwrap().push(last);
+                    }
+                }
+            })
+        })
+        .collect();
+    let fetch_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fetches = {
+        let (socket, stop, failures) = (up.workload_socket(), stop.clone(), fetch_failures.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if served(&socket).is_empty() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let count = || granted.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(30), "grants under way", || {
+        (count() > 100).then_some(())
+    });
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let at_kill = count();
+    eventually(Duration::from_secs(30), "grants go on", || {
+        (count() > at_kill + 100).then_some(())
+    });
+    let uid = own_uid();
+    assert_ok(&up.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://aims.local/after/the-kill",
+        "--parent-id",
+        "spiffe://aims.local/aims/agent/local",
+        "--selector",
+        &format!("unix:uid:{uid}"),
+    ]));
+    eventually(Duration::from_secs(15), "the new entry served", || {
+        served(&up.workload_socket())
+            .iter()
+            .any(|id| id == "spiffe://aims.local/after/the-kill")
+            .then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for g in grants {
+        rt.block_on(g).unwrap();
+    }
+    let fetched = fetches.join().unwrap();
+    let failed = failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "grants failed after a retry: {failed:?}");
+    assert!(fetched > 0);
+    assert_eq!(
+        fetch_failures.load(Ordering::Relaxed),
+        0,
+        "Workload API fetches failed"
+    );
+    let demo = assert_ok(&up.cli(&["demo", "--auto-approve"]));
+    assert!(demo.contains("The demo ran every step"), "{demo}");
+
+    let entries = whole_log(&up);
+    let recorded = entries
+        .iter()
+        .filter(|e| {
+            let r: serde_json::Value = serde_json::from_str(&e.record).unwrap();
+            r["action"] == "obtain_token" && r["agent"] == "loader" && r["decision"] == "allow"
+        })
+        .count() as u64;
+    assert!(
+        recorded >= count(),
+        "{} tokens granted, {recorded} decisions recorded",
+        count()
+    );
+    let out = assert_ok(&up.cli(&["audit", "verify"]));
+    assert!(out.contains(&format!("{} entries", entries.len())), "{out}");
+    drop(up);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }

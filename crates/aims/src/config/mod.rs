@@ -106,6 +106,9 @@ pub struct ServerSection {
     /// SPIFFE IDs (with the IDs under their paths) that may append to the audit log
     /// [default: `/aims/gateway` and `/gateway/…` of the trust domain].
     pub audit_writers: Option<Vec<String>>,
+    /// Whether token grants wait for their decision records to be durable (`sync`) or queue
+    /// them (`async`, the default).
+    pub audit: Option<gateway::AuditModeName>,
     /// OAuth mutual-TLS listen address (RFC 8705 endpoint aliases).
     pub oauth_mtls_listen: Option<SocketAddr>,
     /// `[server.oauth]`.
@@ -719,6 +722,9 @@ pub fn server_settings(
         }
     }
     s.signal_sources = sec.signal_source.clone();
+    if let Some(mode) = sec.audit {
+        s.audit = mode.into();
+    }
     if let Some(writers) = &sec.audit_writers {
         s.audit_writers = writers
             .iter()
