@@ -1,5 +1,5 @@
 //! A small TCP load balancer for `aims up --replicas` (issue 18): it spreads connections over
-//! the replicas in turn and passes over one that refuses or does not accept within a second, so
+//! the replicas in turn and passes over one that refuses or does not accept within a few seconds, so
 //! a killed replica is skipped from the next connection on. TLS passes through untouched (each
 //! replica terminates it, client certificates included) and nothing is parsed: a stand-in for
 //! the operator's own balancer (HAProxy, a cloud NLB) when trying replicas on one machine.
@@ -12,8 +12,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// How long a replica may take to accept before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a replica may take to accept before the next one is tried (a dead replica on a
+/// reachable host refuses at once; this bounds a host that answers nothing). Not shorter: on a
+/// loaded machine this process's own timer may fire late, and a live replica must not be
+/// passed over for it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections relayed at once, at most (more wait in the listener's backlog).
 const MAX_CONNECTIONS: usize = 4096;
 
