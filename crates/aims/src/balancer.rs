@@ -1,6 +1,6 @@
 //! A small TCP load balancer for `aims up --replicas` (issue 18): it spreads connections over
-//! the replicas in turn and passes over one that refuses or does not accept within a few seconds, so
-//! a killed replica is skipped from the next connection on. TLS passes through untouched (each
+//! the replicas in turn and passes over one that refuses or does not accept within a few
+//! seconds, so a killed replica is skipped from the next connection on. TLS passes through untouched (each
 //! replica terminates it, client certificates included) and nothing is parsed: a stand-in for
 //! the operator's own balancer (HAProxy, a cloud NLB) when trying replicas on one machine.
 
