@@ -33,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "revocation",
     "policy",
     "scale",
+    "replicas",
     "people",
     "pdp",
 ];
@@ -54,7 +55,9 @@ struct Args {
     /// with 10,000 clients and 100,000 revoked principals; needs the `aims` binary and
     /// taskset), people (consent and
     /// approvals pages under 100 sessions, CIBA approval → token; needs the `aims` binary and
-    /// taskset).
+    /// taskset), replicas (the token endpoint on 1–3 `aims server` replicas sharing
+    /// PostgreSQL, with each process's CPU; needs the `aims` binary, taskset and PostgreSQL on
+    /// 127.0.0.1:5432).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -104,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             "audit" => scenarios::audit::audit(timing)?,
             "revocation" | "revoke" => scenarios::propagation::revocation(timing)?,
             "policy" => scenarios::propagation::policy(timing)?,
+            "replicas" => scenarios::replicas::replicas(timing)?,
             "pdp" => scenarios::gateway::pdp(timing)?,
             "scale" => scenarios::scale::scale(timing)?,
             "people" => scenarios::people::people(timing)?,
@@ -115,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         // These two measure latencies of single events, not interleaved throughput.
         if !matches!(
             name,
-            "audit" | "revocation" | "revoke" | "policy" | "people"
+            "audit" | "revocation" | "revoke" | "policy" | "people" | "replicas"
         ) {
             r.notes.push(format!(
                 "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",

@@ -352,17 +352,26 @@ impl Store {
         &self,
         filter: &EntryFilter,
     ) -> Result<Vec<RegistrationEntry>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM registration_entries \
-             WHERE ($1 = '' OR spiffe_id = $1) AND ($2 = '' OR parent_id = $2) \
-             ORDER BY spiffe_id, id"
-        ))
-        .bind(filter.spiffe_id.as_ref().map_or("", SpiffeId::as_str))
-        .bind(filter.parent_id.as_ref().map_or("", SpiffeId::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+        // One statement per filter shape, each able to use its index: `($1 = '' OR col = $1)`
+        // is planned as a scan of every entry (PostgreSQL's generic plan, SQLite always), and
+        // every agent's sync re-reads its entries on each change (issue 18).
+        let select = concat!("SELECT ", entry_columns!(), " FROM registration_entries");
+        let order = " ORDER BY spiffe_id, id";
+        let (condition, values): (&str, Vec<&str>) = match (&filter.spiffe_id, &filter.parent_id) {
+            (None, None) => ("", vec![]),
+            (Some(s), None) => (" WHERE spiffe_id = $1", vec![s.as_str()]),
+            (None, Some(p)) => (" WHERE parent_id = $1", vec![p.as_str()]),
+            (Some(s), Some(p)) => (
+                " WHERE spiffe_id = $1 AND parent_id = $2",
+                vec![s.as_str(), p.as_str()],
+            ),
+        };
+        let sql = format!("{select}{condition}{order}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in values {
+            q = q.bind(v);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(row_to_entry).collect()
     }
 

@@ -84,6 +84,22 @@ async fn entries_suite(store: &Store) {
         .await
         .unwrap();
     assert!(by_parent.is_empty());
+    // Each filter shape has a statement of its own (issue 18): both fields, and the parent.
+    let parent = id("spiffe://example.org/agent/node1");
+    for (spiffe_id, expected) in [
+        (Some(id("spiffe://example.org/agent/b")), vec![b.clone()]),
+        (Some(id("spiffe://example.org/agent/none")), vec![]),
+        (None, vec![a.clone(), b.clone()]),
+    ] {
+        let found = store
+            .list_entries(&EntryFilter {
+                spiffe_id,
+                parent_id: Some(parent.clone()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(found, expected);
+    }
 
     let updated = store
         .update_entry(

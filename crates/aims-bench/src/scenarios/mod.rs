@@ -9,5 +9,6 @@ pub mod oauth;
 pub mod people;
 mod process;
 pub mod propagation;
+pub mod replicas;
 pub mod scale;
 pub mod workload;

@@ -76,7 +76,21 @@ pub fn start_aims(
     config: Option<&Path>,
     cpus: Option<&str>,
 ) -> anyhow::Result<(Proc, serde_json::Value)> {
-    let data = dir.join(subcommand);
+    start_named(dir, subcommand, subcommand, td, config, cpus, &[])
+}
+
+/// `aims <subcommand> <extra…>` with its data in `dir/<name>` (log in `dir/<name>.log`),
+/// otherwise as [`start_server`] describes.
+pub fn start_named(
+    dir: &Path,
+    name: &str,
+    subcommand: &str,
+    td: &str,
+    config: Option<&Path>,
+    cpus: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<(Proc, serde_json::Value)> {
+    let data = dir.join(name);
     let up = data.join("up.json");
     // A previous run on this data directory left its own: wait for this one's.
     match std::fs::remove_file(&up) {
@@ -104,17 +118,14 @@ pub fn start_aims(
             .args(["--oauth-mtls-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data)
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                dir.join(format!("{subcommand}.log")),
-            )?)
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
             .spawn()?,
     );
-    wait_for(
-        &format!("aims {subcommand}"),
-        Duration::from_secs(30),
-        || up.exists(),
-    )?;
+    wait_for(&format!("aims {name}"), Duration::from_secs(30), || {
+        up.exists()
+    })?;
     Ok((proc, serde_json::from_slice(&std::fs::read(&up)?)?))
 }
 

@@ -1,0 +1,280 @@
+//! `replicas` (issue 18): the token endpoint served by 1, 2 and 3 `aims server` replicas on one
+//! PostgreSQL, the load spread over them (16 connections, closed loop, JWT-SVID client
+//! authentication), against one replica in the same run; with each figure the CPU every replica
+//! and PostgreSQL used. Also one replica deciding with `server.audit = "sync"` (each grant waits
+//! for its decision record to be durable) against the default `async`, and a single server on
+//! SQLite. Replicas are pinned to CPU 1, the load to CPU 0; PostgreSQL runs where the kernel
+//! puts it. On a 2-core machine this measures what replication costs, not how it scales.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use aims_admin::client::AdminClient;
+use aims_token::wire::JWT_SPIFFE_ASSERTION;
+use anyhow::Context as _;
+
+use super::oauth::{fixed, form};
+use super::process::{Proc, https_target, median_run, pin_self, start_named};
+use crate::load::{Pace, Target};
+use crate::measure::Timing;
+use crate::report::{Row, ScenarioReport};
+
+const TD: &str = "bench.example";
+/// The issuer every replica advertises (a balancer's name; the load goes to each replica).
+const PUBLIC_URL: &str = "https://aims.bench.example";
+const RESOURCE: &str = "https://tool.bench.example/api";
+const CONNS: usize = 16;
+
+/// A running replica: its process, its token endpoint and its pid.
+struct Replica {
+    proc: Proc,
+    token_endpoint: Target,
+    admin: AdminClient,
+}
+
+/// CPU time (user + system) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = s.get(s.rfind(')')? + 2..)?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// CPU ticks of every PostgreSQL process on this machine.
+fn postgres_ticks() -> u64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_ticks)
+        .sum()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Starts replica `name` on `database` (with `first`'s audit log key), pinned to CPU 1.
+fn start_replica(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    database: Option<&str>,
+    first: Option<&Path>,
+) -> anyhow::Result<Replica> {
+    let data = dir.join(name);
+    if let Some(first) = first {
+        aims_core::files::private_dir(&data.join("keys"))?;
+        let key = Path::new("keys").join("audit-log.key.pem");
+        std::fs::copy(first.join(&key), data.join(&key)).context("copy the audit log key")?;
+    }
+    let mut extra = vec![
+        "--public-url",
+        PUBLIC_URL,
+        "--public-mtls-url",
+        "https://aims.bench.example:8444",
+    ];
+    if let Some(url) = database {
+        extra.extend(["--database", url]);
+    }
+    let (proc, up) = start_named(dir, name, "server", TD, Some(config), Some("1"), &extra)?;
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).context("up.json");
+    let base = format!("https://{}", text(&up["server"]["listeners"]["https"])?);
+    let ca = text(&up["server"]["web_ca_file"])?;
+    Ok(Replica {
+        proc,
+        token_endpoint: https_target(&base, Path::new(&ca), "/oauth2/token")?,
+        admin: AdminClient::new(text(&up["admin_socket"])?),
+    })
+}
+
+/// A client_credentials grant of agent A authenticated by a JWT-SVID `admin` mints for the
+/// replicas' issuer (reused: a cache hit after the first).
+fn svid_body(
+    rt: &tokio::runtime::Runtime,
+    admin: &AdminClient,
+) -> anyhow::Result<crate::load::BodyFn> {
+    let svid = rt
+        .block_on(admin.mint_jwt(&aims_admin::api::MintJwtRequest {
+            spiffe_id: aims_core::SpiffeId::parse(&format!("spiffe://{TD}/agent/a"))?,
+            audience: vec![PUBLIC_URL.into()],
+            ttl_seconds: Some(3600),
+        }))?
+        .token;
+    Ok(fixed(form(&[
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+        ("client_assertion", &svid),
+        ("scope", "api:read"),
+        ("resource", RESOURCE),
+    ])?))
+}
+
+/// The configuration every replica of one run shares.
+fn config(dir: &Path, audit: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join(format!("aims-{audit}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\naudit = \"{audit}\"\n\n[server.oauth]\naccess_token_ttl = \"1h\"\n\n\
+             [[server.oauth.resources]]\nresource = \"{RESOURCE}\"\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// One closed-loop run over `replicas`; the result and a note of the CPU each process used.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    timing: Timing,
+    replicas: &[&Replica],
+    body: &crate::load::BodyFn,
+    tick: f64,
+) -> anyhow::Result<(crate::measure::Measurement, String)> {
+    let targets: Vec<Target> = replicas.iter().map(|r| r.token_endpoint.clone()).collect();
+    let pids: Vec<u32> = replicas.iter().map(|r| r.proc.0.id()).collect();
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let pg_before = postgres_ticks();
+    let started = Instant::now();
+    let counter = Arc::new(AtomicU64::new(0));
+    let r = rt.block_on(median_run(
+        timing,
+        &targets,
+        CONNS,
+        Pace::Closed,
+        body,
+        &counter,
+    ))?;
+    let wall = started.elapsed().as_secs_f64();
+    let share = |ticks: u64| format!("{:.0} %", ticks as f64 / tick / wall * 100.0);
+    let each: Vec<String> = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| share(cpu_ticks(*p).saturating_sub(*b)))
+        .collect();
+    let note = format!(
+        "{} replica(s): {:.0} tokens/s; CPU replicas {}, PostgreSQL {}",
+        replicas.len(),
+        r.m.ops_per_sec,
+        each.join(" + "),
+        share(postgres_ticks().saturating_sub(pg_before))
+    );
+    Ok((r.m, note))
+}
+
+/// Runs the scenario.
+pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
+    pin_self(0)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (url, db) = rt
+        .block_on(aims_store::testing::fresh_postgres_url())
+        .context("the replicas scenario needs PostgreSQL on 127.0.0.1:5432 (trust auth)")?;
+    let dir = tempfile::tempdir()?;
+    let tick = ticks_per_second();
+    let (async_config, sync_config) = (config(dir.path(), "async")?, config(dir.path(), "sync")?);
+
+    eprintln!("  starting replica 1 on PostgreSQL (CPU 1)…");
+    let first = start_replica(dir.path(), "replica-1", &async_config, Some(&url), None)?;
+    let first_dir = dir.path().join("replica-1");
+    let body = svid_body(&rt, &first.admin)?;
+
+    let mut rows = Vec::new();
+    let mut notes = vec![format!(
+        "rows run one after another as replicas join, each the median of {} repetitions of \
+         {:?}; CPU shares cover the repetitions and their warm-ups",
+        timing.reps, timing.measure
+    )];
+    let (one, note) = measure(&rt, timing, &[&first], &body, tick)?;
+    notes.push(note);
+    let base_label = "1 replica";
+    let base = one.ops_per_sec;
+    rows.push(Row::baseline(
+        "1 replica (PostgreSQL), JWT-SVID, 16 conn (baseline)",
+        one,
+    ));
+    let mut more = Vec::new();
+    for n in 2..=3 {
+        eprintln!("  starting replica {n}…");
+        more.push(start_replica(
+            dir.path(),
+            &format!("replica-{n}"),
+            &async_config,
+            Some(&url),
+            Some(&first_dir),
+        )?);
+        let all: Vec<&Replica> = std::iter::once(&first).chain(more.iter()).collect();
+        let (m, note) = measure(&rt, timing, &all, &body, tick)?;
+        notes.push(note);
+        rows.push(Row::against(
+            &format!("{n} replicas, load spread, JWT-SVID, 16 conn"),
+            m,
+            base_label,
+            base,
+            None,
+        ));
+    }
+    drop(more);
+
+    eprintln!("  one replica with server.audit = \"sync\"…");
+    let sync = start_replica(
+        dir.path(),
+        "replica-sync",
+        &sync_config,
+        Some(&url),
+        Some(&first_dir),
+    )?;
+    let (m, note) = measure(&rt, timing, &[&sync], &body, tick)?;
+    notes.push(format!("audit sync: {note}"));
+    rows.push(Row::against(
+        "1 replica, server.audit = \"sync\", JWT-SVID, 16 conn",
+        m,
+        base_label,
+        base,
+        None,
+    ));
+    drop(sync);
+    drop(first);
+
+    eprintln!("  one server on SQLite…");
+    let sqlite = start_replica(dir.path(), "sqlite", &async_config, None, None)?;
+    let sqlite_body = svid_body(&rt, &sqlite.admin)?;
+    let (m, note) = measure(&rt, timing, &[&sqlite], &sqlite_body, tick)?;
+    notes.push(format!("SQLite: {note}"));
+    rows.push(Row::against(
+        "1 server on SQLite (the default store), JWT-SVID, 16 conn",
+        m,
+        base_label,
+        base,
+        None,
+    ));
+    drop(sqlite);
+    rt.block_on(aims_store::testing::drop_postgres_database(&db));
+    Ok(ScenarioReport {
+        scenario: "replicas".into(),
+        description: "token endpoint on 1–3 aims server replicas sharing one PostgreSQL, all \
+             replicas pinned to CPU 1, load from CPU 0"
+            .into(),
+        rows,
+        notes,
+    })
+}
