@@ -210,7 +210,7 @@ impl Checkpointer {
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut turn = Turn::default();
+        let mut turn = Turn::new(&self.store);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -250,9 +250,11 @@ impl Checkpointer {
 pub const STANDBY_AFTER: Duration = Duration::from_secs(5);
 
 /// Whose turn it is to sign: this replica's while it holds the sequencer lease.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Turn {
-    lease: Option<Lease>,
+    lease: Lease,
+    /// Whether this replica held the lease at the last tick.
+    holding: bool,
     /// A standby's view of the holder: the checkpoint size it last saw, and since when.
     seen: Option<(u64, Instant)>,
     /// The size of the last checkpoint this replica signed.
@@ -260,28 +262,35 @@ struct Turn {
 }
 
 impl Turn {
+    fn new(store: &Store) -> Self {
+        Self {
+            lease: store.lease(LeaseName::AuditSequencer),
+            holding: false,
+            seen: None,
+            signed: None,
+        }
+    }
+
     /// Whether this replica signs at this tick.
     async fn ours(&mut self, store: &Store) -> bool {
-        if let Some(lease) = &mut self.lease {
-            if lease.held().await {
-                return true;
+        let holds = match self.lease.hold().await {
+            Ok(holds) => holds,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask for the audit sequencer lease");
+                false
             }
-            tracing::warn!("lost the audit sequencer lease (its connection failed)");
-            self.lease = None;
-            metrics::gauge!("aims_audit_sequencer").set(0.0);
-        }
-        match store.try_lease(LeaseName::AuditSequencer).await {
-            Ok(Some(lease)) => {
+        };
+        if holds != self.holding {
+            self.holding = holds;
+            metrics::gauge!("aims_audit_sequencer").set(if holds { 1.0 } else { 0.0 });
+            if holds {
                 tracing::info!("this replica now signs the audit log's checkpoints");
-                metrics::gauge!("aims_audit_sequencer").set(1.0);
-                self.lease = Some(lease);
                 self.seen = None;
-                return true;
+            } else {
+                tracing::warn!("lost the audit sequencer lease (its connection failed)");
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot ask for the audit sequencer lease"),
         }
-        self.holder_stalled(store).await
+        holds || self.holder_stalled(store).await
     }
 
     /// Whether records have waited [`STANDBY_AFTER`] with no new checkpoint from the holder.

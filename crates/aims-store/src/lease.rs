@@ -29,49 +29,68 @@ impl LeaseName {
     }
 }
 
-/// A held lease; dropping it gives it up.
+/// One replica's claim on a lease: a connection of its own that tries the lock and, once it
+/// has it, holds it. Dropping it gives the lease up.
 #[derive(Debug)]
 pub struct Lease {
     name: LeaseName,
-    /// The connection holding the lock (PostgreSQL); closing it releases the lock.
+    /// The database (PostgreSQL); `None` on SQLite, where the lease is always this process's.
+    url: Option<std::sync::Arc<str>>,
+    /// The connection asking for (and then holding) the lock.
     conn: Option<sqlx::postgres::PgConnection>,
+    held: bool,
 }
 
 impl Store {
-    /// Takes the lease `name` if no other replica holds it; `None` if one does.
-    pub async fn try_lease(&self, name: LeaseName) -> Result<Option<Lease>, StoreError> {
-        let (Backend::Postgres, Some(url)) = (self.backend, self.url.as_deref()) else {
-            return Ok(Some(Lease { name, conn: None }));
+    /// This replica's claim on the lease `name` (nothing is asked until [`Lease::hold`]).
+    pub fn lease(&self, name: LeaseName) -> Lease {
+        let url = match self.backend {
+            Backend::Postgres => self.url.clone(),
+            Backend::Sqlite => None,
         };
-        let mut conn = sqlx::postgres::PgConnection::connect(url).await?;
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(name.key())
-            .fetch_one(&mut conn)
-            .await?;
-        if !taken {
-            // Nothing to release: the connection closes with the lock untaken.
-            let _ = conn.close().await;
-            return Ok(None);
-        }
-        Ok(Some(Lease {
+        Lease {
             name,
-            conn: Some(conn),
-        }))
+            url,
+            conn: None,
+            held: false,
+        }
     }
 }
 
 impl Lease {
-    /// What the lease is for.
-    pub fn name(&self) -> LeaseName {
-        self.name
-    }
-
-    /// Whether the lease is still held: its connection still answers (a lost connection lost
-    /// the lock with it).
-    pub async fn held(&mut self) -> bool {
-        match &mut self.conn {
-            None => true,
-            Some(conn) => conn.ping().await.is_ok(),
+    /// Whether this replica holds the lease now: it keeps it while its connection answers
+    /// (a lost connection lost the lock with it), and otherwise asks for it on its one
+    /// connection (made again only after a failure).
+    pub async fn hold(&mut self) -> Result<bool, StoreError> {
+        let Some(url) = &self.url else {
+            return Ok(true);
+        };
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                self.held = false;
+                self.conn
+                    .insert(sqlx::postgres::PgConnection::connect(url).await?)
+            }
+        };
+        let answer = if self.held {
+            conn.ping().await.map(|()| true)
+        } else {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.name.key())
+                .fetch_one(&mut *conn)
+                .await
+        };
+        match answer {
+            Ok(held) => {
+                self.held = held;
+                Ok(held)
+            }
+            Err(e) => {
+                self.conn = None;
+                self.held = false;
+                Err(e.into())
+            }
         }
     }
 }

@@ -1163,51 +1163,47 @@ async fn a_lease_is_held_by_one_replica_at_a_time() {
     let single = Store::open_sqlite(&sqlite.path().join("aims.db"))
         .await
         .unwrap();
-    let mut held = single
-        .try_lease(LeaseName::AuditSequencer)
-        .await
-        .unwrap()
-        .expect("SQLite: always this process's");
-    assert!(held.held().await);
+    assert!(
+        single
+            .lease(LeaseName::AuditSequencer)
+            .hold()
+            .await
+            .unwrap()
+    );
 
     let Some(db) = aims_store::testing::fresh_postgres().await else {
         return;
     };
     let other = Store::connect(&db.url).await.unwrap();
-    let mut first = db
-        .store
-        .try_lease(LeaseName::AuditSequencer)
-        .await
-        .unwrap()
-        .expect("nobody holds it yet");
-    assert!(first.held().await);
+    let mut first = db.store.lease(LeaseName::AuditSequencer);
+    assert!(first.hold().await.unwrap(), "nobody holds it yet");
     assert!(
-        other
-            .try_lease(LeaseName::AuditSequencer)
-            .await
-            .unwrap()
-            .is_none(),
-        "a second replica took a held lease"
+        first.hold().await.unwrap(),
+        "kept while its connection answers"
     );
+    let mut second = other.lease(LeaseName::AuditSequencer);
+    for _ in 0..3 {
+        assert!(
+            !second.hold().await.unwrap(),
+            "a second replica took a held lease"
+        );
+    }
     drop(first);
     // PostgreSQL ends the holder's session once its connection closes, releasing the lock.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut second = loop {
-        if let Some(l) = other.try_lease(LeaseName::AuditSequencer).await.unwrap() {
-            break l;
-        }
+    while !second.hold().await.unwrap() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the lease was never released"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(second.held().await);
+    }
+    assert!(second.hold().await.unwrap());
     assert!(
-        db.store
-            .try_lease(LeaseName::AuditSequencer)
+        !db.store
+            .lease(LeaseName::AuditSequencer)
+            .hold()
             .await
             .unwrap()
-            .is_none()
     );
 }
