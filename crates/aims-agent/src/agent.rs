@@ -57,6 +57,9 @@ pub struct Agent {
     server_id: Authorizer,
     /// The server's replicas.
     servers: Arc<ServerAddresses>,
+    /// The registration sequence number of the last sync message applied, and as whom: a
+    /// reconnection (to any replica) resumes from it (issue 18).
+    synced: std::sync::Mutex<Option<(SpiffeId, i64)>>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -97,6 +100,7 @@ impl Agent {
             server_id,
             servers: Arc::new(ServerAddresses::parse(&settings.server_address)?),
             settings,
+            synced: std::sync::Mutex::new(None),
         })
     }
 
@@ -209,7 +213,7 @@ impl Agent {
         if let Ok(mut c) = self.client.write() {
             *c = Some(client.clone());
         }
-        let mut stream = client.sync(SyncRequest {}).await?.into_inner();
+        let mut stream = client.sync(self.sync_request()).await?.into_inner();
         let mut ticker = tokio::time::interval(self.settings.check_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -245,11 +249,73 @@ impl Agent {
         }
     }
 
-    /// Applies a synced state: our bundle (also saved, for the next start), federated bundles
-    /// and entries.
+    /// Incremental sync, resuming from the last message applied as the identity we hold now.
+    fn sync_request(&self) -> SyncRequest {
+        let me = self.identity.spiffe_id();
+        let since = self
+            .synced
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .filter(|(who, _)| Some(who) == me.as_ref())
+            .map_or(0, |(_, seq)| seq);
+        SyncRequest {
+            incremental: true,
+            since,
+        }
+    }
+
+    /// Applies a synced state or change: our bundle (also saved, for the next start),
+    /// federated bundles and entries.
     fn apply(&self, msg: SyncResponse) -> Result<(), AgentError> {
+        let sequence = msg.sequence;
+        let mut removed = msg.removed;
+        let mut entries = Vec::with_capacity(msg.entries.len());
+        for e in msg.entries {
+            let id = e.id.clone();
+            match EntryRecord::try_from(e) {
+                Ok(r) => entries.push(r),
+                Err(e) => {
+                    // Not served in any version: an older one held is dropped too.
+                    tracing::warn!(entry = %id, error = %e, "ignoring an entry");
+                    removed.push(id);
+                }
+            }
+        }
+        // A delta without a bundle leaves the bundles as they are.
+        let bundles = if msg.delta && msg.bundle.is_empty() {
+            None
+        } else {
+            Some(self.apply_bundles(&msg.bundle, msg.federated_bundles)?)
+        };
+        tracing::debug!(
+            revision = msg.revision,
+            sequence,
+            delta = msg.delta,
+            entries = entries.len(),
+            removed = removed.len(),
+            "synced"
+        );
+        match bundles {
+            Some((bundle, federated)) if !msg.delta => {
+                self.cache.apply_sync(entries, bundle, federated);
+            }
+            bundles => self.cache.apply_delta(entries, &removed, bundles),
+        }
+        if let (Some(me), Ok(mut synced)) = (self.identity.spiffe_id(), self.synced.lock()) {
+            *synced = Some((me, sequence));
+        }
+        Ok(())
+    }
+
+    /// Our bundle (saved if it changed) and the federated bundles of a sync message.
+    fn apply_bundles(
+        &self,
+        document: &str,
+        federated_bundles: std::collections::HashMap<String, String>,
+    ) -> Result<(TrustBundle, Vec<TrustBundle>), AgentError> {
         let td = &self.settings.trust_domain;
-        let bundle = TrustBundle::from_jwks(td.clone(), msg.bundle.as_bytes())?;
+        let bundle = TrustBundle::from_jwks(td.clone(), document.as_bytes())?;
         let changed = self
             .identity
             .bundles()
@@ -261,8 +327,8 @@ impl Agent {
             tracing::info!(sequence = bundle.sequence(), "trust bundle updated");
             self.identity.set_bundle(bundle.clone())?;
         }
-        let mut federated = Vec::with_capacity(msg.federated_bundles.len());
-        for (name, doc) in msg.federated_bundles {
+        let mut federated = Vec::with_capacity(federated_bundles.len());
+        for (name, doc) in federated_bundles {
             let parsed = TrustDomain::new(&name)
                 .map_err(|e| e.to_string())
                 .and_then(|ftd| {
@@ -276,21 +342,7 @@ impl Agent {
                 }
             }
         }
-        let mut entries = Vec::with_capacity(msg.entries.len());
-        for e in msg.entries {
-            match EntryRecord::try_from(e) {
-                Ok(r) => entries.push(r),
-                Err(e) => tracing::warn!(error = %e, "ignoring an entry"),
-            }
-        }
-        tracing::debug!(
-            revision = msg.revision,
-            entries = entries.len(),
-            federated = federated.len(),
-            "synced"
-        );
-        self.cache.apply_sync(entries, bundle, federated);
-        Ok(())
+        Ok((bundle, federated))
     }
 
     /// Issues every X509-SVID and wanted WIT-SVID that is missing, stale or past half life.

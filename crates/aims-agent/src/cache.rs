@@ -205,11 +205,38 @@ impl Cache {
         bundle: TrustBundle,
         federated: Vec<TrustBundle>,
     ) {
-        let mut s = self.write();
-        let entries: HashMap<String, Arc<EntryRecord>> = entries
+        let entries = entries
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
             .collect();
+        self.install(entries, Some((bundle, federated)));
+    }
+
+    /// Applies a synced change (issue 18, incremental sync): entries new or changed, ids no
+    /// longer ours, and the bundles if they changed; SVIDs of entries that are gone are dropped
+    /// at once, as for a complete state.
+    pub fn apply_delta(
+        &self,
+        changed: Vec<EntryRecord>,
+        removed: &[String],
+        bundles: Option<(TrustBundle, Vec<TrustBundle>)>,
+    ) {
+        let mut entries = self.read().entries.clone();
+        for id in removed {
+            entries.remove(id);
+        }
+        for e in changed {
+            entries.insert(e.id.clone(), Arc::new(e));
+        }
+        self.install(entries, bundles);
+    }
+
+    fn install(
+        &self,
+        entries: HashMap<String, Arc<EntryRecord>>,
+        bundles: Option<(TrustBundle, Vec<TrustBundle>)>,
+    ) {
+        let mut s = self.write();
         let mut by_selector: HashMap<Selector, Vec<Arc<EntryRecord>>> = HashMap::new();
         for e in entries.values() {
             for sel in &e.selectors {
@@ -221,8 +248,10 @@ impl Cache {
         s.wit_wanted.retain(|id| entries.contains_key(id));
         s.entries = entries;
         s.by_selector = by_selector;
-        s.bundle = Some(Arc::new(bundle));
-        s.federated = federated.into_iter().map(Arc::new).collect();
+        if let Some((bundle, federated)) = bundles {
+            s.bundle = Some(Arc::new(bundle));
+            s.federated = federated.into_iter().map(Arc::new).collect();
+        }
         drop(s);
         if let Ok(mut jwt) = self.jwt.lock() {
             let s = self.read();

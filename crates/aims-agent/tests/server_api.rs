@@ -78,7 +78,7 @@ async fn calls_need_an_attested_agent_and_attestation_refuses_bad_input() {
     let stack = Stack::start(Options::default()).await;
     let mut anonymous = client(&stack, Arc::new(SvidStore::new()));
     // Without an SVID only Attest may be called.
-    let err = anonymous.sync(SyncRequest {}).await.unwrap_err();
+    let err = anonymous.sync(SyncRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = anonymous
         .sign_jwt_svid(SignJwtSvidRequest {
@@ -103,7 +103,7 @@ async fn calls_need_an_attested_agent_and_attestation_refuses_bad_input() {
         .await
         .unwrap();
     let mut workload = client(&stack, Arc::new(SvidStore::with(svid.chain, &key).unwrap()));
-    let err = workload.sync(SyncRequest {}).await.unwrap_err();
+    let err = workload.sync(SyncRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // Attest: a bad CSR is refused before the token is spent, so the token still works.
@@ -179,7 +179,7 @@ async fn an_agent_gets_only_its_own_entries_and_only_for_their_ids() {
 
     // The other agent's sync carries none of the test agent's entries.
     let state = other
-        .sync(SyncRequest {})
+        .sync(SyncRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -327,7 +327,11 @@ async fn an_agent_gets_only_its_own_entries_and_only_for_their_ids() {
         "spiffe://example.org/aims/agent/owner"
     );
     // Banned: every call is refused, the open sync stream ends.
-    let mut stream = owner.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut stream = owner
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     stream.message().await.unwrap().unwrap();
     stack
         .admin
@@ -338,7 +342,7 @@ async fn an_agent_gets_only_its_own_entries_and_only_for_their_ids() {
         .await
         .unwrap();
     assert_eq!(end.unwrap_err().code(), Code::PermissionDenied);
-    let err = owner.sync(SyncRequest {}).await.unwrap_err();
+    let err = owner.sync(SyncRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // The test agent is untouched.
     assert_eq!(
@@ -472,4 +476,151 @@ async fn an_agent_refuses_a_server_it_cannot_verify() {
         "{err}"
     );
     stack.stop().await;
+}
+
+/// Issue 18, incremental sync: an agent that asks for it gets its complete state once, then
+/// only what changed under it (nothing for another agent's change), and on reconnecting with the
+/// sequence number it holds, exactly what it missed; a number the server cannot vouch for gets
+/// the complete state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_sync_sends_changes_and_resumes_from_a_sequence_number() {
+    use aims_provisioning::proto::SyncResponse;
+    let stack = Stack::start(Options::default()).await;
+    let me = "spiffe://example.org/aims/agent/inc";
+    let other = "spiffe://example.org/aims/agent/other";
+    let mut agent = attested(&stack, me).await;
+    attested(&stack, other).await;
+    let create = |name: &str, parent: &str| {
+        let entry = aims_store::NewEntry {
+            spiffe_id: id(&format!("spiffe://example.org/w/{name}")),
+            parent_id: id(parent),
+            selectors: vec!["unix:uid:7".parse().unwrap()],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            admin: false,
+            hint: None,
+        };
+        let admin = stack.admin.clone();
+        async move { admin.create_entry(&entry).await.unwrap() }
+    };
+    let update = |entry: &str, update: aims_store::EntryUpdate| {
+        let admin = stack.admin.clone();
+        let entry = entry.to_owned();
+        async move { admin.update_entry(&entry, &update).await.unwrap() }
+    };
+    let ids = |m: &SyncResponse| {
+        let mut v: Vec<_> = m.entries.iter().map(|e| e.id.clone()).collect();
+        v.sort();
+        v
+    };
+    let e1 = create("e1", me).await;
+    let e2 = create("e2", me).await;
+    let e3 = create("e3", me).await;
+    let incremental = |since| SyncRequest {
+        incremental: true,
+        since,
+    };
+    let mut stream = agent.sync(incremental(0)).await.unwrap().into_inner();
+    let first = next(&mut stream).await;
+    assert!(!first.delta);
+    let mut all = vec![e1.id.clone(), e2.id.clone(), e3.id.clone()];
+    all.sort();
+    assert_eq!(ids(&first), all);
+    assert!(!first.bundle.is_empty());
+
+    // Another agent's entry: nothing on this stream. This agent's new entry: that entry alone.
+    create("elsewhere", other).await;
+    let e4 = create("e4", me).await;
+    let m = next(&mut stream).await;
+    assert!(m.delta, "{m:?}");
+    assert_eq!(ids(&m), vec![e4.id.clone()]);
+    assert!(m.removed.is_empty() && m.bundle.is_empty() && m.federated_bundles.is_empty());
+    assert!(m.sequence > first.sequence);
+    assert_ne!(m.revision, first.revision);
+    // Exactly that: the other agent's change sent nothing before it.
+
+    // Disabled, or moved to another agent: removed.
+    update(
+        &e1.id,
+        aims_store::EntryUpdate {
+            disabled: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = next(&mut stream).await;
+    assert_eq!((ids(&m), m.removed.clone()), (vec![], vec![e1.id.clone()]));
+    update(
+        &e2.id,
+        aims_store::EntryUpdate {
+            parent_id: Some(id(other)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = next(&mut stream).await;
+    assert_eq!(m.removed, vec![e2.id.clone()]);
+    let held = m.sequence;
+    drop(stream);
+
+    // Missed while disconnected: e3 deleted, e5 created, an entry of the other agent changed.
+    stack.admin.delete_entry(&e3.id).await.unwrap();
+    let e5 = create("e5", me).await;
+    update(
+        &e2.id,
+        aims_store::EntryUpdate {
+            x509_svid_ttl: Some(600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut resumed = agent.sync(incremental(held)).await.unwrap().into_inner();
+    let m = next(&mut resumed).await;
+    assert!(m.delta, "{m:?}");
+    assert_eq!(ids(&m), vec![e5.id.clone()]);
+    assert_eq!(m.removed, vec![e3.id.clone()]);
+    // A resumed stream's first message carries the bundles (the replica may differ).
+    assert!(!m.bundle.is_empty());
+    // The revision is that of the complete state, whichever way it was reached.
+    let mut now = vec![e4.id.clone(), e5.id.clone()];
+    now.sort();
+    let full = next(&mut agent.sync(incremental(0)).await.unwrap().into_inner()).await;
+    assert_eq!((ids(&full), full.delta), (now.clone(), false));
+    assert_eq!(full.revision, m.revision);
+    assert_eq!(full.sequence, m.sequence);
+    // A sequence number from the future (another store): the complete state, not a delta.
+    let future = next(
+        &mut agent
+            .sync(incremental(m.sequence + 1_000_000))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!((ids(&future), future.delta), (now.clone(), false));
+    // An agent that does not ask for deltas gets complete states, as before.
+    let mut plain = agent
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&next(&mut plain).await), now);
+    let e6 = create("e6", me).await;
+    let m = next(&mut plain).await;
+    assert!(!m.delta);
+    now.push(e6.id.clone());
+    now.sort();
+    assert_eq!(ids(&m), now);
+    stack.stop().await;
+}
+
+async fn next(
+    stream: &mut tonic::Streaming<aims_provisioning::proto::SyncResponse>,
+) -> aims_provisioning::proto::SyncResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a sync message")
+        .unwrap()
+        .unwrap()
 }

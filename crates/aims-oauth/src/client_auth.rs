@@ -489,7 +489,20 @@ impl AuthorizationServer {
         now: i64,
     ) -> Result<(), OneTimeError> {
         self.replay.check_and_insert(kind, client, jti, exp, now)?;
-        let remember_until = exp.saturating_add(self.leeway());
+        self.first_use_everywhere(kind, client, jti, exp.saturating_add(self.leeway()), now)
+            .await
+    }
+
+    /// Admits a one-time value of `client` in the store, which every replica shares (after
+    /// this process's own replay check).
+    pub(crate) async fn first_use_everywhere(
+        &self,
+        kind: ReplayKind,
+        client: &str,
+        jti: &str,
+        remember_until: i64,
+        now: i64,
+    ) -> Result<(), OneTimeError> {
         match self
             .store
             .first_use(&format!("{kind:?}:{client}"), jti, remember_until, now)

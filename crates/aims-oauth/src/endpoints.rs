@@ -7,6 +7,7 @@ use aims_token::wire::{
 };
 use std::sync::Arc;
 
+use aims_authn::replay::ReplayKind;
 use aims_authn::transport::ConnectionInfo;
 use aims_credentials::jose::sha256_b64url;
 use aims_store::{ClientSource, OAuthClientRow, StoreError, TokenKind};
@@ -201,7 +202,7 @@ async fn token(
     let result = async {
         let form = form_body(&headers, &body)?;
         let client = s.authenticate(&headers, &form, conn.as_ref()).await?;
-        let binding = s.dpop_binding(&headers, &client.client_id)?;
+        let binding = s.dpop_binding(&headers, &client.client_id).await?;
         s.grant(&form, &client, &binding, conn.as_ref()).await
     }
     .await;
@@ -223,8 +224,10 @@ async fn token(
 }
 
 impl AuthorizationServer {
-    /// The DPoP key `client` proved (RFC 9449 §5), if it sent a proof.
-    fn dpop_binding(&self, headers: &HeaderMap, client: &str) -> Result<Binding, OAuthError> {
+    /// The DPoP key `client` proved (RFC 9449 §5), if it sent a proof. Its `jti` is admitted
+    /// once across every replica (RFC 9449 §11.1), as a client assertion's is: a proof
+    /// replayed to another replica is refused too.
+    async fn dpop_binding(&self, headers: &HeaderMap, client: &str) -> Result<Binding, OAuthError> {
         let mut proofs = headers.get_all("dpop").iter();
         let Some(proof) = proofs.next() else {
             return Ok(Binding::default());
@@ -235,15 +238,27 @@ impl AuthorizationServer {
         let proof = proof
             .to_str()
             .map_err(|_| OAuthError::invalid_dpop_proof("DPoP header is not text"))?;
-        let jkt = self.dpop.verify(
+        let now = self.now();
+        let proof = self.dpop.verify_proof(
             proof,
             "POST",
             &targets(self, aims_token::wire::TOKEN_PATH),
             None,
             client,
-            self.now(),
+            now,
         )?;
-        Ok(Binding { jkt: Some(jkt) })
+        self.first_use_everywhere(
+            ReplayKind::Dpop,
+            &proof.jkt,
+            &proof.jti,
+            proof.remember_until,
+            now,
+        )
+        .await
+        .map_err(|e| e.refusal(|m| OAuthError::invalid_dpop_proof(format!("jti: {m}"))))?;
+        Ok(Binding {
+            jkt: Some(proof.jkt),
+        })
     }
 
     /// The RFC 8414 metadata document.

@@ -14,6 +14,7 @@ use aims_provisioning::issuance::agent_api::AgentApi;
 use aims_provisioning::issuance::bundle_endpoint;
 use aims_provisioning::issuance::changes::ChangeFeed;
 use aims_provisioning::issuance::issuer::{IssuanceLimits, Issuer};
+use aims_provisioning::issuance::registrations::Registrations;
 use aims_provisioning::issuance::server_svid::ServerSvid;
 use aims_provisioning::node::X509PopVerifier;
 use aims_store::Store;
@@ -711,6 +712,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     // The agent API: the server presents its own SVID; clients may connect without one only to
     // attest (AIMS PR-4), and every other call checks the agent's SVID and node record.
     let changes = Arc::new(ChangeFeed::new());
+    // Issue 18: the agents' sync streams read this replica's registration state from memory,
+    // which follows the store's change log on every change the feed announces.
+    let registrations = Registrations::load(&issuer).await?;
+    tasks.push(tokio::spawn(registrations.clone().follow(
+        issuer.clone(),
+        changes.clone(),
+        shutdown.clone(),
+    )));
     let server_svid = Arc::new(ServerSvid::new(&settings.trust_domain)?);
     server_svid.refresh(&issuer, settings.clock.now()).await?;
     let agent_tls = aims_authn::mtls::server_config_with(
@@ -733,9 +742,14 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         Arc::new(agent_tls),
         // The same listener serves the https_spiffe bundle endpoint (SPIFFE Federation §5.2.2):
         // GET /bundle, authenticated by the server's SVID, no client certificate needed.
-        AgentApi::new(issuer.clone(), changes.clone(), x509pop, shutdown.clone())
-            .into_router()
-            .merge(bundle_endpoint::router(issuer.clone())),
+        AgentApi::new(
+            issuer.clone(),
+            registrations.clone(),
+            x509pop,
+            shutdown.clone(),
+        )
+        .into_router()
+        .merge(bundle_endpoint::router(issuer.clone())),
         shutdown.clone(),
     )));
     tasks.extend(

@@ -10,7 +10,7 @@ use aims_core::SpiffeId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::Row as _;
 
-use crate::{Counter, Store, StoreError, now_unix};
+use crate::{Store, StoreError, now_unix};
 
 /// Longest selector AIMS accepts.
 const MAX_SELECTOR_LEN: usize = 1024;
@@ -236,7 +236,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-fn row_to_entry(row: &sqlx::any::AnyRow) -> Result<RegistrationEntry, StoreError> {
+pub(crate) fn row_to_entry(row: &sqlx::any::AnyRow) -> Result<RegistrationEntry, StoreError> {
     let parse_id = |col: &str| -> Result<SpiffeId, StoreError> {
         let s: String = row.try_get(col)?;
         SpiffeId::parse(&s).map_err(|e| StoreError::Invalid(format!("stored {col}: {e}")))
@@ -269,6 +269,7 @@ macro_rules! entry_columns {
          dns_names, admin, hint, revision, created_at, updated_at, disabled"
     };
 }
+pub(crate) use entry_columns;
 
 impl Store {
     /// Creates an entry. An entry with the same SPIFFE ID, parent and selectors is a conflict.
@@ -328,7 +329,7 @@ impl Store {
         .bind(i64::from(entry.disabled))
         .execute(&mut *tx)
         .await?;
-        Self::bump(&mut *tx, Counter::Registration).await?;
+        Self::registration_changed(&mut tx, Some(&entry.id), None).await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -435,7 +436,7 @@ impl Store {
                 "entry {id} changed concurrently; retry"
             )));
         }
-        Self::bump(&mut *tx, Counter::Registration).await?;
+        Self::registration_changed(&mut tx, Some(id), None).await?;
         tx.commit().await?;
         entry.revision += 1;
         Ok(entry)
@@ -451,7 +452,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("entry {id}")));
         }
-        Self::bump(&mut *tx, Counter::Registration).await?;
+        Self::registration_changed(&mut tx, Some(id), None).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -20,6 +20,7 @@ mod oauth;
 mod one_time;
 mod people;
 mod policy;
+mod registration_changes;
 mod remediation;
 mod secrets;
 mod signals;
@@ -45,6 +46,9 @@ pub use nodes::AttestedNode;
 pub use oauth::{ClientSource, OAuthClientRow, RefreshUse, TokenKind, TokenRecord};
 pub use people::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow};
 pub use policy::{PolicyFollower, PolicyVersionRow};
+pub use registration_changes::{
+    ChangesSince, MAX_RETAINED_CHANGES, RegistrationChange, RegistrationChanges,
+};
 pub use remediation::Revocation;
 pub use secrets::SHARED_SECRET_LEN;
 pub use signals::{PendingSet, StreamRow};

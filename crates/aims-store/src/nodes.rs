@@ -85,15 +85,36 @@ impl Store {
         rows.iter().map(row_to_node).collect()
     }
 
-    /// Deletes a node.
+    /// Bans a node: it may not renew or re-attest, and its sync streams end on every replica
+    /// (the ban is a registration change, issue 18).
+    pub async fn ban_node(&self, id: &SpiffeId) -> Result<AttestedNode, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE nodes SET banned = 1, updated_at = $2 WHERE spiffe_id = $1 \
+             RETURNING spiffe_id, attestation_type, cert_serial, cert_not_after, selectors, banned",
+        )
+        .bind(id.as_str())
+        .bind(now_unix())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("node {id}")))?;
+        Self::registration_changed(&mut tx, None, Some(id)).await?;
+        tx.commit().await?;
+        row_to_node(&row)
+    }
+
+    /// Deletes a node (its sync streams end on every replica, as for a ban).
     pub async fn delete_node(&self, id: &SpiffeId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("DELETE FROM nodes WHERE spiffe_id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("node {id}")));
         }
+        Self::registration_changed(&mut tx, None, Some(id)).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

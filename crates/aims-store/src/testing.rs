@@ -53,7 +53,9 @@ impl TestDatabase {
     }
 }
 
-fn admin_url() -> String {
+/// The PostgreSQL URL tests and benchmarks make their databases from
+/// (`AIMS_TEST_POSTGRES_URL`, default the local `test` database).
+pub fn admin_url() -> String {
     std::env::var("AIMS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into())
 }
 

@@ -40,6 +40,17 @@ struct ProofClaims {
     nonce: Option<String>,
 }
 
+/// A DPoP proof that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// The key's thumbprint (RFC 7638).
+    pub jkt: String,
+    /// The proof's `jti`.
+    pub jti: String,
+    /// Until when (Unix seconds) a replay of it must be refused.
+    pub remember_until: i64,
+}
+
 /// Verifies DPoP proofs and issues nonces.
 pub struct DpopVerifier {
     nonce_key: aws_lc_rs::hmac::Key,
@@ -127,6 +138,21 @@ impl DpopVerifier {
         owner: &str,
         now: i64,
     ) -> Result<String, TokenError> {
+        self.verify_proof(proof, method, targets, access_token, owner, now)
+            .map(|p| p.jkt)
+    }
+
+    /// As [`Self::verify`], with the proof's `jti` and how long it must be remembered, for a
+    /// caller that also admits it where other replicas see it (RFC 9449 §11.1).
+    pub fn verify_proof(
+        &self,
+        proof: &str,
+        method: &str,
+        targets: &[String],
+        access_token: Option<&str>,
+        owner: &str,
+        now: i64,
+    ) -> Result<VerifiedProof, TokenError> {
         let bad = |m: &str| TokenError::InvalidDpopProof(m.to_owned());
         let jws = CompactJws::parse(proof).map_err(|e| bad(&e.to_string()))?;
         let header = &jws.header;
@@ -200,10 +226,15 @@ impl DpopVerifier {
         let jkt = key.thumbprint();
         // Counted against the client presenting it (its share of the cache), and unique per
         // key as RFC 9449 §11.1 asks.
+        let remember_until = iat + PROOF_WINDOW;
         self.replay
-            .check_and_insert_owned(ReplayKind::Dpop, &jkt, owner, &jti, iat + PROOF_WINDOW, now)
+            .check_and_insert_owned(ReplayKind::Dpop, &jkt, owner, &jti, remember_until, now)
             .map_err(|e| bad(&e.to_string()))?;
-        Ok(jkt)
+        Ok(VerifiedProof {
+            jkt,
+            jti,
+            remember_until: remember_until + self.leeway,
+        })
     }
 }
 

@@ -55,6 +55,11 @@ fn replica(url: &str, first: Option<&Aims>) -> Aims {
 
 /// A replica whose authorization server knows the resource `https://tool.example`.
 fn as_replica(url: &str, first: Option<&Aims>) -> Aims {
+    as_replica_with(url, first, &[])
+}
+
+/// As [`as_replica`], with more command-line arguments.
+fn as_replica_with(url: &str, first: Option<&Aims>, extra: &[&str]) -> Aims {
     let (dir, data_dir) = joining(first);
     let config = dir.path().join("aims.toml");
     std::fs::write(
@@ -73,7 +78,11 @@ fn as_replica(url: &str, first: Option<&Aims>) -> Aims {
             url,
             "--config",
             config.to_str().unwrap(),
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -252,6 +261,8 @@ fn an_agent_moves_to_another_replica_when_its_replica_is_killed() {
         "{}",
         agent.logs()
     );
+    // B took the agent from the sequence number it held on A: only what it had missed.
+    assert!(b.logs().contains("agent sync resumed"), "{}", b.logs());
     drop(b);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }
@@ -524,6 +535,88 @@ fn a_client_deleted_on_one_replica_is_refused_by_another_at_once() {
     );
     // Well inside the cache's 5 s: the notification, not the expiry, ended it.
     assert!(refused.2 < Duration::from_secs(2), "{:?}", refused.2);
+    drop(b);
+    drop(a);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
+/// RFC 9449 §11.1 across replicas: a DPoP proof accepted by one replica's token endpoint is a
+/// replay at another's (both behind one public URL, so its `htu` fits both), as a client
+/// assertion is; a fresh proof is accepted there.
+#[test]
+fn a_dpop_proof_used_at_one_replica_is_refused_at_another() {
+    const PUBLIC: &str = "https://aims.replicas.example";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let a = as_replica_with(&url, None, &["--public-url", PUBLIC]);
+    let b = as_replica_with(&url, Some(&a), &["--public-url", PUBLIC]);
+    assert_eq!(
+        (issuer_of(&a), issuer_of(&b)),
+        (PUBLIC.into(), PUBLIC.into())
+    );
+    let key = jwt_client(&a, "dpop-client");
+    let holder = aims_credentials::PrivateKey::generate(aims_credentials::KeyType::EcP256).unwrap();
+    let proof = |jti: &str| {
+        let mut h = aims_credentials::jose::JwsHeader::new(&holder, Some("dpop+jwt"), None);
+        h.jwk = Some(holder.public_key().jwk());
+        let now = aims_core::unix_seconds(std::time::SystemTime::now());
+        aims_credentials::jose::sign(
+            &holder,
+            &h,
+            &serde_json::json!({"jti": jti, "htm": "POST",
+                                "htu": format!("{PUBLIC}/oauth2/token"), "iat": now}),
+        )
+        .unwrap()
+    };
+    let grant = |replica: &Aims, assertion_jti: &str, dpop: &str| {
+        let endpoint = format!(
+            "https://{}/oauth2/token",
+            replica.up["server"]["listeners"]["https"].as_str().unwrap()
+        );
+        let assertion = client_assertion(&key, "dpop-client", PUBLIC, assertion_jti);
+        rt.block_on(async {
+            let resp = https(replica)
+                .post(endpoint)
+                .header("DPoP", dpop)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        aims_token::wire::JWT_BEARER_ASSERTION,
+                    ),
+                    ("client_assertion", &assertion),
+                    ("resource", "https://tool.example"),
+                    ("scope", "read"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    let first = proof("proof-1");
+    let (status, body) = grant(&a, "a1", &first);
+    assert_eq!(
+        (status, body["token_type"].as_str()),
+        (200, Some("DPoP")),
+        "{body}"
+    );
+    // The same proof at B, with a fresh client assertion: a replay.
+    let (status, body) = grant(&b, "b1", &first);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+    let (status, body) = grant(&b, "b2", &proof("proof-2"));
+    assert_eq!(
+        (status, body["token_type"].as_str()),
+        (200, Some("DPoP")),
+        "{body}"
+    );
     drop(b);
     drop(a);
     rt.block_on(aims_store::testing::drop_postgres_database(&name));

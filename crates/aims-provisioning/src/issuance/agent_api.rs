@@ -17,7 +17,7 @@ use crate::node::{
 };
 use crate::proto::agent_service_server::{AgentService, AgentServiceServer};
 use crate::proto::{
-    AgentSvid, AttestRequest, Entry, RenewAgentRequest, SignJwtSvidRequest, SignWitSvidRequest,
+    AgentSvid, AttestRequest, RenewAgentRequest, SignJwtSvidRequest, SignWitSvidRequest,
     SignX509SvidsRequest, SignX509SvidsResponse, SignedToken, SyncRequest, SyncResponse,
     X509SvidResult, attest_request,
 };
@@ -34,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::issuance::changes::ChangeFeed;
 use crate::issuance::error::IssuanceError;
 use crate::issuance::issuer::{Issuer, X509Lifetime};
+use crate::issuance::registrations::Registrations;
+use crate::issuance::sync_stream::AgentSync;
 
 /// The most CSRs one `SignX509Svids` call may carry.
 pub const MAX_CSRS_PER_CALL: usize = 1000;
@@ -48,7 +49,7 @@ const MAX_JOIN_TOKEN: usize = 256;
 /// The agent API service.
 pub struct AgentApi {
     issuer: Arc<Issuer>,
-    changes: Arc<ChangeFeed>,
+    registrations: Arc<Registrations>,
     x509pop: Option<Arc<X509PopVerifier>>,
     replay: Arc<ReplayCache>,
     /// Ends every `Sync` stream when the server stops.
@@ -56,17 +57,17 @@ pub struct AgentApi {
 }
 
 impl AgentApi {
-    /// A service issuing from `issuer`; `x509pop` enables x509pop attestation; streams end
-    /// when `shutdown` fires.
+    /// A service issuing from `issuer`, syncing agents from `registrations`; `x509pop` enables
+    /// x509pop attestation; streams end when `shutdown` fires.
     pub fn new(
         issuer: Arc<Issuer>,
-        changes: Arc<ChangeFeed>,
+        registrations: Arc<Registrations>,
         x509pop: Option<X509PopVerifier>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             issuer,
-            changes,
+            registrations,
             x509pop: x509pop.map(Arc::new),
             replay: Arc::new(ReplayCache::new(100_000, 60)),
             shutdown,
@@ -147,19 +148,6 @@ fn peer<T>(req: &Request<T>) -> Result<(SpiffeId, Option<SystemTime>), Status> {
         .and_then(|(_, c)| u64::try_from(c.validity().not_after.timestamp()).ok())
         .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
     Ok((id, not_after))
-}
-
-fn entry_message(e: &RegistrationEntry) -> Entry {
-    Entry {
-        id: e.id.clone(),
-        spiffe_id: e.spiffe_id.to_string(),
-        selectors: e.selectors.iter().map(ToString::to_string).collect(),
-        x509_svid_ttl: e.x509_svid_ttl,
-        jwt_svid_ttl: e.jwt_svid_ttl,
-        dns_names: e.dns_names.clone(),
-        hint: e.hint.clone().unwrap_or_default(),
-        revision: e.revision,
-    }
 }
 
 fn ttl(secs: u32) -> Option<Duration> {
@@ -320,42 +308,6 @@ impl AgentApi {
             .await
             .map_err(store_status)
     }
-
-    /// The state an agent syncs to: its entries and every bundle.
-    async fn sync_state(issuer: &Issuer, agent: &SpiffeId) -> Result<SyncResponse, Status> {
-        let store = issuer.store();
-        let filter = EntryFilter {
-            spiffe_id: None,
-            parent_id: Some(agent.clone()),
-        };
-        let (entries, federated) =
-            tokio::try_join!(store.list_entries(&filter), store.federated_bundles())
-                .map_err(store_status)?;
-        let mut msg = SyncResponse {
-            revision: 0,
-            // A disabled entry leaves the agent's state: it drops the entry's SVIDs.
-            entries: entries
-                .iter()
-                .filter(|e| !e.disabled)
-                .map(entry_message)
-                .collect(),
-            bundle: issuer.published().document.clone(),
-            federated_bundles: federated
-                .into_iter()
-                .map(|f| (f.trust_domain, f.document))
-                .collect(),
-        };
-        msg.entries.sort_by(|a, b| a.id.cmp(&b.id));
-        // A content digest, so agents (and their logs) can tell states apart.
-        let mut digest_input = Vec::new();
-        prost::Message::encode(&msg, &mut digest_input)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &digest_input);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_ref()[..8]);
-        msg.revision = u64::from_be_bytes(first);
-        Ok(msg)
-    }
 }
 
 type SyncStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SyncResponse, Status>> + Send>>;
@@ -438,14 +390,27 @@ impl AgentService for AgentApi {
         request: Request<SyncRequest>,
     ) -> Result<Response<Self::SyncStream>, Status> {
         let (agent, not_after) = self.authorize(&request).await?;
-        let first = Self::sync_state(&self.issuer, &agent).await?;
+        let req = request.into_inner();
         let issuer = self.issuer.clone();
-        let mut changes = self.changes.subscribe();
+        // Subscribed before the first message is made, so no refresh after it goes unseen.
+        let mut refreshed = self.registrations.subscribe();
+        let mut sync = AgentSync::new(agent.clone(), self.registrations.clone(), req.incremental);
+        let first = sync.first(&issuer, req.since);
         let shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(2);
-        tracing::debug!(agent = %agent, entries = first.entries.len(), "agent sync stream opened");
+        if first.delta {
+            tracing::info!(
+                agent = %agent,
+                since = req.since,
+                sequence = first.sequence,
+                changed = first.entries.len(),
+                removed = first.removed.len(),
+                "agent sync resumed"
+            );
+        } else {
+            tracing::debug!(agent = %agent, entries = first.entries.len(), "agent sync stream opened");
+        }
         tokio::spawn(async move {
-            let mut last = first.revision;
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
@@ -458,7 +423,7 @@ impl AgentService for AgentApi {
             tokio::pin!(expired);
             loop {
                 tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
+                    changed = refreshed.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
                     () = shutdown.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
@@ -469,25 +434,20 @@ impl AgentService for AgentApi {
                         return;
                     }
                 }
-                let next = match Self::check_node(&issuer, &agent).await {
-                    Ok(()) => Self::sync_state(&issuer, &agent).await,
-                    Err(e) => Err(e),
+                let Some(next) = sync.next(&issuer) else {
+                    continue;
                 };
-                match next {
-                    Ok(state) if state.revision == last => {}
-                    Ok(state) => {
-                        last = state.revision;
-                        if tx.send(Ok(state)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.code() == tonic::Code::Unavailable => {
-                        tracing::warn!(agent = %agent, "store unavailable during sync; will retry on the next change");
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+                // Banned or evicted (on any replica): the stream ends; nothing more is sent.
+                if next.agent_changed
+                    && let Err(e) = Self::check_node(&issuer, &agent).await
+                {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                if let Some(msg) = next.message
+                    && tx.send(Ok(msg)).await.is_err()
+                {
+                    return;
                 }
             }
         });

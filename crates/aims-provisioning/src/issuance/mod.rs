@@ -11,6 +11,8 @@ pub mod changes;
 pub mod error;
 pub mod federation;
 pub mod issuer;
+pub mod registrations;
 pub mod server_svid;
+pub mod sync_stream;
 
 pub use error::IssuanceError;

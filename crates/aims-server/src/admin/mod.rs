@@ -539,9 +539,7 @@ async fn ban_agent(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<AgentRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut node = s.issuer.store().get_node(&req.spiffe_id).await?;
-    node.banned = true;
-    s.issuer.store().upsert_node(&node).await?;
+    let node = s.issuer.store().ban_node(&req.spiffe_id).await?;
     s.changes.poke();
     tracing::warn!(agent = %node.spiffe_id, "agent banned");
     Ok(Json(node))
