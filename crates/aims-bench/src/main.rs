@@ -34,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "policy",
     "scale",
     "replicas",
+    "sync",
     "people",
     "pdp",
 ];
@@ -57,7 +58,8 @@ struct Args {
     /// approvals pages under 100 sessions, CIBA approval → token; needs the `aims` binary and
     /// taskset), replicas (the token endpoint on 1–3 `aims server` replicas sharing
     /// PostgreSQL, with each process's CPU; needs the `aims` binary, taskset and PostgreSQL on
-    /// 127.0.0.1:5432).
+    /// 127.0.0.1:5432), sync (1,000 agents with incremental sync streams over 10,000 entries:
+    /// store statements at rest and per change, entry change → SVID; same needs as replicas).
     scenarios: Vec<String>,
     /// Measured seconds per row and repetition.
     #[arg(long, default_value_t = 2.0)]
@@ -108,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             "revocation" | "revoke" => scenarios::propagation::revocation(timing)?,
             "policy" => scenarios::propagation::policy(timing)?,
             "replicas" => scenarios::replicas::replicas(timing)?,
+            "sync" => scenarios::sync::sync(timing)?,
             "pdp" => scenarios::gateway::pdp(timing)?,
             "scale" => scenarios::scale::scale(timing)?,
             "people" => scenarios::people::people(timing)?,
@@ -119,7 +122,7 @@ fn main() -> anyhow::Result<()> {
         // These two measure latencies of single events, not interleaved throughput.
         if !matches!(
             name,
-            "audit" | "revocation" | "revoke" | "policy" | "people" | "replicas"
+            "audit" | "revocation" | "revoke" | "policy" | "people" | "replicas" | "sync"
         ) {
             r.notes.push(format!(
                 "baseline and AIMS rows run interleaved in 100 ms slices for {}s each per repetition; each row is the median of {} repetitions",

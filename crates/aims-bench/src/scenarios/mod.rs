@@ -11,4 +11,5 @@ mod process;
 pub mod propagation;
 pub mod replicas;
 pub mod scale;
+pub mod sync;
 pub mod workload;

@@ -129,6 +129,21 @@ pub fn start_named(
     Ok((proc, serde_json::from_slice(&std::fs::read(&up)?)?))
 }
 
+/// The set-up of a scenario on PostgreSQL: the load pinned to CPU 0, a single-threaded
+/// runtime, and a fresh database (URL, name) the scenario drops when done.
+pub fn postgres_run(scenario: &str) -> anyhow::Result<(tokio::runtime::Runtime, String, String)> {
+    pin_self(0)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (url, db) = rt
+        .block_on(aims_store::testing::fresh_postgres_url())
+        .with_context(|| {
+            format!("the {scenario} scenario needs PostgreSQL on 127.0.0.1:5432 (trust auth)")
+        })?;
+    Ok((rt, url, db))
+}
+
 /// Pins every thread of this process to `cpu`.
 pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
     let ok = Command::new("taskset")

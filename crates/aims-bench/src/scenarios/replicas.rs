@@ -16,7 +16,7 @@ use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 
 use super::oauth::{fixed, form};
-use super::process::{Proc, https_target, median_run, pin_self, start_named};
+use super::process::{Proc, https_target, median_run, postgres_run, start_named};
 use crate::load::{Pace, Target};
 use crate::measure::Timing;
 use crate::report::{Row, ScenarioReport};
@@ -182,13 +182,7 @@ fn measure(
 
 /// Runs the scenario.
 pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
-    pin_self(0)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (url, db) = rt
-        .block_on(aims_store::testing::fresh_postgres_url())
-        .context("the replicas scenario needs PostgreSQL on 127.0.0.1:5432 (trust auth)")?;
+    let (rt, url, db) = postgres_run("replicas")?;
     let dir = tempfile::tempdir()?;
     let tick = ticks_per_second();
     let (async_config, sync_config) = (config(dir.path(), "async")?, config(dir.path(), "sync")?);

@@ -28,7 +28,27 @@ const REVOKED: usize = 100_000;
 const SEED_CHUNK: usize = 500;
 
 /// One seeded row's SQL values, by number.
-type RowFn<'a> = dyn Fn(usize) -> String + 'a;
+pub type RowFn<'a> = dyn Fn(usize) -> String + 'a;
+
+/// Inserts rows `0..n` into `table` (with its column list), a few hundred per statement: bench
+/// fixtures whose values the bench makes up itself, so no input reaches this SQL.
+pub async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    n: usize,
+    row: &RowFn<'_>,
+) -> anyhow::Result<()> {
+    for start in (0..n).step_by(SEED_CHUNK) {
+        let rows: Vec<String> = (start..(start + SEED_CHUNK).min(n)).map(row).collect();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} VALUES {}",
+            rows.join(",")
+        )))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// Writes `CLIENTS` registered clients and `REVOKED` revoked principals into the store the
 /// server will open from `data_dir` (bench fixtures, written once, in a few transactions).
@@ -52,15 +72,7 @@ async fn seed(data_dir: &Path) -> anyhow::Result<()> {
         ),
     ];
     for (table, n, row) in tables {
-        for start in (0..n).step_by(SEED_CHUNK) {
-            let rows: Vec<String> = (start..(start + SEED_CHUNK).min(n)).map(row).collect();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {table} VALUES {}",
-                rows.join(",")
-            )))
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_rows(&mut tx, table, n, row).await?;
     }
     tx.commit().await?;
     store.close().await;
