@@ -622,6 +622,193 @@ fn a_dpop_proof_used_at_one_replica_is_refused_at_another() {
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }
 
+/// Any replica finishes what another began (issue 18): a CIBA request made at A is pending at
+/// B, a person signs in at B and the session is good at A, the approval given at B releases the
+/// token at A, and B then refuses the spent request (a token once, across replicas).
+#[test]
+fn a_ciba_request_begun_at_one_replica_is_approved_and_redeemed_at_others() {
+    const PUBLIC: &str = "https://aims.replicas.example";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // HTTP clients are made outside `block_on` below.
+    let _entered = rt.enter();
+    let Some((url, name)) = rt.block_on(aims_store::testing::fresh_postgres_url()) else {
+        return;
+    };
+    let a = as_replica_with(&url, None, &["--public-url", PUBLIC]);
+    let b = as_replica_with(&url, Some(&a), &["--public-url", PUBLIC]);
+    let base = |r: &Aims| {
+        format!(
+            "https://{}",
+            r.up["server"]["listeners"]["https"].as_str().unwrap()
+        )
+    };
+    let admin = aims_admin::client::AdminClient::new(a.admin_socket());
+    let (svid, user) = rt.block_on(async {
+        let svid = admin
+            .mint_jwt(&aims_admin::api::MintJwtRequest {
+                spiffe_id: aims_core::SpiffeId::parse("spiffe://example.org/agent/ciba").unwrap(),
+                audience: vec![PUBLIC.into()],
+                ttl_seconds: Some(600),
+            })
+            .await
+            .unwrap()
+            .token;
+        let user = admin
+            .create_user(&aims_admin::api::CreateUserRequest {
+                username: "carol".into(),
+                display_name: None,
+                admin: false,
+                password: Some("correct horse battery staple".into()),
+            })
+            .await
+            .unwrap();
+        (svid, user)
+    });
+    // One cookie jar for both replicas, as one browser behind one public name has (each test
+    // replica has a web CA of its own).
+    let ca =
+        |r: &Aims| reqwest::Certificate::from_pem(&std::fs::read(r.web_ca()).unwrap()).unwrap();
+    let browser = reqwest::Client::builder()
+        .add_root_certificate(ca(&a))
+        .add_root_certificate(ca(&b))
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let client = |replica: &Aims, path: &str, form: &[(&str, &str)]| {
+        let mut form = form.to_vec();
+        form.push((
+            "client_assertion_type",
+            aims_token::wire::JWT_SPIFFE_ASSERTION,
+        ));
+        form.push(("client_assertion", &svid));
+        let resp = rt
+            .block_on(
+                https(replica)
+                    .post(format!("{}{path}", base(replica)))
+                    .form(&form)
+                    .send(),
+            )
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            rt.block_on(resp.json::<serde_json::Value>()).unwrap(),
+        )
+    };
+    let page = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
+        let url = format!("{}{path}", base(replica));
+        let req = match form {
+            Some(f) => browser.post(url).form(f),
+            None => browser.get(url),
+        };
+        let resp = rt.block_on(req.send()).unwrap();
+        let status = resp.status().as_u16();
+        (status, rt.block_on(resp.text()).unwrap())
+    };
+    let field = |body: &str, name: &str| {
+        body.split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .to_owned()
+    };
+
+    let (status, bc) = client(
+        &a,
+        "/oauth2/bc-authorize",
+        &[
+            ("scope", "openid read"),
+            ("login_hint", "carol"),
+            ("binding_message", "R3PL1"),
+            ("resource", "https://tool.example"),
+        ],
+    );
+    assert_eq!(status, 200, "{bc}");
+    let id = bc["auth_req_id"].as_str().unwrap().to_owned();
+    let poll = |replica: &Aims| {
+        client(
+            replica,
+            "/oauth2/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("auth_req_id", &id),
+            ],
+        )
+    };
+    let (status, body) = poll(&b);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("authorization_pending")),
+        "{body}"
+    );
+
+    // Carol signs in at B; her session is good at A.
+    let (status, login) = page(&b, "/login?return_to=/approvals", None);
+    assert_eq!(status, 200, "{login}");
+    let csrf = field(&login, "csrf");
+    let (status, body) = page(
+        &b,
+        "/login/password",
+        Some(&[
+            ("username", "carol"),
+            ("password", "correct horse battery staple"),
+            ("csrf", &csrf),
+            ("return_to", "/approvals"),
+        ]),
+    );
+    assert_eq!(status, 303, "{body}");
+    let (status, approvals) = page(&a, "/approvals", None);
+    assert_eq!(status, 200, "signed in at B, not at A: {approvals}");
+    assert!(approvals.contains("R3PL1"), "{approvals}");
+    // She approves at B.
+    let (_, approvals) = page(&b, "/approvals", None);
+    let card = approvals
+        .split("class=\"card approval\"")
+        .find(|c| c.contains("R3PL1"))
+        .expect("the request on B's approvals page");
+    let (status, body) = page(
+        &b,
+        "/approvals/decide",
+        Some(&[
+            ("id", &field(card, "id")),
+            ("decision", "approve"),
+            ("csrf", &field(&approvals, "csrf")),
+        ]),
+    );
+    assert_eq!(status, 303, "{body}");
+    // A releases the token (after the polling interval), bound to her approval.
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, tokens) = poll(&a);
+    assert_eq!(status, 200, "{tokens}");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            tokens["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(user["user"]["user_id"].is_string(), "{user}");
+    assert_eq!(claims["sub"], user["user"]["user_id"]);
+    assert!(claims["approval"].is_string(), "{claims}");
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, body) = poll(&b);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    drop(b);
+    drop(a);
+    rt.block_on(aims_store::testing::drop_postgres_database(&name));
+}
+
 /// Appends one audit record naming `marker` through `mtls_base`; its index once durable.
 async fn append_marker(
     client: &reqwest::Client,

@@ -89,9 +89,15 @@ impl Cluster {
         let (https, https_addr) = bind(settings.listen, "HTTPS").await?;
         let (agent, agent_addr) = bind(settings.agent_listen, "agent API").await?;
         let (mtls, mtls_addr) = bind(settings.oauth_mtls_listen, "OAuth mTLS").await?;
+        // The balancer's URLs, unless the operator named the public ones (a balancer of their
+        // own in front, or a DNS name).
         let host = aims_server::url_host(&settings.public_host);
-        settings.public_url = Some(format!("https://{host}:{}", https_addr.port()));
-        settings.public_mtls_url = Some(format!("https://{host}:{}", mtls_addr.port()));
+        settings
+            .public_url
+            .get_or_insert_with(|| format!("https://{host}:{}", https_addr.port()));
+        settings
+            .public_mtls_url
+            .get_or_insert_with(|| format!("https://{host}:{}", mtls_addr.port()));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.listen = loopback;
         settings.agent_listen = loopback;
@@ -356,5 +362,51 @@ pub async fn stop_all(mut replicas: Vec<Replica>) {
             tracing::warn!(pid = r.info.pid, "replica did not stop; killing it");
             let _ = r.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(public_url: Option<&str>) -> ServerSettings {
+        let mut s = ServerSettings::new(
+            aims_core::TrustDomain::new("example.org").unwrap(),
+            std::env::temp_dir(),
+        );
+        s.database_url = Some("postgres://127.0.0.1/none".into());
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        (s.listen, s.agent_listen, s.oauth_mtls_listen) = (any, any, any);
+        s.public_url = public_url.map(str::to_owned);
+        s
+    }
+
+    #[tokio::test]
+    async fn the_balancer_is_the_public_url_unless_the_operator_named_one() {
+        let mut ours = settings(None);
+        let cluster = Cluster::bind(&mut ours, 2).await.unwrap();
+        let https = cluster.https.local_addr().unwrap().port();
+        assert_eq!(
+            ours.public_url.as_deref(),
+            Some(format!("https://127.0.0.1:{https}").as_str())
+        );
+        assert_eq!(
+            ours.listen.port(),
+            0,
+            "the first replica listens on a port of its own"
+        );
+
+        let mut named = settings(Some("https://aims.example.org"));
+        Cluster::bind(&mut named, 2).await.unwrap();
+        assert_eq!(
+            named.public_url.as_deref(),
+            Some("https://aims.example.org")
+        );
+
+        // SQLite cannot be shared.
+        let mut sqlite = settings(None);
+        sqlite.database_url = None;
+        let err = Cluster::bind(&mut sqlite, 2).await.err().unwrap();
+        assert!(err.to_string().contains("--database postgres://"), "{err}");
     }
 }
