@@ -661,3 +661,118 @@ async fn the_server_acts_on_signals_pushed_by_a_configured_transmitter() {
     assert!(store.revocations_of(&["carol"]).await.unwrap().is_empty());
     assert_eq!(store.revocations_of(&["dave"]).await.unwrap().len(), 1);
 }
+
+/// Issue 18: a push stream made at one replica is served by both replicas sharing PostgreSQL:
+/// signals raised at either are pushed exactly once each, in order (a lease per SET, one
+/// pusher at a time), and when the replica that made the stream stops, the other goes on
+/// pushing. Skipped without PostgreSQL outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_stream_is_served_by_every_replica_once_per_signal() {
+    let Some((url, name)) = aims_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    type Issuers = Arc<Mutex<Vec<Arc<aims_provisioning::issuance::issuer::Issuer>>>>;
+    let issuers: Issuers = Arc::default();
+    let issuer_url: Arc<Mutex<String>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let (seen, keys, iss) = (received.clone(), issuers.clone(), issuer_url.clone());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |body: String| {
+            let (seen, keys, iss) = (seen.clone(), keys.clone(), iss.clone());
+            async move {
+                let keys = keys.lock().unwrap().clone();
+                // Either replica's token key: both publish theirs in one JWKS.
+                let key = |kid: &str| keys.iter().find_map(|i| i.verifying_key(kid));
+                let issuer = iss.lock().unwrap().clone();
+                let set = verify_set(&body, &issuer, RECEIVER, &key).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push((set.jti.clone(), set.sub_id.principals(&issuer)[0].clone()));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let (site, site_ca, _site) = common::https_site(dir.path(), |_| app).await;
+    let shared = |s: &mut aims_server::ServerSettings| {
+        s.database_url = Some(url.clone());
+        s.oauth.fetch.ca_file = Some(site_ca.clone());
+        s.oauth.fetch.allow_private_networks = true;
+    };
+    let dir_a = tempfile::tempdir().unwrap();
+    let audit_key = dir_a.path().join("data/keys/audit-log.key.pem");
+    let a = start_as_in(dir_a, "example.org", shared).await;
+    // B: the same store, the first replica's audit log key, the same public URLs.
+    let dir_b = tempfile::tempdir().unwrap();
+    aims_core::files::private_dir(&dir_b.path().join("data/keys")).unwrap();
+    let copied = dir_b.path().join("data/keys/audit-log.key.pem");
+    std::fs::copy(&audit_key, &copied).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&copied, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (public, public_mtls) = (a.issuer.clone(), a.mtls_base());
+    let b = start_as_in(dir_b, "example.org", |s| {
+        shared(s);
+        s.public_url = Some(public);
+        s.public_mtls_url = Some(public_mtls);
+    })
+    .await;
+    assert_eq!(a.issuer, b.issuer);
+    *issuer_url.lock().unwrap() = a.issuer.clone();
+    issuers
+        .lock()
+        .unwrap()
+        .extend([a.server.issuer.clone(), b.server.issuer.clone()]);
+    let (client, _) = a.mtls_client(&id(RECEIVER)).await;
+    let (s, created) = send(client.post(a.ssf_url("stream")).json(&json!({
+        "events_requested": [event::SESSION_REVOKED],
+        "delivery": {"method": PUSH, "endpoint_url": format!("{site}/events")}
+    })))
+    .await;
+    assert_eq!(s, 201, "{created}");
+
+    let wait_for = |n: usize| {
+        let received = received.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while received.lock().unwrap().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} pushes expected: {:?}",
+                    received.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Anything pushed twice would arrive meanwhile.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            received.lock().unwrap().clone()
+        }
+    };
+    let who = |i: usize| format!("spiffe://example.org/agent/{i}");
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.revoke_signal(&who(i)).await;
+    }
+    let got = wait_for(10).await;
+    assert_eq!(
+        got.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>(),
+        (0..10).map(who).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    // The replica that made the stream stops; the other pushes what is raised after.
+    a.server.stop().await;
+    for i in 10..13 {
+        b.revoke_signal(&who(i)).await;
+    }
+    let got = wait_for(13).await;
+    assert_eq!(
+        got.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>(),
+        (0..13).map(who).collect::<Vec<_>>()
+    );
+    let jtis: std::collections::BTreeSet<_> = got.iter().map(|(j, _)| j.clone()).collect();
+    assert_eq!(jtis.len(), 13, "every SET its own jti");
+    b.server.stop().await;
+    aims_store::testing::drop_postgres_database(&name).await;
+}
