@@ -88,7 +88,9 @@ impl ChangeFeed {
                 federation,
                 issuer.published().bundle.sequence(),
             );
-            if last.as_ref().is_some_and(|l| *l != now) {
+            // The first read counts as a change too: what another replica committed before it
+            // (after this replica loaded its state) would otherwise go unannounced.
+            if last.as_ref() != Some(&now) {
                 self.poke();
             }
             last = Some(now);

@@ -291,6 +291,9 @@ impl Registrations {
         stop: CancellationToken,
     ) {
         let mut changes = feed.subscribe();
+        // Once at once: a change committed between the load and the subscription above would
+        // otherwise wait for the next one.
+        changes.mark_changed();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
