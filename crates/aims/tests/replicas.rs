@@ -624,9 +624,11 @@ fn a_dpop_proof_used_at_one_replica_is_refused_at_another() {
 
 /// Any replica finishes what another began (issue 18): a CIBA request made at A is pending at
 /// B, a person signs in at B and the session is good at A, the approval given at B releases the
-/// token at A, and B then refuses the spent request (a token once, across replicas).
+/// token at A, and B then refuses the spent request (a token once, across replicas); an
+/// authorization request pushed to A (PAR) is consented to at B and its code redeemed at A with
+/// PKCE, once.
 #[test]
-fn a_ciba_request_begun_at_one_replica_is_approved_and_redeemed_at_others() {
+fn person_flows_begun_at_one_replica_finish_at_another() {
     const PUBLIC: &str = "https://aims.replicas.example";
     let rt = tokio::runtime::Runtime::new().unwrap();
     // HTTP clients are made outside `block_on` below.
@@ -799,6 +801,96 @@ fn a_ciba_request_begun_at_one_replica_is_approved_and_redeemed_at_others() {
     assert!(claims["approval"].is_string(), "{claims}");
     std::thread::sleep(Duration::from_secs(6));
     let (status, body) = poll(&b);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+
+    // PAR at A, consent at B, the code redeemed at A.
+    const REDIRECT: &str = "http://127.0.0.1/replicas/callback";
+    rt.block_on(admin.create_client(&aims_admin::api::CreateClientRequest {
+        client_id: Some("par-agent".into()),
+        metadata: serde_json::json!({
+            "token_endpoint_auth_method": "spiffe_jwt",
+            "spiffe_id": "spiffe://example.org/agent/ciba",
+            "client_name": "PAR agent",
+            "redirect_uris": [REDIRECT],
+            "require_pushed_authorization_requests": true,
+        }),
+    }))
+    .unwrap();
+    let verifier = "replicas-verifier-0123456789-0123456789-0123456789";
+    let challenge = aims_credentials::jose::sha256_b64url(verifier.as_bytes());
+    let (status, par) = client(
+        &a,
+        "/oauth2/par",
+        &[
+            ("client_id", "par-agent"),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid read"),
+            ("resource", "https://tool.example"),
+            ("state", "st-replicas"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    assert_eq!(status, 201, "{par}");
+    let request_uri: String =
+        url::form_urlencoded::byte_serialize(par["request_uri"].as_str().unwrap().as_bytes())
+            .collect();
+    let location = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
+        let url = format!("{}{path}", base(replica));
+        let req = match form {
+            Some(f) => browser.post(url).form(f),
+            None => browser.get(url),
+        };
+        let resp = rt.block_on(req.send()).unwrap();
+        assert_eq!(resp.status().as_u16(), 303, "{path}");
+        resp.headers()["location"].to_str().unwrap().to_owned()
+    };
+    let pending = location(
+        &b,
+        &format!("/oauth2/authorize?client_id=par-agent&request_uri={request_uri}"),
+        None,
+    );
+    let (status, consent) = page(&b, &pending, None);
+    assert_eq!(status, 200, "{consent}");
+    assert!(consent.contains("PAR agent"), "{consent}");
+    let to = location(
+        &b,
+        "/oauth2/authorize/decide",
+        Some(&[
+            ("id", &field(&consent, "id")),
+            ("decision", "approve"),
+            ("csrf", &field(&consent, "csrf")),
+        ]),
+    );
+    let query: std::collections::HashMap<String, String> = reqwest::Url::parse(&to)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(query.get("state").map(String::as_str), Some("st-replicas"));
+    assert_eq!(query.get("iss").map(String::as_str), Some(PUBLIC));
+    let redeem = |replica: &Aims| {
+        client(
+            replica,
+            "/oauth2/token",
+            &[
+                ("client_id", "par-agent"),
+                ("grant_type", "authorization_code"),
+                ("code", &query["code"]),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+            ],
+        )
+    };
+    let (status, tokens) = redeem(&a);
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    let (status, body) = redeem(&b);
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
