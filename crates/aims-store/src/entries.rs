@@ -142,6 +142,23 @@ pub struct NewEntry {
     pub hint: Option<String>,
 }
 
+impl NewEntry {
+    /// An entry for `spiffe_id` under `parent_id` matching `selectors`, with the server's default
+    /// lifetimes and no DNS names, admin flag or hint.
+    pub fn new(spiffe_id: SpiffeId, parent_id: SpiffeId, selectors: Vec<Selector>) -> Self {
+        Self {
+            spiffe_id,
+            parent_id,
+            selectors,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: Vec::new(),
+            admin: false,
+            hint: None,
+        }
+    }
+}
+
 /// Changes to an entry; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EntryUpdate {

@@ -1,7 +1,10 @@
 //! `replicas` (issue 18): the token endpoint served by 1, 2 and 3 `aims server` replicas on one
 //! PostgreSQL, the load spread over them (16 connections, closed loop, JWT-SVID client
 //! authentication), against one replica in the same run; with each figure the CPU every replica
-//! and PostgreSQL used. Also one replica deciding with `server.audit = "sync"` (each grant waits
+//! and PostgreSQL used. Then Workload API FetchJWTSVID calls (a new audience each, so the
+//! agent's replica mints every one) through 1, 2 and 3 `aims agent`s, each attested to a
+//! replica of its own (agents on CPU 0 with the load). Also one replica deciding with
+//! `server.audit = "sync"` (each grant waits
 //! for its decision record to be durable) against the default `async`, and a single server on
 //! SQLite. Replicas are pinned to CPU 1, the load to CPU 0; PostgreSQL runs where the kernel
 //! puts it. On a 2-core machine this measures what replication costs, not how it scales.
@@ -32,6 +35,8 @@ struct Replica {
     proc: Proc,
     token_endpoint: Target,
     admin: AdminClient,
+    /// Its agent API, `host:port`.
+    agent_api: String,
 }
 
 /// CPU time (user + system) of process `pid`, in clock ticks.
@@ -103,6 +108,7 @@ fn start_replica(
         proc,
         token_endpoint: https_target(&base, Path::new(&ca), "/oauth2/token")?,
         admin: AdminClient::new(text(&up["admin_socket"])?),
+        agent_api: text(&up["server"]["listeners"]["agent_api"])?,
     })
 }
 
@@ -180,6 +186,123 @@ fn measure(
     Ok((r.m, note))
 }
 
+/// Starts an `aims agent` (on CPU 0, beside the load) attested to `replica` alone, with one
+/// entry for this process's uid; returns it and its Workload API socket once it holds the SVID.
+fn start_agent(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    replica: &Replica,
+    n: usize,
+) -> anyhow::Result<(Proc, std::path::PathBuf)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let agent_id = aims_core::SpiffeId::parse(&format!("spiffe://{TD}/aims/agent/bench-{n}"))?;
+    let uid = std::fs::metadata("/proc/self")?.uid();
+    let (bundle, token) = rt.block_on(async {
+        replica
+            .admin
+            .create_entry(&aims_store::NewEntry::new(
+                aims_core::SpiffeId::parse(&format!("spiffe://{TD}/bench/wl-{n}"))?,
+                agent_id.clone(),
+                vec![format!("unix:uid:{uid}").parse()?],
+            ))
+            .await?;
+        let token = replica
+            .admin
+            .create_join_token(&aims_admin::api::CreateJoinTokenRequest {
+                spiffe_id: Some(agent_id),
+                ttl_seconds: None,
+            })
+            .await?
+            .token;
+        anyhow::Ok((replica.admin.bundle().await?.pem, token))
+    })?;
+    let bundle_file = dir.join(format!("bundle-{n}.pem"));
+    std::fs::write(&bundle_file, bundle)?;
+    let socket = dir.join(format!("agent-{n}.sock"));
+    let log = dir.join(format!("agent-{n}.log"));
+    let proc = Proc(
+        std::process::Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(super::process::aims_bin()?)
+            .args([
+                "agent",
+                "--trust-domain",
+                TD,
+                "--server-address",
+                &replica.agent_api,
+            ])
+            .arg("--trust-bundle")
+            .arg(&bundle_file)
+            .arg("--data-dir")
+            .arg(dir.join(format!("agent-{n}")))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--join-token", &token])
+            .env("AIMS_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?,
+    );
+    super::process::wait_for(
+        &format!("agent {n}'s SVID"),
+        std::time::Duration::from_secs(60),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("cached=1")),
+    )?;
+    Ok((proc, socket))
+}
+
+/// Closed-loop FetchJWTSVID calls, a new audience each (so each is minted by the agent's
+/// replica), over `CONNS` connections spread across `sockets`: the median repetition.
+fn workload_fetches(
+    rt: &tokio::runtime::Runtime,
+    timing: Timing,
+    sockets: &[std::path::PathBuf],
+) -> anyhow::Result<crate::measure::Measurement> {
+    let mut reps = Vec::with_capacity(timing.reps);
+    for rep in 0..timing.reps {
+        let samples = rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            let warm = Instant::now() + timing.warmup;
+            let end = warm + timing.measure;
+            for c in 0..CONNS {
+                let socket = sockets[c % sockets.len()].clone();
+                tasks.spawn(async move {
+                    let mut client =
+                        aims_workload_api::client::WorkloadApiClient::connect_path(&socket)?;
+                    let mut samples = Vec::new();
+                    for i in 0u64.. {
+                        let start = Instant::now();
+                        if start >= end {
+                            break;
+                        }
+                        let aud = format!("https://tool-{rep}-{c}-{i}.bench.example");
+                        client.fetch_jwt_svid(vec![aud], None).await?;
+                        if start >= warm {
+                            samples.push(
+                                u32::try_from(start.elapsed().as_nanos()).unwrap_or(u32::MAX),
+                            );
+                        }
+                    }
+                    anyhow::Ok(samples)
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                all.extend(done??);
+            }
+            anyhow::Ok(all)
+        })?;
+        reps.push(crate::measure::summarize(
+            samples,
+            timing.measure.as_secs_f64(),
+        ));
+    }
+    reps.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    reps.into_iter()
+        .nth(timing.reps / 2)
+        .context("no repetition")
+}
+
 /// Runs the scenario.
 pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let (rt, url, db) = postgres_run("replicas")?;
@@ -227,6 +350,39 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
             None,
         ));
     }
+    // Workload API (issue 18): one agent per serving replica, FetchJWTSVID minted there.
+    let all: Vec<&Replica> = std::iter::once(&first).chain(more.iter()).collect();
+    let mut agents = Vec::new();
+    let mut sockets = Vec::new();
+    let mut wl_base = 0.0;
+    for n in 1..=all.len() {
+        eprintln!("  Workload API: {n} agent(s), each on its own replica…");
+        let (proc, socket) = start_agent(&rt, dir.path(), all[n - 1], n)?;
+        agents.push(proc);
+        sockets.push(socket);
+        let m = workload_fetches(&rt, timing, &sockets)?;
+        notes.push(format!(
+            "Workload API, {n} agent(s) on {n} replica(s): {:.0} FetchJWTSVID/s (new audience \
+             per call, minted by the agent's replica)",
+            m.ops_per_sec
+        ));
+        if n == 1 {
+            wl_base = m.ops_per_sec;
+            rows.push(Row::baseline(
+                "Workload API FetchJWTSVID (minted), 1 agent on 1 replica, 16 conn (baseline)",
+                m,
+            ));
+        } else {
+            rows.push(Row::against(
+                &format!("Workload API FetchJWTSVID (minted), {n} agents on {n} replicas, 16 conn"),
+                m,
+                "1 agent on 1 replica",
+                wl_base,
+                None,
+            ));
+        }
+    }
+    drop(agents);
     drop(more);
 
     eprintln!("  one replica with server.audit = \"sync\"…");

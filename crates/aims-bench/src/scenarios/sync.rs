@@ -301,16 +301,11 @@ async fn run(timing: Timing, url: &str, db: &str) -> anyhow::Result<ScenarioRepo
             .insert(spiffe_id.clone(), tx);
         let s = Instant::now();
         admin
-            .create_entry(&aims_store::NewEntry {
-                spiffe_id: SpiffeId::parse(&spiffe_id)?,
-                parent_id: parent,
-                selectors: vec!["unix:uid:4000".parse()?],
-                x509_svid_ttl: 0,
-                jwt_svid_ttl: 0,
-                dns_names: vec![],
-                admin: false,
-                hint: None,
-            })
+            .create_entry(&aims_store::NewEntry::new(
+                SpiffeId::parse(&spiffe_id)?,
+                parent,
+                vec!["unix:uid:4000".parse()?],
+            ))
             .await?;
         let done = tokio::time::timeout(Duration::from_secs(10), rx)
             .await

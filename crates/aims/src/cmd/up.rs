@@ -185,16 +185,11 @@ async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Resu
     let spiffe_id = td.id_with_path(&format!("/user/{name}"))?;
     ensure_entry(
         server,
-        NewEntry {
-            spiffe_id: spiffe_id.clone(),
-            parent_id: td.id_with_path(LOCAL_AGENT_PATH)?,
-            selectors: vec![Selector::new("unix", &format!("uid:{uid}"))?],
-            x509_svid_ttl: 0,
-            jwt_svid_ttl: 0,
-            dns_names: vec![],
-            admin: false,
-            hint: None,
-        },
+        NewEntry::new(
+            spiffe_id.clone(),
+            td.id_with_path(LOCAL_AGENT_PATH)?,
+            vec![Selector::new("unix", &format!("uid:{uid}"))?],
+        ),
     )
     .await?;
     Ok(spiffe_id)
