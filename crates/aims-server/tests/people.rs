@@ -977,8 +977,8 @@ async fn client_app() -> (String, tokio::sync::mpsc::Receiver<HashMap<String, St
 
 /// Creates a user without a password and registers a passkey for them through the enrolment
 /// link, in the browser with its virtual authenticator; ends signed in on the account page.
-async fn enrol_with_passkey(f: &Fixture, browser: &webdriver::Browser, username: &str) -> String {
-    let people = f.a.server.authorization_server.people().unwrap().clone();
+async fn enrol_with_passkey(a: &As, browser: &webdriver::Browser, username: &str) -> String {
+    let people = a.server.authorization_server.people().unwrap().clone();
     assert!(people.passkeys_enabled());
     let created = people
         .create_user(NewUser {
@@ -1012,8 +1012,21 @@ async fn enrol_with_passkey(f: &Fixture, browser: &webdriver::Browser, username:
             .await
             .contains("expired or was already used")
     );
-    browser.goto(&format!("{}/account", f.a.issuer)).await;
+    browser.goto(&format!("{}/account", a.issuer)).await;
     created.user.user_id
+}
+
+/// Signs out, then in again as `username` with the passkey; ends on the account page.
+async fn sign_in_with_passkey(browser: &webdriver::Browser, username: &str) {
+    browser.click("#sign-out").await;
+    browser
+        .wait_for_url("the sign-in page", |u| u.contains("/login"))
+        .await;
+    browser.fill("#username", username).await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_for_url("the account page", |u| u.ends_with("/account"))
+        .await;
 }
 
 fn localhost(s: &mut aims_server::ServerSettings) {
@@ -1043,17 +1056,9 @@ async fn passkeys_and_consent_in_a_real_browser() {
         .await
         .unwrap();
     let browser = webdriver::Browser::start().await;
-    let carol = enrol_with_passkey(&f, &browser, "carol").await;
+    let carol = enrol_with_passkey(&f.a, &browser, "carol").await;
 
-    browser.click("#sign-out").await;
-    browser
-        .wait_for_url("the sign-in page", |u| u.contains("/login"))
-        .await;
-    browser.fill("#username", "carol").await;
-    browser.click("#passkey-sign-in").await;
-    browser
-        .wait_for_url("the account page", |u| u.ends_with("/account"))
-        .await;
+    sign_in_with_passkey(&browser, "carol").await;
     assert!(browser.source().await.contains("with a passkey"));
 
     // A user with no passkey cannot sign in with one.
@@ -1131,7 +1136,7 @@ async fn passkeys_and_consent_in_a_real_browser() {
 async fn ciba_approval_and_denial_in_a_real_browser() {
     let f = Fixture::start(localhost).await;
     let browser = webdriver::Browser::start().await;
-    let dave = enrol_with_passkey(&f, &browser, "dave").await;
+    let dave = enrol_with_passkey(&f.a, &browser, "dave").await;
 
     let (s, bc) = backchannel(&f, &[("login_hint", "dave")]).await;
     assert_eq!(s, 200, "{bc}");
@@ -1567,4 +1572,111 @@ async fn every_console_page_renders_for_an_administrator_in_a_real_browser() {
         .await;
     assert!(browser.source().await.to_lowercase().contains("compliance"));
     browser.close().await;
+}
+
+/// Issue 18: a passkey ceremony begun at one replica finishes at another. Two replicas share
+/// one PostgreSQL and one public URL, behind a proxy that sends every WebAuthn `finish` call to
+/// B and everything else to A: in Chromium, a user registers a passkey (options from A, the
+/// attestation verified by B) and signs in with it (the same split); the session B opens is
+/// good at A. Skipped without PostgreSQL outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_ceremony_begun_at_one_replica_finishes_at_another() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some((url, name)) = aims_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Where the proxy sends requests (a client, A's base URL, B's), once both run.
+    type Targets = Arc<std::sync::OnceLock<(reqwest::Client, String, String)>>;
+    let targets: Targets = Arc::default();
+    let finished_at_b = Arc::new(AtomicUsize::new(0));
+    let (to, hits) = (targets.clone(), finished_at_b.clone());
+    let proxy = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (to, hits) = (to.clone(), hits.clone());
+        async move {
+            let (client, a, b) = to.get().unwrap().clone();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let base = if req.uri().path().ends_with("/finish") {
+                hits.fetch_add(1, Ordering::SeqCst);
+                b
+            } else {
+                a
+            };
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut headers = parts.headers;
+            for hop in ["host", "connection", "accept-encoding", "content-length"] {
+                headers.remove(hop);
+            }
+            let resp = client
+                .request(parts.method, format!("{base}{path}"))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let mut out = axum::http::Response::builder().status(resp.status());
+            for (k, v) in resp.headers() {
+                if !matches!(
+                    k.as_str(),
+                    "transfer-encoding" | "connection" | "content-length"
+                ) {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(axum::body::Body::from(resp.bytes().await.unwrap()))
+                .unwrap()
+        }
+    });
+    let (site, _, _proxy) = common::https_site(dir.path(), |_| proxy).await;
+    let public = site.replace("127.0.0.1", "localhost");
+    let shared = |s: &mut aims_server::ServerSettings| {
+        s.database_url = Some(url.clone());
+        s.public_host = "localhost".into();
+        s.public_url = Some(public.clone());
+    };
+    let dir_a = tempfile::tempdir().unwrap();
+    let first = dir_a.path().to_path_buf();
+    let a = common::start_as_in(dir_a, "example.org", shared).await;
+    let b = common::start_as_in(common::joining_replica_dir(&first), "example.org", shared).await;
+    assert_eq!(
+        (a.issuer.as_str(), b.issuer.as_str()),
+        (public.as_str(), public.as_str())
+    );
+    let forward = reqwest::Client::builder()
+        // The proxy's own hop to a replica's local certificate.
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let _ = targets.set((
+        forward,
+        format!("https://{}", a.server.https_addr),
+        format!("https://{}", b.server.https_addr),
+    ));
+
+    let browser = webdriver::Browser::start().await;
+    enrol_with_passkey(&a, &browser, "dave").await;
+    assert_eq!(
+        finished_at_b.load(Ordering::SeqCst),
+        1,
+        "B verified the attestation"
+    );
+
+    sign_in_with_passkey(&browser, "dave").await;
+    // The account page came from A, with the session B opened.
+    assert!(browser.source().await.contains("with a passkey"));
+    assert_eq!(
+        finished_at_b.load(Ordering::SeqCst),
+        2,
+        "B verified the assertion"
+    );
+    browser.close().await;
+    drop((a, b));
+    aims_store::testing::drop_postgres_database(&name).await;
 }

@@ -701,17 +701,10 @@ async fn a_push_stream_is_served_by_every_replica_once_per_signal() {
         s.oauth.fetch.allow_private_networks = true;
     };
     let dir_a = tempfile::tempdir().unwrap();
-    let audit_key = dir_a.path().join("data/keys/audit-log.key.pem");
+    let first = dir_a.path().to_path_buf();
     let a = start_as_in(dir_a, "example.org", shared).await;
     // B: the same store, the first replica's audit log key, the same public URLs.
-    let dir_b = tempfile::tempdir().unwrap();
-    aims_core::files::private_dir(&dir_b.path().join("data/keys")).unwrap();
-    let copied = dir_b.path().join("data/keys/audit-log.key.pem");
-    std::fs::copy(&audit_key, &copied).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&copied, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let dir_b = common::joining_replica_dir(&first);
     let (public, public_mtls) = (a.issuer.clone(), a.mtls_base());
     let b = start_as_in(dir_b, "example.org", |s| {
         shared(s);

@@ -283,3 +283,15 @@ pub async fn https_site_on(
     ));
     (base, ca_file, stop.drop_guard())
 }
+
+/// A data directory for a second replica joining `first_dir`'s (a `start_as_in` directory)
+/// on a shared store: the first replica's audit log key copied in, mode 0600 (issue 18).
+pub fn joining_replica_dir(first_dir: &std::path::Path) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    aims_core::files::private_dir(&dir.path().join("data/keys")).unwrap();
+    let key = std::path::Path::new("data/keys/audit-log.key.pem");
+    std::fs::copy(first_dir.join(key), dir.path().join(key)).unwrap();
+    std::fs::set_permissions(dir.path().join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
