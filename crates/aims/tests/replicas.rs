@@ -1398,7 +1398,15 @@ fn three_replicas_under_load_lose_one_and_nothing_else() {
     );
     let out = assert_ok(&up.cli(&["audit", "verify"]));
     assert!(out.contains(&format!("{} entries", entries.len())), "{out}");
+    // `aims up` killed outright (SIGKILL, no chance to stop its children): the surviving child
+    // replica stops with it rather than living on.
+    let survivor = up.up["replicas"][2]["pid"].as_u64().unwrap();
     drop(up);
+    eventually(Duration::from_secs(10), "the child replica stops", || {
+        std::fs::read_to_string(format!("/proc/{survivor}/status"))
+            .map_or(true, |s| s.contains("State:\tZ"))
+            .then_some(())
+    });
     rt.block_on(aims_store::testing::drop_postgres_database(&name));
 }
 

@@ -77,6 +77,42 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU used by some processes and by PostgreSQL over a measurement, in shares of one core.
+struct CpuWatch {
+    pids: Vec<u32>,
+    before: Vec<u64>,
+    pg_before: u64,
+    started: Instant,
+}
+
+impl CpuWatch {
+    fn start(pids: Vec<u32>) -> Self {
+        let before = pids.iter().map(|p| cpu_ticks(*p)).collect();
+        Self {
+            pids,
+            before,
+            pg_before: postgres_ticks(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Each process's share joined by ` + `, then PostgreSQL's.
+    fn shares(&self, tick: f64) -> (String, String) {
+        let wall = self.started.elapsed().as_secs_f64();
+        let share = |ticks: u64| format!("{:.0} %", ticks as f64 / tick / wall * 100.0);
+        let each: Vec<String> = self
+            .pids
+            .iter()
+            .zip(&self.before)
+            .map(|(p, b)| share(cpu_ticks(*p).saturating_sub(*b)))
+            .collect();
+        (
+            each.join(" + "),
+            share(postgres_ticks().saturating_sub(self.pg_before)),
+        )
+    }
+}
+
 /// Starts replica `name` on `database` (with `first`'s audit log key), pinned to CPU 1.
 fn start_replica(
     dir: &Path,
@@ -156,10 +192,7 @@ fn measure(
     tick: f64,
 ) -> anyhow::Result<(crate::measure::Measurement, String)> {
     let targets: Vec<Target> = replicas.iter().map(|r| r.token_endpoint.clone()).collect();
-    let pids: Vec<u32> = replicas.iter().map(|r| r.proc.0.id()).collect();
-    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
-    let pg_before = postgres_ticks();
-    let started = Instant::now();
+    let cpu = CpuWatch::start(replicas.iter().map(|r| r.proc.0.id()).collect());
     let counter = Arc::new(AtomicU64::new(0));
     let r = rt.block_on(median_run(
         timing,
@@ -169,19 +202,11 @@ fn measure(
         body,
         &counter,
     ))?;
-    let wall = started.elapsed().as_secs_f64();
-    let share = |ticks: u64| format!("{:.0} %", ticks as f64 / tick / wall * 100.0);
-    let each: Vec<String> = pids
-        .iter()
-        .zip(&before)
-        .map(|(p, b)| share(cpu_ticks(*p).saturating_sub(*b)))
-        .collect();
+    let (each, pg) = cpu.shares(tick);
     let note = format!(
-        "{} replica(s): {:.0} tokens/s; CPU replicas {}, PostgreSQL {}",
+        "{} replica(s): {:.0} tokens/s; CPU replicas {each}, PostgreSQL {pg}",
         replicas.len(),
         r.m.ops_per_sec,
-        each.join(" + "),
-        share(postgres_ticks().saturating_sub(pg_before))
     );
     Ok((r.m, note))
 }
@@ -360,10 +385,15 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
         let (proc, socket) = start_agent(&rt, dir.path(), all[n - 1], n)?;
         agents.push(proc);
         sockets.push(socket);
+        let replicas_cpu = CpuWatch::start(all[..n].iter().map(|r| r.proc.0.id()).collect());
+        let agents_cpu = CpuWatch::start(agents.iter().map(|a: &Proc| a.0.id()).collect());
         let m = workload_fetches(&rt, timing, &sockets)?;
+        let ((replicas_share, pg), (agents_share, _)) =
+            (replicas_cpu.shares(tick), agents_cpu.shares(tick));
         notes.push(format!(
             "Workload API, {n} agent(s) on {n} replica(s): {:.0} FetchJWTSVID/s (new audience \
-             per call, minted by the agent's replica)",
+             per call, minted by the agent's replica); CPU serving replicas {replicas_share}, \
+             agents {agents_share}, PostgreSQL {pg}",
             m.ops_per_sec
         ));
         if n == 1 {

@@ -300,11 +300,15 @@ fn spawn(
     if metrics {
         cmd.args(["--metrics-listen", "127.0.0.1:0"]);
     }
-    cmd.env_remove("AIMS_METRICS_LISTEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true);
+    cmd.env(
+        super::server::EXIT_WITH_PARENT_ENV,
+        std::process::id().to_string(),
+    )
+    .env_remove("AIMS_METRICS_LISTEN")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(log)
+    .kill_on_drop(true);
     cmd.spawn().context("cannot start aims server")
 }
 
