@@ -622,6 +622,9 @@ async fn incremental_sync_sends_changes_and_resumes_from_a_sequence_number() {
     )
     .await;
     assert_eq!((ids(&future), future.delta), (now.clone(), false));
+    // A negative one: the same.
+    let negative = next(&mut agent.sync(incremental(-5)).await.unwrap().into_inner()).await;
+    assert_eq!((ids(&negative), negative.delta), (now.clone(), false));
     // An agent that does not ask for deltas gets complete states, as before.
     let mut plain = agent
         .sync(SyncRequest::default())

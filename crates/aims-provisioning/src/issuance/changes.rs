@@ -4,8 +4,9 @@
 //! a change made by another replica sharing the store is seen by re-reading the store's change
 //! counters and the stored bundle's sequence ([`ChangeFeed::watch_store`]) when the store
 //! notifies a change (PostgreSQL `LISTEN/NOTIFY`, issue 18), and every 200 ms by default
-//! besides. Either way every open `Sync` stream rebuilds its agent's state and sends it if it
-//! changed, so a new entry or bundle reaches agents well within a second (AIMS PR-7).
+//! besides. Either way the replica's registration state catches up on the change log
+//! ([`crate::issuance::registrations`]) and every open `Sync` stream sends its agent what
+//! changed under it, so a new entry or bundle reaches agents well within a second (AIMS PR-7).
 
 use std::sync::Arc;
 use std::time::Duration;
