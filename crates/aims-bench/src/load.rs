@@ -167,18 +167,39 @@ pub async fn fetch(target: &Target, body: Bytes) -> anyhow::Result<Bytes> {
     Ok(text)
 }
 
-/// Waits until `at`, to the microsecond: tokio's timer ticks in milliseconds, which would add up
-/// to a millisecond to every open-loop latency (it did, before this). Sleeps to within 2 ms, then
-/// yields until the instant (the load generator has a core of its own to spin on).
-async fn wait_until(at: Instant) {
-    if let Some(coarse) = at.checked_sub(Duration::from_millis(2))
-        && coarse > Instant::now()
-    {
-        tokio::time::sleep_until(coarse.into()).await;
-    }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
+/// Open loop: the instants at which requests are due, `rate` per second from `first` until
+/// `end`, handed round-robin to `conns` connections. A thread of its own sleeps to each one
+/// (a high-resolution sleep, ~50 µs of timer slack, where tokio's timer ticks in
+/// milliseconds) and wakes the connection it is due on; the load generator never spins, so it
+/// leaves the CPU it shares with the system under test alone (spinning until each instant took
+/// most of that CPU at 3,000/s and delayed the processes measured). A connection still busy
+/// with its previous request sends late, and the latency counts from the due instant.
+fn due_instants(
+    rate: f64,
+    conns: usize,
+    first: Instant,
+    end: Instant,
+) -> Vec<tokio::sync::mpsc::UnboundedReceiver<Instant>> {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..conns)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    std::thread::spawn(move || {
+        let mut due = first;
+        for k in 0usize.. {
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if txs[k % txs.len()].send(due).is_err() {
+                break;
+            }
+            due += interval;
+        }
+    });
+    rxs
 }
 
 /// Runs `conns` connections for `warmup` then `duration`, on the current runtime; connection
@@ -192,32 +213,38 @@ pub async fn run(
     body: &BodyFn,
     counter: &Arc<AtomicU64>,
 ) -> anyhow::Result<LoadResult> {
-    let start = Instant::now() + warmup;
-    let end = start + duration;
-    let mut tasks = Vec::with_capacity(conns);
     anyhow::ensure!(!targets.is_empty(), "no target");
+    let mut senders = Vec::with_capacity(conns);
     for i in 0..conns {
         let target = targets[i % targets.len()].clone();
-        let mut sender = connect(&target).await.context("connecting")?;
+        senders.push((connect(&target).await.context("connecting")?, target));
+    }
+    let start = Instant::now() + warmup;
+    let end = start + duration;
+    // Open loop: one due instant after another, each to the next connection.
+    let mut dues: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>> = match pace {
+        Pace::Closed => (0..conns).map(|_| None).collect(),
+        Pace::Open(rate) => due_instants(rate, conns, Instant::now(), end)
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    let mut tasks = Vec::with_capacity(conns);
+    for ((mut sender, target), mut due) in senders.into_iter().zip(dues.drain(..)) {
         let body = body.clone();
         let counter = counter.clone();
-        // Open loop: connection i sends at start + (i + k·conns) / rate.
-        let interval = match pace {
-            Pace::Closed => None,
-            Pace::Open(rate) => Some(Duration::from_secs_f64(conns as f64 / rate)),
-        };
         tasks.push(tokio::spawn(async move {
             let mut samples: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut first_error = None;
-            let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(i as f64 / conns as f64));
             loop {
-                if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
-                    wait_until(*at).await;
-                    *at += iv;
-                }
-                let scheduled =
-                    next.map_or_else(Instant::now, |at| at - interval.unwrap_or_default());
+                let scheduled = match due.as_mut() {
+                    Some(rx) => match rx.recv().await {
+                        Some(at) => at,
+                        None => break,
+                    },
+                    None => Instant::now(),
+                };
                 if scheduled >= end {
                     break;
                 }
@@ -260,4 +287,34 @@ pub async fn run(
         errors,
         first_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn open_loop_instants_are_evenly_spaced_round_robin_and_end_on_time() {
+        let first = Instant::now();
+        let end = first + Duration::from_millis(100);
+        let mut rxs = due_instants(1_000.0, 4, first, end);
+        let mut all = Vec::new();
+        for (i, rx) in rxs.iter_mut().enumerate() {
+            let mut k = 0u32;
+            while let Some(at) = rx.recv().await {
+                // Connection i gets the instants i, i + 4, i + 8… milliseconds after the first.
+                assert_eq!(
+                    at - first,
+                    Duration::from_millis(u64::from(4 * k) + i as u64)
+                );
+                assert!(at < end);
+                all.push(at);
+                k += 1;
+            }
+        }
+        assert_eq!(all.len(), 100);
+        // Each handed over no earlier than it was due (a sleep, not a spin, got there).
+        assert!(Instant::now() >= *all.iter().max().unwrap());
+    }
 }

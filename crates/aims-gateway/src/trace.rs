@@ -25,9 +25,16 @@ pub struct TraceIds {
 
 pub use aims_core::trace_context::is_trace_id;
 
-/// A fresh random id in W3C trace-id form.
+/// A fresh random id in W3C trace-id form (Trace Context §3.2.2.3), from the thread's CSPRNG
+/// (rand's `ThreadRng`, seeded by the OS): uuid's v4 made a `getrandom` system call per id,
+/// up to three a request.
 pub fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A fresh random span id (Trace Context §3.2.2.4).
+fn new_span_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// W3C Trace Context §3.2 (`00-traceid-parentid-flags`), else a forwarded transaction's id,
@@ -70,7 +77,7 @@ pub fn request_span(method: &http::Method, path: &str, ids: &TraceIds) -> tracin
         .parent
         .as_deref()
         .and_then(|p| SpanId::from_hex(p).ok())
-        .unwrap_or_else(|| SpanId::from_hex(&new_trace_id()[..16]).unwrap_or(SpanId::INVALID));
+        .unwrap_or_else(|| SpanId::from_hex(&new_span_id()).unwrap_or(SpanId::INVALID));
     let remote = SpanContext::new(
         trace,
         parent,
@@ -90,7 +97,29 @@ pub fn upstream_traceparent(span: &tracing::Span, trace_id: &str) -> String {
     let span_id = if own.is_valid() && own.trace_id().to_string() == trace_id {
         own.span_id().to_string()
     } else {
-        new_trace_id()[..16].to_owned()
+        new_span_id()
     };
     format!("00-{trace_id}-{span_id}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_valid_and_distinct() {
+        let (a, b) = (new_trace_id(), new_trace_id());
+        assert!(is_trace_id(&a) && is_trace_id(&b), "{a} {b}");
+        assert_ne!(a, b);
+        // A request without a traceparent: a new trace, and a span id the upstream can parse.
+        let ids = from_headers(&HeaderMap::new());
+        assert!(is_trace_id(&ids.trace_id));
+        let span = request_span(&http::Method::GET, "/x", &ids);
+        let traceparent = upstream_traceparent(&span, &ids.trace_id);
+        let (trace, parent) = aims_core::trace_context::parse_traceparent(&traceparent).unwrap();
+        assert_eq!(trace, ids.trace_id);
+        assert_eq!(parent.len(), 16);
+        assert_ne!(parent, "0000000000000000");
+    }
 }

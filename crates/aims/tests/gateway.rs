@@ -1351,7 +1351,7 @@ unless { context has approval };"#,
 }
 
 /// An upstream that records each request's target exactly as its bytes arrived, with the
-/// transaction token that came with it, and answers with both.
+/// transaction token that came with it and how its body was framed, and answers with them.
 struct Recorder {
     port: u16,
     seen: Arc<std::sync::Mutex<Vec<String>>>,
@@ -1367,26 +1367,69 @@ impl Recorder {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut head = Vec::new();
+                let mut data = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                let mut read_more = |data: &mut Vec<u8>| match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        data.extend_from_slice(&buf[..n]);
+                        true
                     }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                };
+                let end_of_head = loop {
+                    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    if !read_more(&mut data) {
+                        break data.len();
+                    }
+                };
+                let head = String::from_utf8_lossy(&data[..end_of_head]).into_owned();
                 let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
-                let txn = head
-                    .lines()
-                    .find_map(|l| {
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
                         l.split_once(':')
-                            .filter(|(k, _)| k.eq_ignore_ascii_case("txn-token"))
+                            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
                             .map(|(_, v)| v.trim().to_owned())
                     })
-                    .unwrap_or_default();
+                };
+                let txn = header("txn-token").unwrap_or_default();
+                // RFC 9112 §6: how the body was framed, and the body.
+                let (framing, body) = match (header("content-length"), header("transfer-encoding"))
+                {
+                    (Some(n), None) => {
+                        let n: usize = n.parse().unwrap();
+                        while data.len() < end_of_head + n && read_more(&mut data) {}
+                        (format!("content-length: {n}"), data[end_of_head..].to_vec())
+                    }
+                    (None, Some(te)) => {
+                        while !data[end_of_head..].ends_with(b"0\r\n\r\n") && read_more(&mut data) {
+                        }
+                        let mut body = Vec::new();
+                        let mut rest = &data[end_of_head..];
+                        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+                            let size =
+                                usize::from_str_radix(std::str::from_utf8(&rest[..i]).unwrap(), 16)
+                                    .unwrap();
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&rest[i + 2..i + 2 + size]);
+                            rest = &rest[i + 4 + size..];
+                        }
+                        (format!("transfer-encoding: {te}"), body)
+                    }
+                    (None, None) => ("none".to_owned(), Vec::new()),
+                    (Some(_), Some(_)) => ("both".to_owned(), Vec::new()),
+                };
                 log.lock().unwrap().push(target.clone());
-                let body = json!({"target": target, "txn": txn}).to_string();
+                let body = json!({
+                    "target": target,
+                    "txn": txn,
+                    "framing": framing,
+                    "body": String::from_utf8_lossy(&body),
+                })
+                .to_string();
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -1396,9 +1439,23 @@ impl Recorder {
         });
         Self { port, seen }
     }
+
+    /// A gateway route `/{name}` to this upstream, needing `scope`.
+    fn route(&self, name: &str, scope: &str, transaction_tokens: bool) -> String {
+        format!(
+            "[[gateway.route]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"http://127.0.0.1:{}\"\nrequired_scopes = [\"{scope}\"]\ntransaction_tokens = {transaction_tokens}\n\n",
+            self.port
+        )
+    }
 }
 
 impl Stack {
+    /// The gateway's `host:port`.
+    fn authority(&self) -> String {
+        let url = reqwest::Url::parse(&self.gateway).unwrap();
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
+    }
+
     /// Sends `head` (a request line and headers, unparsed by any client library) to the gateway
     /// over TLS: the status and the body.
     fn raw(&self, head: &str) -> (u16, Value) {
@@ -1452,30 +1509,13 @@ impl Stack {
 #[test]
 fn every_request_target_is_refused_or_forwarded_as_decided() {
     let rec = Recorder::start();
-    let up = rec.port;
     let s = Stack::start_with_config(&format!(
-        r#"[[gateway.route]]
-name = "wx"
-path_prefix = "/wx"
-upstream = "http://127.0.0.1:{up}"
-required_scopes = ["weather.read"]
-transaction_tokens = true
-
-[[gateway.route]]
-name = "vault"
-path_prefix = "/vault"
-upstream = "http://127.0.0.1:{up}"
-required_scopes = ["vault.admin"]
-transaction_tokens = true
-"#
+        "{}{}",
+        rec.route("wx", "weather.read", true),
+        rec.route("vault", "vault.admin", true)
     ));
     let token = s.token(&resource_of(&s.aims, "wx"), "weather.read");
-    let authority = reqwest::Url::parse(&s.gateway).unwrap();
-    let host = format!(
-        "{}:{}",
-        authority.host_str().unwrap(),
-        authority.port().unwrap()
-    );
+    let host = s.authority();
     let targets = [
         // Dot segments in every spelling.
         "/wx/../vault",
@@ -1591,6 +1631,38 @@ transaction_tokens = true
         );
     }
     assert_eq!(forwarded, 10, "the allowed spellings all reach the tool");
+}
+
+/// RFC 9112 §6: a request reaches the upstream framed as it came (the gateway drops the
+/// caller's hop-by-hop `Transfer-Encoding` and streams the body): without a body when it had
+/// none, with its Content-Length when it had one, chunked when its length was not known, and
+/// the body intact either way.
+#[test]
+fn request_bodies_reach_the_upstream_framed_as_they_came() {
+    let rec = Recorder::start();
+    let s = Stack::start_with_config(&rec.route("wx", "weather.read", false));
+    let token = s.token(&resource_of(&s.aims, "wx"), "weather.read");
+    let host = s.authority();
+    let head = |method: &str, framing: &str| {
+        format!(
+            "{method} /wx/echo HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n{framing}\r\n"
+        )
+    };
+    let (status, body) = s.raw(&head("GET", ""));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["framing"], "none");
+    let (status, body) = s.raw(&format!("{}hello", head("POST", "content-length: 5\r\n")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["framing"], "content-length: 5");
+    assert_eq!(body["body"], "hello");
+    let (status, body) = s.raw(&format!(
+        "{}3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+        head("POST", "transfer-encoding: chunked\r\n")
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["framing"], "transfer-encoding: chunked");
+    assert_eq!(body["body"], "hello");
+    assert_eq!(rec.seen.lock().unwrap().len(), 3);
 }
 
 /// The standing negative matrix's gateway, Workload API and admin-socket rows (issue 16; the

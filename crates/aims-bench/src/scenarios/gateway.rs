@@ -12,7 +12,8 @@
 //! token; a second route does (the gateway mints one per call with its X509-SVID), measured
 //! against the first. Runs once with `audit = "async"` and once with `audit = "sync"` (every
 //! response waits for its record to be durable in the server's SQLite, group-committed). The
-//! Cedar decision is also timed in this process.
+//! Cedar decision is also timed in this process. Each row notes the CPU every process used
+//! while it ran, and per request: which process was the limit, and what a call cost each.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -29,6 +30,7 @@ use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 use bytes::Bytes;
 
+use super::cpu::{CpuWatch, percent};
 use super::oauth::{fixed, form};
 use super::process::{Proc, aims_bin, https_target, median_run, pin_self, start_aims};
 use crate::load::{Pace, Target, fetch};
@@ -44,8 +46,8 @@ const OPEN_CONNS: usize = 32;
 const CLOSED_CONNS: usize = 64;
 
 struct Stack {
-    _proc: Proc,
-    _gateway: Proc,
+    up: Proc,
+    gateway_proc: Proc,
     admin: AdminClient,
     direct: Target,
     gateway: Target,
@@ -299,8 +301,8 @@ tls_key_file = "{key}"
     direct.method = http::Method::GET;
     let nginx = start_nginx(dir, tool_port, &dir.join("up").join("tls"), &ca)?;
     Ok(Stack {
-        _proc: proc,
-        _gateway: gateway,
+        up: proc,
+        gateway_proc: gateway,
         admin,
         direct,
         gateway: through("/bench")?,
@@ -384,6 +386,29 @@ fn added(label: &str, base: &Measurement, m: &Measurement) -> String {
     )
 }
 
+/// What each process used during `row` (shares of one core, and per request at the row's
+/// rate): which process was the limit, and what a request cost it.
+fn cpu_note(row: &str, processes: &[(&str, Option<u32>)], cpu: &CpuWatch, ops: f64) -> String {
+    let mut shares = cpu.processes().into_iter();
+    let each: Vec<String> = processes
+        .iter()
+        .filter(|(_, pid)| pid.is_some())
+        .map(|(name, _)| {
+            let share = shares.next().unwrap_or(0.0);
+            if share * 1e6 / ops.max(1.0) >= 1.0 {
+                format!(
+                    "{name} {} ({:.0} µs a request)",
+                    percent(share),
+                    share * 1e6 / ops.max(1.0)
+                )
+            } else {
+                format!("{name} {}", percent(share))
+            }
+        })
+        .collect();
+    format!("CPU during {row} ({ops:.0}/s): {}", each.join(", "))
+}
+
 /// Runs the scenario.
 pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
     pin_self(0)?;
@@ -403,6 +428,7 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
         .build()?;
     let counter = Arc::new(AtomicU64::new(0));
     let empty = fixed(Bytes::new());
+    let notes_cpu = std::cell::RefCell::new(Vec::new());
     for audit in ["async", "sync"] {
         eprintln!("  aims up on CPU 0, aims gateway with audit = {audit} on CPU 1…");
         let dir = tempfile::tempdir()?;
@@ -417,20 +443,42 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             anyhow::Ok(())
         })?;
         let nginx = stack.nginx.as_ref().map(|(_, t)| t);
-        let measure = |target: &Target, conns: usize, pace: Pace| {
-            rt.block_on(median_run(
-                timing,
-                std::slice::from_ref(target),
-                conns,
-                pace,
-                &empty,
-                &counter,
-            ))
-            .map(|r| r.m)
+        // The CPU every process used during each row, and what a request cost the proxy.
+        let processes = [
+            ("aims up", Some(stack.up.0.id())),
+            ("gateway", Some(stack.gateway_proc.0.id())),
+            ("nginx", stack.nginx.as_ref().map(|(p, _)| p.0.id())),
+            ("load generator", Some(std::process::id())),
+        ];
+        let measure = |target: &Target, conns: usize, pace: Pace, row: &str| {
+            let cpu = CpuWatch::start(processes.iter().filter_map(|(_, p)| *p).collect());
+            let m = rt
+                .block_on(median_run(
+                    timing,
+                    std::slice::from_ref(target),
+                    conns,
+                    pace,
+                    &empty,
+                    &counter,
+                ))?
+                .m;
+            let note = cpu_note(row, &processes, &cpu, m.ops_per_sec);
+            notes_cpu.borrow_mut().push(note);
+            anyhow::Ok(m)
         };
         eprintln!("  open loop at {RATE}/s, {OPEN_CONNS} connections…");
-        let direct = measure(&stack.direct, OPEN_CONNS, Pace::Open(RATE))?;
-        let through = measure(&stack.gateway, OPEN_CONNS, Pace::Open(RATE))?;
+        let direct = measure(
+            &stack.direct,
+            OPEN_CONNS,
+            Pace::Open(RATE),
+            "direct, open loop",
+        )?;
+        let through = measure(
+            &stack.gateway,
+            OPEN_CONNS,
+            Pace::Open(RATE),
+            &format!("gateway, audit {audit}, open loop"),
+        )?;
         notes.push(added(
             &format!("audit {audit}, {RATE}/s"),
             &direct,
@@ -445,7 +493,7 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             through,
         ));
         if let Some(nginx) = nginx.filter(|_| audit == "async") {
-            let proxied = measure(nginx, OPEN_CONNS, Pace::Open(RATE))?;
+            let proxied = measure(nginx, OPEN_CONNS, Pace::Open(RATE), "nginx, open loop")?;
             notes.push(added(
                 &format!("nginx TLS proxy, {RATE}/s"),
                 &direct,
@@ -457,7 +505,12 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             ));
         }
         eprintln!("  closed loop, {CLOSED_CONNS} connections…");
-        let direct = measure(&stack.direct, CLOSED_CONNS, Pace::Closed)?;
+        let direct = measure(
+            &stack.direct,
+            CLOSED_CONNS,
+            Pace::Closed,
+            "direct, closed loop",
+        )?;
         let base_ops = direct.ops_per_sec;
         let label = format!("direct, closed loop, {CLOSED_CONNS} conn (audit {audit} run)");
         rows.push(Row::baseline(&label, direct));
@@ -465,7 +518,7 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
         // (nginx), measured right before it on the same core; without nginx, against direct.
         let (label, base_ops) = match nginx {
             Some(nginx) => {
-                let proxied = measure(nginx, CLOSED_CONNS, Pace::Closed)?;
+                let proxied = measure(nginx, CLOSED_CONNS, Pace::Closed, "nginx, closed loop")?;
                 let ops = proxied.ops_per_sec;
                 let label = format!(
                     "nginx TLS reverse proxy, no authentication, closed loop, {CLOSED_CONNS} conn (audit {audit} run)"
@@ -475,7 +528,12 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             }
             None => (label, base_ops),
         };
-        let through = measure(&stack.gateway, CLOSED_CONNS, Pace::Closed)?;
+        let through = measure(
+            &stack.gateway,
+            CLOSED_CONNS,
+            Pace::Closed,
+            &format!("gateway, audit {audit}, closed loop"),
+        )?;
         let gateway_ops = through.ops_per_sec;
         let gateway_label = format!("gateway, audit {audit}, closed loop, {CLOSED_CONNS} conn");
         rows.push(Row::against(
@@ -487,7 +545,12 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
         ));
         if audit == "async" {
             eprintln!("  with transaction tokens, {CLOSED_CONNS} connections…");
-            let txn = measure(&stack.with_txn, CLOSED_CONNS, Pace::Closed)?;
+            let txn = measure(
+                &stack.with_txn,
+                CLOSED_CONNS,
+                Pace::Closed,
+                "gateway + transaction token, closed loop",
+            )?;
             rows.push(Row::against(
                 &format!(
                     "gateway + transaction token minted per call, audit async, closed loop, {CLOSED_CONNS} conn"
@@ -508,6 +571,7 @@ pub fn gateway(timing: Timing) -> anyhow::Result<ScenarioReport> {
             ));
         }
     }
+    notes.extend(notes_cpu.into_inner());
     notes.push("targets: added p99 < 500 µs in async mode (agentgateway: p99 0.436 ms at 3k QPS); sync adds no more than the group commit; closed-loop throughput ≥ 0.6 of nginx's TLS proxy on the same core (of direct without nginx); a transaction token per call ≥ 0.6 of the gateway without one; Cedar p50 < 20 µs".into());
     notes.push("a gateway with authentication and policy off is not measured: the gateway has no such mode, and one switch that turns a security gateway into an open proxy is not worth a baseline".into());
     Ok(ScenarioReport {

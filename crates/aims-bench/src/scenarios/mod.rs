@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod authn;
 mod baseline;
+mod cpu;
 pub mod credentials;
 pub mod gateway;
 pub mod oauth;

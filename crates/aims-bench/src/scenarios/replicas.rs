@@ -18,6 +18,7 @@ use aims_admin::client::AdminClient;
 use aims_token::wire::JWT_SPIFFE_ASSERTION;
 use anyhow::Context as _;
 
+use super::cpu::CpuWatch;
 use super::oauth::{fixed, form};
 use super::process::{Proc, https_target, median_run, postgres_run, start_named};
 use crate::load::{Pace, Target};
@@ -37,80 +38,6 @@ struct Replica {
     admin: AdminClient,
     /// Its agent API, `host:port`.
     agent_api: String,
-}
-
-/// CPU time (user + system) of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces) in parentheses.
-            let rest = s.get(s.rfind(')')? + 2..)?;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
-/// CPU ticks of every PostgreSQL process on this machine.
-fn postgres_ticks() -> u64 {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(cpu_ticks)
-        .sum()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// CPU used by some processes and by PostgreSQL over a measurement, in shares of one core.
-struct CpuWatch {
-    pids: Vec<u32>,
-    before: Vec<u64>,
-    pg_before: u64,
-    started: Instant,
-}
-
-impl CpuWatch {
-    fn start(pids: Vec<u32>) -> Self {
-        let before = pids.iter().map(|p| cpu_ticks(*p)).collect();
-        Self {
-            pids,
-            before,
-            pg_before: postgres_ticks(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Each process's share joined by ` + `, then PostgreSQL's.
-    fn shares(&self, tick: f64) -> (String, String) {
-        let wall = self.started.elapsed().as_secs_f64();
-        let share = |ticks: u64| format!("{:.0} %", ticks as f64 / tick / wall * 100.0);
-        let each: Vec<String> = self
-            .pids
-            .iter()
-            .zip(&self.before)
-            .map(|(p, b)| share(cpu_ticks(*p).saturating_sub(*b)))
-            .collect();
-        (
-            each.join(" + "),
-            share(postgres_ticks().saturating_sub(self.pg_before)),
-        )
-    }
 }
 
 /// Starts replica `name` on `database` (with `first`'s audit log key), pinned to CPU 1.
@@ -189,7 +116,6 @@ fn measure(
     timing: Timing,
     replicas: &[&Replica],
     body: &crate::load::BodyFn,
-    tick: f64,
 ) -> anyhow::Result<(crate::measure::Measurement, String)> {
     let targets: Vec<Target> = replicas.iter().map(|r| r.token_endpoint.clone()).collect();
     let cpu = CpuWatch::start(replicas.iter().map(|r| r.proc.0.id()).collect());
@@ -202,7 +128,7 @@ fn measure(
         body,
         &counter,
     ))?;
-    let (each, pg) = cpu.shares(tick);
+    let (each, pg) = cpu.shares();
     let note = format!(
         "{} replica(s): {:.0} tokens/s; CPU replicas {each}, PostgreSQL {pg}",
         replicas.len(),
@@ -332,7 +258,6 @@ fn workload_fetches(
 pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
     let (rt, url, db) = postgres_run("replicas")?;
     let dir = tempfile::tempdir()?;
-    let tick = ticks_per_second();
     let (async_config, sync_config) = (config(dir.path(), "async")?, config(dir.path(), "sync")?);
 
     eprintln!("  starting replica 1 on PostgreSQL (CPU 1)…");
@@ -346,7 +271,7 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
          {:?}; CPU shares cover the repetitions and their warm-ups",
         timing.reps, timing.measure
     )];
-    let (one, note) = measure(&rt, timing, &[&first], &body, tick)?;
+    let (one, note) = measure(&rt, timing, &[&first], &body)?;
     notes.push(note);
     let base_label = "1 replica";
     let base = one.ops_per_sec;
@@ -365,7 +290,7 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
             Some(&first_dir),
         )?);
         let all: Vec<&Replica> = std::iter::once(&first).chain(more.iter()).collect();
-        let (m, note) = measure(&rt, timing, &all, &body, tick)?;
+        let (m, note) = measure(&rt, timing, &all, &body)?;
         notes.push(note);
         rows.push(Row::against(
             &format!("{n} replicas, load spread, JWT-SVID, 16 conn"),
@@ -389,7 +314,7 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
         let agents_cpu = CpuWatch::start(agents.iter().map(|a: &Proc| a.0.id()).collect());
         let m = workload_fetches(&rt, timing, &sockets)?;
         let ((replicas_share, pg), (agents_share, _)) =
-            (replicas_cpu.shares(tick), agents_cpu.shares(tick));
+            (replicas_cpu.shares(), agents_cpu.shares());
         notes.push(format!(
             "Workload API, {n} agent(s) on {n} replica(s): {:.0} FetchJWTSVID/s (new audience \
              per call, minted by the agent's replica); CPU serving replicas {replicas_share}, \
@@ -423,7 +348,7 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
         Some(&url),
         Some(&first_dir),
     )?;
-    let (m, note) = measure(&rt, timing, &[&sync], &body, tick)?;
+    let (m, note) = measure(&rt, timing, &[&sync], &body)?;
     notes.push(format!("audit sync: {note}"));
     rows.push(Row::against(
         "1 replica, server.audit = \"sync\", JWT-SVID, 16 conn",
@@ -438,7 +363,7 @@ pub fn replicas(timing: Timing) -> anyhow::Result<ScenarioReport> {
     eprintln!("  one server on SQLite…");
     let sqlite = start_replica(dir.path(), "sqlite", &async_config, None, None)?;
     let sqlite_body = svid_body(&rt, &sqlite.admin)?;
-    let (m, note) = measure(&rt, timing, &[&sqlite], &sqlite_body, tick)?;
+    let (m, note) = measure(&rt, timing, &[&sqlite], &sqlite_body)?;
     notes.push(format!("SQLite: {note}"));
     rows.push(Row::against(
         "1 server on SQLite (the default store), JWT-SVID, 16 conn",
