@@ -213,7 +213,10 @@ pub async fn run(
     body: &BodyFn,
     counter: &Arc<AtomicU64>,
 ) -> anyhow::Result<LoadResult> {
-    anyhow::ensure!(!targets.is_empty(), "no target");
+    anyhow::ensure!(!targets.is_empty() && conns > 0, "no target or no connection");
+    if let Pace::Open(rate) = pace {
+        anyhow::ensure!(rate.is_finite() && rate > 0.0, "an open loop needs a positive rate");
+    }
     let mut senders = Vec::with_capacity(conns);
     for i in 0..conns {
         let target = targets[i % targets.len()].clone();
