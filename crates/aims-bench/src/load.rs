@@ -213,9 +213,15 @@ pub async fn run(
     body: &BodyFn,
     counter: &Arc<AtomicU64>,
 ) -> anyhow::Result<LoadResult> {
-    anyhow::ensure!(!targets.is_empty() && conns > 0, "no target or no connection");
+    anyhow::ensure!(
+        !targets.is_empty() && conns > 0,
+        "no target or no connection"
+    );
     if let Pace::Open(rate) = pace {
-        anyhow::ensure!(rate.is_finite() && rate > 0.0, "an open loop needs a positive rate");
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "an open loop needs a positive rate"
+        );
     }
     let mut senders = Vec::with_capacity(conns);
     for i in 0..conns {
