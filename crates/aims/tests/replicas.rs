@@ -698,13 +698,17 @@ fn person_flows_begun_at_one_replica_finish_at_another() {
             rt.block_on(resp.json::<serde_json::Value>()).unwrap(),
         )
     };
-    let page = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
+    // The browser's request: a GET, or a form POST.
+    let send = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
         let url = format!("{}{path}", base(replica));
         let req = match form {
             Some(f) => browser.post(url).form(f),
             None => browser.get(url),
         };
-        let resp = rt.block_on(req.send()).unwrap();
+        rt.block_on(req.send()).unwrap()
+    };
+    let page = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
+        let resp = send(replica, path, form);
         let status = resp.status().as_u16();
         (status, rt.block_on(resp.text()).unwrap())
     };
@@ -841,12 +845,7 @@ fn person_flows_begun_at_one_replica_finish_at_another() {
         url::form_urlencoded::byte_serialize(par["request_uri"].as_str().unwrap().as_bytes())
             .collect();
     let location = |replica: &Aims, path: &str, form: Option<&[(&str, &str)]>| {
-        let url = format!("{}{path}", base(replica));
-        let req = match form {
-            Some(f) => browser.post(url).form(f),
-            None => browser.get(url),
-        };
-        let resp = rt.block_on(req.send()).unwrap();
+        let resp = send(replica, path, form);
         assert_eq!(resp.status().as_u16(), 303, "{path}");
         resp.headers()["location"].to_str().unwrap().to_owned()
     };
