@@ -37,5 +37,5 @@ pub use record::{AuditMode, AuditRecord, Outcome, RecordKind};
 pub use stored::{read_entries, read_task};
 pub use trace::render_trace;
 #[cfg(feature = "store")]
-pub use tree::{Checkpointer, TreeError, TreeReader, node_id};
+pub use tree::{Checkpointer, TiledFrontier, TreeError, TreeReader};
 pub use verify::{LogVerifier, Verified, VerifyError};

@@ -1,11 +1,17 @@
-//! The log's Merkle tree in the store: a checkpointer that hashes new records into stored
-//! perfect subtrees and signs a checkpoint (AIMS MO-7), and proofs read back from those
-//! subtrees — a proof at any size is one indexed query for a few dozen hashes.
+//! The log's Merkle tree in the store: a checkpointer that hashes new records into stored tiles
+//! and signs a checkpoint (AIMS MO-7), and proofs read back from those tiles — a proof at any
+//! size is one indexed query for a few dozen tiles.
+//!
+//! The tiles are C2SP tlog-tiles (height 8): a tile of level `L` holds the hashes of tree level
+//! `8·L`, 256 to a full tile; level-0 tiles are the certified leaf hashes. A perfect subtree of
+//! any level is hashed from at most 128 hashes of one tile, as a tlog-tiles client does.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aims_store::{CheckpointRow, Lease, LeaseName, Store, StoreError};
+use aims_store::{
+    AUDIT_TILE_WIDTH, CheckpointRow, Lease, LeaseName, Store, StoreError, audit_tile_id,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, NoteError, NoteSigner};
@@ -17,6 +23,8 @@ use crate::stored;
 const MAX_LEAVES_PER_CHECKPOINT: u64 = 100_000;
 /// Rows read per query while hashing.
 const READ_CHUNK: u64 = 10_000;
+/// Tree levels a tile spans (C2SP tlog-tiles: 2^8 = [`AUDIT_TILE_WIDTH`] hashes a tile).
+const TILE_HEIGHT: u32 = 8;
 
 /// Why the tree could not be built or read.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +50,92 @@ pub enum TreeError {
     Note(#[from] NoteError),
 }
 
-/// The store key of a subtree's hash: `level · 2^48 + index`.
-pub fn node_id(s: Subtree) -> i64 {
-    // Levels stay below 64 and indexes below 2^48 (far beyond any log), so this fits an i64.
-    ((i64::from(s.level)) << 48) | (s.index as i64 & ((1 << 48) - 1))
+/// Where a node's hash is found: the tile holding the nodes it is hashed from, and their span
+/// in that tile (in hashes).
+fn tile_span(s: Subtree) -> (i64, std::ops::Range<usize>) {
+    let below = s.level % TILE_HEIGHT;
+    let first = s.index << below;
+    let at = (first % AUDIT_TILE_WIDTH) as usize;
+    (
+        audit_tile_id(s.level / TILE_HEIGHT, first / AUDIT_TILE_WIDTH),
+        at..at + (1 << below),
+    )
+}
+
+/// The hashes of a stored tile, if it is whole hashes.
+fn tile_hashes(tile: &[u8]) -> Option<Vec<Hash>> {
+    let chunks = tile.chunks_exact(32);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    chunks.map(|c| Hash::try_from(c).ok()).collect()
+}
+
+/// The right edge of the tree with its partial tiles: what the checkpointer extends. Pushing
+/// leaves completes nodes; those of every eighth level go into their tiles.
+#[derive(Debug, Clone, Default)]
+pub struct TiledFrontier {
+    frontier: Frontier,
+    /// Per tile level, the rightmost tile's hashes (fewer than a full tile).
+    partial: Vec<Vec<u8>>,
+    /// Per tile level, whether its partial tile grew since [`TiledFrontier::take_tiles`].
+    grown: Vec<bool>,
+    /// Tiles filled since [`TiledFrontier::take_tiles`].
+    full: Vec<(i64, Vec<u8>)>,
+}
+
+impl TiledFrontier {
+    /// How many leaves the tree has.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// §2.1.1: the tree head.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
+    }
+
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        for (subtree, hash) in self.frontier.push(leaf) {
+            if subtree.level % TILE_HEIGHT != 0 {
+                continue;
+            }
+            let level = (subtree.level / TILE_HEIGHT) as usize;
+            if self.partial.len() <= level {
+                self.partial.resize(level + 1, Vec::new());
+                self.grown.resize(level + 1, false);
+            }
+            self.partial[level].extend_from_slice(&hash);
+            self.grown[level] = true;
+            if self.partial[level].len() == AUDIT_TILE_WIDTH as usize * 32 {
+                let id = audit_tile_id(
+                    subtree.level / TILE_HEIGHT,
+                    subtree.index / AUDIT_TILE_WIDTH,
+                );
+                self.full
+                    .push((id, std::mem::take(&mut self.partial[level])));
+                self.grown[level] = false;
+            }
+        }
+    }
+
+    /// The tiles that changed since the last call, each whole (a partial one as far as it
+    /// goes), by store id.
+    pub fn take_tiles(&mut self) -> Vec<(i64, Vec<u8>)> {
+        let mut out = std::mem::take(&mut self.full);
+        for (level, grown) in self.grown.iter_mut().enumerate() {
+            if std::mem::take(grown) && !self.partial[level].is_empty() {
+                let level = level as u32;
+                let nodes = self.frontier.size() >> (level * TILE_HEIGHT);
+                out.push((
+                    audit_tile_id(level, nodes / AUDIT_TILE_WIDTH),
+                    self.partial[level as usize].clone(),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Reads the stored tree.
@@ -60,22 +150,31 @@ impl TreeReader {
         Self { store }
     }
 
-    /// The tree hashes of `ranges`, each folded from its stored subtrees (one query).
+    /// The tree hashes of `ranges`, each folded from its perfect subtrees, each of those
+    /// hashed from its span of one stored tile (one query).
     async fn range_hashes(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Hash>, TreeError> {
         let parts: Vec<Vec<Subtree>> = ranges.iter().map(|r| merkle::subtrees(r.clone())).collect();
-        let mut ids: Vec<i64> = parts.iter().flatten().map(|s| node_id(*s)).collect();
+        let mut ids: Vec<i64> = parts.iter().flatten().map(|s| tile_span(*s).0).collect();
         ids.sort_unstable();
         ids.dedup();
-        let stored: HashMap<i64, Vec<u8>> = self.store.audit_nodes(&ids).await?;
+        let tiles: HashMap<i64, Vec<Hash>> = self
+            .store
+            .audit_tiles(&ids)
+            .await?
+            .into_iter()
+            .filter_map(|(id, tile)| Some((id, tile_hashes(&tile)?)))
+            .collect();
         parts
             .iter()
             .map(|p| {
                 let hashes = p
                     .iter()
                     .map(|s| {
-                        stored
-                            .get(&node_id(*s))
-                            .and_then(|h| Hash::try_from(h.as_slice()).ok())
+                        let (id, span) = tile_span(*s);
+                        tiles
+                            .get(&id)
+                            .and_then(|t| t.get(span))
+                            .map(merkle::root)
                             .ok_or_else(|| TreeError::Missing(format!("{s:?}")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -108,15 +207,48 @@ impl TreeReader {
         self.range_hashes(&ranges).await
     }
 
-    /// The right edge of the stored tree of `size` leaves.
-    async fn frontier(&self, size: u64) -> Result<Frontier, TreeError> {
+    /// The right edge of the stored tree of `size` leaves, with its partial tiles.
+    async fn frontier(&self, size: u64) -> Result<TiledFrontier, TreeError> {
         let parts = merkle::subtrees(0..size);
         let ranges: Vec<_> = parts
             .iter()
             .map(|s| (s.index << s.level)..((s.index + 1) << s.level))
             .collect();
         let hashes = self.range_hashes(&ranges).await?;
-        Frontier::new(size, &hashes).ok_or_else(|| TreeError::Missing(format!("frontier {size}")))
+        let missing = || TreeError::Missing(format!("frontier {size}"));
+        let frontier = Frontier::new(size, &hashes).ok_or_else(missing)?;
+        // Per tile level, the rightmost tile holds `nodes % 256` hashes of the `nodes` there.
+        let widths: Vec<(i64, usize)> = (0..)
+            .map(|level: u32| (level, size.checked_shr(level * TILE_HEIGHT).unwrap_or(0)))
+            .take_while(|(_, nodes)| *nodes > 0)
+            .map(|(level, nodes)| {
+                let id = audit_tile_id(level, nodes / AUDIT_TILE_WIDTH);
+                (id, (nodes % AUDIT_TILE_WIDTH) as usize * 32)
+            })
+            .collect();
+        let ids: Vec<i64> = widths
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let stored = self.store.audit_tiles(&ids).await?;
+        let partial = widths
+            .iter()
+            .map(|(id, width)| match width {
+                0 => Ok(Vec::new()),
+                w => stored
+                    .get(id)
+                    .and_then(|t| t.get(..*w))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(missing),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TiledFrontier {
+            frontier,
+            grown: vec![false; partial.len()],
+            partial,
+            full: Vec::new(),
+        })
     }
 }
 
@@ -127,7 +259,7 @@ pub struct Checkpointer {
     signer: NoteSigner,
     origin: String,
     /// The right edge after the last step (read from the store when another replica moved on).
-    frontier: tokio::sync::Mutex<Frontier>,
+    frontier: tokio::sync::Mutex<TiledFrontier>,
 }
 
 impl Checkpointer {
@@ -137,7 +269,7 @@ impl Checkpointer {
             store,
             signer,
             origin,
-            frontier: tokio::sync::Mutex::new(Frontier::default()),
+            frontier: tokio::sync::Mutex::new(TiledFrontier::default()),
         }
     }
 
@@ -157,7 +289,6 @@ impl Checkpointer {
         } else {
             TreeReader::new(self.store.clone()).frontier(from).await?
         };
-        let mut nodes = Vec::new();
         let mut at = from;
         while at < to {
             let rows = self.store.audit_rows(at, READ_CHUNK.min(to - at)).await?;
@@ -175,9 +306,7 @@ impl Checkpointer {
                 if leaf[..] != row.leaf_hash[..] {
                     return Err(TreeError::Tampered { index: at });
                 }
-                for (subtree, hash) in frontier.push(leaf) {
-                    nodes.push((node_id(subtree), hash));
-                }
+                frontier.push(leaf);
                 at += 1;
             }
         }
@@ -191,7 +320,9 @@ impl Checkpointer {
             note: self.signer.sign(&checkpoint.to_text())?,
             created_at: now_ms,
         };
-        self.store.put_audit_tree(&nodes, &row).await?;
+        self.store
+            .put_audit_tree(&frontier.take_tiles(), &row)
+            .await?;
         *cached = frontier;
         Ok(Some(row))
     }
@@ -326,5 +457,87 @@ impl Turn {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn leaf(i: u64) -> Hash {
+        leaf_hash(&i.to_be_bytes())
+    }
+
+    /// C2SP tlog-tiles: whatever the batches, the tiles written are the leaves 256 to a tile,
+    /// then the level-8 nodes (each the root of 256 leaves) 256 to a tile, partial tiles last
+    /// and only grown; every node a proof needs is in one tile.
+    #[test]
+    fn tiles_hold_every_eighth_level_whatever_the_batches() {
+        let n = 70_000u64;
+        let leaves: Vec<Hash> = (0..n).map(leaf).collect();
+        let mut tree = TiledFrontier::default();
+        let mut stored: HashMap<i64, Vec<u8>> = HashMap::new();
+        for (i, l) in leaves.iter().enumerate() {
+            tree.push(*l);
+            if i % 997 == 0 || i % 65_536 == 65_535 || i + 1 == n as usize {
+                for (id, tile) in tree.take_tiles() {
+                    if let Some(old) = stored.get(&id) {
+                        assert!(tile.len() > old.len(), "tile {id} only grows");
+                        assert_eq!(tile[..old.len()], old[..]);
+                    }
+                    stored.insert(id, tile);
+                }
+            }
+        }
+        assert!(tree.take_tiles().is_empty(), "nothing changed since");
+        assert_eq!(tree.root(), merkle::root(&leaves));
+        let level0: Vec<u8> = (0..n.div_ceil(256))
+            .flat_map(|t| stored[&audit_tile_id(0, t)].clone())
+            .collect();
+        assert_eq!(level0, leaves.concat());
+        let level8: Vec<Hash> = leaves.chunks_exact(256).map(merkle::root).collect();
+        assert_eq!(level8.len(), 273);
+        assert_eq!(stored[&audit_tile_id(1, 0)], level8[..256].concat());
+        assert_eq!(stored[&audit_tile_id(1, 1)], level8[256..].concat());
+        // 274 leaf tiles, 2 of level-8 nodes, 1 holding the one level-16 node.
+        assert_eq!(stored.len(), 274 + 2 + 1);
+        // Any perfect subtree is hashed from its span of one tile.
+        for s in [
+            Subtree {
+                level: 0,
+                index: 69_999,
+            },
+            Subtree {
+                level: 3,
+                index: 17,
+            },
+            Subtree {
+                level: 7,
+                index: 545,
+            },
+            Subtree {
+                level: 8,
+                index: 272,
+            },
+            Subtree {
+                level: 12,
+                index: 3,
+            },
+            Subtree {
+                level: 16,
+                index: 0,
+            },
+        ] {
+            let (id, span) = tile_span(s);
+            let tile = tile_hashes(&stored[&id]).unwrap();
+            let first = (s.index << s.level) as usize;
+            assert_eq!(
+                merkle::root(&tile[span]),
+                merkle::root(&leaves[first..first + (1 << s.level)]),
+                "{s:?}"
+            );
+        }
+        assert_eq!(tile_hashes(&[0; 33]), None);
     }
 }

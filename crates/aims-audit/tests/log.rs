@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aims_audit::{
     AuditLog, AuditRecord, Checkpoint, Checkpointer, LogEntry, LogVerifier, NoteSigner,
     NoteVerifier, Outcome, RecordKind, TreeError, TreeReader, Verified, VerifyError, leaf_hash,
-    merkle, node_id, read_entries, read_task,
+    merkle, read_entries, read_task,
 };
 use aims_credentials::{KeyType, PrivateKey};
 use aims_store::testing::fresh_stores;
@@ -134,19 +134,34 @@ async fn checkpoints_proofs_and_offline_verification() {
         let signer = signer();
         let vkey = signer.vkey();
         let verifier = NoteVerifier::from_vkey(&vkey).unwrap();
-        let cp = Checkpointer::new(db.store.clone(), signer, "aims.test/audit".into());
+        let cp = Checkpointer::new(db.store.clone(), signer.clone(), "aims.test/audit".into());
         assert!(cp.step(1).await.unwrap().is_none(), "nothing to sign yet");
         let mut heads = Vec::new();
-        for (k, n) in [37usize, 1, 64, 100].into_iter().enumerate() {
+        // Sizes on both sides of a full tile (256 hashes, C2SP tlog-tiles); the last step by a
+        // checkpointer that starts from the stored tree, its partial tiles at two levels.
+        for (k, n) in [37usize, 1, 64, 100, 54, 1, 343].into_iter().enumerate() {
             let batch: Vec<_> = (0..n).map(|i| record(k * 1000 + i)).collect();
             log.append(&batch).await.unwrap();
-            let row = cp.step(2).await.unwrap().unwrap();
+            let row = if k == 6 {
+                let cold =
+                    Checkpointer::new(db.store.clone(), signer.clone(), "aims.test/audit".into());
+                cold.step(2).await.unwrap().unwrap()
+            } else {
+                cp.step(2).await.unwrap().unwrap()
+            };
             heads.push(Checkpoint::open(&row.note, &verifier).unwrap());
         }
         let sizes: Vec<u64> = heads.iter().map(|h| h.size).collect();
-        assert_eq!(sizes, vec![37, 38, 102, 202]);
+        assert_eq!(sizes, vec![37, 38, 102, 202, 256, 257, 600]);
         let tree = TreeReader::new(db.store.clone());
-        let rows = read_entries(&db.store, 0, 300).await.unwrap();
+        let rows = read_entries(&db.store, 0, 700).await.unwrap();
+        let leaves: Vec<_> = rows
+            .iter()
+            .map(|r| leaf_hash(r.record.as_bytes()))
+            .collect();
+        for head in &heads {
+            assert_eq!(merkle::root(&leaves[..head.size as usize]), head.root);
+        }
         for head in &heads {
             for i in (0..head.size).step_by(7).chain([head.size - 1]) {
                 let (leaf, proof) = tree.inclusion_proof(i, head.size).await.unwrap();
@@ -164,7 +179,7 @@ async fn checkpoints_proofs_and_offline_verification() {
                 ));
             }
         }
-        assert!(tree.inclusion_proof(202, 202).await.is_err());
+        assert!(tree.inclusion_proof(600, 600).await.is_err());
 
         // The whole log verifies offline against the newest checkpoint.
         let note = db
@@ -175,7 +190,7 @@ async fn checkpoints_proofs_and_offline_verification() {
             .unwrap()
             .note;
         let entries = export(&db.store).await;
-        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 202);
+        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 600);
         let bad_index = |r: Result<Verified, VerifyError>| match r {
             Err(VerifyError::Bad { index, .. }) => index,
             other => panic!("{other:?}"),
@@ -188,7 +203,7 @@ async fn checkpoints_proofs_and_offline_verification() {
         assert_eq!(bad_index(verify(&note, &vkey, &deleted)), 40);
         let mut truncated = entries.clone();
         truncated.pop();
-        assert_eq!(bad_index(verify(&note, &vkey, &truncated)), 201);
+        assert_eq!(bad_index(verify(&note, &vkey, &truncated)), 599);
         let mut swapped = entries.clone();
         let (a, b) = (swapped[7].record.clone(), swapped[8].record.clone());
         swapped[7].record = b;
@@ -205,16 +220,46 @@ async fn checkpoints_proofs_and_offline_verification() {
             Err(VerifyError::Checkpoint(_))
         ));
 
+        // A certified hash rewritten in its tile (covering an edit) is named by the export's
+        // verification, and a proof read from that tile no longer verifies.
+        let id = aims_store::audit_tile_id(0, 1);
+        let mut tile = db
+            .store
+            .audit_tiles(&[id])
+            .await
+            .unwrap()
+            .remove(&id)
+            .unwrap();
+        tile[(300 - 256) * 32] ^= 1;
+        sqlx::query("UPDATE audit_tiles SET hashes = $1 WHERE id = $2")
+            .bind(tile)
+            .bind(id)
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            bad_index(verify(&note, &vkey, &export(&db.store).await)),
+            300
+        );
+        let (leaf, proof) = tree.inclusion_proof(300, 600).await.unwrap();
+        assert!(!merkle::verify_inclusion(
+            300,
+            600,
+            &leaf,
+            &proof,
+            &heads[6].root
+        ));
+
         // A record edited in the store after its append is never signed.
         log.append(&[record(5000), record(5001)]).await.unwrap();
         edit(
             &db.store,
-            "UPDATE audit_log SET record = '{\"forged\":true}' WHERE idx = 203",
+            "UPDATE audit_log SET record = '{\"forged\":true}' WHERE idx = 601",
         )
         .await;
         assert!(matches!(
             cp.step(3).await,
-            Err(TreeError::Tampered { index: 203 })
+            Err(TreeError::Tampered { index: 601 })
         ));
         drop(log);
         writer.await.unwrap();
@@ -299,8 +344,14 @@ async fn shared_strings_are_stored_once_and_their_tampering_is_named() {
     }
 }
 
-/// Issue 17: a log written before the compact form (JSON text, hex hashes) reads back byte for
-/// byte after the migration, verifies against its old checkpoint, and grows on from it.
+/// The store key of a tree node before tiles: `level · 2^48 + index`.
+fn legacy_node_id(s: merkle::Subtree) -> i64 {
+    (i64::from(s.level) << 48) | s.index as i64
+}
+
+/// Issue 17: a log written before the compact form (JSON text, hex hashes) and before tiles
+/// (a row per tree node) reads back byte for byte after the migrations, proves and verifies
+/// against its old checkpoint, and grows on from it: its nodes moved into their tiles.
 #[tokio::test]
 async fn a_log_from_before_the_compact_form_migrates_and_grows() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,12 +366,13 @@ async fn a_log_from_before_the_compact_form_migrates_and_grows() {
         aims_store::testing::migrate_to(&url, 12).await;
         let signer = signer();
         let vkey = signer.vkey();
-        let old: Vec<String> = (0..21)
+        let old: Vec<String> = (0..600)
             .map(|i| serde_json::to_string(&record(i)).unwrap())
             .collect();
         {
             sqlx::any::install_default_drivers();
             let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
             let mut frontier = merkle::Frontier::default();
             for (i, json) in old.iter().enumerate() {
                 let leaf = leaf_hash(json.as_bytes());
@@ -332,63 +384,66 @@ async fn a_log_from_before_the_compact_form_migrates_and_grows() {
                 .bind(hex::encode(leaf))
                 .bind(json)
                 .bind(format!("task-{}", i % 2))
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await
                 .unwrap();
                 for (subtree, hash) in frontier.push(leaf) {
                     sqlx::query("INSERT INTO audit_nodes (id, hash) VALUES ($1, $2)")
-                        .bind(node_id(subtree))
+                        .bind(legacy_node_id(subtree))
                         .bind(hex::encode(hash))
-                        .execute(&pool)
+                        .execute(&mut *tx)
                         .await
                         .unwrap();
                 }
             }
             let head = Checkpoint {
                 origin: "aims.test/audit".into(),
-                size: 21,
+                size: 600,
                 root: frontier.root(),
             };
             sqlx::query(
-                "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (21, $1, 7)",
+                "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (600, $1, 7)",
             )
             .bind(signer.sign(&head.to_text()).unwrap())
-            .execute(&pool)
+            .execute(&mut *tx)
             .await
             .unwrap();
+            tx.commit().await.unwrap();
             pool.close().await;
         }
         let store = aims_store::Store::connect(&url).await.unwrap();
-        let entries = read_entries(&store, 0, 100).await.unwrap();
+        let entries = read_entries(&store, 0, 1000).await.unwrap();
         assert_eq!(
             entries.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
             old
         );
         let note = store.latest_audit_checkpoint().await.unwrap().unwrap().note;
-        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 21);
-        assert_eq!(read_task(&store, "task-1", 100).await.unwrap().len(), 10);
+        assert_eq!(verify(&note, &vkey, &entries).unwrap().entries, 600);
+        assert_eq!(read_task(&store, "task-1", 1000).await.unwrap().len(), 300);
+        let verifier = NoteVerifier::from_vkey(&vkey).unwrap();
+        let a = Checkpoint::open(&note, &verifier).unwrap();
+        let tree = TreeReader::new(store.clone());
+        for i in [0, 255, 256, 300, 511, 512, 599] {
+            let (leaf, proof) = tree.inclusion_proof(i, 600).await.unwrap();
+            assert!(merkle::verify_inclusion(i, 600, &leaf, &proof, &a.root));
+        }
         // New records go in compact; the next checkpoint extends the old tree consistently.
         let (log, writer) = AuditLog::start(store.clone());
         log.append(&[record(100), record(101)]).await.unwrap();
         let cp = Checkpointer::new(store.clone(), signer, "aims.test/audit".into());
         let row = cp.step(8).await.unwrap().unwrap();
-        let verifier = NoteVerifier::from_vkey(&vkey).unwrap();
-        let (a, b) = (
-            Checkpoint::open(&note, &verifier).unwrap(),
-            Checkpoint::open(&row.note, &verifier).unwrap(),
-        );
-        let proof = TreeReader::new(store.clone())
-            .consistency_proof(21, 23)
-            .await
-            .unwrap();
-        assert!(merkle::verify_consistency(21, 23, &a.root, &b.root, &proof));
-        let all = read_entries(&store, 0, 100).await.unwrap();
+        let b = Checkpoint::open(&row.note, &verifier).unwrap();
+        let proof = tree.consistency_proof(600, 602).await.unwrap();
+        assert!(merkle::verify_consistency(
+            600, 602, &a.root, &b.root, &proof
+        ));
+        let all = read_entries(&store, 0, 1000).await.unwrap();
         assert!(
-            store.audit_rows(21, 2).await.unwrap()[0]
+            store.audit_rows(600, 2).await.unwrap()[0]
                 .record
                 .starts_with('[')
         );
-        assert_eq!(verify(&row.note, &vkey, &all).unwrap().entries, 23);
+        assert_eq!(verify(&row.note, &vkey, &all).unwrap().entries, 602);
         drop(log);
         writer.await.unwrap();
         store.close().await;

@@ -1,8 +1,8 @@
 //! Audit log rows (AIMS MO-1): appended in batches, each batch one transaction that numbers its
 //! rows after the last one. Several replicas on PostgreSQL serialize their appends with a table
-//! lock, so indexes never collide or leave gaps. Beside them: the Merkle tree's stored subtree
-//! hashes, the signed checkpoints and the strings records share (the audit crate owns their
-//! meaning and the record's encoding).
+//! lock, so indexes never collide or leave gaps. Beside them: the Merkle tree's hashes in C2SP
+//! tlog-tiles (level-0 tiles are the leaf hashes a checkpoint certified), the signed checkpoints
+//! and the strings records share (the audit crate owns their meaning and the record's encoding).
 
 use std::collections::HashMap;
 
@@ -23,7 +23,8 @@ pub struct AuditRow {
     pub appended_at: i64,
     /// The task's correlation id, if the record has one.
     pub correlation_id: Option<String>,
-    /// The leaf hash a checkpoint certified for this index, once one covers it.
+    /// The leaf hash a checkpoint certified for this index (from its level-0 tile), once one
+    /// covers it.
     pub certified_hash: Option<Vec<u8>>,
 }
 
@@ -49,7 +50,21 @@ pub struct AuditStorage {
 }
 
 /// The audit log's tables.
-const AUDIT_TABLES: &str = "'audit_log', 'audit_strings', 'audit_nodes', 'audit_checkpoints'";
+const AUDIT_TABLES: &str = "'audit_log', 'audit_strings', 'audit_tiles', 'audit_checkpoints'";
+
+/// Hashes in a full tile (C2SP tlog-tiles: tiles of height 8). A tile of level `L` holds the
+/// hashes of tree level `8·L`, nodes `256·N` onwards, 32 bytes each, concatenated; the
+/// rightmost tile of a level is partial (fewer hashes) until its level grows past it.
+pub const AUDIT_TILE_WIDTH: u64 = 256;
+
+/// The bytes of one hash in a tile.
+const HASH_LEN: usize = 32;
+
+/// The store key of the tile of `level`, `index`: `level · 2^48 + index` (levels stay below 8
+/// and indexes below 2^48, far beyond any log, so it fits an i64).
+pub fn audit_tile_id(level: u32, index: u64) -> i64 {
+    (i64::from(level) << 48) | (index as i64 & ((1 << 48) - 1))
+}
 
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +100,12 @@ fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
         record: r.try_get("record")?,
         appended_at: r.try_get("appended_at")?,
         correlation_id: r.try_get("correlation_id")?,
-        certified_hash: r.try_get("certified")?,
+        certified_hash: None,
     })
 }
 
-const AUDIT_SELECT: &str = "SELECT l.idx, l.leaf_hash, l.record, l.appended_at, l.correlation_id, n.hash AS certified \
-     FROM audit_log l LEFT JOIN audit_nodes n ON n.id = l.idx";
+const AUDIT_SELECT: &str =
+    "SELECT l.idx, l.leaf_hash, l.record, l.appended_at, l.correlation_id FROM audit_log l";
 
 /// Rows per INSERT statement. Small on purpose: SQLite names a statement's parameters in a
 /// list that sqlx searches once per parameter, so binding costs grow with the square of a
@@ -155,7 +170,8 @@ impl Store {
             .bind(to_i64(limit)?)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(audit_row).collect()
+        self.certified(rows.iter().map(audit_row).collect::<Result<_, _>>()?)
+            .await
     }
 
     /// The rows of one task (AIMS MO-11), in log order, at most `limit`.
@@ -170,7 +186,27 @@ impl Store {
             .bind(to_i64(limit)?)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(audit_row).collect()
+        self.certified(rows.iter().map(audit_row).collect::<Result<_, _>>()?)
+            .await
+    }
+
+    /// `rows` with the leaf hashes a checkpoint certified for them, from their level-0 tiles
+    /// (one query for the tiles they fall in).
+    async fn certified(&self, mut rows: Vec<AuditRow>) -> Result<Vec<AuditRow>, StoreError> {
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .map(|r| audit_tile_id(0, r.idx / AUDIT_TILE_WIDTH))
+            .collect();
+        ids.dedup();
+        let tiles = self.audit_tiles(&ids).await?;
+        for row in &mut rows {
+            let at = (row.idx % AUDIT_TILE_WIDTH) as usize * HASH_LEN;
+            row.certified_hash = tiles
+                .get(&audit_tile_id(0, row.idx / AUDIT_TILE_WIDTH))
+                .and_then(|t| t.get(at..at + HASH_LEN))
+                .map(<[u8]>::to_vec);
+        }
+        Ok(rows)
     }
 
     /// The ids of `values` in the log's shared strings, adding those not there yet (what
@@ -215,9 +251,9 @@ impl Store {
             .await
     }
 
-    /// The stored tree hashes among `ids`, by id.
-    pub async fn audit_nodes(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
-        self.values_by_id("SELECT id, hash AS v FROM audit_nodes", ids)
+    /// The stored tiles among `ids` (see [`audit_tile_id`]), by id.
+    pub async fn audit_tiles(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
+        self.values_by_id("SELECT id, hashes AS v FROM audit_tiles", ids)
             .await
     }
 
@@ -247,26 +283,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores tree hashes and, in the same transaction, the signed checkpoint they complete.
-    /// Both are deterministic: what another replica already stored is kept as it is.
+    /// Stores tiles (by id, each whole: a partial tile as far as it goes now) and, in the same
+    /// transaction, the signed checkpoint they complete. Both are deterministic, so what
+    /// another replica stored is kept unless this write extends it: a tile only grows.
     pub async fn put_audit_tree(
         &self,
-        nodes: &[(i64, [u8; 32])],
+        tiles: &[(i64, Vec<u8>)],
         checkpoint: &CheckpointRow,
     ) -> Result<(), StoreError> {
         // On SQLite the tree write waits its turn behind the appender's commits (fairly), then
         // takes the write lock first instead of racing for it mid-transaction.
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
-        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in tiles.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(values_sql(
-                "INSERT INTO audit_nodes (id, hash) VALUES ",
+                "INSERT INTO audit_tiles (id, hashes) VALUES ",
                 chunk.len(),
                 2,
-                " ON CONFLICT (id) DO NOTHING",
+                " ON CONFLICT (id) DO UPDATE SET hashes = excluded.hashes \
+                 WHERE length(excluded.hashes) > length(audit_tiles.hashes)",
             ));
-            for (id, hash) in chunk {
-                q = q.bind(*id).bind(hash.to_vec());
+            for (id, hashes) in chunk {
+                q = q.bind(*id).bind(hashes.as_slice());
             }
             q.execute(&mut *tx).await?;
         }

@@ -35,7 +35,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Executor as _};
 
 pub use agents::{Counter, FederatedBundleRow};
-pub use audit::{AuditRow, AuditStorage, CheckpointRow, NewAuditRow};
+pub use audit::{
+    AUDIT_TILE_WIDTH, AuditRow, AuditStorage, CheckpointRow, NewAuditRow, audit_tile_id,
+};
 pub use ca::{BundleRow, SlotRow, SlotStatus};
 pub use changes::ChangeWaiter;
 pub use entries::{EntryFilter, EntryUpdate, NewEntry, RegistrationEntry, Selector, SelectorError};

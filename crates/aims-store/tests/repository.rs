@@ -14,7 +14,7 @@ use aims_store::{
     CheckpointRow, ClientSource, NewAuditRow, OAuthClientRow, PolicyVersionRow, RefreshUse,
     TokenKind, TokenRecord,
 };
-use aims_store::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow};
+use aims_store::{CibaRow, CibaStatus, CodeRow, CodeUse, SessionRow, UserRow, audit_tile_id};
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
@@ -660,32 +660,56 @@ async fn audit_suite(store: &Store) {
         note: note.into(),
         created_at: 5,
     };
-    let node = |i: i64| {
+    let hash = |i: u64| {
         let mut h = [0u8; 32];
         h[..8].copy_from_slice(&i.to_be_bytes());
         h
     };
-    let nodes: Vec<(i64, [u8; 32])> = (0..900).map(|i| (i, node(i))).collect();
+    let tile = |from: u64, to: u64| (from..to).flat_map(hash).collect::<Vec<u8>>();
+    // 899 leaves: level-0 tiles 0–2 full, tile 3 partial (131 hashes); a level-1 tile.
+    let mut tiles: Vec<(i64, Vec<u8>)> = (0..3)
+        .map(|t| (audit_tile_id(0, t), tile(t * 256, (t + 1) * 256)))
+        .collect();
+    tiles.push((audit_tile_id(0, 3), tile(768, 899)));
+    tiles.push((audit_tile_id(1, 0), tile(7, 10)));
     store
-        .put_audit_tree(&nodes, &cp(900, "first"))
+        .put_audit_tree(&tiles, &cp(899, "first"))
         .await
         .unwrap();
+    // A second writer of the same size changes nothing; a tile only grows.
     store
-        .put_audit_tree(&[(0, node(-1))], &cp(900, "second"))
+        .put_audit_tree(&[(audit_tile_id(0, 0), tile(5, 6))], &cp(899, "second"))
         .await
         .unwrap();
     assert_eq!(
         store.latest_audit_checkpoint().await.unwrap(),
-        Some(cp(900, "first"))
+        Some(cp(899, "first"))
     );
-    let got = store.audit_nodes(&[0, 899, 5000]).await.unwrap();
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[&0], node(0));
-    assert_eq!(got[&899], node(899));
-    // Rows carry the leaf hash their checkpoint certified (level 0 ids are the indexes).
+    store
+        .put_audit_tree(&[(audit_tile_id(0, 3), tile(768, 900))], &cp(900, "grown"))
+        .await
+        .unwrap();
+    let got = store
+        .audit_tiles(&[
+            audit_tile_id(0, 0),
+            audit_tile_id(0, 3),
+            audit_tile_id(1, 0),
+            5000,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[&audit_tile_id(0, 0)], tile(0, 256));
+    assert_eq!(got[&audit_tile_id(0, 3)], tile(768, 900));
+    assert_eq!(got[&audit_tile_id(1, 0)], tile(7, 10));
+    assert_ne!(audit_tile_id(1, 0), audit_tile_id(0, 0));
+    // Rows carry the leaf hash their checkpoint certified, from their level-0 tile.
     let r = store.audit_rows(899, 2).await.unwrap();
-    assert_eq!(r[0].certified_hash.as_deref(), Some(&node(899)[..]));
+    assert_eq!(r[0].certified_hash.as_deref(), Some(&hash(899)[..]));
     assert_eq!(r[1].certified_hash, None);
+    let r = store.audit_rows(255, 2).await.unwrap();
+    assert_eq!(r[0].certified_hash.as_deref(), Some(&hash(255)[..]));
+    assert_eq!(r[1].certified_hash.as_deref(), Some(&hash(256)[..]));
     // Shared strings: one id per value, the same on a second call and for a second writer,
     // compared exactly (case and trailing space matter); ids read back.
     let many: Vec<String> = (0..150).map(|i| format!("spiffe://td/agent/{i}")).collect();
