@@ -22,6 +22,7 @@ pub mod signals;
 pub mod token_cache;
 pub mod trace;
 mod txn;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -192,14 +193,8 @@ fn compile_routes(
                 route.name
             )));
         }
-        let upstream_url = reqwest::Url::parse(&route.upstream)
-            .map_err(|e| GatewayError::Config(format!("route {}: upstream: {e}", route.name)))?;
-        if !matches!(upstream_url.scheme(), "http" | "https") || upstream_url.host().is_none() {
-            return Err(GatewayError::Config(format!(
-                "route {}: upstream must be an http or https URL with a host",
-                route.name
-            )));
-        }
+        let upstream = upstream::Upstream::parse(&route.upstream)
+            .map_err(|e| GatewayError::Config(format!("route {}: {e}", route.name)))?;
         let prefix = route.path_prefix.trim_end_matches('/');
         let metadata_path = format!("{PROTECTED_RESOURCE_METADATA_PATH}{prefix}");
         routes.push(CompiledRoute {
@@ -209,7 +204,7 @@ fn compile_routes(
                 .unwrap_or_else(|| format!("{public_url}{prefix}")),
             metadata_url: format!("{public_url}{metadata_path}"),
             metadata_path,
-            upstream_url,
+            upstream,
             route: route.clone(),
         });
     }
@@ -305,11 +300,10 @@ pub async fn start_with_identity(
     ));
     workload_auth.mtls = true;
     workload_auth.max_body = settings.max_json_body;
-    let upstream = server_client::mtls_http_client(
+    let upstream = upstream::client(server_client::mtls_client_config(
         &identity,
         settings.server_ca_file.as_deref(),
-        settings.upstream_timeout,
-    )?;
+    )?);
     let txn = txn::TxnTokens::new(&settings, server.clone(), &identity)?;
     let gateway = Arc::new(Gateway {
         txn,
@@ -326,6 +320,7 @@ pub async fn start_with_identity(
         decisions: decision_cache::DecisionCache::new(settings.token_cache, settings.decision_ttl),
         max_json_body: settings.max_json_body,
         max_body: settings.max_body,
+        upstream_timeout: settings.upstream_timeout,
         spiffe_id: identity.spiffe_id(),
     });
     let router = axum::Router::new()

@@ -18,7 +18,6 @@ use aims_token::wire::PROTECTED_RESOURCE_METADATA_PATH;
 use axum::body::Body;
 use axum::extract::State;
 use bytes::Bytes;
-use futures::TryStreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Limited;
 use serde_json::{Value, json};
@@ -86,8 +85,8 @@ pub struct CompiledRoute {
     pub metadata_path: String,
     /// Its metadata URL (for `WWW-Authenticate`).
     pub metadata_url: String,
-    /// The upstream, parsed once: a forward sets only its path and query.
-    pub upstream_url: reqwest::Url,
+    /// The upstream, parsed once: a forward adds only its path and query.
+    pub upstream: crate::upstream::Upstream,
 }
 
 impl CompiledRoute {
@@ -114,7 +113,9 @@ pub struct Gateway {
     /// Decision records.
     pub(crate) audit: Arc<AuditSink>,
     /// Upstream client.
-    pub(crate) upstream: reqwest::Client,
+    pub(crate) upstream: crate::upstream::UpstreamClient,
+    /// How long an upstream may take to answer, and to pause within its answer.
+    pub(crate) upstream_timeout: std::time::Duration,
     /// DPoP proofs.
     pub(crate) dpop: DpopVerifier,
     /// WPT, HTTP signatures and mTLS.
@@ -853,19 +854,13 @@ struct UpstreamTokens<'a> {
 /// strips it, under the upstream's own path, with the query. The upstream's scheme, host and
 /// port were parsed once (its host's IDNA processing was a twentieth of the gateway's core when
 /// the whole URL was parsed per request).
-fn upstream_url(route: &CompiledRoute, target: &RequestTarget) -> reqwest::Url {
-    let path = if route.route.strip_prefix {
-        target.path_without(&route.route.path_prefix)
+fn upstream_uri(route: &CompiledRoute, target: &RequestTarget) -> Option<http::Uri> {
+    if route.route.strip_prefix {
+        let path = target.path_without(&route.route.path_prefix);
+        route.upstream.uri(&path, target.query())
     } else {
-        target.path().to_owned()
-    };
-    let mut url = route.upstream_url.clone();
-    url.set_path(&format!(
-        "{}{path}",
-        route.upstream_url.path().trim_end_matches('/')
-    ));
-    url.set_query(target.query());
-    url
+        route.upstream.uri(target.path(), target.query())
+    }
 }
 
 async fn forward(
@@ -878,7 +873,12 @@ async fn forward(
     query: &Query,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let url = upstream_url(route, target);
+    let Some(uri) = upstream_uri(route, target) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": "the request target cannot be forwarded"}),
+        );
+    };
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in &parts.headers {
         if !DROPPED.contains(&name.as_str()) {
@@ -920,19 +920,13 @@ async fn forward(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("https"),
     );
-    let limit = gw.max_body;
-    let body = reqwest::Body::wrap_stream(
-        http_body_util::BodyStream::new(Limited::new(body, limit))
-            .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) }),
-    );
-    let sent = gw
-        .upstream
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let upstream = match sent {
+    let mut upstream_req = Request::new(Body::new(Limited::new(body, gw.max_body)));
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+    let upstream = match crate::upstream::send(&gw.upstream, upstream_req, gw.upstream_timeout)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, route = %route.route.name, "upstream unreachable");
@@ -942,20 +936,18 @@ async fn forward(
             );
         }
     };
-    let status = upstream.status();
-    let mut out_headers = HeaderMap::with_capacity(upstream.headers().len());
-    for (name, value) in upstream.headers() {
-        if !DROPPED.contains(&name.as_str()) {
-            out_headers.append(name.clone(), value.clone());
-        }
+    let (head, upstream_body) = upstream.into_parts();
+    let status = head.status;
+    let mut out_headers = head.headers;
+    for name in DROPPED {
+        out_headers.remove(*name);
     }
     if matches!(mcp, Some(McpRequest::ListTools)) && status.is_success() {
         let event_stream = out_headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let bytes = match read_body(Body::from_stream(upstream.bytes_stream()), MAX_TOOL_LIST).await
-        {
+        let bytes = match read_body(upstream_body, MAX_TOOL_LIST).await {
             Ok(b) => b,
             Err(_) => {
                 return json_response(
@@ -982,7 +974,7 @@ async fn forward(
         *resp.headers_mut() = out_headers;
         return resp;
     }
-    let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+    let mut resp = Response::new(upstream_body);
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;
     resp
@@ -1018,7 +1010,7 @@ mod tests {
             resource: String::new(),
             metadata_path: String::new(),
             metadata_url: String::new(),
-            upstream_url: reqwest::Url::parse(upstream).unwrap(),
+            upstream: crate::upstream::Upstream::parse(upstream).unwrap(),
         };
         let target =
             |uri: &str| parse_target(&req(http::Version::HTTP_11, uri, &["gw:1"])).unwrap();
@@ -1050,7 +1042,9 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                upstream_url(&route(upstream, strip), &target(uri)).as_str(),
+                upstream_uri(&route(upstream, strip), &target(uri))
+                    .unwrap()
+                    .to_string(),
                 want,
                 "{upstream} {uri}"
             );

@@ -99,13 +99,13 @@ fn origin(url: &str) -> Result<String, GatewayError> {
     Ok(u.origin().ascii_serialization())
 }
 
-/// An HTTPS client that trusts the system roots and `extra_ca`, and presents the gateway's
-/// X509-SVID when asked (rotations apply to the next connection).
-pub fn mtls_http_client(
+/// The TLS client configuration of every connection the gateway makes: the system roots and
+/// `extra_ca` trusted, the gateway's X509-SVID presented when asked (rotations apply to the
+/// next connection).
+pub fn mtls_client_config(
     identity: &WorkloadIdentity,
     extra_ca: Option<&std::path::Path>,
-    timeout: Duration,
-) -> Result<reqwest::Client, GatewayError> {
+) -> Result<rustls::ClientConfig, GatewayError> {
     let mut extra = Vec::new();
     if let Some(path) = extra_ca {
         let pem = std::fs::read_to_string(path)
@@ -116,14 +116,22 @@ pub fn mtls_http_client(
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map_err(|e| GatewayError::Config(format!("TLS roots: {e}")))?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| GatewayError::Config(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_cert_resolver(identity.svid.clone());
+        .with_client_cert_resolver(identity.svid.clone()))
+}
+
+/// An HTTPS client for the AIMS server over [`mtls_client_config`].
+pub fn mtls_http_client(
+    identity: &WorkloadIdentity,
+    extra_ca: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, GatewayError> {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(mtls_client_config(identity, extra_ca)?)
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::none())

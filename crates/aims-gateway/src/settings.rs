@@ -111,7 +111,7 @@ pub struct GatewaySettings {
     pub max_json_body: usize,
     /// The largest request body forwarded.
     pub max_body: usize,
-    /// Upstream response timeout.
+    /// How long an upstream may take to start its answer, and to pause within its body.
     pub upstream_timeout: Duration,
     /// Who mints the transaction tokens.
     pub txn_token_issuer: TxnTokenIssuer,
