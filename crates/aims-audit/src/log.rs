@@ -149,40 +149,46 @@ impl AuditLog {
 struct KnownStrings(HashMap<String, i64>);
 
 impl KnownStrings {
-    /// `records` in their stored form, adding to the store the shared strings it lacks.
-    async fn encode(
+    /// Appends `records` in their stored form in one durable transaction, adding the shared
+    /// strings the store lacks in that same transaction; the index of the first.
+    async fn append(
         &mut self,
         store: &Store,
         records: &[(AuditRecord, Hash)],
-    ) -> Result<Vec<NewAuditRow>, StoreError> {
-        let mut missing: Vec<&str> = records
+        appended_at: i64,
+    ) -> Result<u64, StoreError> {
+        let missing: Vec<&str> = records
             .iter()
             .flat_map(|(r, _)| stored::shared_strings(r))
             .filter(|s| !self.0.contains_key(*s))
             .collect();
-        if !missing.is_empty() {
-            missing.sort_unstable();
-            missing.dedup();
-            let found = store.intern_audit_strings(&missing).await?;
-            if self.0.len() + found.len() > MAX_KNOWN_STRINGS {
-                self.0.clear();
-            }
-            self.0.extend(found);
-        }
-        records
-            .iter()
-            .map(|(r, leaf_hash)| {
-                // Fail closed: a record that cannot be encoded fails its batch, never goes in
-                // empty.
-                let record = stored::encode(r, &self.0)
-                    .map_err(|e| StoreError::Invalid(format!("audit record: {e}")))?;
-                Ok(NewAuditRow {
-                    leaf_hash: *leaf_hash,
-                    record,
-                    correlation_id: r.correlation_id.clone(),
+        let known = &self.0;
+        let rows = |found: &HashMap<String, i64>| {
+            records
+                .iter()
+                .map(|(r, leaf_hash)| {
+                    let id_of = |s: &str| known.get(s).or_else(|| found.get(s)).copied();
+                    // Fail closed: a record that cannot be encoded fails its batch, never goes
+                    // in empty.
+                    let record = stored::encode(r, id_of)
+                        .map_err(|e| StoreError::Invalid(format!("audit record: {e}")))?;
+                    Ok(NewAuditRow {
+                        leaf_hash: *leaf_hash,
+                        record,
+                        correlation_id: r.correlation_id.clone(),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        };
+        let (first, found) = store
+            .append_audit_with_strings(&missing, rows, appended_at)
+            .await?;
+        // Only ids of a committed transaction are remembered.
+        if self.0.len() + found.len() > MAX_KNOWN_STRINGS {
+            self.0.clear();
+        }
+        self.0.extend(found);
+        Ok(first)
     }
 }
 
@@ -237,10 +243,7 @@ async fn write_loop(
         }
         let now_ms = aims_core::unix_millis(std::time::SystemTime::now());
         let started = std::time::Instant::now();
-        let committed = match known.encode(&store, &records).await {
-            Ok(rows) => store.append_audit(&rows, now_ms).await,
-            Err(e) => Err(e),
-        };
+        let committed = known.append(&store, &records, now_ms).await;
         metrics::histogram!("aims_audit_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match committed {

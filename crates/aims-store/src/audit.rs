@@ -122,13 +122,49 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
+        let first = self.append_rows(&mut tx, rows, appended_at).await?;
+        tx.commit().await?;
+        Ok(first)
+    }
+
+    /// Appends in one durable transaction the rows `rows` makes once `strings` are in the
+    /// log's shared strings: the strings not there yet are added in the same transaction (one
+    /// commit for both; a failed append leaves none of them behind), and `rows` gets the ids of
+    /// all of `strings` (what another replica added meanwhile is kept; values are compared
+    /// exactly). Returns the first row's index and those ids.
+    pub async fn append_audit_with_strings(
+        &self,
+        strings: &[&str],
+        rows: impl FnOnce(&HashMap<String, i64>) -> Result<Vec<NewAuditRow>, StoreError>,
+        appended_at: i64,
+    ) -> Result<(u64, HashMap<String, i64>), StoreError> {
+        // Sorted, so concurrent writers on PostgreSQL wait for each other's new strings in one
+        // order (no deadlock) before the log's table lock.
+        let mut strings = strings.to_vec();
+        strings.sort_unstable();
+        strings.dedup();
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let ids = Self::intern_strings(&mut tx, &strings).await?;
+        let first = self.append_rows(&mut tx, &rows(&ids)?, appended_at).await?;
+        tx.commit().await?;
+        Ok((first, ids))
+    }
+
+    /// Numbers `rows` after the last row and inserts them in `tx`; the index of the first.
+    async fn append_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        rows: &[NewAuditRow],
+        appended_at: i64,
+    ) -> Result<u64, StoreError> {
         if self.backend == Backend::Postgres {
             sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx), -1) + 1 FROM audit_log")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         let mut idx = next;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -147,9 +183,8 @@ impl Store {
                     .bind(&row.correlation_id);
                 idx += 1;
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         u64::try_from(next).map_err(|_| StoreError::Invalid(format!("audit index {next}")))
     }
 
@@ -209,14 +244,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// The ids of `values` in the log's shared strings, adding those not there yet (what
-    /// another replica added meanwhile is kept). Values are compared exactly.
-    pub async fn intern_audit_strings(
-        &self,
+    /// The ids of `values` in the log's shared strings, adding in `tx` those not there yet.
+    async fn intern_strings(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         values: &[&str],
     ) -> Result<HashMap<String, i64>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.begin_write().await?;
         let mut out = HashMap::with_capacity(values.len());
         for chunk in values.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query(values_sql(
@@ -228,7 +260,7 @@ impl Store {
             for v in chunk {
                 q = q.bind(*v);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
             let sql = format!(
                 "SELECT id, value FROM audit_strings WHERE value IN ({})",
                 crate::placeholders(1, chunk.len())
@@ -237,11 +269,10 @@ impl Store {
             for v in chunk {
                 q = q.bind(*v);
             }
-            for r in q.fetch_all(&mut *tx).await? {
+            for r in q.fetch_all(&mut **tx).await? {
                 out.insert(r.try_get("value")?, r.try_get("id")?);
             }
         }
-        tx.commit().await?;
         Ok(out)
     }
 

@@ -710,18 +710,40 @@ async fn audit_suite(store: &Store) {
     let r = store.audit_rows(255, 2).await.unwrap();
     assert_eq!(r[0].certified_hash.as_deref(), Some(&hash(255)[..]));
     assert_eq!(r[1].certified_hash.as_deref(), Some(&hash(256)[..]));
-    // Shared strings: one id per value, the same on a second call and for a second writer,
-    // compared exactly (case and trailing space matter); ids read back.
+    // Shared strings, added in the append's own transaction: one id per value, the same on a
+    // second call and for a second writer, compared exactly (case and trailing space matter);
+    // ids read back; the rows are built with them and numbered after the last row.
     let many: Vec<String> = (0..150).map(|i| format!("spiffe://td/agent/{i}")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    let first = store.intern_audit_strings(&refs).await.unwrap();
-    assert_eq!(first.len(), 150);
-    let again = store
-        .intern_audit_strings(&[
-            "spiffe://td/agent/7",
-            "Spiffe://td/agent/7",
-            "spiffe://td/agent/7 ",
-        ])
+    let len = store.audit_len().await.unwrap();
+    let (at, first) = store
+        .append_audit_with_strings(
+            &refs,
+            |ids| {
+                Ok(vec![NewAuditRow {
+                    leaf_hash: [9; 32],
+                    record: ids["spiffe://td/agent/3"].to_string(),
+                    correlation_id: None,
+                }])
+            },
+            13,
+        )
+        .await
+        .unwrap();
+    assert_eq!((at, first.len()), (len, 150));
+    let row = &store.audit_rows(at, 1).await.unwrap()[0];
+    assert_eq!(row.record, first["spiffe://td/agent/3"].to_string());
+    let (_, again) = store
+        .append_audit_with_strings(
+            &[
+                "spiffe://td/agent/7",
+                "Spiffe://td/agent/7",
+                "spiffe://td/agent/7 ",
+                "spiffe://td/agent/7",
+            ],
+            |_| Ok(Vec::new()),
+            14,
+        )
         .await
         .unwrap();
     assert_eq!(again["spiffe://td/agent/7"], first["spiffe://td/agent/7"]);
@@ -734,6 +756,23 @@ async fn audit_suite(store: &Store) {
         back[&first["spiffe://td/agent/149"]],
         "spiffe://td/agent/149"
     );
+    // A batch that fails after its strings were added leaves neither strings nor rows.
+    let failed = store
+        .append_audit_with_strings(
+            &["spiffe://td/agent/never"],
+            |_| Err(StoreError::Invalid("unencodable".into())),
+            15,
+        )
+        .await;
+    assert!(matches!(failed, Err(StoreError::Invalid(_))));
+    assert_eq!(store.audit_len().await.unwrap(), len + 1);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_strings WHERE value = 'spiffe://td/agent/never'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
 }
 
 /// AIMS AZ-10, AZ-11, AZ-29: users, sessions, single-use flow state and codes, CIBA requests
