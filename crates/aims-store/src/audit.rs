@@ -225,21 +225,27 @@ impl Store {
             .await
     }
 
-    /// `rows` with the leaf hashes a checkpoint certified for them, from their level-0 tiles
-    /// (one query for the tiles they fall in).
+    /// `rows` (in log order) with the leaf hashes a checkpoint certified for them, from their
+    /// level-0 tiles, read a statement's worth at a time: a task's rows can fall in thousands
+    /// of tiles of 8 KB each.
     async fn certified(&self, mut rows: Vec<AuditRow>) -> Result<Vec<AuditRow>, StoreError> {
-        let mut ids: Vec<i64> = rows
-            .iter()
-            .map(|r| audit_tile_id(0, r.idx / AUDIT_TILE_WIDTH))
-            .collect();
+        let tile_of = |idx: u64| audit_tile_id(0, idx / AUDIT_TILE_WIDTH);
+        let mut ids: Vec<i64> = rows.iter().map(|r| tile_of(r.idx)).collect();
         ids.dedup();
-        let tiles = self.audit_tiles(&ids).await?;
-        for row in &mut rows {
-            let at = (row.idx % AUDIT_TILE_WIDTH) as usize * HASH_LEN;
-            row.certified_hash = tiles
-                .get(&audit_tile_id(0, row.idx / AUDIT_TILE_WIDTH))
-                .and_then(|t| t.get(at..at + HASH_LEN))
-                .map(<[u8]>::to_vec);
+        let mut rest = rows.as_mut_slice();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let tiles = self.audit_tiles(chunk).await?;
+            let last = chunk.last().copied().unwrap_or(i64::MIN);
+            let n = rest.iter().take_while(|r| tile_of(r.idx) <= last).count();
+            let (these, later) = rest.split_at_mut(n);
+            for row in these {
+                let at = (row.idx % AUDIT_TILE_WIDTH) as usize * HASH_LEN;
+                row.certified_hash = tiles
+                    .get(&tile_of(row.idx))
+                    .and_then(|t| t.get(at..at + HASH_LEN))
+                    .map(<[u8]>::to_vec);
+            }
+            rest = later;
         }
         Ok(rows)
     }

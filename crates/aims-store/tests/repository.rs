@@ -710,6 +710,26 @@ async fn audit_suite(store: &Store) {
     let r = store.audit_rows(255, 2).await.unwrap();
     assert_eq!(r[0].certified_hash.as_deref(), Some(&hash(255)[..]));
     assert_eq!(r[1].certified_hash.as_deref(), Some(&hash(256)[..]));
+    // Rows over more tiles than one statement reads (64) get each its own certified hash.
+    let len = store.audit_len().await.unwrap();
+    let wide = 70 * 256 - len + 10;
+    store
+        .append_audit(&rows(wide as usize, "w"), 13)
+        .await
+        .unwrap();
+    let tiles: Vec<(i64, Vec<u8>)> = (0..70)
+        .map(|t| (audit_tile_id(0, t), tile(t * 256, (t + 1) * 256)))
+        .collect();
+    store
+        .put_audit_tree(&tiles, &cp(70 * 256, "wide"))
+        .await
+        .unwrap();
+    let all = store.audit_rows(0, 70 * 256 + 10).await.unwrap();
+    assert_eq!(all.len() as u64, 70 * 256 + 10);
+    for row in &all {
+        let want = (row.idx < 70 * 256).then(|| hash(row.idx).to_vec());
+        assert_eq!(row.certified_hash, want, "row {}", row.idx);
+    }
     // Shared strings, added in the append's own transaction: one id per value, the same on a
     // second call and for a second writer, compared exactly (case and trailing space matter);
     // ids read back; the rows are built with them and numbered after the last row.
