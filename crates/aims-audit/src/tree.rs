@@ -25,6 +25,8 @@ const MAX_LEAVES_PER_CHECKPOINT: u64 = 100_000;
 const READ_CHUNK: u64 = 10_000;
 /// Tree levels a tile spans (C2SP tlog-tiles: 2^8 = [`AUDIT_TILE_WIDTH`] hashes a tile).
 const TILE_HEIGHT: u32 = 8;
+/// The bytes of one hash in a tile.
+const HASH_LEN: usize = std::mem::size_of::<Hash>();
 
 /// Why the tree could not be built or read.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +64,21 @@ fn tile_span(s: Subtree) -> (i64, std::ops::Range<usize>) {
     )
 }
 
+/// The rightmost tile of tile level `level` in a tree of `size` leaves and the bytes of hashes
+/// it holds (0 when that level's tiles are all full); `None` when the level has no node yet.
+fn right_tile(size: u64, level: u32) -> Option<(i64, usize)> {
+    let nodes = size.checked_shr(level * TILE_HEIGHT).unwrap_or(0);
+    (nodes > 0).then(|| {
+        (
+            audit_tile_id(level, nodes / AUDIT_TILE_WIDTH),
+            (nodes % AUDIT_TILE_WIDTH) as usize * HASH_LEN,
+        )
+    })
+}
+
 /// The hashes of a stored tile, if it is whole hashes.
 fn tile_hashes(tile: &[u8]) -> Option<Vec<Hash>> {
-    let chunks = tile.chunks_exact(32);
+    let chunks = tile.chunks_exact(HASH_LEN);
     if !chunks.remainder().is_empty() {
         return None;
     }
@@ -108,7 +122,7 @@ impl TiledFrontier {
             }
             self.partial[level].extend_from_slice(&hash);
             self.grown[level] = true;
-            if self.partial[level].len() == AUDIT_TILE_WIDTH as usize * 32 {
+            if self.partial[level].len() == AUDIT_TILE_WIDTH as usize * HASH_LEN {
                 let id = audit_tile_id(
                     subtree.level / TILE_HEIGHT,
                     subtree.index / AUDIT_TILE_WIDTH,
@@ -125,13 +139,11 @@ impl TiledFrontier {
     pub fn take_tiles(&mut self) -> Vec<(i64, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.full);
         for (level, grown) in self.grown.iter_mut().enumerate() {
-            if std::mem::take(grown) && !self.partial[level].is_empty() {
-                let level = level as u32;
-                let nodes = self.frontier.size() >> (level * TILE_HEIGHT);
-                out.push((
-                    audit_tile_id(level, nodes / AUDIT_TILE_WIDTH),
-                    self.partial[level as usize].clone(),
-                ));
+            if std::mem::take(grown)
+                && !self.partial[level].is_empty()
+                && let Some((id, _)) = right_tile(self.frontier.size(), level as u32)
+            {
+                out.push((id, self.partial[level].clone()));
             }
         }
         out
@@ -217,15 +229,7 @@ impl TreeReader {
         let hashes = self.range_hashes(&ranges).await?;
         let missing = || TreeError::Missing(format!("frontier {size}"));
         let frontier = Frontier::new(size, &hashes).ok_or_else(missing)?;
-        // Per tile level, the rightmost tile holds `nodes % 256` hashes of the `nodes` there.
-        let widths: Vec<(i64, usize)> = (0..)
-            .map(|level: u32| (level, size.checked_shr(level * TILE_HEIGHT).unwrap_or(0)))
-            .take_while(|(_, nodes)| *nodes > 0)
-            .map(|(level, nodes)| {
-                let id = audit_tile_id(level, nodes / AUDIT_TILE_WIDTH);
-                (id, (nodes % AUDIT_TILE_WIDTH) as usize * 32)
-            })
-            .collect();
+        let widths: Vec<(i64, usize)> = (0..).map_while(|level| right_tile(size, level)).collect();
         let ids: Vec<i64> = widths
             .iter()
             .filter(|(_, w)| *w > 0)
