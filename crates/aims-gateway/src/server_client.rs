@@ -4,8 +4,8 @@
 //! X509-SVID (the server checks it against the trust domain).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use aims_audit::AuditRecord;
 use aims_credentials::bundle::certs_from_pem;
@@ -23,11 +23,50 @@ use crate::identity::WorkloadIdentity;
 /// Unknown `kid`s trigger a JWKS refresh at most this often.
 const KEY_REFRESH_MIN: Duration = Duration::from_secs(1);
 
-/// The AS's published token keys, refreshed on an unknown `kid` and every minute.
+/// The AS's published token keys, fetched at start and again on an unknown `kid`.
 pub struct RemoteKeys {
     keys: RwLock<HashMap<String, PublicKey>>,
     document: RwLock<Arc<String>>,
-    refreshed: Mutex<Option<Instant>>,
+    refresh: RefreshGate,
+}
+
+/// Schedules the fetches of a key set asked for by verifiers that met an unknown `kid`: one
+/// fetch at a time, at most one per `min_interval`, and each caller returns only after a fetch
+/// that began after it asked. A caller that arrives just after a fetch waits out the rest of
+/// the interval instead of going on with the keys it already failed with, so a key published
+/// since (another replica's, issue 18) is never refused for having come a moment too late;
+/// a flood of invented `kid`s still costs the AS one fetch per interval.
+struct RefreshGate {
+    min_interval: Duration,
+    /// When the last fetch began.
+    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl RefreshGate {
+    fn new(min_interval: Duration) -> Self {
+        Self {
+            min_interval,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs `fetch` unless a fetch that began after this call has run meanwhile.
+    async fn refresh<F, Fut, E>(&self, fetch: F) -> Result<(), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        let asked = tokio::time::Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some(began) = *last {
+            if began >= asked {
+                return Ok(());
+            }
+            tokio::time::sleep(self.min_interval.saturating_sub(began.elapsed())).await;
+        }
+        *last = Some(tokio::time::Instant::now());
+        fetch().await
+    }
 }
 
 impl TokenKeys for RemoteKeys {
@@ -183,7 +222,7 @@ impl ServerClient {
             keys: RemoteKeys {
                 keys: RwLock::new(HashMap::new()),
                 document: RwLock::new(Arc::new(String::new())),
-                refreshed: Mutex::new(None),
+                refresh: RefreshGate::new(KEY_REFRESH_MIN),
             },
         };
         me.refresh_keys().await?;
@@ -195,19 +234,13 @@ impl ServerClient {
         &self.keys
     }
 
-    /// Fetches the JWKS again, unless that was done less than a second ago.
+    /// Fetches the JWKS again: returns once keys fetched after this call began are in place
+    /// (at most one fetch per second, see [`RefreshGate`]).
     pub async fn refresh_keys(&self) -> Result<(), GatewayError> {
-        {
-            let mut last = self
-                .keys
-                .refreshed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_MIN) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
-        }
+        self.keys.refresh.refresh(|| self.fetch_keys()).await
+    }
+
+    async fn fetch_keys(&self) -> Result<(), GatewayError> {
         let text = self
             .http
             .get(&self.jwks_uri)
@@ -415,5 +448,77 @@ impl ServerClient {
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| err("audit append", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn counting(fetches: &AtomicUsize) -> Result<(), ()> {
+        fetches.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+
+    /// The CI failure of stop 31: a token signed by a key another replica had just published
+    /// was refused because a fetch a moment earlier made the next one "too soon" to run.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_asked_for_just_after_a_fetch_is_fetched_after_the_interval() {
+        let gate = RefreshGate::new(Duration::from_secs(1));
+        let fetches = AtomicUsize::new(0);
+        gate.refresh(|| counting(&fetches)).await.unwrap();
+        let asked = tokio::time::Instant::now();
+        gate.refresh(|| counting(&fetches)).await.unwrap();
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "the second ask was not skipped"
+        );
+        assert!(
+            asked.elapsed() >= Duration::from_millis(950),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_share_a_fetch_that_began_after_they_asked() {
+        let gate = RefreshGate::new(Duration::from_secs(1));
+        let fetches = AtomicUsize::new(0);
+        let at_once = (0..5).map(|_| gate.refresh(|| counting(&fetches)));
+        let during = async {
+            // Asked while the first fetch runs: its keys may predate theirs.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            futures::future::join_all((0..15).map(|_| gate.refresh(|| counting(&fetches)))).await
+        };
+        let (first, later) = tokio::join!(futures::future::join_all(at_once), during);
+        assert!(first.into_iter().chain(later).all(|r| r.is_ok()));
+        // Five asked together share one fetch; the fifteen that asked during it share one more.
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invented_kids_cost_one_fetch_per_interval() {
+        let gate = RefreshGate::new(Duration::from_secs(1));
+        let fetches = AtomicUsize::new(0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            gate.refresh(|| counting(&fetches)).await.unwrap();
+        }
+        let spent = start.elapsed();
+        assert_eq!(fetches.load(Ordering::SeqCst), 10);
+        assert!(spent >= Duration::from_secs(9), "{spent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_reported_to_its_caller() {
+        let gate = RefreshGate::new(Duration::from_secs(1));
+        assert_eq!(
+            gate.refresh(|| async { Err::<(), _>("down") }).await,
+            Err("down")
+        );
+        assert_eq!(gate.refresh(|| async { Ok::<(), &str>(()) }).await, Ok(()));
     }
 }
