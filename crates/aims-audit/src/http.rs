@@ -2,7 +2,8 @@
 //! (gateways) hand their decision records to the server, which owns the log (AIMS MO-1, MO-8),
 //! and get an answer once they are durable; any workload of the trust domain reads the signed
 //! checkpoint and RFC 9162 inclusion and consistency proofs (AIMS MO-7), in RFC 6962 §4's
-//! JSON shapes (`leaf_index`/`audit_path`, `consistency`, base64 hashes).
+//! JSON shapes (`leaf_index`/`audit_path`, `consistency`, base64 hashes), and the tree's C2SP
+//! tlog-tiles, so a verifier we did not write can check the log from its tiles.
 
 use std::sync::Arc;
 
@@ -23,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::api::{
-    CHECKPOINT_PATH, CONSISTENCY_PATH, INCLUSION_PATH, MAX_RECORDS, RECORDS_PATH, VKEY_PATH,
+    CHECKPOINT_PATH, CONSISTENCY_PATH, INCLUSION_PATH, MAX_RECORDS, RECORDS_PATH, TILES_PATH,
+    VKEY_PATH,
 };
+use crate::tile_path::TilePath;
 use crate::{AuditLog, AuditRecord, TreeError, TreeReader};
 
 const MAX_BODY: usize = 2 << 20;
@@ -109,6 +112,7 @@ pub fn router(
         .route(VKEY_PATH, get(vkey))
         .route(INCLUSION_PATH, get(inclusion))
         .route(CONSISTENCY_PATH, get(consistency))
+        .route(&format!("{TILES_PATH}{{*path}}"), get(tile))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(AuditState {
             log,
@@ -220,6 +224,41 @@ async fn consistency(
             consistency: b64(&path),
         })
         .into_response(),
+        Err(e) => tree_refusal(e),
+    }
+}
+
+/// C2SP tlog-tiles: a hash tile. Tiles never change once served (a partial one is a prefix
+/// of what the tree keeps), so they may be cached for good.
+async fn tile(
+    State(s): State<AuditState>,
+    conn: Option<Extension<ConnectionInfo>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    if let Err(refusal) = require_workload(&s.trust_domain, conn.as_deref()) {
+        return refusal.into_response();
+    }
+    let Some(tile) = TilePath::parse(&path) else {
+        let why = if path.starts_with("entries/") {
+            "entry bundles are not served: operators read records through the admin API"
+        } else {
+            "not a tile path (C2SP tlog-tiles: <L>/<N>[.p/<W>], canonical)"
+        };
+        return Refusal(StatusCode::NOT_FOUND, why.into()).into_response();
+    };
+    match TreeReader::new(s.view.store.clone()).tile(tile).await {
+        Ok(Some(hashes)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    axum::http::header::CACHE_CONTROL,
+                    "private, max-age=31536000, immutable",
+                ),
+            ],
+            hashes,
+        )
+            .into_response(),
+        Ok(None) => Refusal(StatusCode::NOT_FOUND, format!("no {tile} yet")).into_response(),
         Err(e) => tree_refusal(e),
     }
 }

@@ -6,7 +6,8 @@
 //! store in order and durably — an append returns only after its transaction committed, and
 //! concurrent appends share one commit (group commit). Each record is an RFC 9162 Merkle tree
 //! leaf: a [`Checkpointer`] hashes new records into stored subtrees and signs C2SP
-//! checkpoints; [`TreeReader`] serves inclusion and consistency proofs; [`LogVerifier`] checks
+//! checkpoints; [`TreeReader`] serves inclusion and consistency proofs and the tree's C2SP
+//! tlog-tiles ([`tile_path`]); [`LogVerifier`] checks
 //! a whole exported log offline; [`render_trace`] rebuilds a task's execution chain.
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod merkle;
 mod record;
 #[cfg(feature = "store")]
 mod stored;
+pub mod tile_path;
 mod trace;
 #[cfg(feature = "store")]
 mod tree;

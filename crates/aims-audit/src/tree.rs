@@ -18,6 +18,7 @@ use crate::checkpoint::{Checkpoint, NoteError, NoteSigner};
 use crate::leaf_hash;
 use crate::merkle::{self, Frontier, Hash, Subtree};
 use crate::stored;
+use crate::tile_path::TilePath;
 
 /// Records hashed into one checkpoint at most (a backlog takes several).
 const MAX_LEAVES_PER_CHECKPOINT: u64 = 100_000;
@@ -217,6 +218,30 @@ impl TreeReader {
         let ranges = merkle::consistency_ranges(m, n)
             .ok_or_else(|| TreeError::OutOfRange(format!("from {m} to {n}")))?;
         self.range_hashes(&ranges).await
+    }
+
+    /// C2SP tlog-tiles: the hashes of tile `tile`, if the stored tree has them. A partial tile
+    /// is the first `width` hashes of what is stored (tiles only grow, so that prefix never
+    /// changes); a full tile is served only once it is full.
+    pub async fn tile(&self, tile: TilePath) -> Result<Option<Vec<u8>>, TreeError> {
+        // Store ids keep 48 bits of index: a larger one names no tile (and must not alias one).
+        if tile.index >= 1 << 48 {
+            return Ok(None);
+        }
+        let id = audit_tile_id(u32::from(tile.level), tile.index);
+        let len = usize::from(tile.width) * HASH_LEN;
+        Ok(self
+            .store
+            .audit_tiles(&[id])
+            .await?
+            .remove(&id)
+            .filter(|t| t.len() % HASH_LEN == 0)
+            .and_then(|mut t| {
+                (t.len() >= len).then(|| {
+                    t.truncate(len);
+                    t
+                })
+            }))
     }
 
     /// The right edge of the stored tree of `size` leaves, with its partial tiles.
@@ -476,9 +501,8 @@ mod tests {
     /// C2SP tlog-tiles: whatever the batches, the tiles written are the leaves 256 to a tile,
     /// then the level-8 nodes (each the root of 256 leaves) 256 to a tile, partial tiles last
     /// and only grown; every node a proof needs is in one tile.
-    #[test]
-    fn tiles_hold_every_eighth_level_whatever_the_batches() {
-        let n = 70_000u64;
+    /// The tiles a checkpointer writes for `n` leaves, taken at uneven batch ends.
+    fn grown(n: u64) -> (Vec<Hash>, HashMap<i64, Vec<u8>>) {
         let leaves: Vec<Hash> = (0..n).map(leaf).collect();
         let mut tree = TiledFrontier::default();
         let mut stored: HashMap<i64, Vec<u8>> = HashMap::new();
@@ -496,6 +520,13 @@ mod tests {
         }
         assert!(tree.take_tiles().is_empty(), "nothing changed since");
         assert_eq!(tree.root(), merkle::root(&leaves));
+        (leaves, stored)
+    }
+
+    #[test]
+    fn tiles_hold_every_eighth_level_whatever_the_batches() {
+        let n = 70_000u64;
+        let (leaves, stored) = grown(n);
         let level0: Vec<u8> = (0..n.div_ceil(256))
             .flat_map(|t| stored[&audit_tile_id(0, t)].clone())
             .collect();
@@ -543,5 +574,76 @@ mod tests {
             );
         }
         assert_eq!(tile_hashes(&[0; 33]), None);
+    }
+
+    /// Tiles as a C2SP tlog-tiles server serves them: a partial tile is a prefix of the stored one.
+    struct Served<'a>(&'a HashMap<i64, Vec<u8>>);
+
+    impl tlog_tiles::TileReader for Served<'_> {
+        fn height(&self) -> u8 {
+            8
+        }
+        fn read_tiles(
+            &self,
+            tiles: &[tlog_tiles::Tile],
+        ) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+            tiles
+                .iter()
+                .map(|t| {
+                    let id = audit_tile_id(u32::from(t.level()), t.level_index());
+                    let len = t.width() as usize * HASH_LEN;
+                    self.0
+                        .get(&id)
+                        .and_then(|tile| tile.get(..len))
+                        .map(<[u8]>::to_vec)
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
+                .collect()
+        }
+        fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+    }
+
+    /// An implementation we did not write (Go's sumdb `tlog`, ported) reads our tiles: it
+    /// authenticates them against the tree hash, proves records from them and checks the
+    /// proofs, at the full size and at a smaller one whose right tiles are partial prefixes;
+    /// one hash changed in a stored tile and it refuses.
+    #[test]
+    fn an_independent_tlog_client_proves_records_from_the_tiles() {
+        use tlog_tiles::{Hash as TlogHash, TileHashReader, check_record, check_tree};
+        let n = 70_000u64;
+        let (leaves, mut stored) = grown(n);
+        for size in [n, 65_536 + 300, 1_000] {
+            let root = TlogHash(merkle::root(&leaves[..size as usize]));
+            let tiles = Served(&stored);
+            let reader = TileHashReader::new(size, root, &tiles);
+            assert_eq!(tlog_tiles::tree_hash(size, &reader).unwrap(), root);
+            for i in [0, 1, 255, 256, size / 2, size - 1] {
+                let proof = tlog_tiles::prove_record(size, i, &reader).unwrap();
+                check_record(&proof, size, root, i, TlogHash(leaves[i as usize])).unwrap();
+                assert!(check_record(&proof, size, root, i, TlogHash(leaf(n + 1))).is_err());
+            }
+            let old = 999.min(size - 1);
+            let proof = tlog_tiles::prove_tree(size, old, &reader).unwrap();
+            let old_root = TlogHash(merkle::root(&leaves[..old as usize]));
+            check_tree(&proof, size, root, old, old_root).unwrap();
+        }
+        // A hash a proof is built from, changed in a full tile: the proof no longer checks
+        // (sumdb's reader authenticates some full tiles only through the final check).
+        let root = TlogHash(merkle::root(&leaves));
+        let changed = |stored: &HashMap<i64, Vec<u8>>, at: u64| {
+            let tiles = Served(stored);
+            let reader = TileHashReader::new(n, root, &tiles);
+            tlog_tiles::prove_record(n, at, &reader).map_or(true, |p| {
+                check_record(&p, n, root, at, TlogHash(leaves[at as usize])).is_err()
+            })
+        };
+        assert!(!changed(&stored, 100 * 256 + 1));
+        stored.get_mut(&audit_tile_id(0, 100)).unwrap()[0] ^= 1;
+        assert!(changed(&stored, 100 * 256 + 1));
+        // One in the right edge's partial tile: the tiles no longer give the tree hash.
+        stored.get_mut(&audit_tile_id(0, 273)).unwrap()[0] ^= 1;
+        let tiles = Served(&stored);
+        let reader = TileHashReader::new(n, root, &tiles);
+        assert!(tlog_tiles::tree_hash(n, &reader).is_err());
     }
 }

@@ -329,3 +329,228 @@ fn compliance_reports_are_built_from_the_recorded_evidence() {
     ]));
     assert!(text.contains("rules acme-2 (1 passed, 0 failed)"), "{text}");
 }
+
+/// The log's C2SP tlog-tiles, read over the mutual-TLS API by any workload of the domain.
+struct Tiles<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a reqwest::Client,
+    base: &'a str,
+}
+
+impl Tiles<'_> {
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}/{path}", self.base))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    }
+}
+
+impl tlog_tiles::TileReader for Tiles<'_> {
+    fn height(&self) -> u8 {
+        8
+    }
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                // Their path is Go sumdb's, `tile/H/…`; C2SP fixes the height at 8 and omits it.
+                let path = t.path().replacen("tile/8/", "tile/", 1);
+                match self.get(&path) {
+                    (200, body) => Ok(body),
+                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
+                }
+            })
+            .collect()
+    }
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+/// Issue 19, independent verification of the audit log (AIMS MO-7): an implementation we did
+/// not write (`signed_note` and `tlog_tiles`, Cloudflare's port of Go's sumdb `note` and
+/// `tlog`) checks the log through the workload API: each checkpoint's signature under the
+/// published vkey; the tiles against it (at an older checkpoint, the right tiles as partial
+/// prefixes); every exported record's inclusion, proved from the tiles; AIMS's own inclusion
+/// and consistency proofs. A tile rewritten in the store is caught; bad tile paths get 404.
+#[test]
+fn a_verifier_we_did_not_write_checks_the_log_from_its_tiles() {
+    use signed_note::{Note, StandardVerifier, VerifierList};
+    use tlog_tiles::{Checkpoint, Hash, TileHashReader, check_record, check_tree, record_hash};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = Aims::start("server", TD);
+    let client = workload_client(&server, "auditor");
+    let base = format!(
+        "{}/audit/v1",
+        server.up["server"]["oauth_mtls"].as_str().unwrap()
+    );
+    let tiles = Tiles {
+        rt: &rt,
+        client: &client,
+        base: &base,
+    };
+    let (status, vkey) = tiles.get("vkey");
+    assert_eq!(status, 200);
+    let vkey = String::from_utf8(vkey).unwrap();
+    let verifiers = VerifierList::new(vec![Box::new(
+        StandardVerifier::new(vkey.trim()).expect("a C2SP signed-note vkey"),
+    )]);
+    // The newest checkpoint once it covers `size` records, opened with their code.
+    let checkpoint = |size: u64| -> Checkpoint {
+        eventually(Duration::from_secs(10), "a checkpoint", || {
+            let (status, note) = tiles.get("checkpoint");
+            if status != 200 {
+                return None;
+            }
+            let note = Note::from_bytes(&note).expect("a signed note");
+            let (verified, unverified) = note.verify(&verifiers).expect("signed by the vkey");
+            assert_eq!((verified.len(), unverified.len()), (1, 0));
+            let cp = Checkpoint::from_bytes(note.text()).expect("a C2SP checkpoint");
+            (cp.size() == size).then_some(cp)
+        })
+    };
+    let records: Vec<Value> = (0..300).map(|i| record(&format!("tool-{i}"))).collect();
+    assert_eq!(rt.block_on(append(&client, &server, &records)).unwrap(), 0);
+    let old = checkpoint(300);
+    assert_eq!(
+        rt.block_on(append(&client, &server, &records)).unwrap(),
+        300
+    );
+    let new = checkpoint(600);
+    assert_eq!(old.origin(), new.origin());
+
+    // Tiles: the right edge's partial ones by width, full ones only when full, cacheable.
+    assert_eq!(tiles.get("tile/0/000").1.len(), 256 * 32);
+    assert_eq!(tiles.get("tile/0/002.p/88").1.len(), 88 * 32);
+    assert_eq!(
+        tiles.get("tile/0/001.p/44").1,
+        tiles.get("tile/0/001").1[..44 * 32]
+    );
+    assert_eq!(tiles.get("tile/1/000.p/2").1.len(), 2 * 32);
+    for missing in [
+        "tile/0/002",
+        "tile/0/002.p/89",
+        "tile/1/000",
+        "tile/2/000.p/1",
+        "tile/0/0002",
+        "tile/0/x000/002",
+        "tile/8/000",
+        "tile/0/x281/x474/x976/x710/656",
+        "tile/entries/000",
+        "tile/0/000.p/0",
+    ] {
+        assert_eq!(tiles.get(missing).0, 404, "{missing}");
+    }
+    let cache = rt.block_on(async {
+        let r = client
+            .get(format!("{base}/tile/0/000"))
+            .send()
+            .await
+            .unwrap();
+        r.headers()["cache-control"].to_str().unwrap().to_owned()
+    });
+    assert!(cache.contains("immutable"), "{cache}");
+    // Only workloads of the trust domain read the tree.
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(server.web_ca()).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let refused = rt.block_on(anonymous.get(format!("{base}/tile/0/000")).send());
+    assert!(
+        refused.map_or(true, |r| r.status() == 401),
+        "an anonymous reader"
+    );
+
+    // Their reader authenticates the tiles against each signed tree hash.
+    for cp in [&old, &new] {
+        let reader = TileHashReader::new(cp.size(), *cp.hash(), &tiles);
+        assert_eq!(
+            tlog_tiles::tree_hash(cp.size(), &reader).unwrap(),
+            *cp.hash()
+        );
+    }
+    // Every exported record is in the tree: their leaf hash of its exact bytes, proved from
+    // the tiles; AIMS's own proofs check under their code.
+    let export = server.dir.path().join("log.jsonl");
+    assert_ok(&server.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
+    let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 600);
+    let reader = TileHashReader::new(new.size(), *new.hash(), &tiles);
+    let b64 = |s: &Value| -> Hash {
+        Hash(
+            base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                s.as_str().unwrap(),
+            )
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        )
+    };
+    let json = |path: &str| -> Value { serde_json::from_slice(&tiles.get(path).1).unwrap() };
+    for e in &entries {
+        let leaf = record_hash(e.record.as_bytes());
+        let proof = tlog_tiles::prove_record(600, e.index, &reader).unwrap();
+        check_record(&proof, 600, *new.hash(), e.index, leaf).unwrap();
+        if e.index % 37 == 0 {
+            let theirs = json(&format!(
+                "proof/inclusion?leaf_index={}&tree_size=600",
+                e.index
+            ));
+            assert_eq!(b64(&theirs["leaf_hash"]), leaf);
+            let path: Vec<Hash> = theirs["audit_path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(b64)
+                .collect();
+            check_record(&path, 600, *new.hash(), e.index, leaf).unwrap();
+            let wrong = record_hash(b"another record");
+            assert!(check_record(&path, 600, *new.hash(), e.index, wrong).is_err());
+        }
+    }
+    let consistency: Vec<Hash> = json("proof/consistency?first=300&second=600")["consistency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64)
+        .collect();
+    check_tree(&consistency, 600, *new.hash(), 300, *old.hash()).unwrap();
+    assert!(check_tree(&consistency, 600, *new.hash(), 300, *new.hash()).is_err());
+
+    // A leaf tile rewritten in the store (every hash zeroed): their reader refuses it.
+    let store = db(&server.data_dir, &rt);
+    sql(
+        &rt,
+        &store,
+        "UPDATE audit_tiles SET hashes = zeroblob(length(hashes)) WHERE id = 1",
+    );
+    let reader = TileHashReader::new(new.size(), *new.hash(), &tiles);
+    let leaf = record_hash(entries[300].record.as_bytes());
+    let caught = tlog_tiles::prove_record(600, 300, &reader).map_or(true, |p| {
+        check_record(&p, 600, *new.hash(), 300, leaf).is_err()
+    });
+    assert!(caught, "a rewritten tile went unnoticed");
+    // The level-8 nodes' tile, which the tree hash is built from.
+    sql(
+        &rt,
+        &store,
+        &format!(
+            "UPDATE audit_tiles SET hashes = zeroblob(length(hashes)) WHERE id = {}",
+            1u64 << 48
+        ),
+    );
+    let reader = TileHashReader::new(new.size(), *new.hash(), &tiles);
+    assert!(tlog_tiles::tree_hash(600, &reader).is_err());
+}
