@@ -478,13 +478,7 @@ fn a_verifier_we_did_not_write_checks_the_log_from_its_tiles() {
     }
     // Every exported record is in the tree: their leaf hash of its exact bytes, proved from
     // the tiles; AIMS's own proofs check under their code.
-    let export = server.dir.path().join("log.jsonl");
-    assert_ok(&server.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
-    let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let entries = common::whole_log(&server);
     assert_eq!(entries.len(), 600);
     let reader = TileHashReader::new(new.size(), *new.hash(), &tiles);
     let b64 = |s: &Value| -> Hash {

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use common::{
     AgentProc, Aims, TD, aims_bin, api, assert_ok, bundle_file, eventually, join_token, own_uid,
+    whole_log,
 };
 
 const NODE: &str = "spiffe://example.org/aims/agent/node-r";
@@ -924,33 +925,7 @@ async fn append_marker(
         .ok_or_else(|| format!("no index in {body}"))
 }
 
-/// The whole audit log as `server` exports it, once a checkpoint covers every entry; every
-/// index present once (no gap, no duplicate).
-fn whole_log(server: &Aims) -> Vec<aims_audit::LogEntry> {
-    let export = server.dir.path().join("log.jsonl");
-    let entries: Vec<aims_audit::LogEntry> = eventually(
-        Duration::from_secs(15),
-        "a checkpoint covering the whole log",
-        || {
-            assert_ok(&server.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
-            let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            entries
-                .iter()
-                .all(|e| e.certified_hash.is_some())
-                .then_some(entries)
-        },
-    );
-    for (k, e) in entries.iter().enumerate() {
-        assert_eq!(e.index, k as u64, "an index missing or doubled");
-    }
-    entries
-}
-
-/// The whole log ([`whole_log`]) holding each acknowledged `(index, marker)` at its index, and
+/// The whole log ([`whole_log`](common::whole_log)) holding each acknowledged `(index, marker)` at its index, and
 /// verified by `aims audit verify` at its full size.
 fn acknowledged_in_log(server: &Aims, acked: &[(u64, String)]) -> Vec<aims_audit::LogEntry> {
     let entries = whole_log(server);

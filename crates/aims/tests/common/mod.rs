@@ -424,3 +424,29 @@ pub fn workload_client(server: &Aims, name: &str, others: &[&Aims]) -> reqwest::
     }
     builder.timeout(Duration::from_secs(10)).build().unwrap()
 }
+
+/// The whole audit log as `server` exports it, once a checkpoint covers every entry; every
+/// index present once (no gap, no duplicate).
+pub fn whole_log(server: &Aims) -> Vec<aims_audit::LogEntry> {
+    let export = server.dir.path().join("log.jsonl");
+    let entries: Vec<aims_audit::LogEntry> = eventually(
+        Duration::from_secs(15),
+        "a checkpoint covering the whole log",
+        || {
+            assert_ok(&server.cli(&["audit", "export", "--out", export.to_str().unwrap()]));
+            let entries: Vec<aims_audit::LogEntry> = std::fs::read_to_string(&export)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            entries
+                .iter()
+                .all(|e| e.certified_hash.is_some())
+                .then_some(entries)
+        },
+    );
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(e.index, k as u64, "an index missing or doubled");
+    }
+    entries
+}
