@@ -1,7 +1,8 @@
 //! Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document-02): a client
 //! that is neither a SPIFFE workload nor registered names itself by an HTTPS URL, and the
-//! document at that URL is its metadata. Off unless the operator enables it; fetched through the
-//! SSRF-guarded [`crate::fetch::Fetcher`].
+//! document at that URL is its metadata. On by default (MCP 2026-07-28 makes it the way an MCP
+//! client introduces itself); fetched through the SSRF-guarded [`crate::fetch::Fetcher`]. A
+//! document may declare a public client (`none`): it then only redeems PKCE-bound codes.
 //!
 //! * §3: the `client_id` URL is `https`, has a path, no dot segments, no fragment, no user
 //!   information — checked here on the exact string, before anything is fetched.

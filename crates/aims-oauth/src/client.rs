@@ -32,7 +32,15 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// Legacy shared secret in the body (off by default).
     ClientSecretPost,
+    /// RFC 7591 §2 `none`: a public client (a native or browser app, an MCP client named by a
+    /// metadata document) that holds no credential. It may only redeem authorization codes,
+    /// which PKCE binds to the instance that asked for them, and the refresh tokens they bring,
+    /// which rotate (OAuth 2.1 §4.3.1); never a grant that acts on the client's own authority.
+    None,
 }
+
+/// The grants a public client may use.
+pub const PUBLIC_CLIENT_GRANTS: &[&str] = &["authorization_code", "refresh_token"];
 
 impl AuthMethod {
     /// Its metadata name.
@@ -44,6 +52,7 @@ impl AuthMethod {
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::None => "none",
         }
     }
 
@@ -166,13 +175,29 @@ impl ClientMetadata {
                     .map_err(|e| OAuthError::invalid_client_metadata(format!("spiffe_id: {e}")))?;
             }
             AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {}
+            AuthMethod::None => {
+                if self.redirect_uris.as_ref().is_none_or(Vec::is_empty) {
+                    return Err(OAuthError::invalid_client_metadata(
+                        "a public client (token_endpoint_auth_method none) needs redirect_uris",
+                    ));
+                }
+            }
         }
-        if let Some(grants) = &self.grant_types
-            && let Some(g) = grants.iter().find(|g| !GRANT_TYPES.contains(&g.as_str()))
-        {
-            return Err(OAuthError::invalid_client_metadata(format!(
-                "grant type {g:?} is not supported"
-            )));
+        if let Some(grants) = &self.grant_types {
+            if let Some(g) = grants.iter().find(|g| !GRANT_TYPES.contains(&g.as_str())) {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "grant type {g:?} is not supported"
+                )));
+            }
+            if method == AuthMethod::None
+                && let Some(g) = grants
+                    .iter()
+                    .find(|g| !PUBLIC_CLIENT_GRANTS.contains(&g.as_str()))
+            {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "a public client (token_endpoint_auth_method none) may not use {g:?}"
+                )));
+            }
         }
         for uri in self.redirect_uris.iter().flatten() {
             check_redirect_uri(uri)?;
@@ -248,8 +273,14 @@ impl ClientMetadata {
     }
 
     /// Whether the client may use `grant_type` (RFC 7591 §2: default authorization_code only;
-    /// AIMS's default for registered clients is every grant it implements).
+    /// AIMS's default for registered clients is every grant it implements, for public clients
+    /// [`PUBLIC_CLIENT_GRANTS`], whatever they registered).
     pub fn allows_grant(&self, grant_type: &str) -> bool {
+        if self.auth_method().is_ok_and(|m| m == AuthMethod::None)
+            && !PUBLIC_CLIENT_GRANTS.contains(&grant_type)
+        {
+            return false;
+        }
         self.grant_types
             .as_ref()
             .is_none_or(|g| g.iter().any(|x| x == grant_type))

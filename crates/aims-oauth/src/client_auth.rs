@@ -72,6 +72,17 @@ impl OneTimeError {
     }
 }
 
+/// Whether an endpoint serves public clients (RFC 7591 `none`): the token endpoint (whose
+/// grants then allow only the code and refresh grants), PAR (RFC 9126 §2.1) and revocation
+/// (RFC 7009 §2.1) do; introspection and CIBA, which act on a client's own authority, do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicClients {
+    /// A `client_id` alone names a public client.
+    Accepted,
+    /// Every client authenticates.
+    Refused,
+}
+
 /// An authenticated client.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedClient {
@@ -140,12 +151,14 @@ impl AuthorizationServer {
             || self.settings.mtls_token_endpoint().as_deref() == Some(one.as_str())
     }
 
-    /// Authenticates the client of a request.
+    /// Authenticates the client of a request. A public client (no credential) is refused
+    /// unless `public` accepts it.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         form: &Form,
         connection: Option<&ConnectionInfo>,
+        public: PublicClients,
     ) -> Result<AuthenticatedClient, OAuthError> {
         let basic = header(headers, "authorization")?.and_then(|h| {
             h.strip_prefix("Basic ")
@@ -200,6 +213,11 @@ impl AuthorizationServer {
                 .map_err(|_| invalid("client_id is missing"))?;
             self.secret_client(id, secret, AuthMethod::ClientSecretPost)
                 .await?
+        } else if public == PublicClients::Accepted
+            && connection.and_then(|c| c.peer_spiffe_id.as_ref()).is_none()
+            && let Some(id) = form.get("client_id")
+        {
+            self.public_client(id).await?
         } else {
             self.tls_client(form.get("client_id"), connection)?
         };
@@ -334,6 +352,23 @@ impl AuthorizationServer {
             method: AuthMethod::SpiffeWit,
             certificate_thumbprint: None,
             metadata: None,
+            trace_id: None,
+        })
+    }
+
+    /// A client that presented no credential: only one registered (or described by its
+    /// metadata document) as public.
+    async fn public_client(&self, client_id: &str) -> Result<AuthenticatedClient, OAuthError> {
+        let known = self.registered(client_id).await?;
+        if known.metadata.auth_method()? != AuthMethod::None {
+            return Err(invalid("client authentication is required"));
+        }
+        Ok(AuthenticatedClient {
+            client_id: client_id.to_owned(),
+            spiffe_id: None,
+            method: AuthMethod::None,
+            certificate_thumbprint: None,
+            metadata: Some(known),
             trace_id: None,
         })
     }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::AuthorizationServer;
 use crate::client::{ClientMetadata, GRANT_TYPES};
-use crate::client_auth::AuthenticatedClient;
+use crate::client_auth::{AuthenticatedClient, PublicClients};
 use crate::error::OAuthError;
 use crate::form::Form;
 use crate::issue::{Binding, random_token};
@@ -91,8 +91,8 @@ pub fn people_router(server: Arc<AuthorizationServer>) -> Router {
 async fn client_request<F, Fut>(
     s: Arc<AuthorizationServer>,
     conn: Option<Extension<ConnectionInfo>>,
-    headers: HeaderMap,
-    body: Bytes,
+    (headers, body): (HeaderMap, Bytes),
+    public: PublicClients,
     status: StatusCode,
     f: F,
 ) -> Response
@@ -102,7 +102,7 @@ where
 {
     let conn = conn.map(|Extension(c)| c);
     let result = async {
-        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref(), public).await?;
         f(s.clone(), form, client).await
     }
     .await;
@@ -125,8 +125,8 @@ async fn push_request(
     client_request(
         s,
         conn,
-        headers,
-        body,
+        (headers, body),
+        PublicClients::Accepted,
         StatusCode::CREATED,
         |s, form, client| async move { s.push_request(&form, &client).await },
     )
@@ -142,8 +142,8 @@ async fn backchannel(
     client_request(
         s,
         conn,
-        headers,
-        body,
+        (headers, body),
+        PublicClients::Refused,
         StatusCode::OK,
         |s, form, client| async move { s.backchannel_authentication(&form, &client).await },
     )
@@ -201,7 +201,9 @@ async fn token(
     let started = std::time::Instant::now();
     let result = async {
         let form = form_body(&headers, &body)?;
-        let client = s.authenticate(&headers, &form, conn.as_ref()).await?;
+        let client = s
+            .authenticate(&headers, &form, conn.as_ref(), PublicClients::Accepted)
+            .await?;
         let binding = s.dpop_binding(&headers, &client.client_id).await?;
         s.grant(&form, &client, &binding, conn.as_ref()).await
     }
@@ -277,6 +279,11 @@ impl AuthorizationServer {
         if st.allow_client_secret {
             methods.extend(["client_secret_basic", "client_secret_post"]);
         }
+        // Public clients exist only where people authorize them (the code grant).
+        let mut public_methods = methods.clone();
+        if self.people.is_some() {
+            public_methods.push("none");
+        }
         let mut doc = json!({
             "issuer": st.issuer,
             "token_endpoint": st.token_endpoint(),
@@ -285,9 +292,9 @@ impl AuthorizationServer {
             "revocation_endpoint": format!("{}{REVOCATION_PATH}", st.issuer),
             "response_types_supported": [],
             "grant_types_supported": GRANT_TYPES,
-            "token_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_methods_supported": public_methods,
             "introspection_endpoint_auth_methods_supported": methods,
-            "revocation_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": public_methods,
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
             "client_attestation_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256"],
             "client_attestation_pop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
@@ -460,9 +467,10 @@ async fn authenticated(
     headers: &HeaderMap,
     body: &[u8],
     conn: Option<&ConnectionInfo>,
+    public: PublicClients,
 ) -> Result<(Form, AuthenticatedClient), OAuthError> {
     let form = form_body(headers, body)?;
-    let client = s.authenticate(headers, &form, conn).await?;
+    let client = s.authenticate(headers, &form, conn, public).await?;
     Ok((form, client))
 }
 
@@ -474,7 +482,8 @@ async fn introspect(
 ) -> Response {
     let conn = conn.map(|Extension(c)| c);
     let result = async {
-        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        let (form, client) =
+            authenticated(&s, &headers, &body, conn.as_ref(), PublicClients::Refused).await?;
         let token = form.require("token")?;
         // RFC 7662 §4: a token's claims are for those it concerns; to anyone else it is
         // inactive.
@@ -500,7 +509,8 @@ async fn revoke(
 ) -> Response {
     let conn = conn.map(|Extension(c)| c);
     let result = async {
-        let (form, client) = authenticated(&s, &headers, &body, conn.as_ref()).await?;
+        let (form, client) =
+            authenticated(&s, &headers, &body, conn.as_ref(), PublicClients::Accepted).await?;
         let token = form.require("token")?;
         if let Some(hint) = form.get("token_type_hint")
             && !["access_token", "refresh_token"].contains(&hint)

@@ -82,7 +82,8 @@ pub struct AsSettings {
     /// Whether legacy `client_secret` clients may register and authenticate (off: static
     /// secrets are an antipattern, AIMS CR-9).
     pub allow_client_secret: bool,
-    /// Whether RFC 7591 dynamic registration is open.
+    /// Whether RFC 7591 dynamic registration is open (off; MCP 2026-07-28 deprecates it for
+    /// Client ID Metadata Documents).
     pub dynamic_registration: bool,
     /// Whether every access token must be sender-constrained (DPoP or mTLS).
     pub require_sender_constraint: bool,
@@ -94,7 +95,8 @@ pub struct AsSettings {
     pub resources: Vec<ResourceServer>,
     /// Clock skew tolerated on assertions and proofs (60 s).
     pub leeway: Duration,
-    /// Whether clients may identify by Client ID Metadata Document URLs (off).
+    /// Whether clients may identify by Client ID Metadata Document URLs (on: MCP 2026-07-28's
+    /// way for a client to introduce itself; every fetch goes through the SSRF guards).
     pub client_id_metadata_documents: bool,
     /// How client-named URLs (metadata documents, `jwks_uri`) are fetched.
     pub fetch: FetchSettings,
@@ -134,7 +136,7 @@ impl AsSettings {
             trusted_issuers: Vec::new(),
             resources: Vec::new(),
             leeway: Duration::from_secs(60),
-            client_id_metadata_documents: false,
+            client_id_metadata_documents: true,
             fetch: FetchSettings::default(),
             require_par: false,
             code_ttl: Duration::from_secs(60),

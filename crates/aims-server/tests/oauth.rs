@@ -18,23 +18,6 @@ use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_verifier, id, start_as, start_as_in};
 use serde_json::{Value, json};
 
-impl As {
-    /// The RFC 8414 metadata document.
-    async fn metadata(&self) -> Value {
-        self.http
-            .get(format!(
-                "{}/.well-known/oauth-authorization-server",
-                self.issuer
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
 fn error(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("<none>")
 }
@@ -2195,6 +2178,22 @@ async fn client_id_metadata_documents_are_fetched_with_ssrf_guards() {
             "big".into(),
             doc("big", json!({"logo_note": "x".repeat(6 * 1024)})),
         );
+        // MCP clients are public: no keys, a redirect URI.
+        pages.insert(
+            "public".into(),
+            doc(
+                "public",
+                json!({"token_endpoint_auth_method": "none", "jwks": null,
+                       "redirect_uris": ["https://app.example/cb"]}),
+            ),
+        );
+        pages.insert(
+            "public-nowhere".into(),
+            doc(
+                "public-nowhere",
+                json!({"token_endpoint_auth_method": "none", "jwks": null}),
+            ),
+        );
         pages
     })
     .await;
@@ -2202,8 +2201,11 @@ async fn client_id_metadata_documents_are_fetched_with_ssrf_guards() {
     let token = |a, client_id, jti| private_key_jwt_token(a, &key, client_id, jti);
     let description = |v: &Value| v["error_description"].as_str().unwrap_or("").to_owned();
 
-    // Off by default: a URL is just an unknown client, and discovery does not advertise it.
-    let off = start_as("example.org", |_| {}).await;
+    // Turned off: a URL is just an unknown client, and discovery does not advertise it.
+    let off = start_as("example.org", |s| {
+        s.oauth.client_id_metadata_documents = false;
+    })
+    .await;
     let (s, v) = token(&off, url("good"), "off").await;
     assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
     assert!(description(&v).contains("disabled"), "{v}");
@@ -2238,24 +2240,42 @@ async fn client_id_metadata_documents_are_fetched_with_ssrf_guards() {
         ("redirect", "HTTP 302"),
         ("big", "larger than 5120 bytes"),
         ("missing", "HTTP 404"),
+        ("public-nowhere", "needs redirect_uris"),
     ] {
         let (s, v) = token(&on, url(name), "x").await;
         assert_eq!((s, error(&v)), (401, "invalid_client"), "{name}: {v}");
         assert!(description(&v).contains(why), "{name}: {v}");
     }
+    // A public client document is no key to the client credentials grant.
+    let (s, v, _) = on
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &url("public")),
+            ],
+        )
+        .await;
+    assert_eq!((s, error(&v)), (400, "unauthorized_client"), "{v}");
+    let (s, v) = token(&on, url("public"), "p1").await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
     // Not in normal form: refused before any fetch.
     let dotted = format!("{}/x/../good", site.base);
     let (s, v) = token(&on, dotted, "d1").await;
     assert_eq!(s, 401);
     assert!(description(&v).contains("normal form"), "{v}");
 
-    // Without the private-network allowance the loopback site is out of reach (SSRF guard).
+    // On by default (MCP 2026-07-28); without the private-network allowance the loopback site
+    // is out of reach (SSRF guard).
     let ca = site.ca_file.clone();
     let guarded = start_as("example.org", move |s| {
-        s.oauth.client_id_metadata_documents = true;
         s.oauth.fetch.ca_file = Some(ca);
     })
     .await;
+    assert_eq!(
+        guarded.metadata().await["client_id_metadata_document_supported"],
+        true
+    );
     let (s, v) = token(&guarded, url("good"), "s1").await;
     assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
     assert!(description(&v).contains("special-use address"), "{v}");

@@ -209,6 +209,25 @@ impl Fixture {
         Self { a, alice }
     }
 
+    /// Registers a public client (RFC 7591 `none`: an MCP client) by the operator.
+    async fn register_public(&self, client_id: &str, name: &str, redirect: &str) {
+        self.a
+            .server
+            .authorization_server
+            .register_client(
+                serde_json::from_value(json!({
+                    "token_endpoint_auth_method": "none",
+                    "client_name": name,
+                    "redirect_uris": [redirect],
+                }))
+                .unwrap(),
+                Some(client_id.into()),
+                ClientSource::Admin,
+            )
+            .await
+            .unwrap();
+    }
+
     async fn assertion(&self, spiffe_id: &str) -> String {
         self.a
             .server
@@ -270,6 +289,22 @@ impl Fixture {
         authorize_url: &str,
         remember: bool,
     ) -> HashMap<String, String> {
+        let location = self
+            .approve_showing(browser, authorize_url, remember, &["Agent A", AGENT])
+            .await;
+        assert!(location.starts_with(REDIRECT), "{location}");
+        query_of(&location)
+    }
+
+    /// As [`Fixture::approve`], for a client the consent page names by `shows`; returns where
+    /// the browser is sent back to.
+    async fn approve_showing(
+        &self,
+        browser: &Browser,
+        authorize_url: &str,
+        remember: bool,
+        shows: &[&str],
+    ) -> String {
         let first = browser.get(authorize_url).await;
         assert_eq!(first.status, 303, "{}", first.body);
         let pending = first.location.unwrap();
@@ -283,14 +318,12 @@ impl Fixture {
         }
         if consent.status == 303 {
             // Remembered consent: straight back to the client.
-            return query_of(&consent.location.unwrap());
+            return consent.location.unwrap();
         }
         assert_eq!(consent.status, 200, "{}", consent.body);
-        assert!(
-            consent.body.contains("Agent A"),
-            "the consent page names the agent"
-        );
-        assert!(consent.body.contains(AGENT), "and its workload identity");
+        for name in shows {
+            assert!(consent.body.contains(name), "the consent page names {name}");
+        }
         assert!(consent.body.contains("Alice Example"), "and the user");
         assert!(consent.body.contains(RESOURCE), "and the resource");
         let id = pending.split("id=").nth(1).unwrap().to_owned();
@@ -306,15 +339,19 @@ impl Fixture {
         let done = browser.post("/oauth2/authorize/decide", &form).await;
         assert_eq!(done.status, 303, "{}", done.body);
         let location = done.location.unwrap();
-        assert!(location.starts_with(REDIRECT), "{location}");
-        query_of(&location)
+        assert!(!location.starts_with('/'), "back to the client: {location}");
+        location
     }
 }
 
 fn authorize_url(extra: &[(&str, &str)]) -> String {
+    authorize_url_for("agent-a", extra)
+}
+
+fn authorize_url_for(client_id: &str, extra: &[(&str, &str)]) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in [
-        ("client_id", "agent-a"),
+        ("client_id", client_id),
         ("response_type", "code"),
         ("redirect_uri", REDIRECT),
         ("scope", "openid offline_access tickets:read"),
@@ -331,6 +368,173 @@ fn authorize_url(extra: &[(&str, &str)]) -> String {
         q.append_pair(k, v);
     }
     format!("/oauth2/authorize?{}", q.finish())
+}
+
+/// MCP 2026-07-28 clients are public (RFC 7591 `none`, OAuth 2.1 §2.1): one redeems a code it
+/// obtained with PKCE by its `client_id` alone and refreshes with rotation; it can do nothing
+/// on its own authority (client credentials, token exchange, introspection, CIBA), a wrong
+/// verifier loses the code, and a confidential client is never taken for a public one.
+#[tokio::test]
+async fn a_public_client_redeems_its_code_with_pkce_alone() {
+    let f = Fixture::start(|_| {}).await;
+    let server = &f.a.server.authorization_server;
+    let meta = f.a.metadata().await;
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none")),
+        "{meta}"
+    );
+    assert!(
+        !meta["introspection_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+    // Registration: a public client needs somewhere to send codes, and only the code grants.
+    for (bad, why) in [
+        (
+            json!({"token_endpoint_auth_method": "none"}),
+            "redirect_uris",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "none", "redirect_uris": [REDIRECT],
+                   "grant_types": ["authorization_code", "client_credentials"]}),
+            "client_credentials",
+        ),
+    ] {
+        let e = server
+            .register_client(
+                serde_json::from_value(bad).unwrap(),
+                Some("bad".into()),
+                ClientSource::Admin,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    f.register_public("mcp-app", "MCP App", REDIRECT).await;
+    let browser = Browser::new(&f.a);
+    let url = authorize_url_for("mcp-app", &[]);
+    let q = query_of(&f.approve_showing(&browser, &url, true, &["MCP App"]).await);
+    assert_eq!(q["iss"], f.a.issuer);
+    let redeem = |code: String, verifier: String| {
+        let a = &f.a;
+        async move {
+            a.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "mcp-app"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await
+        }
+    };
+    let (s, tokens, _) = redeem(q["code"].clone(), VERIFIER.to_owned()).await;
+    assert_eq!(s, 200, "{tokens}");
+    let at = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        (at["sub"].as_str(), at["client_id"].as_str()),
+        (Some(f.alice.as_str()), Some("mcp-app"))
+    );
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (s, v, _) =
+        f.a.post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "mcp-app"),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(
+        v["refresh_token"].as_str(),
+        Some(refresh.as_str()),
+        "rotated"
+    );
+    // Remembered consent: a second code at once; redeemed with the wrong verifier, it is lost.
+    let q = query_of(&f.approve_showing(&browser, &url, false, &["MCP App"]).await);
+    let (s, v, _) = redeem(q["code"].clone(), "x".repeat(43)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    let (s, v, _) = redeem(q["code"].clone(), VERIFIER.to_owned()).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    // Nothing on its own authority.
+    let (s, v, _) =
+        f.a.post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "mcp-app"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{v}"
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    for (path, form) in [
+        (
+            "/oauth2/introspect",
+            vec![("token", access), ("client_id", "mcp-app")],
+        ),
+        (
+            "/oauth2/bc-authorize",
+            vec![
+                ("login_hint", "alice"),
+                ("scope", "tickets:read"),
+                ("client_id", "mcp-app"),
+            ],
+        ),
+    ] {
+        let (s, v, _) = f.a.post(path, &form).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{path}: {v}"
+        );
+    }
+    // A confidential client naming itself without its credential is refused as before.
+    let (s, v, _) =
+        f.a.post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "agent-a"),
+                ("code", "whatever"),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("client authentication is required"),
+        "{v}"
+    );
 }
 
 /// AIMS AZ-10…AZ-13, SE-2: PAR, sign-in, consent, the code redeemed with the agent's SVID and
@@ -1679,4 +1883,126 @@ async fn a_passkey_ceremony_begun_at_one_replica_finishes_at_another() {
     browser.close().await;
     drop((a, b));
     aims_store::testing::drop_postgres_database(&name).await;
+}
+
+/// The next line a child printed, within a minute.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the child answers")
+        .unwrap()
+}
+
+/// The MCP conformance suite (interop/mcp-conformance: `@modelcontextprotocol/conformance` on
+/// Node 22 from npm), run with `node`.
+fn mcp_conformance(args: &[&str]) -> tokio::process::Command {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/mcp-conformance");
+    let suite = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    assert!(
+        suite.exists(),
+        "interop/mcp-conformance has no node_modules: run `npm ci` there (scripts/test does)"
+    );
+    let mut cmd = tokio::process::Command::new(dir.join("node_modules/.bin/node"));
+    cmd.arg(suite)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Issue 19: the MCP conformance suite's authorization-server scenarios (2026-07-28) pass
+/// against the AS: its metadata (Client ID Metadata Documents advertised, on by default) and
+/// the authorization code grant of a public client by PKCE alone, Alice signing in and
+/// consenting between the suite's authorization request and its callback.
+#[tokio::test]
+async fn the_mcp_conformance_suite_passes_its_authorization_server_scenarios() {
+    use tokio::io::AsyncBufReadExt as _;
+    let f = Fixture::start(|_| {}).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let callback = format!("http://127.0.0.1:{port}/callback");
+    f.register_public("mcp-conformance", "MCP conformance suite", &callback)
+        .await;
+    let port = port.to_string();
+    let ca =
+        f.a.server
+            .web_ca_file
+            .as_ref()
+            .unwrap()
+            .display()
+            .to_string();
+    let mut suite = mcp_conformance(&[
+        "authorization",
+        "--url",
+        &f.a.issuer,
+        "--client-id",
+        "mcp-conformance",
+        "--resource",
+        RESOURCE,
+        "--port",
+        &port,
+        "--spec-version",
+        "2026-07-28",
+    ]);
+    let mut child = suite
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .spawn()
+        .expect("node runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    // The suite prints the authorization request for a person to open.
+    let authorize = loop {
+        let line = next_line(&mut lines)
+            .await
+            .unwrap_or_else(|| panic!("no authorization request:\n{}", printed.join("\n")));
+        printed.push(line.clone());
+        if line.starts_with(&format!("{}/oauth2/authorize?", f.a.issuer)) {
+            break line;
+        }
+    };
+    let browser = Browser::new(&f.a);
+    let back = f
+        .approve_showing(&browser, &authorize, false, &["MCP conformance suite"])
+        .await;
+    assert!(back.starts_with(&callback), "{back}");
+    // Its callback server listens once it says so.
+    while !printed
+        .iter()
+        .any(|l| l.starts_with("Callback server started"))
+    {
+        let line = next_line(&mut lines)
+            .await
+            .unwrap_or_else(|| panic!("no callback server:\n{}", printed.join("\n")));
+        printed.push(line);
+    }
+    let answered = reqwest::get(&back).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    while let Some(line) = next_line(&mut lines).await {
+        printed.push(line);
+    }
+    let status = child.wait().await.unwrap();
+    let printed = printed.join("\n");
+    assert!(status.success(), "the suite failed:\n{printed}");
+    for scenario in [
+        "authorization-server-metadata-endpoint",
+        "authorization-code-grant",
+    ] {
+        assert!(
+            printed.contains(scenario),
+            "{scenario} did not run:\n{printed}"
+        );
+    }
+    assert!(!printed.contains("WARNING"), "{printed}");
+    let total = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("Total: "))
+        .unwrap_or_else(|| panic!("no summary:\n{printed}"));
+    assert_eq!(total, "3 passed, 0 failed", "{printed}");
 }

@@ -81,6 +81,21 @@ pub fn dpop_verifier() -> aims_token::dpop::DpopVerifier {
 }
 
 impl As {
+    /// The RFC 8414 metadata document.
+    pub async fn metadata(&self) -> Value {
+        self.http
+            .get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                self.issuer
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn token_url(&self) -> String {
         format!("{}/oauth2/token", self.issuer)
     }
