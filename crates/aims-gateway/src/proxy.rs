@@ -625,7 +625,7 @@ impl Gateway {
                 };
                 json_response(status, &e.body())
             })?;
-        match mcp::parse(&bytes) {
+        match mcp::parse(&bytes, &parts.headers) {
             Ok(m) => Ok((Request::from_parts(parts, Body::from(bytes)), Some(m))),
             Err(e) => Err(json_response(StatusCode::BAD_REQUEST, &e.body())),
         }

@@ -601,6 +601,35 @@ fn mcp_tools_are_authorized_one_by_one_and_the_policy_follows_new_versions() {
         "x".repeat(2 << 20)
     );
     assert_eq!(post(big.into_bytes()).0, 413);
+    // MCP 2026-07-28 (SEP-2243) routing headers: the server behind may route by them, so they
+    // must name what the gateway decided on. An allowed tool in the body and a forbidden one in
+    // `Mcp-Name` is refused before any decision; matching headers pass.
+    let read = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/tmp/a"}}}"#;
+    let with = |headers: &[(&str, &str)]| {
+        let mut all = vec![
+            ("authorization", bearer.as_str()),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        all.extend_from_slice(headers);
+        s.call(reqwest::Method::POST, "/mcp", &all, Some(read.to_vec()))
+    };
+    for headers in [
+        &[("mcp-method", "tools/call"), ("mcp-name", "delete_file")][..],
+        &[("mcp-method", "tools/list"), ("mcp-name", "read_file")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+        ],
+    ] {
+        let (status, _, body) = with(headers);
+        assert_eq!(
+            (status, body["error"]["code"].as_i64(), &body["id"]),
+            (400, Some(-32020), &json!(7)),
+            "{headers:?}: {body}"
+        );
+    }
+    let (status, _, body) = with(&[("mcp-method", "tools/call"), ("mcp-name", "read_file")]);
+    assert_eq!(status, 200, "{body}");
 
     // A policy that fails schema validation is refused; the old version stays in force.
     let bad = s.aims.dir.path().join("bad.cedar");
