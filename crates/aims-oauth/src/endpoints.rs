@@ -303,6 +303,8 @@ impl AuthorizationServer {
             "tls_client_certificate_bound_access_tokens": st.mtls_base.is_some(),
             "authorization_details_types_supported": [],
             "identity_chaining_requested_token_types_supported": [aims_token::wire::JWT_TOKEN_TYPE],
+            // ID-JAG §7.2: redeemed by the JWT bearer grant from the issuers configured.
+            "authorization_grant_profiles_supported": [aims_token::wire::ID_JAG_GRANT_PROFILE],
             "scopes_supported": [OFFLINE_ACCESS_SCOPE],
             // OpenID Discovery requires these; AIMS issues no ID tokens yet.
             "subject_types_supported": ["public"],
@@ -384,6 +386,13 @@ impl AuthorizationServer {
         }
         if st.client_id_metadata_documents {
             doc["client_id_metadata_document_supported"] = json!(true);
+        }
+        // ID-JAG §7.1: issued for the ID tokens of the people who sign in here.
+        if self.people.is_some() {
+            doc["identity_chaining_requested_token_types_supported"] = json!([
+                aims_token::wire::JWT_TOKEN_TYPE,
+                aims_token::wire::ID_JAG_TOKEN_TYPE
+            ]);
         }
         if st.dynamic_registration {
             doc["registration_endpoint"] = json!(format!("{}{REGISTRATION_PATH}", st.issuer));

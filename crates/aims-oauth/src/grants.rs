@@ -21,8 +21,8 @@ use aims_store::{RefreshUse, StoreError, TokenKind};
 use aims_token::claims::{AccessClaims, Actor, GRANT_TYP, TXN_TYP, TxnClaims};
 use aims_token::wire::OFFLINE_ACCESS_SCOPE;
 use aims_token::wire::{
-    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_BEARER_GRANT, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE,
-    TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, ID_JAG_TOKEN_TYPE, ID_JAG_TYP, ID_TOKEN_TYPE, JWT_BEARER_GRANT,
+    JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,7 +37,7 @@ use crate::rar;
 use crate::signing::sign_token;
 
 /// `typ`s of a JWT authorization grant from a trusted issuer (ours is `JWT`; ID-JAG's).
-const GRANT_TYPS: &[&str] = &[GRANT_TYP, "oauth-id-jag+jwt"];
+const GRANT_TYPS: &[&str] = &[GRANT_TYP, ID_JAG_TYP];
 /// `typ`s of an ID token (OpenID Connect Core names none; `JWT` is common).
 const ID_TOKEN_TYPS: &[&str] = &["JWT"];
 /// The longest delegation chain accepted.
@@ -48,18 +48,20 @@ const MAX_CONTEXT: usize = 4096;
 /// What a presented token (subject or actor) says.
 #[derive(Debug, Clone)]
 pub(crate) struct Presented {
-    sub: String,
+    pub(crate) sub: String,
     /// The client it was issued to, when it names one.
-    client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// `None`: the token names no scope (a JWT-SVID).
     scopes: Option<Vec<String>>,
     aud: Vec<String>,
     authorization_details: Option<Value>,
     act: Option<Actor>,
     may_act: Option<Value>,
-    exp: i64,
+    pub(crate) exp: i64,
     txn: Option<TxnClaims>,
     approval: Option<String>,
+    /// For an ID token: who issued it.
+    pub(crate) id_token_of: Option<String>,
 }
 
 impl Presented {
@@ -85,6 +87,7 @@ impl Presented {
             exp: c.exp,
             txn: None,
             approval: c.approval,
+            id_token_of: None,
         }
     }
 }
@@ -96,27 +99,34 @@ struct Narrowed {
     details: Option<Value>,
 }
 
-/// Claims of a JWT authorization grant.
+/// Claims of a JWT authorization grant (identity chaining's, or an ID-JAG: draft-ietf-oauth-
+/// identity-assertion-authz-grant-04 §3.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct GrantClaims {
-    iss: String,
-    sub: String,
-    aud: Audience,
-    exp: i64,
-    iat: i64,
-    jti: String,
+pub(crate) struct GrantClaims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
+    pub(crate) aud: Audience,
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
+    pub(crate) scope: Option<String>,
+    /// ID-JAG: the resource server(s) the grant is for (RFC 8707 `resource`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    authorization_details: Option<Value>,
+    pub(crate) resource: Option<Audience>,
+    /// ID-JAG §9.8: the DPoP key the grant is bound to (`{"jkt": …}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    act: Option<Actor>,
+    pub(crate) cnf: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    may_act: Option<Value>,
+    pub(crate) authorization_details: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    nbf: Option<i64>,
+    pub(crate) act: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) may_act: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nbf: Option<i64>,
 }
 
 fn split_scope(s: Option<&str>) -> Vec<String> {
@@ -143,7 +153,7 @@ pub(crate) fn resources(form: &Form) -> Result<Vec<String>, OAuthError> {
 }
 
 /// Scopes requested, bounded by what the earlier token held (when it named any).
-fn narrowed_scopes(
+pub(crate) fn narrowed_scopes(
     requested: Option<Vec<String>>,
     held: Option<&Vec<String>>,
 ) -> Result<Vec<String>, OAuthError> {
@@ -287,14 +297,44 @@ impl AuthorizationServer {
         self.issue_access_token(client, g, binding, None).await
     }
 
-    /// Verifies a JWT signed by a trusted issuer (another authorization server): a `typ` of
-    /// `typs` (or none; RFC 8725 §3.11: an access token or a proof is not a grant), its key, an
-    /// audience naming us, its time window, and a `jti`, required, used once.
+    /// Verifies a JWT signed by a trusted issuer (another authorization server) and spends its
+    /// `jti` ([`Self::verify_trusted_unspent`], then [`Self::spend_assertion`]).
     async fn verify_trusted(
         &self,
         token: &str,
         typs: &[&str],
-    ) -> Result<(Value, String), OAuthError> {
+    ) -> Result<(Value, String, Option<String>), OAuthError> {
+        let verified = self.verify_trusted_unspent(token, typs).await?;
+        self.spend_assertion(&verified.1, &verified.0).await?;
+        Ok(verified)
+    }
+
+    /// Uses the `jti` of an assertion from `iss` once: a replay is `invalid_grant`.
+    async fn spend_assertion(&self, iss: &str, claims: &Value) -> Result<(), OAuthError> {
+        let now = self.now();
+        let jti = claims["jti"].as_str().ok_or_else(|| {
+            OAuthError::invalid_grant("the assertion has no jti (it could be replayed)")
+        })?;
+        self.used_once(
+            ReplayKind::ClientAssertion,
+            &format!("grant:{iss}"),
+            jti,
+            claims["exp"].as_i64().unwrap_or(now),
+            now,
+        )
+        .await
+        .map_err(|e| e.refusal(OAuthError::invalid_grant))
+    }
+
+    /// Verifies a JWT signed by a trusted issuer (another authorization server): a `typ` of
+    /// `typs` (or none; RFC 8725 §3.11: an access token or a proof is not a grant), its key, an
+    /// audience naming us, its time window, and that it has a `jti` (not yet spent: a grant is
+    /// spent once every check passed, so a refused request burns nobody's grant).
+    async fn verify_trusted_unspent(
+        &self,
+        token: &str,
+        typs: &[&str],
+    ) -> Result<(Value, String, Option<String>), OAuthError> {
         let bad = |m: String| OAuthError::invalid_grant(m);
         let jws = CompactJws::parse(token).map_err(|e| bad(e.to_string()))?;
         jws.header
@@ -334,19 +374,10 @@ impl AuthorizationServer {
             self.leeway(),
         )
         .map_err(|e| bad(e.to_string()))?;
-        let jti = claims["jti"]
-            .as_str()
-            .ok_or_else(|| bad("the assertion has no jti (it could be replayed)".into()))?;
-        self.used_once(
-            ReplayKind::ClientAssertion,
-            &format!("grant:{iss}"),
-            jti,
-            claims["exp"].as_i64().unwrap_or(now),
-            now,
-        )
-        .await
-        .map_err(|e| e.refusal(bad))?;
-        Ok((claims, iss))
+        if !claims["jti"].is_string() {
+            return Err(bad("the assertion has no jti (it could be replayed)".into()));
+        }
+        Ok((claims, iss, jws.header.typ.clone()))
     }
 
     /// Adds the client as the current actor unless it already is, or is the subject itself.
@@ -406,9 +437,19 @@ impl AuthorizationServer {
             };
             return self.issue_access_token(client, g, binding, None).await;
         }
-        let (claims, iss) = self.verify_trusted(assertion, GRANT_TYPS).await?;
-        let grant: GrantClaims = serde_json::from_value(claims)
+        let (claims, iss, typ) = self.verify_trusted_unspent(assertion, GRANT_TYPS).await?;
+        let grant: GrantClaims = serde_json::from_value(claims.clone())
             .map_err(|e| OAuthError::invalid_grant(format!("assertion claims: {e}")))?;
+        let is_id_jag = typ.is_some_and(|t| {
+            t.strip_prefix("application/")
+                .unwrap_or(&t)
+                .eq_ignore_ascii_case(ID_JAG_TYP)
+        });
+        let audience = if is_id_jag {
+            self.check_id_jag(&grant, binding, audience)?
+        } else {
+            audience
+        };
         // The grant is for the client it names (identity chaining §2.3.2; ID-JAG's client_id).
         if grant.client_id.as_deref() != Some(client.client_id.as_str()) {
             return Err(OAuthError::invalid_grant(format!(
@@ -428,6 +469,7 @@ impl AuthorizationServer {
             (Some(d), _) => Some(d),
             (None, o) => o.clone(),
         };
+        self.spend_assertion(&iss, &claims).await?;
         tracing::info!(issuer = %iss, sub = %grant.sub, client = %client.client_id, "JWT authorization grant accepted");
         let g = Grant {
             grant_type: JWT_BEARER_GRANT.into(),
@@ -484,6 +526,7 @@ impl AuthorizationServer {
                             exp: svid.expiry,
                             txn: None,
                             approval: None,
+                            id_token_of: None,
                         })
                     }
                     Err(e) => Err(bad(e.to_string())),
@@ -522,13 +565,20 @@ impl AuthorizationServer {
                     exp: c.exp,
                     txn: Some(c),
                     approval: None,
+                    id_token_of: None,
                 })
             }
             ID_TOKEN_TYPE => {
-                let (claims, iss) = self
-                    .verify_trusted(token, ID_TOKEN_TYPS)
-                    .await
-                    .map_err(|e| bad(e.description))?;
+                let (claims, iss) = match self.own_id_token(token, now) {
+                    Some(claims) => (claims, self.settings.issuer.clone()),
+                    None => {
+                        let (claims, iss, _) = self
+                            .verify_trusted(token, ID_TOKEN_TYPS)
+                            .await
+                            .map_err(|e| bad(e.description))?;
+                        (claims, iss)
+                    }
+                };
                 let sub = claims["sub"]
                     .as_str()
                     .ok_or_else(|| bad("no sub".into()))?
@@ -539,6 +589,7 @@ impl AuthorizationServer {
                 let client_id = claims["azp"]
                     .as_str()
                     .or_else(|| claims["client_id"].as_str())
+                    .or_else(|| claims["aud"].as_str())
                     .map(str::to_owned);
                 Ok(Presented {
                     sub,
@@ -551,6 +602,7 @@ impl AuthorizationServer {
                     exp: claims["exp"].as_i64().unwrap_or(now),
                     txn: None,
                     approval: None,
+                    id_token_of: Some(iss),
                 })
             }
             REFRESH_TOKEN_TYPE => Err(bad("refresh tokens cannot be exchanged".into())),
@@ -610,6 +662,7 @@ impl AuthorizationServer {
                 self.check_entitled(client, &subject)?;
                 self.chaining_grant(form, client, subject).await
             }
+            ID_JAG_TOKEN_TYPE => self.issue_id_jag(form, client, binding, subject).await,
             other => Err(OAuthError::invalid_request(format!(
                 "requested_token_type {other:?} is not supported"
             ))),
@@ -888,32 +941,54 @@ impl AuthorizationServer {
             refresh: None,
             approval: None,
         };
+        self.signed_grant(client, g, GRANT_TYP, JWT_TOKEN_TYPE, (None, None))
+            .await
+    }
+
+    /// Decides `g` (whose one audience is the target authorization server) and signs it as a
+    /// JWT authorization grant of `typ`, at most for the grant TTL and never past
+    /// `g.not_after`; `bound` adds an ID-JAG's `resource` and `cnf`. The token exchange's
+    /// response: `token_type` `N_A`, the grant is no access token (identity chaining §2.3.3,
+    /// ID-JAG §4.3.4).
+    pub(crate) async fn signed_grant(
+        &self,
+        client: &AuthenticatedClient,
+        g: Grant,
+        typ: &'static str,
+        issued_token_type: &'static str,
+        bound: (Option<Audience>, Option<Value>),
+    ) -> Result<TokenResponse, OAuthError> {
         self.decide(client, &g).await?;
         let now = self.now();
-        let exp = (now + self.ttl(self.settings.grant_ttl)).min(subject.exp);
+        let exp = (now + self.ttl(self.settings.grant_ttl)).min(g.not_after.unwrap_or(i64::MAX));
+        let target = g.audience.first().cloned().unwrap_or_default();
+        let (resource, cnf) = bound;
         let claims = GrantClaims {
             iss: self.settings.issuer.clone(),
-            sub: subject.sub,
+            sub: g.subject,
             aud: Audience::One(target.clone()),
             exp,
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
+            // ID-JAG §3.1: the client's identifier at the target; AIMS assumes the same one.
             client_id: Some(client.client_id.clone()),
-            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
-            authorization_details: subject.authorization_details,
-            act,
-            may_act: subject.may_act,
+            scope: (!g.scopes.is_empty()).then(|| g.scopes.join(" ")),
+            authorization_details: g.authorization_details,
+            act: g.act,
+            may_act: g.may_act,
             nbf: None,
+            resource,
+            cnf,
         };
-        let token = sign_token(self.keys.as_ref(), GRANT_TYP, &claims)?;
-        tracing::info!(target = %target, sub = %claims.sub, client = %client.client_id, "JWT authorization grant issued for another domain");
+        let token = sign_token(self.keys.as_ref(), typ, &claims)?;
+        tracing::info!(target = %target, sub = %claims.sub, client = %client.client_id, typ, "authorization grant issued for another authorization server");
         Ok(TokenResponse {
             access_token: token,
             token_type: "N_A",
             expires_in: exp - now,
             scope: claims.scope,
             refresh_token: None,
-            issued_token_type: Some(JWT_TOKEN_TYPE),
+            issued_token_type: Some(issued_token_type),
             authorization_details: None,
             id_token: None,
             issued: None,

@@ -27,6 +27,7 @@ mod endpoints;
 mod error;
 mod form;
 mod grants;
+mod id_jag;
 mod issue;
 pub mod policy;
 mod rar;

@@ -15,7 +15,9 @@ use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, Pr
 use aims_token::claims::AccessClaims;
 use aims_token::presentation::{SenderProof, verify_access_token};
 use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
-use common::{As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_verifier, id, start_as, start_as_in};
+use common::{
+    As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_proof, dpop_verifier, id, start_as, start_as_in,
+};
 use serde_json::{Value, json};
 
 fn error(v: &Value) -> &str {
@@ -569,16 +571,6 @@ impl As {
             self.now(),
         )
     }
-}
-
-fn dpop_proof(key: &PrivateKey, url: &str, jti: &str, iat: i64, nonce: Option<&str>) -> String {
-    let mut h = JwsHeader::new(key, Some("dpop+jwt"), None);
-    h.jwk = Some(key.public_key().jwk());
-    let mut c = json!({"jti": jti, "htm": "POST", "htu": url, "iat": iat});
-    if let Some(n) = nonce {
-        c["nonce"] = n.into();
-    }
-    sign(key, &h, &c).unwrap()
 }
 
 #[tokio::test]
@@ -1562,25 +1554,8 @@ async fn identity_chaining_across_two_trust_domains() {
     // Domain A, and domain B that federates A's bundle (so A's agents authenticate with their
     // JWT-SVIDs) and trusts A's authorization server for JWT grants.
     let a = start_as("example.org", |_| {}).await;
-    let a_ca = a.server.web_ca_file.clone().unwrap();
     let a_issuer = a.issuer.clone();
-    let a_bundle = a.server.bundle_url.clone();
-    let b = start_as("other.org", |s| {
-        s.federation
-            .push(aims_provisioning::issuance::federation::Federation {
-                trust_domain: TrustDomain::new("example.org").unwrap(),
-                url: a_bundle,
-                profile: aims_provisioning::issuance::federation::EndpointProfile::HttpsWeb {
-                    ca_file: Some(a_ca.clone()),
-                },
-            });
-        s.oauth.trusted_issuers.push(aims_oauth::TrustedIssuer {
-            issuer: a_issuer.clone(),
-            jwks_uri: format!("{a_issuer}/oauth2/jwks"),
-            ca_file: Some(a_ca),
-        });
-    })
-    .await;
+    let b = common::start_trusting("other.org", &a).await;
     let agent = "spiffe://example.org/agent/traveller";
     let (s, v) = a.cc(agent, "read write").await;
     assert_eq!(s, 200);

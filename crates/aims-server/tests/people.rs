@@ -2006,3 +2006,291 @@ async fn the_mcp_conformance_suite_passes_its_authorization_server_scenarios() {
         .unwrap_or_else(|| panic!("no summary:\n{printed}"));
     assert_eq!(total, "3 passed, 0 failed", "{printed}");
 }
+
+/// Issue 19, enterprise-managed authorization (draft-ietf-oauth-identity-assertion-authz-grant-04,
+/// MCP's extension), AIMS to AIMS across two trust domains: Alice signs in at A (the enterprise
+/// IdP) through agent A, which exchanges her ID token for an ID-JAG addressed to B's
+/// authorization server and redeems it there by the JWT bearer grant, authenticating with its
+/// (federated) JWT-SVID. Refused: another client's ID token, a grant passed off as an ID token,
+/// an unknown audience, a resource the ID-JAG does not name, a second redemption, a DPoP-bound
+/// ID-JAG without its proof, the ID-JAG at its own issuer or as an access token.
+#[tokio::test]
+async fn an_id_jag_from_one_domain_is_redeemed_in_another() {
+    use aims_token::wire::{
+        ID_JAG_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT,
+    };
+    let f = Fixture::start(|_| {}).await;
+    let a = &f.a;
+    let b = common::start_trusting("other.org", a).await;
+    let meta = a.metadata().await;
+    assert!(
+        meta["identity_chaining_requested_token_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(ID_JAG_TOKEN_TYPE)),
+        "{meta}"
+    );
+    assert_eq!(
+        b.metadata().await["authorization_grant_profiles_supported"],
+        json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
+    // B knows agent A as a client authenticating with its SPIFFE ID; A knows B's AS.
+    b.server
+        .authorization_server
+        .register_client(
+            serde_json::from_value(json!({
+                "token_endpoint_auth_method": "spiffe_jwt",
+                "spiffe_id": AGENT,
+                "client_name": "Agent A",
+            }))
+            .unwrap(),
+            Some("agent-a".into()),
+            ClientSource::Admin,
+        )
+        .await
+        .unwrap();
+    a.server
+        .authorization_server
+        .resources
+        .register(aims_oauth::ResourceServer::new(b.issuer.clone()));
+    let browser = Browser::new(a);
+    let q = f.approve(&browser, &authorize_url(&[]), false).await;
+    let (s, tokens) = f.redeem(&q["code"], VERIFIER).await;
+    assert_eq!(s, 200, "{tokens}");
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    const API: &str = "https://api.other.org/";
+    let ask = |subject: String, subject_type: &'static str, extra: Vec<(&'static str, String)>| {
+        let f = &f;
+        async move {
+            let mut form = vec![
+                ("grant_type", TOKEN_EXCHANGE_GRANT.to_owned()),
+                ("subject_token", subject),
+                ("subject_token_type", subject_type.to_owned()),
+                ("requested_token_type", ID_JAG_TOKEN_TYPE.to_owned()),
+            ];
+            form.extend(extra);
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.client_post("/oauth2/token", Some("agent-a"), &form).await
+        }
+    };
+    let target = |resource: &str| {
+        vec![
+            ("audience", b.issuer.clone()),
+            ("resource", resource.to_owned()),
+            ("scope", "read".to_owned()),
+        ]
+    };
+    let (s, v) = ask(id_token.clone(), ID_TOKEN_TYPE, target(API)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["issued_token_type"].as_str(), v["token_type"].as_str()),
+        (Some(ID_JAG_TOKEN_TYPE), Some("N_A"))
+    );
+    let jag = v["access_token"].as_str().unwrap().to_owned();
+    let jws = CompactJws::parse(&jag).unwrap();
+    assert_eq!(jws.header.typ.as_deref(), Some("oauth-id-jag+jwt"));
+    let c = claims(&jag);
+    assert_eq!(
+        (c["iss"].as_str(), c["sub"].as_str(), c["aud"].as_str()),
+        (
+            Some(a.issuer.as_str()),
+            Some(f.alice.as_str()),
+            Some(b.issuer.as_str())
+        )
+    );
+    assert_eq!(
+        (c["client_id"].as_str(), c["resource"].as_str()),
+        (Some("agent-a"), Some(API))
+    );
+
+    // Refused at the IdP.
+    let (s, v) = ask(id_token.clone(), ID_TOKEN_TYPE, target(API)).await;
+    assert_eq!(s, 200, "an ID token may be exchanged again: {v}");
+    let other_agent = f.assertion("spiffe://example.org/agent/other").await;
+    let (s, v, _) = a
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("subject_token", &id_token),
+                ("subject_token_type", ID_TOKEN_TYPE),
+                ("requested_token_type", ID_JAG_TOKEN_TYPE),
+                ("audience", &b.issuer),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+                ("client_assertion", &other_agent),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "another client's ID token: {v}"
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (s, v) = ask(
+        access.clone(),
+        "urn:ietf:params:oauth:token-type:access_token",
+        target(API),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    // A grant of this issuer (typ JWT, as its ID tokens) passed off as an ID token: it
+    // carries client_id and jti, which no ID token does (RFC 8725 §3.11).
+    let grant = aims_oauth::sign_token(
+        a.server.issuer.as_ref(),
+        "JWT",
+        &json!({"iss": a.issuer, "sub": f.alice, "aud": "agent-a", "exp": a.now() + 60,
+                "iat": a.now(), "jti": "g-1", "client_id": "agent-a"}),
+    )
+    .unwrap();
+    let (s, v) = ask(grant, ID_TOKEN_TYPE, target(API)).await;
+    assert_eq!(s, 400, "a grant is no ID token: {v}");
+    let (s, v) = ask(
+        id_token.clone(),
+        ID_TOKEN_TYPE,
+        vec![("audience", "https://as.evil.example".to_owned())],
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{v}"
+    );
+
+    // At B: the agent authenticates with its JWT-SVID (once B has A's bundle).
+    let svid_for_b = a
+        .server
+        .issuer
+        .mint_jwt_svid(
+            &SpiffeId::parse(AGENT).unwrap(),
+            std::slice::from_ref(&b.issuer),
+            None,
+        )
+        .await
+        .unwrap()
+        .token;
+    let redeem = |jag: String, resource: &'static str, dpop: Option<String>| {
+        let (b, svid) = (&b, svid_for_b.clone());
+        async move {
+            let form = [
+                ("grant_type", JWT_BEARER_GRANT),
+                ("assertion", jag.as_str()),
+                ("client_id", "agent-a"),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+                ("client_assertion", svid.as_str()),
+                ("resource", resource),
+            ];
+            let headers: Vec<(&str, &str)> =
+                dpop.as_deref().map(|p| ("DPoP", p)).into_iter().collect();
+            let (s, v, _) = b.post_with(&b.http, &b.token_url(), &form, &headers).await;
+            (s, v)
+        }
+    };
+    // A resource the ID-JAG does not name: refused before its jti is spent.
+    let (s, v) = redeem(jag.clone(), "https://elsewhere.other.org/", None).await;
+    assert_eq!(s, 400, "{v}");
+    let mut got = (0, Value::Null);
+    for _ in 0..100 {
+        let (_, fresh) = ask(id_token.clone(), ID_TOKEN_TYPE, target(API)).await;
+        got = redeem(
+            fresh["access_token"].as_str().unwrap().to_owned(),
+            API,
+            None,
+        )
+        .await;
+        if got.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = got;
+    assert_eq!(s, 200, "{v}");
+    let at = claims(v["access_token"].as_str().unwrap());
+    assert_eq!(
+        (
+            at["iss"].as_str(),
+            at["sub"].as_str(),
+            at["client_id"].as_str()
+        ),
+        (
+            Some(b.issuer.as_str()),
+            Some(f.alice.as_str()),
+            Some("agent-a")
+        )
+    );
+    assert_eq!(
+        (at["aud"].as_str(), at["scope"].as_str()),
+        (Some(API), Some("read"))
+    );
+    assert!(
+        v.get("refresh_token").is_none(),
+        "§4.4.3: the client re-presents an ID-JAG instead"
+    );
+    // The first ID-JAG: wrong resource earlier, now redeemed; then never again.
+    let (s, v) = redeem(jag.clone(), API, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = redeem(jag.clone(), API, None).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    // Its issuer does not redeem its own ID-JAG (§9.3), and it is no access token anywhere.
+    let (s, v) = f
+        .client_post(
+            "/oauth2/token",
+            Some("agent-a"),
+            &[("grant_type", JWT_BEARER_GRANT), ("assertion", &jag)],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    assert!(
+        aims_token::presentation::verify_access_token(
+            b.server.issuer.as_ref(),
+            &a.issuer,
+            API,
+            &jag,
+            &aims_token::presentation::SenderProof::default(),
+            &common::dpop_verifier(),
+            a.now(),
+        )
+        .is_err()
+    );
+    // Bound to a DPoP key at the IdP: redeemed only with a proof of that key.
+    let key = aims_credentials::PrivateKey::generate(aims_credentials::KeyType::EcP256).unwrap();
+    let a_proof = common::dpop_proof(&key, &a.token_url(), "jag-1", a.now(), None);
+    let mut form = vec![
+        ("grant_type", TOKEN_EXCHANGE_GRANT.to_owned()),
+        ("subject_token", id_token.clone()),
+        ("subject_token_type", ID_TOKEN_TYPE.to_owned()),
+        ("requested_token_type", ID_JAG_TOKEN_TYPE.to_owned()),
+        ("client_assertion_type", JWT_SPIFFE_ASSERTION.to_owned()),
+        ("client_assertion", f.assertion(AGENT).await),
+        ("client_id", "agent-a".to_owned()),
+    ];
+    form.extend(target(API));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, v, _) = a
+        .post_with(&a.http, &a.token_url(), &form, &[("DPoP", &a_proof)])
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let bound = v["access_token"].as_str().unwrap().to_owned();
+    assert!(claims(&bound)["cnf"]["jkt"].is_string());
+    let (s, v) = redeem(bound.clone(), API, None).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    let b_proof = common::dpop_proof(&key, &b.token_url(), "jag-2", b.now(), None);
+    let (s, v) = redeem(bound, API, Some(b_proof)).await;
+    assert_eq!((s, v["token_type"].as_str()), (200, Some("DPoP")), "{v}");
+}

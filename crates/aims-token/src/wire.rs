@@ -50,5 +50,13 @@ pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_t
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// RFC 8693 §3.
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// draft-ietf-oauth-identity-assertion-authz-grant-04 §4.3: an Identity Assertion JWT
+/// Authorization Grant (ID-JAG).
+pub const ID_JAG_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id-jag";
+/// draft-ietf-oauth-identity-assertion-authz-grant-04 §3.1: an ID-JAG's `typ`.
+pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
+/// draft-ietf-oauth-identity-assertion-authz-grant-04 §7.2: the grant profile a resource AS
+/// advertises in `authorization_grant_profiles_supported`.
+pub const ID_JAG_GRANT_PROFILE: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
 /// draft-ietf-oauth-transaction-tokens §7.1.
 pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";

@@ -11,7 +11,7 @@ use aims_credentials::{KeyType, PrivateKey, SubjectKey};
 use aims_server::{RunningServer, ServerSettings};
 use aims_token::claims::{AT_TYP, AccessClaims};
 use aims_token::presentation::{SenderProof, verify_access_token};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct As {
     pub _dir: tempfile::TempDir,
@@ -309,4 +309,48 @@ pub fn joining_replica_dir(first_dir: &std::path::Path) -> tempfile::TempDir {
     std::fs::copy(first_dir.join(key), dir.path().join(key)).unwrap();
     std::fs::set_permissions(dir.path().join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
     dir
+}
+
+/// An RFC 9449 DPoP proof for a POST to `url`.
+pub fn dpop_proof(
+    key: &aims_credentials::PrivateKey,
+    url: &str,
+    jti: &str,
+    iat: i64,
+    nonce: Option<&str>,
+) -> String {
+    let mut h = aims_credentials::jose::JwsHeader::new(key, Some("dpop+jwt"), None);
+    h.jwk = Some(key.public_key().jwk());
+    let mut c = json!({"jti": jti, "htm": "POST", "htu": url, "iat": iat});
+    if let Some(n) = nonce {
+        c["nonce"] = n.into();
+    }
+    aims_credentials::jose::sign(key, &h, &c).unwrap()
+}
+
+/// An authorization server of trust domain `td` that federates `home`'s bundle (so `home`'s
+/// agents authenticate with their JWT-SVIDs) and trusts `home`'s AS for JWT grants.
+pub async fn start_trusting(td: &str, home: &As) -> As {
+    let (ca, issuer) = (
+        home.server.web_ca_file.clone().unwrap(),
+        home.issuer.clone(),
+    );
+    let bundle = home.server.bundle_url.clone();
+    let home_td = home.server.issuer.trust_domain().clone();
+    start_as(td, move |s| {
+        s.federation
+            .push(aims_provisioning::issuance::federation::Federation {
+                trust_domain: home_td,
+                url: bundle,
+                profile: aims_provisioning::issuance::federation::EndpointProfile::HttpsWeb {
+                    ca_file: Some(ca.clone()),
+                },
+            });
+        s.oauth.trusted_issuers.push(aims_oauth::TrustedIssuer {
+            issuer: issuer.clone(),
+            jwks_uri: format!("{issuer}/oauth2/jwks"),
+            ca_file: Some(ca),
+        });
+    })
+    .await
 }
