@@ -128,6 +128,11 @@ fn no_secret_reaches_a_log_a_console_page_or_the_audit_export() {
             .text()
             .await
             .unwrap();
+        // Issue 19: a newcomer's stack offers passkeys (its URLs name localhost, which
+        // WebAuthn accepts), the password stays as the fallback.
+        assert!(issuer.starts_with("https://localhost:"), "{issuer}");
+        assert!(page.contains("data-passkey-sign-in"), "{page}");
+        assert!(page.contains("/login/password"), "{page}");
         let csrf = page
             .split("name=\"csrf\" value=\"")
             .nth(1)

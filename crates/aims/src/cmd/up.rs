@@ -36,6 +36,9 @@ pub struct UpArgs {
     pub replicas: u8,
 }
 
+/// The host `aims up` names in its URLs by default.
+const LOCAL_PUBLIC_HOST: &str = "localhost";
+
 /// The path of the local gateway's SPIFFE ID.
 pub const GATEWAY_PATH: &str = "/aims/gateway";
 
@@ -199,6 +202,11 @@ async fn register_self(server: &RunningServer, td: &TrustDomain) -> anyhow::Resu
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let file = config::load_file(&args.flags.common)?;
     let mut settings = config::server_settings(&args.flags, &file, Some(DEFAULT_TRUST_DOMAIN))?;
+    // Passkeys out of the box: WebAuthn refuses IP addresses, so a local stack is `localhost`
+    // unless the operator named its public host or URL (the local certificate covers both).
+    if file.server.public_host.is_none() && settings.public_url.is_none() {
+        settings.public_host = LOCAL_PUBLIC_HOST.into();
+    }
     let data_dir = settings.data_dir.clone();
     let td = settings.trust_domain.clone();
     let cluster = match args.replicas {
