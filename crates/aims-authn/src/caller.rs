@@ -41,3 +41,48 @@ pub fn require_workload(
         )),
     }
 }
+
+/// Checks an access token a caller presents as `Authorization: Bearer` (RFC 6750 §2.1) to an
+/// API of the server that takes one besides mutual TLS (the AuthZEN API): the authorization
+/// server behind it says whom the token speaks for if it is active, issued for `audience`, and
+/// bound to no key (a sender-constrained token needs its proof, which a bearer header is not).
+pub trait BearerCheck: Send + Sync {
+    /// The token's client, or why it is refused.
+    fn check<'a>(
+        &'a self,
+        token: &'a str,
+        audience: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme is case-insensitive, RFC 9110
+/// §11.1); `None` without one, or with any other scheme.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// A 401 asking for a bearer token or mutual TLS; with `why`, the presented token was refused
+/// (RFC 6750 §3.1 `invalid_token`), without, none was presented (§3: no error code).
+pub fn bearer_refusal(why: Option<&str>) -> Response {
+    let message = why.unwrap_or(
+        "present an X509-SVID of this trust domain (mutual TLS) or a bearer access token for this API",
+    );
+    let mut resp = (StatusCode::UNAUTHORIZED, message.to_owned()).into_response();
+    let challenge = match why {
+        Some(why) => format!(
+            "Bearer realm=\"aims\", error=\"invalid_token\", error_description=\"{}\"",
+            why.replace(['"', '\\'], "'")
+        ),
+        None => "Bearer realm=\"aims\"".to_owned(),
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Mutual-TLS realm=\"aims\""),
+    );
+    resp
+}

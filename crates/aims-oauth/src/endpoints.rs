@@ -400,6 +400,30 @@ impl AuthorizationServer {
         doc
     }
 
+    /// An access token presented as a bearer credential to another API of this server (RFC
+    /// 6750; the AuthZEN API): its client, if introspection finds it active, it names
+    /// `audience`, and it is bound to no key (a sender-constrained token needs its proof,
+    /// which a bearer header is not: RFC 9449 §7.1, RFC 8705 §3).
+    pub async fn bearer_client(&self, token: &str, audience: &str) -> Result<String, String> {
+        let v = self
+            .introspection(token)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the token is not active")?;
+        if v["token_type"] != "Bearer" || v.get("cnf").is_some() {
+            return Err("not an unbound access token (a bound one needs its proof)".into());
+        }
+        let aud: Option<aims_credentials::jose::Audience> =
+            serde_json::from_value(v["aud"].clone()).ok();
+        if !aud.is_some_and(|a| a.values().iter().any(|v| v == audience)) {
+            return Err(format!("the token is not for {audience}"));
+        }
+        v["client_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "the token names no client".into())
+    }
+
     /// What introspection says of `token` (RFC 7662 §2.2); `None` means inactive.
     async fn introspection(&self, token: &str) -> Result<Option<Value>, OAuthError> {
         let now = self.now();

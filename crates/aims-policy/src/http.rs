@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aims_authn::caller::{Refusal, require_workload};
+use aims_authn::caller::{BearerCheck, Refusal, bearer_refusal, bearer_token, require_workload};
 use aims_authn::transport::ConnectionInfo;
 use aims_core::TrustDomain;
 use axum::extract::{DefaultBodyLimit, State};
@@ -19,17 +19,26 @@ use crate::{CURRENT_POLICY_PATH, Pdp, authzen};
 
 const MAX_BODY: usize = 256 * 1024;
 
-/// Who may call the PDP's endpoints: workloads of the trust domain, by their X509-SVID.
+/// Who may call the PDP's endpoints: workloads of the trust domain, by their X509-SVID; the
+/// AuthZEN API also clients with a bearer access token issued for the PDP, when `bearer` can
+/// check one.
 #[derive(Clone)]
 struct PdpState {
     service: Arc<PolicyService>,
     trust_domain: TrustDomain,
     base: String,
+    bearer: Option<Arc<dyn BearerCheck>>,
 }
 
 /// The AuthZEN API (§6, §7, §9) and the policy distribution endpoint, for the mutual-TLS
-/// listener whose URL is `base`.
-pub fn router(service: Arc<PolicyService>, trust_domain: TrustDomain, base: String) -> Router {
+/// listener whose URL is `base` (the PDP's identifier, and the audience of bearer tokens for
+/// it, which `bearer` checks).
+pub fn router(
+    service: Arc<PolicyService>,
+    trust_domain: TrustDomain,
+    base: String,
+    bearer: Option<Arc<dyn BearerCheck>>,
+) -> Router {
     Router::new()
         .route(authzen::METADATA_PATH, get(authzen_metadata))
         .route(authzen::EVALUATION_PATH, post(evaluation))
@@ -40,6 +49,7 @@ pub fn router(service: Arc<PolicyService>, trust_domain: TrustDomain, base: Stri
             service,
             trust_domain,
             base,
+            bearer,
         })
 }
 
@@ -51,20 +61,46 @@ fn with_request_id(headers: &HeaderMap, mut resp: Response) -> Response {
     resp
 }
 
+/// AuthZEN callers (§11 leaves the API's authentication to the deployment): a workload of the
+/// trust domain by its X509-SVID, or a client with a bearer access token for this PDP. A
+/// certificate, when presented, decides: a workload of another domain is not let in by a token.
+async fn authenticate(
+    s: &PdpState,
+    conn: Option<&ConnectionInfo>,
+    headers: &HeaderMap,
+) -> Result<String, Response> {
+    let with_certificate = conn.and_then(|c| c.peer_spiffe_id.as_ref()).is_some();
+    match (&s.bearer, with_certificate) {
+        (Some(check), false) => match bearer_token(headers) {
+            Some(token) => check
+                .check(token, &s.base)
+                .await
+                .map_err(|why| bearer_refusal(Some(&why))),
+            None => Err(bearer_refusal(None)),
+        },
+        _ => require_workload(&s.trust_domain, conn)
+            .map(|id| id.to_string())
+            .map_err(IntoResponse::into_response),
+    }
+}
+
 /// Authenticates the caller, parses its JSON body and answers with `evaluate`'s result.
-fn answer<Req: serde::de::DeserializeOwned, Resp: Serialize>(
+async fn answer<Req: serde::de::DeserializeOwned, Resp: Serialize>(
     s: &PdpState,
     conn: Option<&ConnectionInfo>,
     headers: &HeaderMap,
     body: &[u8],
     evaluate: impl FnOnce(&Pdp, &Req, i64) -> Result<Resp, authzen::BadRequest>,
 ) -> Response {
-    let result = require_workload(&s.trust_domain, conn).and_then(|_caller| {
-        let req: Req = serde_json::from_slice(body)
-            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
-        let now = aims_core::unix_seconds(s.service.clock.now());
-        evaluate(s.service.pdp(), &req, now).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.0))
-    });
+    if let Err(refused) = authenticate(s, conn, headers).await {
+        return with_request_id(headers, refused);
+    }
+    let result = serde_json::from_slice::<Req>(body)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+        .and_then(|req| {
+            let now = aims_core::unix_seconds(s.service.clock.now());
+            evaluate(s.service.pdp(), &req, now).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.0))
+        });
     let resp = match result {
         Ok(decision) => Json(decision).into_response(),
         Err(refusal) => refusal.into_response(),
@@ -86,7 +122,7 @@ async fn evaluation(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    answer(&s, conn.as_deref(), &headers, &body, authzen::evaluate)
+    answer(&s, conn.as_deref(), &headers, &body, authzen::evaluate).await
 }
 
 async fn evaluations(
@@ -102,6 +138,7 @@ async fn evaluations(
         &body,
         authzen::evaluate_batch,
     )
+    .await
 }
 
 /// The longest a gateway's poll is held open (RFC 7240 `wait`, clamped).

@@ -507,6 +507,7 @@ impl Components {
                 self.policy.clone(),
                 settings.trust_domain.clone(),
                 self.mtls_base.clone(),
+                Some(Arc::new(TokenBearer(self.authorization_server.clone()))),
             ))
             .merge(aims_audit::http::router(
                 self.audit.clone(),
@@ -518,6 +519,20 @@ impl Components {
                 self.signals.clone(),
                 settings.trust_domain.clone(),
             ))
+    }
+}
+
+/// Bearer access tokens for the server's own APIs, checked by its authorization server.
+struct TokenBearer(Arc<aims_oauth::AuthorizationServer>);
+
+impl aims_authn::caller::BearerCheck for TokenBearer {
+    fn check<'a>(
+        &'a self,
+        token: &'a str,
+        audience: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
+    {
+        Box::pin(self.0.bearer_client(token, audience))
     }
 }
 

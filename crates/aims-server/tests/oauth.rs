@@ -1451,6 +1451,92 @@ async fn the_authzen_api_answers_authenticated_workloads_of_the_trust_domain() {
     let r = a.http.post(&eval_url).json(&request).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
+    // Issue 19: a PEP without an SVID presents a bearer access token issued for the PDP.
+    let agent = "spiffe://example.org/agent/pep";
+    let token_for = |resource: String, dpop: Option<String>| {
+        let a = &a;
+        async move {
+            let assertion = a.jwt_svid(agent).await;
+            let headers: Vec<(&str, &str)> =
+                dpop.as_deref().map(|p| ("DPoP", p)).into_iter().collect();
+            let (s, v, _) = a
+                .post_with(
+                    &a.http,
+                    &a.token_url(),
+                    &[
+                        ("grant_type", "client_credentials"),
+                        ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+                        ("client_assertion", &assertion),
+                        ("resource", &resource),
+                    ],
+                    &headers,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let bearer = |token: String, url: String| {
+        let a = &a;
+        async move {
+            a.http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({
+                    "subject": {"type": "agent", "id": "spiffe://example.org/agent/a"},
+                    "action": {"name": "call"},
+                    "resource": {"type": "tool", "id": "weather", "properties": {"required_scopes": ["w"]}},
+                    "context": {"scopes": ["w"]}
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let good = token_for(base.clone(), None).await;
+    let r = bearer(good.clone(), eval_url.clone()).await;
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["decision"], true, "{d}");
+    let refused = |r: reqwest::Response| {
+        assert_eq!(r.status(), 401);
+        let challenge: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
+        assert!(
+            challenge
+                .iter()
+                .any(|c| c.to_str().unwrap().contains("invalid_token")),
+            "{challenge:?}"
+        );
+    };
+    // Another audience, a forged or unknown token, a DPoP-bound token without its proof,
+    // a revoked token: refused.
+    refused(bearer(token_for(RESOURCE.to_owned(), None).await, eval_url.clone()).await);
+    refused(bearer("not.a.token".into(), eval_url.clone()).await);
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let proof = dpop_proof(&key, &a.token_url(), "authzen-1", a.now(), None);
+    refused(bearer(token_for(base.clone(), Some(proof)).await, eval_url.clone()).await);
+    let assertion = a.jwt_svid(agent).await;
+    let (s, _, _) = a
+        .post(
+            "/oauth2/revoke",
+            &[
+                ("token", &good),
+                ("client_assertion_type", JWT_SPIFFE_ASSERTION),
+                ("client_assertion", &assertion),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    refused(bearer(good, eval_url.clone()).await);
+    // The policy feed stays for workloads with an SVID.
+    let r = a
+        .http
+        .get(format!("{base}/policy/v1/current"))
+        .bearer_auth(token_for(base.clone(), None).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // The gateway's policy feed: the document, then 304 on its ETag.
     let r = pep
         .get(format!("{base}/policy/v1/current"))
