@@ -162,13 +162,25 @@ pub fn pin_self(cpu: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Form POSTs to `path` of the HTTPS server at `base` (`https://IP:PORT`), trusting `ca_file`.
+/// Form POSTs to `path` of the HTTPS server at `base` (`https://HOST:PORT`, a name such as
+/// `aims up`'s `localhost` resolved once, here), trusting `ca_file`.
 pub fn https_target(base: &str, ca_file: &Path, path: &str) -> anyhow::Result<Target> {
     let hostport = base
         .strip_prefix("https://")
         .context("not an https URL")?
         .trim_end_matches('/');
-    let addr: std::net::SocketAddr = hostport.parse().context("not https://IP:PORT")?;
+    let host = hostport
+        .rsplit_once(':')
+        .context("not https://HOST:PORT")?
+        .0
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .context("not https://HOST:PORT")?
+        .next()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host} is no TLS server name"))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in aims_credentials::bundle::certs_from_pem(&std::fs::read_to_string(ca_file)?)? {
         roots.add(cert)?;
@@ -176,11 +188,7 @@ pub fn https_target(base: &str, ca_file: &Path, path: &str) -> anyhow::Result<Ta
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Target::post(
-        addr,
-        Some((Arc::new(config), addr.ip().into())),
-        path,
-    ))
+    Ok(Target::post(addr, Some((Arc::new(config), name)), path))
 }
 
 /// One load run per repetition; the repetition with the median throughput. Any answer other
