@@ -111,7 +111,7 @@ impl Store {
 
     /// Stores a federated bundle, bumping the federation counter when it changed.
     pub async fn put_federated_bundle(&self, row: &FederatedBundleRow) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT document FROM federated_bundles WHERE trust_domain = $1")
                 .bind(&row.trust_domain)

@@ -77,7 +77,7 @@ impl Store {
     /// Inserts or updates a slot of `server_id`. Activating a slot retires that server's
     /// previously active one, in the same transaction.
     pub async fn put_slot(&self, row: &SlotRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if row.status == SlotStatus::Active {
             sqlx::query(
                 "UPDATE ca_slots SET status = 'retired', updated_at = $1 \
@@ -145,7 +145,7 @@ impl Store {
         keys_digest: &str,
         render: impl Fn(i64) -> String,
     ) -> Result<BundleRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Replicas sharing PostgreSQL publish concurrently: lock the row so each change gets
         // its own sequence number.
         let select: &'static str = match self.backend {

@@ -325,7 +325,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(concat!(
             "INSERT INTO registration_entries (",
             entry_columns!(),
@@ -429,7 +429,7 @@ impl Store {
         }
         entry.updated_at = now_unix();
         // Optimistic concurrency: the update applies only to the revision read above.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(
             "UPDATE registration_entries SET parent_id = $1, selectors = $2, x509_svid_ttl = $3, \
              jwt_svid_ttl = $4, dns_names = $5, admin = $6, hint = $7, revision = revision + 1, \
@@ -461,7 +461,7 @@ impl Store {
 
     /// Deletes the entry `id`.
     pub async fn delete_entry(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("DELETE FROM registration_entries WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

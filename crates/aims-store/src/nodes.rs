@@ -88,7 +88,7 @@ impl Store {
     /// Bans a node: it may not renew or re-attest, and its sync streams end on every replica
     /// (the ban is a registration change, issue 18).
     pub async fn ban_node(&self, id: &SpiffeId) -> Result<AttestedNode, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE nodes SET banned = 1, updated_at = $2 WHERE spiffe_id = $1 \
              RETURNING spiffe_id, attestation_type, cert_serial, cert_not_after, selectors, banned",
@@ -105,7 +105,7 @@ impl Store {
 
     /// Deletes a node (its sync streams end on every replica, as for a ban).
     pub async fn delete_node(&self, id: &SpiffeId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query("DELETE FROM nodes WHERE spiffe_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)

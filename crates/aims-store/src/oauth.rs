@@ -141,7 +141,7 @@ impl Store {
     /// Registers (or replaces) a client.
     pub async fn put_client(&self, client: &OAuthClientRow) -> Result<(), StoreError> {
         let now = now_unix();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO oauth_clients (client_id, metadata, secret_hash, source, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO UPDATE SET \
@@ -184,7 +184,7 @@ impl Store {
 
     /// Deletes a client.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
             .bind(client_id)
             .execute(&mut *tx)
@@ -303,7 +303,7 @@ impl Store {
 
     /// Revokes a self-contained token by `jti` until it would have expired.
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO oauth_revoked (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
         )

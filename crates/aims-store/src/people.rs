@@ -252,7 +252,7 @@ impl Store {
 
     /// Deletes a user with their passkeys, sessions, consents and pending requests.
     pub async fn delete_user(&self, user_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query("DELETE FROM users WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)

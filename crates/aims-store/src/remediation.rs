@@ -48,7 +48,7 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO revoked_principals (principal, revoked_at, cause, lifted_at, revoked_by) \
              VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (principal) DO UPDATE SET \
@@ -86,7 +86,7 @@ impl Store {
         by: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE revoked_principals SET lifted_at = $1 \
              WHERE principal = $2 AND lifted_at IS NULL AND ($3 IS NULL OR revoked_by = $3)",

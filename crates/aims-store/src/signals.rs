@@ -142,7 +142,7 @@ impl Store {
 
     /// Deletes a stream and its undelivered SETs.
     pub async fn delete_stream(&self, stream_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM ssf_events WHERE stream_id = $1")
             .bind(stream_id)
             .execute(&mut *tx)
@@ -164,7 +164,7 @@ impl Store {
         sets: &[(String, String, String)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (stream, jti, set) in sets {
             sqlx::query(
                 "INSERT INTO ssf_events (stream_id, jti, set_jwt, created_at, attempts, next_attempt_at) \
