@@ -14,7 +14,7 @@ use aims_authn::replay::ReplayKind;
 use aims_authn::transport::ConnectionInfo;
 use aims_core::SpiffeId;
 use aims_credentials::jose::{
-    ASYMMETRIC_ALGORITHMS, Audience, CompactJws, check_time, sha256_b64url,
+    ASYMMETRIC_ALGORITHMS, Audience, CompactJws, JoseHeader, check_time, sha256_b64url,
 };
 use aims_credentials::verify_jwt_svid;
 use aims_store::{RefreshUse, StoreError, TokenKind};
@@ -303,7 +303,7 @@ impl AuthorizationServer {
         &self,
         token: &str,
         typs: &[&str],
-    ) -> Result<(Value, String, Option<String>), OAuthError> {
+    ) -> Result<(Value, String, JoseHeader), OAuthError> {
         let verified = self.verify_trusted_unspent(token, typs).await?;
         self.spend_assertion(&verified.1, &verified.0).await?;
         Ok(verified)
@@ -334,7 +334,7 @@ impl AuthorizationServer {
         &self,
         token: &str,
         typs: &[&str],
-    ) -> Result<(Value, String, Option<String>), OAuthError> {
+    ) -> Result<(Value, String, JoseHeader), OAuthError> {
         let bad = |m: String| OAuthError::invalid_grant(m);
         let jws = CompactJws::parse(token).map_err(|e| bad(e.to_string()))?;
         jws.header
@@ -377,7 +377,7 @@ impl AuthorizationServer {
         if !claims["jti"].is_string() {
             return Err(bad("the assertion has no jti (it could be replayed)".into()));
         }
-        Ok((claims, iss, jws.header.typ.clone()))
+        Ok((claims, iss, jws.header.clone()))
     }
 
     /// Adds the client as the current actor unless it already is, or is the subject itself.
@@ -437,19 +437,11 @@ impl AuthorizationServer {
             };
             return self.issue_access_token(client, g, binding, None).await;
         }
-        let (claims, iss, typ) = self.verify_trusted_unspent(assertion, GRANT_TYPS).await?;
+        let (claims, iss, header) = self.verify_trusted_unspent(assertion, GRANT_TYPS).await?;
         let grant: GrantClaims = serde_json::from_value(claims.clone())
             .map_err(|e| OAuthError::invalid_grant(format!("assertion claims: {e}")))?;
-        let is_id_jag = typ.is_some_and(|t| {
-            t.strip_prefix("application/")
-                .unwrap_or(&t)
-                .eq_ignore_ascii_case(ID_JAG_TYP)
-        });
-        let audience = if is_id_jag {
-            self.check_id_jag(&grant, binding, audience)?
-        } else {
-            audience
-        };
+        let audience =
+            self.check_grant_bounds(&grant, binding, audience, header.typ_is(ID_JAG_TYP))?;
         // The grant is for the client it names (identity chaining §2.3.2; ID-JAG's client_id).
         if grant.client_id.as_deref() != Some(client.client_id.as_str()) {
             return Err(OAuthError::invalid_grant(format!(

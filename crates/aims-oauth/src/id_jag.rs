@@ -111,18 +111,19 @@ impl AuthorizationServer {
             .await
     }
 
-    /// §4.4.1: what an ID-JAG adds to the JWT bearer grant's checks (issuer trust, signature,
-    /// lifetime, `jti` and `client_id` are checked for every grant): `aud` is exactly this
-    /// server's issuer; the token is for resources the grant names (those, when the request
-    /// names none); a grant bound to a DPoP key is redeemed only with a proof of that key.
-    /// Returns the audience of the token to issue.
-    pub(crate) fn check_id_jag(
+    /// §4.4.1: the bounds a grant sets on the token it is redeemed for, beyond the checks every
+    /// grant passes (issuer trust, signature, lifetime, `jti`, `client_id`): a grant bound to a
+    /// DPoP key (`cnf.jkt`) is redeemed only with a proof of that key, and a grant naming
+    /// `resource`s yields a token for those (or fewer), whatever its `typ`; an ID-JAG's `aud`
+    /// is moreover exactly this server's issuer. Returns the audience of the token to issue.
+    pub(crate) fn check_grant_bounds(
         &self,
         grant: &GrantClaims,
         binding: &Binding,
         requested: Vec<String>,
+        id_jag: bool,
     ) -> Result<Vec<String>, OAuthError> {
-        if grant.aud.values() != [self.settings.issuer.clone()] {
+        if id_jag && grant.aud.values() != [self.settings.issuer.clone()] {
             return Err(OAuthError::invalid_grant(
                 "the ID-JAG's aud is not this authorization server's issuer",
             ));

@@ -1784,6 +1784,20 @@ async fn identity_chaining_across_two_trust_domains() {
             grant_of("JWT", json!({"client_id": null})),
             "invalid_grant",
         ),
+        // Bounds a grant sets hold whatever its typ: a DPoP key it is bound to, its resources.
+        (
+            "bound to a DPoP key, redeemed without a proof",
+            grant_of(
+                "JWT",
+                json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}),
+            ),
+            "invalid_grant",
+        ),
+        (
+            "for another resource",
+            grant_of("JWT", json!({"resource": "https://elsewhere.other.org/"})),
+            "invalid_target",
+        ),
     ] {
         let (s, v) = redeem(grant, svid_for_b.clone(), "https://api.other.org/").await;
         assert_eq!((s, error(&v)), (400, want), "{why}: {v}");
