@@ -164,6 +164,10 @@ pub struct ErrorBody {
 pub struct ApplyPolicyRequest {
     /// The Cedar text.
     pub text: String,
+    /// The schema and entities of an application whose enforcement points ask the AuthZEN
+    /// API, if any (a version without one has none, whatever the previous version had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<aims_policy::Application>,
     /// Validate and diff only.
     #[serde(default)]
     pub dry_run: bool,

@@ -247,15 +247,17 @@ impl AdminClient {
             .await
     }
 
-    /// Validates `text` and, unless `dry_run`, puts it in force.
+    /// Validates `text` (with `application`, if any) and, unless `dry_run`, puts it in force.
     pub async fn apply_policy(
         &self,
         text: &str,
+        application: Option<aims_policy::Application>,
         dry_run: bool,
         author: Option<String>,
     ) -> Result<aims_policy::service::ApplyOutcome, AdminError> {
         let req = ApplyPolicyRequest {
             text: text.to_owned(),
+            application,
             dry_run,
             author,
         };

@@ -488,11 +488,9 @@ async fn policy_version(State(c): S, headers: HeaderMap, Path(version): Path<u64
                 && let Ok(prev) = store.policy_version(version - 1).await
             {
                 let compile = |r: &aims_store::PolicyVersionRow| {
-                    c.policy.pdp().compile(&aims_policy::PolicyDocument {
-                        version: r.version,
-                        hash: r.hash.clone(),
-                        text: r.text.clone(),
-                    })
+                    c.policy
+                        .pdp()
+                        .compile(&aims_policy::service::stored_document(r))
                 };
                 if let (Ok(old), Ok(new)) = (compile(&prev), compile(&row)) {
                     let diff = aims_policy::PolicyDiff::between(&old, &new);

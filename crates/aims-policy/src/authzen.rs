@@ -6,11 +6,15 @@
 //! `required_scopes`, `arguments`), `resource` (id = URI). Actions: the AIMS action names.
 //! Context members: those of the schema's `RequestContext` (`scopes` as an array or a
 //! space-separated string; `authorization_details` as RFC 9396 objects; `time` defaults to now).
+//!
+//! A request naming an action of the policy document's application is read in that
+//! application's schema instead (`crate::application`).
 
 use aims_core::SpiffeId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::application::{AppEntity, AppQuery};
 use crate::pdp::{Pdp, Verdict};
 use crate::query::{Action, Detail, Facts, Principal, Query, Target};
 
@@ -54,21 +58,49 @@ pub struct ActionRef {
     pub properties: Map<String, Value>,
 }
 
-/// An evaluation request (§6.1); in a batch every member may come from the defaults.
+/// An evaluation request (§6.1); in a batch every member may come from the defaults. An empty
+/// object (`"resource": {}`, as PEPs send for a default they leave to the items) is absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationRequest {
     /// The subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subject: Option<EntityRef>,
     /// The action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub action: Option<ActionRef>,
     /// The resource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource: Option<EntityRef>,
     /// The context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Map<String, Value>>,
+}
+
+/// `null` or `{}` as absent; any other value as a `T`.
+fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Value::Object(map)) if map.is_empty() => Ok(None),
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// How a batch is evaluated (§7.1.2.1).
@@ -128,14 +160,52 @@ pub struct EvaluationsResponse {
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
-/// Evaluates one request (§6).
+/// Evaluates one request (§6): about an action of the application if it names one, else
+/// about AIMS's own.
 pub fn evaluate(
     pdp: &Pdp,
     request: &EvaluationRequest,
     now: i64,
 ) -> Result<DecisionResponse, BadRequest> {
+    let (subject, action, resource) = parts(request)?;
+    let empty = Map::new();
+    let app = AppQuery {
+        subject: app_entity(subject),
+        action: &action.name,
+        resource: app_entity(resource),
+        context: request.context.as_ref().unwrap_or(&empty),
+    };
+    if let Some(verdict) = pdp.decide_application(&app) {
+        return Ok(from_verdict(&verdict));
+    }
     let query = to_query(request, now)?;
     Ok(from_verdict(&pdp.decide(&query)))
+}
+
+fn app_entity(entity: &EntityRef) -> AppEntity<'_> {
+    AppEntity {
+        kind: &entity.kind,
+        id: &entity.id,
+        properties: &entity.properties,
+    }
+}
+
+/// The subject, action and resource every evaluation needs (§6.1).
+fn parts(request: &EvaluationRequest) -> Result<(&EntityRef, &ActionRef, &EntityRef), BadRequest> {
+    Ok((
+        request
+            .subject
+            .as_ref()
+            .ok_or_else(|| bad("subject is required"))?,
+        request
+            .action
+            .as_ref()
+            .ok_or_else(|| bad("action is required"))?,
+        request
+            .resource
+            .as_ref()
+            .ok_or_else(|| bad("resource is required"))?,
+    ))
 }
 
 /// Evaluates a batch (§7): without items, the defaults are one request.
@@ -178,8 +248,8 @@ pub fn evaluate_batch(
                 .or_else(|| request.defaults.context.clone()),
         };
         // §7.2.1: an item that cannot be evaluated is a deny with its error, not a failed batch.
-        let decision = match to_query(&merged, now) {
-            Ok(query) => from_verdict(&pdp.decide(&query)),
+        let decision = match evaluate(pdp, &merged, now) {
+            Ok(decision) => decision,
             Err(BadRequest(message)) => DecisionResponse {
                 decision: false,
                 context: Some(json!({"error": {"status": 400, "message": message}})),
@@ -237,18 +307,7 @@ fn str_list(value: Option<&Value>, what: &str) -> Result<Vec<String>, BadRequest
 }
 
 fn to_query(request: &EvaluationRequest, now: i64) -> Result<Query, BadRequest> {
-    let subject = request
-        .subject
-        .as_ref()
-        .ok_or_else(|| bad("subject is required"))?;
-    let action = request
-        .action
-        .as_ref()
-        .ok_or_else(|| bad("action is required"))?;
-    let resource = request
-        .resource
-        .as_ref()
-        .ok_or_else(|| bad("resource is required"))?;
+    let (subject, action, resource) = parts(request)?;
     let principal = match subject.kind.as_str() {
         "agent" => {
             let spiffe_id = SpiffeId::parse(&subject.id)
@@ -274,7 +333,8 @@ fn to_query(request: &EvaluationRequest, now: i64) -> Result<Query, BadRequest> 
     };
     let action = Action::parse(&action.name).ok_or_else(|| {
         bad(format!(
-            "action.name {:?} is not one of call, call_tool, obtain_token",
+            "action.name {:?} is not one of call, call_tool, obtain_token, nor an action of the \
+             policy's application",
             action.name
         ))
     })?;

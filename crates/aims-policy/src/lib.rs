@@ -7,6 +7,7 @@
 //! Authorization API 1.0 types expose the same decisions to other enforcement points.
 #![forbid(unsafe_code)]
 
+pub mod application;
 pub mod authzen;
 mod error;
 #[cfg(feature = "server")]
@@ -21,6 +22,7 @@ mod schema;
 #[cfg(feature = "server")]
 pub mod service;
 
+pub use application::{AppEntity, AppQuery, Application};
 pub use error::PolicyError;
 
 /// Where gateways fetch the policy set in force, over mutual TLS (AIMS's own: no standard

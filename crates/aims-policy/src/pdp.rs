@@ -4,9 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Authorizer, Decision, Schema};
+use cedar_policy::{Authorizer, Decision, Entities, Request, Schema};
 use serde::{Deserialize, Serialize};
 
+use crate::application::AppQuery;
 use crate::policy_set::{CompiledPolicy, PolicyDocument};
 use crate::query::{Names, Query};
 use crate::{PolicyError, schema};
@@ -114,15 +115,33 @@ impl Pdp {
     /// the schema, or any evaluation error, denies.
     pub fn decide(&self, query: &Query) -> Verdict {
         let policy = self.active.load();
-        let deny = |error: String| Verdict {
-            allowed: false,
-            policy_version: policy.version,
-            policies: Vec::new(),
-            errors: vec![error],
-        };
-        let (request, entities) = match query.to_cedar(None, &self.names) {
+        self.authorize(&policy, query.to_cedar(None, &self.names))
+    }
+
+    /// Decides a request about the application's own types and actions with the policy set in
+    /// force; `None` when its action is not one of the application's (or there is none). Fails
+    /// closed like `decide`.
+    pub fn decide_application(&self, query: &AppQuery<'_>) -> Option<Verdict> {
+        let policy = self.active.load();
+        let built = policy.application()?.request(query)?;
+        Some(self.authorize(&policy, built))
+    }
+
+    fn authorize(
+        &self,
+        policy: &CompiledPolicy,
+        built: Result<(Request, Entities), PolicyError>,
+    ) -> Verdict {
+        let (request, entities) = match built {
             Ok(r) => r,
-            Err(e) => return deny(e.to_string()),
+            Err(e) => {
+                return Verdict {
+                    allowed: false,
+                    policy_version: policy.version,
+                    policies: Vec::new(),
+                    errors: vec![e.to_string()],
+                };
+            }
         };
         let response = self
             .authorizer

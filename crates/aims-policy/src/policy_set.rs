@@ -9,33 +9,57 @@ use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
+use crate::application::{Application, CompiledApplication};
 
-/// A policy set as stored and shipped: its text, its version, its content hash.
+/// A policy set as stored and shipped: its text, the application it also decides for, its
+/// version, its content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDocument {
     /// Monotonic version (1 for the first set).
     pub version: u64,
-    /// `sha256:` and the hex SHA-256 of `text`.
+    /// `sha256:` and the hex SHA-256 of what it holds (`content_hash`).
     pub hash: String,
     /// The policies, in Cedar syntax.
     pub text: String,
+    /// The schema and entities of an application whose enforcement points ask the AuthZEN API,
+    /// if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<Application>,
 }
 
 impl PolicyDocument {
     /// A document for `text` at `version`, with its hash computed.
     pub fn new(version: u64, text: impl Into<String>) -> Self {
+        Self::with_application(version, text, None)
+    }
+
+    /// A document for `text` and `application` at `version`, with its hash computed.
+    pub fn with_application(
+        version: u64,
+        text: impl Into<String>,
+        application: Option<Application>,
+    ) -> Self {
         let text = text.into();
         Self {
             version,
-            hash: content_hash(&text),
+            hash: content_hash(&text, application.as_ref()),
             text,
+            application,
         }
     }
 }
 
-/// The content hash of a policy text.
-pub fn content_hash(text: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+/// The content hash of a policy document: of its text alone when it has no application (the
+/// hash every version had before applications), else of the JSON array of text, application
+/// schema and entities (unambiguous where a concatenation would not be).
+pub fn content_hash(text: &str, application: Option<&Application>) -> String {
+    let hashed = match application {
+        None => std::borrow::Cow::Borrowed(text),
+        Some(app) => {
+            std::borrow::Cow::Owned(serde_json::json!([text, app.schema, app.entities]).to_string())
+        }
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, hashed.as_bytes());
     format!("sha256:{}", hex::encode(digest.as_ref()))
 }
 
@@ -51,12 +75,21 @@ pub struct CompiledPolicy {
     pub(crate) set: PolicySet,
     /// Each policy's text by its `@id`.
     policies: BTreeMap<String, String>,
+    /// The application it also decides for, as written and compiled.
+    application: Option<(Application, CompiledApplication)>,
 }
 
 impl CompiledPolicy {
     /// Parses `doc` (every policy named by a unique `@id` annotation; no templates) and
-    /// validates it against `schema` in strict mode. The hash is recomputed, never trusted.
+    /// validates it in strict mode against `schema`, joined with its application's schema if it
+    /// has one. The hash is recomputed, never trusted.
     pub(crate) fn compile(schema: &Schema, doc: &PolicyDocument) -> Result<Self, PolicyError> {
+        let application = doc
+            .application
+            .as_ref()
+            .map(|app| CompiledApplication::compile(app).map(|c| (app.clone(), c)))
+            .transpose()?;
+        let schema = application.as_ref().map_or(schema, |(_, c)| c.schema());
         let parsed =
             PolicySet::from_str(&doc.text).map_err(|e| PolicyError::Parse(e.to_string()))?;
         if parsed.templates().next().is_some() {
@@ -94,10 +127,11 @@ impl CompiledPolicy {
         }
         Ok(Self {
             version: doc.version,
-            hash: content_hash(&doc.text),
+            hash: content_hash(&doc.text, doc.application.as_ref()),
             text: doc.text.clone(),
             set,
             policies,
+            application,
         })
     }
 
@@ -107,7 +141,13 @@ impl CompiledPolicy {
             version: self.version,
             hash: self.hash.clone(),
             text: self.text.clone(),
+            application: self.application.as_ref().map(|(app, _)| app.clone()),
         }
+    }
+
+    /// The application it also decides for, compiled.
+    pub(crate) fn application(&self) -> Option<&CompiledApplication> {
+        self.application.as_ref().map(|(_, c)| c)
     }
 
     /// The ids of its policies, sorted.
@@ -129,6 +169,12 @@ pub struct PolicyDiff {
     pub removed: Vec<(String, String)>,
     /// Policies in both whose text differs: id, old text, new text.
     pub changed: Vec<(String, String, String)>,
+    /// Whether the application's schema changed (added, removed or edited).
+    #[serde(default)]
+    pub application_schema_changed: bool,
+    /// Whether the application's entities changed.
+    #[serde(default)]
+    pub application_entities_changed: bool,
 }
 
 impl PolicyDiff {
@@ -150,12 +196,22 @@ impl PolicyDiff {
                 diff.removed.push((id.clone(), text.clone()));
             }
         }
+        let app = |p: &CompiledPolicy| p.application.as_ref().map(|(app, _)| app.clone());
+        let (before, after) = (app(old), app(new));
+        diff.application_schema_changed =
+            before.as_ref().map(|a| &a.schema) != after.as_ref().map(|a| &a.schema);
+        diff.application_entities_changed =
+            before.as_ref().map(|a| &a.entities) != after.as_ref().map(|a| &a.entities);
         diff
     }
 
-    /// No policy changes.
+    /// No policy or application changes.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.application_schema_changed
+            && !self.application_entities_changed
     }
 }
 
@@ -163,6 +219,12 @@ impl fmt::Display for PolicyDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_empty() {
             return writeln!(f, "no policy changes");
+        }
+        if self.application_schema_changed {
+            writeln!(f, "the application schema changes")?;
+        }
+        if self.application_entities_changed {
+            writeln!(f, "the application entities change")?;
         }
         let lines = |f: &mut fmt::Formatter<'_>, sign: char, text: &str| -> fmt::Result {
             for line in text.lines() {

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CompiledPolicy, DEFAULT_POLICY, Pdp, PolicyDiff, PolicyDocument, PolicyError};
+use crate::{
+    Application, CompiledPolicy, DEFAULT_POLICY, Pdp, PolicyDiff, PolicyDocument, PolicyError,
+};
 
 /// How long past a held poll's longest hold a silent gateway still counts as following.
 const FOLLOWER_MARGIN: Duration = Duration::from_secs(15);
@@ -75,13 +77,11 @@ impl PolicyService {
             Some(row) => row,
             None => {
                 let doc = PolicyDocument::new(1, DEFAULT_POLICY);
-                let row = PolicyVersionRow {
-                    version: doc.version,
-                    hash: doc.hash,
-                    text: doc.text,
-                    created_at: aims_core::unix_seconds(clock.now()),
-                    author: "aims (default policy)".into(),
-                };
+                let row = to_row(
+                    &doc,
+                    aims_core::unix_seconds(clock.now()),
+                    "aims (default policy)",
+                );
                 match store.insert_policy(&row).await {
                     // Another replica seeded it at the same moment: take theirs.
                     Ok(()) | Err(StoreError::Conflict(_)) => {}
@@ -90,17 +90,14 @@ impl PolicyService {
                 store.latest_policy().await?.ok_or(StartError::Empty)?
             }
         };
-        let pdp = Pdp::new(&PolicyDocument {
-            version: row.version,
-            hash: row.hash,
-            text: row.text,
-        })?;
-        tracing::info!(version = row.version, "policy in force");
+        let version = row.version;
+        let pdp = Pdp::new(&stored_document(&row))?;
+        tracing::info!(version, "policy in force");
         Ok(Arc::new(Self {
             pdp: Arc::new(pdp),
             store,
             clock,
-            version: watch::Sender::new(row.version),
+            version: watch::Sender::new(version),
             reports: crate::followers::FollowerReports::default(),
         }))
     }
@@ -167,16 +164,18 @@ impl PolicyService {
         });
     }
 
-    /// Validates `text` against the schema and, unless `dry_run` or unchanged, records it as
-    /// the next version and puts it in force. An invalid text changes nothing.
+    /// Validates `text` (and `application`, whose schema joins the AIMS schema) and, unless
+    /// `dry_run` or unchanged, records it as the next version and puts it in force. An invalid
+    /// text or application changes nothing.
     pub async fn apply(
         &self,
         text: &str,
+        application: Option<Application>,
         author: &str,
         dry_run: bool,
     ) -> Result<ApplyOutcome, ApplyError> {
         let current = self.pdp.current();
-        let doc = PolicyDocument::new(current.version + 1, text);
+        let doc = PolicyDocument::with_application(current.version + 1, text, application);
         let compiled = self.pdp.compile(&doc)?;
         let diff = PolicyDiff::between(&current, &compiled);
         if dry_run || compiled.hash == current.hash {
@@ -186,13 +185,7 @@ impl PolicyService {
                 applied: false,
             });
         }
-        let row = PolicyVersionRow {
-            version: doc.version,
-            hash: doc.hash.clone(),
-            text: doc.text.clone(),
-            created_at: aims_core::unix_seconds(self.clock.now()),
-            author: author.to_owned(),
-        };
+        let row = to_row(&doc, aims_core::unix_seconds(self.clock.now()), author);
         match self.store.insert_policy(&row).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
@@ -226,11 +219,7 @@ impl PolicyService {
         let Some(row) = self.store.latest_policy().await? else {
             return Ok(());
         };
-        let doc = PolicyDocument {
-            version: row.version,
-            hash: row.hash,
-            text: row.text,
-        };
+        let doc = stored_document(&row);
         match self.pdp.install(&doc) {
             Ok(_) => {
                 self.announce();
@@ -261,6 +250,33 @@ impl PolicyService {
     }
 }
 
+/// A version as the store keeps it.
+fn to_row(doc: &PolicyDocument, created_at: i64, author: &str) -> PolicyVersionRow {
+    PolicyVersionRow {
+        version: doc.version,
+        hash: doc.hash.clone(),
+        text: doc.text.clone(),
+        created_at,
+        author: author.to_owned(),
+        application_schema: doc.application.as_ref().map(|a| a.schema.clone()),
+        application_entities: doc.application.as_ref().map(|a| a.entities.clone()),
+    }
+}
+
+/// A stored version as a document (its hash is recomputed when it is compiled).
+pub fn stored_document(row: &PolicyVersionRow) -> PolicyDocument {
+    let application = row.application_schema.as_ref().map(|schema| Application {
+        schema: schema.clone(),
+        entities: row.application_entities.clone().unwrap_or_default(),
+    });
+    PolicyDocument {
+        version: row.version,
+        hash: row.hash.clone(),
+        text: row.text.clone(),
+        application,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -285,7 +301,7 @@ mod tests {
         };
         for i in 0..200 {
             let text = format!("{DEFAULT_POLICY}\n// revision {i}\n");
-            let out = svc.apply(&text, "test", false).await.unwrap();
+            let out = svc.apply(&text, None, "test", false).await.unwrap();
             assert!(out.applied, "revision {i}");
             assert_eq!(svc.current().version, out.document.version);
         }

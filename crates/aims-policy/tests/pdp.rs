@@ -102,7 +102,7 @@ fn versions_only_go_forward_and_a_new_set_decides_at_its_version() {
     assert_eq!(v.policies, vec!["nothing".to_string()]);
     assert_eq!(
         pdp.current().hash,
-        aims_policy::policy_set::content_hash(deny_all)
+        aims_policy::policy_set::content_hash(deny_all, None)
     );
 }
 
@@ -330,4 +330,117 @@ fn every_kind_of_request_the_pdp_builds_fits_the_schema() {
     }
     // Tool calls and MCP calls for all three principals, tokens for agents and workloads.
     assert_eq!(fitting, 2 * (3 + 3 + 2));
+}
+
+/// A small application beside the AIMS schema (issue 19: AuthZEN requests of other
+/// applications).
+const DOCS_SCHEMA: &str = r#"namespace Docs {
+  entity person { roles?: Set<String> };
+  entity doc { owner?: String };
+  action read appliesTo { principal: [person], resource: [doc] };
+}"#;
+const DOCS_ENTITIES: &str = r#"[{"uid": {"type": "Docs::person", "id": "ann"}, "attrs": {"roles": ["reader"]}, "parents": []}]"#;
+const DOCS_POLICY: &str = r#"@id("docs-readers")
+permit (principal, action == Docs::Action::"read", resource)
+when { principal has roles && principal.roles.contains("reader") };"#;
+
+fn docs(schema: &str, entities: &str) -> PolicyDocument {
+    PolicyDocument::with_application(
+        2,
+        format!("{DEFAULT_POLICY}\n{DOCS_POLICY}"),
+        Some(aims_policy::Application {
+            schema: schema.into(),
+            entities: entities.into(),
+        }),
+    )
+}
+
+#[test]
+fn an_application_decides_its_own_actions_from_its_entities() {
+    let pdp = default_pdp();
+    pdp.install(&docs(DOCS_SCHEMA, DOCS_ENTITIES)).unwrap();
+    let ask = |who: &str, props: serde_json::Value| {
+        let req: EvaluationRequest = serde_json::from_value(json!({
+            "subject": {"type": "person", "id": who, "properties": props},
+            "action": {"name": "read"},
+            "resource": {"type": "doc", "id": "d1"}
+        }))
+        .unwrap();
+        authzen::evaluate(&pdp, &req, 0).unwrap()
+    };
+    let d = ask("ann", json!({}));
+    assert!(d.decision, "{d:?}");
+    assert_eq!(
+        d.context.as_ref().unwrap()["policies"],
+        json!(["docs-readers"])
+    );
+    // Someone the entities do not hold has the attributes the PEP gives (a PEP's PIP), and none
+    // by default.
+    assert!(!ask("bob", json!({})).decision);
+    assert!(ask("bob", json!({"roles": ["reader"]})).decision);
+    // Someone they hold keeps their stored attributes.
+    assert!(ask("ann", json!({"roles": []})).decision);
+}
+
+#[test]
+fn an_application_that_would_bend_the_aims_schema_or_not_fit_its_own_is_refused() {
+    let pdp = default_pdp();
+    let refused = |doc: PolicyDocument| pdp.install(&doc).unwrap_err().to_string();
+    // The Aims namespace is AIMS's own.
+    let e = refused(docs(
+        &format!("{DOCS_SCHEMA}\nnamespace Aims {{ entity Extra; }}"),
+        DOCS_ENTITIES,
+    ));
+    assert!(e.contains("Aims namespace"), "{e}");
+    // An action named like an AIMS action would be ambiguous as an AuthZEN action.name.
+    let e = refused(docs(
+        &DOCS_SCHEMA.replace("action read", "action call"),
+        DOCS_ENTITIES,
+    ));
+    assert!(e.contains("AIMS action"), "{e}");
+    // Two namespaces declaring one action name.
+    let e = refused(docs(
+        &format!(
+            "{DOCS_SCHEMA}\nnamespace Wiki {{ entity page; action read appliesTo {{ principal: [page], resource: [page] }}; }}"
+        ),
+        DOCS_ENTITIES,
+    ));
+    assert!(e.contains("share a name"), "{e}");
+    // Entities that do not fit the schema, and schema text that does not parse.
+    let e = refused(docs(
+        DOCS_SCHEMA,
+        &DOCS_ENTITIES.replace(r#"["reader"]"#, r#""reader""#),
+    ));
+    assert!(e.contains("entities"), "{e}");
+    let e = refused(docs("namespace Docs {", DOCS_ENTITIES));
+    assert!(e.contains("does not parse"), "{e}");
+    // Policies about the application without it: the AIMS schema alone does not know Docs.
+    assert!(
+        pdp.install(&PolicyDocument::new(
+            2,
+            format!("{DEFAULT_POLICY}\n{DOCS_POLICY}")
+        ))
+        .is_err()
+    );
+    // Nothing went in force.
+    assert_eq!(pdp.current().version, 1);
+}
+
+#[test]
+fn a_document_hash_covers_its_application() {
+    let a = docs(DOCS_SCHEMA, DOCS_ENTITIES);
+    let b = docs(DOCS_SCHEMA, "[]");
+    assert_ne!(a.hash, b.hash);
+    // Without one, the hash is the text's, as it was before applications.
+    let plain = PolicyDocument::new(1, DEFAULT_POLICY);
+    assert_eq!(
+        plain.hash,
+        aims_policy::policy_set::content_hash(DEFAULT_POLICY, None)
+    );
+    let pdp = default_pdp();
+    let old = pdp.current();
+    let new = pdp.compile(&b).unwrap();
+    let diff = PolicyDiff::between(&old, &new);
+    assert!(diff.application_schema_changed && diff.application_entities_changed);
+    assert_eq!(new.document().application, b.application);
 }

@@ -1289,14 +1289,14 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
         200
     );
     let dry = admin
-        .apply_policy(NO_ADMIN_POLICY, true, None)
+        .apply_policy(NO_ADMIN_POLICY, None, true, None)
         .await
         .unwrap();
     assert!(!dry.applied);
     assert_eq!(dry.diff.added.len(), 2, "{:?}", dry.diff);
     assert_eq!(admin.current_policy().await.unwrap().version, 1);
     let out = admin
-        .apply_policy(NO_ADMIN_POLICY, false, Some("test".into()))
+        .apply_policy(NO_ADMIN_POLICY, None, false, Some("test".into()))
         .await
         .unwrap();
     assert!(out.applied);
@@ -1327,6 +1327,7 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
     let e = admin
         .apply_policy(
             r#"@id("x") permit(principal, action, resource) when { context.nope };"#,
+            None,
             false,
             None,
         )
@@ -1334,7 +1335,7 @@ async fn every_grant_asks_the_cedar_policy_in_force() {
         .unwrap_err();
     assert!(e.to_string().contains("invalid_policy"), "{e}");
     let again = admin
-        .apply_policy(NO_ADMIN_POLICY, false, None)
+        .apply_policy(NO_ADMIN_POLICY, None, false, None)
         .await
         .unwrap();
     assert!(!again.applied && again.diff.is_empty());
@@ -1602,7 +1603,7 @@ async fn the_authzen_api_answers_authenticated_workloads_of_the_trust_domain() {
     assert!(
         a.server
             .policy
-            .apply(&text, "test", false)
+            .apply(&text, None, "test", false)
             .await
             .unwrap()
             .applied
@@ -2429,4 +2430,181 @@ async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
         .unwrap();
     assert!(!rows.is_empty(), "the token decision carries the task id");
     assert!(rows.iter().all(|r| r.record.contains(agent)));
+}
+
+/// The OpenID AuthZEN interop's Todo scenario, as its harness runs it (openid/authzen
+/// `interop/authzen-todo-backend/test/decisions-authorization-api-1_0-02.json`, vendored in
+/// `examples/authzen-todo`), against the real PDP endpoint over mTLS: every decision of its
+/// `evaluation` and `evaluations` tables, with the Todo application's schema, users and policy
+/// applied as a policy version beside the AIMS policies (issue 19).
+#[tokio::test]
+async fn the_authzen_interop_todo_decisions_pass_over_mtls() {
+    let a = start_as("example.org", |_| {}).await;
+    let text = format!(
+        "{}\n{}",
+        aims_policy::DEFAULT_POLICY,
+        include_str!("../../../examples/authzen-todo/todo.cedar")
+    );
+    let app = aims_policy::Application {
+        schema: include_str!("../../../examples/authzen-todo/todo.cedarschema").into(),
+        entities: include_str!("../../../examples/authzen-todo/citadel.entities.json").into(),
+    };
+    let out = a
+        .server
+        .policy
+        .apply(&text, Some(app), "test", false)
+        .await
+        .unwrap();
+    assert!(out.applied && out.diff.application_schema_changed);
+    let base = a.mtls_base();
+    let (pep, _) = a
+        .mtls_client(&id("spiffe://example.org/app/todo-backend"))
+        .await;
+    let evaluation = format!("{base}/access/v1/evaluation");
+    let evaluations = format!("{base}/access/v1/evaluations");
+    let table: Value = serde_json::from_str(include_str!(
+        "../../../examples/authzen-todo/decisions.json"
+    ))
+    .unwrap();
+    let mut passed = 0;
+    for case in table["evaluation"].as_array().unwrap() {
+        let d: Value = json_of(pep.post(&evaluation).json(&case["request"])).await;
+        assert_eq!(d["decision"], case["expected"], "{}: {d}", case["request"]);
+        assert_eq!(d["context"]["policy_version"], 2, "{d}");
+        passed += 1;
+    }
+    for case in table["evaluations"].as_array().unwrap() {
+        let d: Value = json_of(pep.post(&evaluations).json(&case["request"])).await;
+        let decisions = |v: &Value| -> Vec<Value> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["decision"].clone())
+                .collect()
+        };
+        assert_eq!(
+            decisions(&d["evaluations"]),
+            decisions(&case["expected"]),
+            "{}: {d}",
+            case["request"]
+        );
+        passed += 1;
+    }
+    assert_eq!(passed, 43, "the whole table ran");
+
+    let morty = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let beth = "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let ask = |subject: Value, action: &str, resource: Value, context: Value| {
+        json!({"subject": subject, "action": {"name": action}, "resource": resource,
+               "context": context})
+    };
+    let decide = |request: Value| {
+        let (pep, url) = (&pep, &evaluation);
+        async move { json_of(pep.post(url).json(&request)).await }
+    };
+    // The todo payload spec's batch: defaults with an empty resource (`{}` is no default).
+    let batch = json!({
+        "subject": {"type": "user", "id": morty}, "action": {"name": "can_update_todo"},
+        "resource": {}, "context": {},
+        "evaluations": [
+            {"resource": {"type": "todo", "id": "t1", "properties": {"ownerID": "rick@the-citadel.com"}}},
+            {"resource": {"type": "todo", "id": "t2", "properties": {"ownerID": "morty@the-citadel.com"}}}
+        ]
+    });
+    let d: Value = json_of(pep.post(&evaluations).json(&batch)).await;
+    assert_eq!(
+        (
+            &d["evaluations"][0]["decision"],
+            &d["evaluations"][1]["decision"]
+        ),
+        (&json!(false), &json!(true)),
+        "{d}"
+    );
+    // A known user's roles are the directory's: properties claiming more add nothing.
+    let d = decide(ask(
+        json!({"type": "user", "id": beth, "properties": {"roles": ["admin"]}}),
+        "can_create_todo",
+        json!({"type": "todo", "id": "t"}),
+        json!({}),
+    ))
+    .await;
+    assert_eq!(d["decision"], false, "{d}");
+    // An owner the PEP names is the resource's attribute, not the subject's: Beth (a viewer)
+    // cannot delete her own todo.
+    let d = decide(ask(
+        json!({"type": "user", "id": beth}),
+        "can_delete_todo",
+        json!({"type": "todo", "id": "t", "properties": {"ownerID": "beth@the-smiths.com"}}),
+        json!({}),
+    ))
+    .await;
+    assert_eq!(d["decision"], false, "{d}");
+    // Fail closed: a type the application does not declare, a property its schema does not
+    // declare, a context member its action does not declare, an AIMS type on its action.
+    for (subject, resource, context) in [
+        (
+            json!({"type": "robot", "id": morty}),
+            json!({"type": "todo", "id": "t"}),
+            json!({}),
+        ),
+        (
+            json!({"type": "user", "id": morty}),
+            json!({"type": "todo", "id": "t", "properties": {"priority": 1}}),
+            json!({}),
+        ),
+        (
+            json!({"type": "user", "id": morty}),
+            json!({"type": "todo", "id": "t"}),
+            json!({"risk": []}),
+        ),
+        (
+            json!({"type": "Agent", "id": "spiffe://example.org/agent/a"}),
+            json!({"type": "todo", "id": "t"}),
+            json!({}),
+        ),
+    ] {
+        let d = decide(ask(subject, "can_read_todos", resource, context)).await;
+        assert_eq!(d["decision"], false, "{d}");
+        assert!(d["context"]["errors"][0].is_string(), "{d}");
+    }
+    // An action neither AIMS's nor the application's is a bad request.
+    let morty_asks = |action: &str| {
+        let request = ask(
+            json!({"type": "user", "id": morty}),
+            action,
+            json!({"type": "todo", "id": "t"}),
+            json!({}),
+        );
+        let (pep, url) = (&pep, &evaluation);
+        async move {
+            let r = pep.post(url).json(&request).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(morty_asks("can_launch_rockets").await, 400);
+    // AIMS's own decisions are as before beside the application.
+    let d = decide(ask(
+        json!({"type": "agent", "id": "spiffe://example.org/agent/a"}),
+        "call",
+        json!({"type": "tool", "id": "weather", "properties": {"required_scopes": ["w"]}}),
+        json!({"scopes": ["w"]}),
+    ))
+    .await;
+    assert_eq!(d["decision"], true, "{d}");
+    // A version without the application takes it away, and its policies with it.
+    let refused = a
+        .server
+        .policy
+        .apply(&text, None, "test", true)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("Todo"), "{refused}");
+    let out = a
+        .server
+        .policy
+        .apply(aims_policy::DEFAULT_POLICY, None, "test", false)
+        .await
+        .unwrap();
+    assert!(out.applied && out.diff.application_schema_changed);
+    assert_eq!(morty_asks("can_read_todos").await, 400);
 }

@@ -1112,7 +1112,7 @@ async fn policy_decides_when_a_persons_approval_is_needed() {
     );
     f.a.server
         .policy
-        .apply(&policy, "test", false)
+        .apply(&policy, None, "test", false)
         .await
         .unwrap();
     let a = f.assertion(AGENT).await;

@@ -18,6 +18,12 @@ pub struct PolicyVersionRow {
     pub created_at: i64,
     /// Who put it in force.
     pub author: String,
+    /// The Cedar schema of the application it also decides for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_schema: Option<String>,
+    /// That application's entities (Cedar JSON), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_entities: Option<String>,
 }
 
 /// An enforcement point following the policy (AIMS PO-3), as last heard from.
@@ -40,6 +46,8 @@ fn row_to_policy(r: &sqlx::any::AnyRow) -> Result<PolicyVersionRow, StoreError> 
         text: r.try_get("text")?,
         created_at: r.try_get("created_at")?,
         author: r.try_get("author")?,
+        application_schema: r.try_get("application_schema")?,
+        application_entities: r.try_get("application_entities")?,
     })
 }
 
@@ -51,8 +59,8 @@ impl Store {
     /// The newest policy version, if any.
     pub async fn latest_policy(&self) -> Result<Option<PolicyVersionRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT version, hash, text, created_at, author FROM policy_versions \
-             ORDER BY version DESC LIMIT 1",
+            "SELECT version, hash, text, created_at, author, application_schema, \
+             application_entities FROM policy_versions ORDER BY version DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -72,7 +80,8 @@ impl Store {
     /// One version.
     pub async fn policy_version(&self, version: u64) -> Result<PolicyVersionRow, StoreError> {
         let row = sqlx::query(
-            "SELECT version, hash, text, created_at, author FROM policy_versions WHERE version = $1",
+            "SELECT version, hash, text, created_at, author, application_schema, \
+             application_entities FROM policy_versions WHERE version = $1",
         )
         .bind(to_i64(version)?)
         .fetch_optional(&self.pool)
@@ -84,7 +93,8 @@ impl Store {
     /// Every version, oldest first, without their texts.
     pub async fn policy_history(&self) -> Result<Vec<PolicyVersionRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, hash, '' AS text, created_at, author FROM policy_versions ORDER BY version",
+            "SELECT version, hash, '' AS text, created_at, author, NULL AS application_schema, \
+             NULL AS application_entities FROM policy_versions ORDER BY version",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -95,14 +105,17 @@ impl Store {
     /// put one in force first): the caller re-reads and decides again.
     pub async fn insert_policy(&self, row: &PolicyVersionRow) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO policy_versions (version, hash, text, created_at, author) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
+            "INSERT INTO policy_versions (version, hash, text, created_at, author, \
+             application_schema, application_entities) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (version) DO NOTHING",
         )
         .bind(to_i64(row.version)?)
         .bind(&row.hash)
         .bind(&row.text)
         .bind(row.created_at)
         .bind(&row.author)
+        .bind(&row.application_schema)
+        .bind(&row.application_entities)
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {

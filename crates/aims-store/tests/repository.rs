@@ -440,6 +440,8 @@ async fn policy_suite(store: &Store) {
         text: text.into(),
         created_at: 100 + version as i64,
         author: "test".into(),
+        application_schema: None,
+        application_entities: None,
     };
     store.insert_policy(&v(1, "one")).await.unwrap();
     store.insert_policy(&v(2, "two")).await.unwrap();
@@ -461,6 +463,17 @@ async fn policy_suite(store: &Store) {
         vec![1, 2]
     );
     assert!(history.iter().all(|r| r.text.is_empty()));
+    // A version with an application keeps its schema and entities; the history omits them.
+    let with_app = PolicyVersionRow {
+        application_schema: Some("namespace Todo { entity user; }".into()),
+        application_entities: Some("[]".into()),
+        ..v(3, "three")
+    };
+    store.insert_policy(&with_app).await.unwrap();
+    assert_eq!(store.latest_policy().await.unwrap(), Some(with_app.clone()));
+    assert_eq!(store.policy_version(3).await.unwrap(), with_app);
+    let history = store.policy_history().await.unwrap();
+    assert!(history.iter().all(|r| r.application_schema.is_none()));
     // AIMS PO-3: enforcement points, as last heard from; one row each, the latest word wins.
     let (gw1, gw2) = ("spiffe://example.org/gw/1", "spiffe://example.org/gw/2");
     store.record_policy_follower(gw1, 1, 100).await.unwrap();
@@ -1196,6 +1209,8 @@ async fn a_change_on_one_replica_wakes_the_others() {
                         text: "one".into(),
                         created_at: 1,
                         author: "test".into(),
+                        application_schema: None,
+                        application_entities: None,
                     })
                     .await
                     .unwrap();

@@ -243,7 +243,7 @@ pub fn policy(_timing: Timing) -> anyhow::Result<ScenarioReport> {
             let t = Instant::now();
             let out = up
                 .admin
-                .apply_policy(text, false, Some("aims-bench".into()))
+                .apply_policy(text, None, false, Some("aims-bench".into()))
                 .await?;
             anyhow::ensure!(out.applied, "version not applied");
             applied.push(nanos(t.elapsed()));

@@ -669,7 +669,11 @@ async fn apply_policy(
     ApiJson(req): ApiJson<aims_admin::api::ApplyPolicyRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let author = req.author.as_deref().unwrap_or("admin API");
-    Ok(Json(s.policy.apply(&req.text, author, req.dry_run).await?))
+    Ok(Json(
+        s.policy
+            .apply(&req.text, req.application, author, req.dry_run)
+            .await?,
+    ))
 }
 
 async fn policy_history(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -335,6 +335,7 @@ impl Demo {
                 .admin
                 .apply_policy(
                     &format!("{}\n{APPROVAL_POLICY}", current.text),
+                    None,
                     false,
                     Some("aims demo".into()),
                 )

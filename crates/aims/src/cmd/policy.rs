@@ -30,6 +30,8 @@ pub enum PolicyCommand {
         admin: AdminArgs,
         /// The Cedar file.
         file: PathBuf,
+        #[command(flatten)]
+        application: ApplicationArgs,
     },
     /// Validate a policy file and put it in force as the next version, on every replica and
     /// gateway. An invalid file changes nothing.
@@ -38,6 +40,8 @@ pub enum PolicyCommand {
         admin: AdminArgs,
         /// The Cedar file.
         file: PathBuf,
+        #[command(flatten)]
+        application: ApplicationArgs,
         /// Who applies it (recorded with the version) [default: $USER].
         #[arg(long, env = "USER")]
         author: Option<String>,
@@ -55,6 +59,36 @@ pub enum PolicyCommand {
     },
     /// Print the AIMS Cedar schema policies are validated against.
     Schema,
+}
+
+/// An application the policy also decides for through the AuthZEN API: its own entity types
+/// and actions, and the facts its decisions read.
+#[derive(Debug, clap::Args)]
+pub struct ApplicationArgs {
+    /// A Cedar schema of the application's own namespace(s) (Cedar schema syntax), joined to
+    /// the AIMS schema: AuthZEN requests naming one of its actions are decided in it.
+    #[arg(long, value_name = "FILE")]
+    application_schema: Option<PathBuf>,
+    /// The application's entities (Cedar JSON entity format), e.g. its users and their roles.
+    #[arg(long, value_name = "FILE", requires = "application_schema")]
+    application_entities: Option<PathBuf>,
+}
+
+impl ApplicationArgs {
+    fn read(&self) -> anyhow::Result<Option<aims_policy::Application>> {
+        let Some(schema) = &self.application_schema else {
+            return Ok(None);
+        };
+        Ok(Some(aims_policy::Application {
+            schema: read(schema)?,
+            entities: self
+                .application_entities
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .unwrap_or_default(),
+        }))
+    }
 }
 
 /// Waits until every gateway following the policy decides with `version` or newer (each says
@@ -94,18 +128,23 @@ fn read(file: &PathBuf) -> anyhow::Result<String> {
 pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Show { admin, number } => {
-            let (version, hash, text) = match number {
+            let doc = match number {
                 Some(v) => {
-                    let row = admin.client().policy_version(v).await?;
-                    (row.version, row.hash, row.text)
+                    aims_policy::service::stored_document(&admin.client().policy_version(v).await?)
                 }
-                None => {
-                    let doc = admin.client().current_policy().await?;
-                    (doc.version, doc.hash, doc.text)
-                }
+                None => admin.client().current_policy().await?,
             };
-            println!("// version {version} ({hash})");
-            print!("{text}");
+            println!("// version {} ({})", doc.version, doc.hash);
+            if let Some(app) = &doc.application {
+                // Comments, so that the output applies again as it is.
+                println!(
+                    "// with an application: a schema of {} lines and {} bytes of entities \
+                     (re-apply with --application-schema/--application-entities)",
+                    app.schema.lines().count(),
+                    app.entities.len()
+                );
+            }
+            print!("{}", doc.text);
         }
         PolicyCommand::History { admin } => {
             for row in admin.client().policy_history().await? {
@@ -118,10 +157,14 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        PolicyCommand::Diff { admin, file } => {
+        PolicyCommand::Diff {
+            admin,
+            file,
+            application,
+        } => {
             let out = admin
                 .client()
-                .apply_policy(&read(&file)?, true, None)
+                .apply_policy(&read(&file)?, application.read()?, true, None)
                 .await?;
             println!("{} validates against the AIMS schema.", file.display());
             print!("{}", out.diff);
@@ -129,12 +172,15 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Apply {
             admin,
             file,
+            application,
             author,
             wait,
             wait_timeout,
         } => {
             let client = admin.client();
-            let out = client.apply_policy(&read(&file)?, false, author).await?;
+            let out = client
+                .apply_policy(&read(&file)?, application.read()?, false, author)
+                .await?;
             print!("{}", out.diff);
             if out.applied {
                 println!(
