@@ -16,6 +16,7 @@ pub mod identity;
 pub mod mcp;
 pub mod proxy;
 pub mod recent;
+pub mod scopes;
 pub mod server_client;
 pub mod settings;
 pub mod signals;
@@ -205,6 +206,7 @@ fn compile_routes(
             metadata_url: format!("{public_url}{metadata_path}"),
             metadata_path,
             upstream,
+            scopes: scopes::ScopeHierarchy::new(&route.scope_implies),
             route: route.clone(),
         });
     }

@@ -87,6 +87,8 @@ pub struct CompiledRoute {
     pub metadata_url: String,
     /// The upstream, parsed once: a forward adds only its path and query.
     pub upstream: crate::upstream::Upstream,
+    /// Its scope hierarchy, closed.
+    pub scopes: crate::scopes::ScopeHierarchy,
 }
 
 impl CompiledRoute {
@@ -256,9 +258,13 @@ impl Gateway {
     /// RFC 9728 §2: this route's protected resource metadata.
     fn metadata(&self, route: &CompiledRoute) -> Value {
         let mut scopes: Vec<String> = route.route.required_scopes.clone();
-        for s in route.route.tool_scopes.values().flatten() {
-            if !scopes.contains(s) {
-                scopes.push(s.clone());
+        let tool_scopes = route.route.tool_scopes.values().flatten();
+        for s in tool_scopes
+            .map(String::as_str)
+            .chain(route.scopes.broader())
+        {
+            if !scopes.iter().any(|known| known == s) {
+                scopes.push(s.to_owned());
             }
         }
         json!({
@@ -427,7 +433,15 @@ impl Gateway {
         }
     }
 
-    fn facts(&self, caller: &Caller, target: &RequestTarget, req: &Request<Body>) -> Facts {
+    /// What policy knows of the call; the token's scopes with every scope they imply on this
+    /// route (MCP 2026-07-28 scope hierarchies).
+    fn facts(
+        &self,
+        route: &CompiledRoute,
+        caller: &Caller,
+        target: &RequestTarget,
+        req: &Request<Body>,
+    ) -> Facts {
         let mut facts = Facts {
             time: now_unix(),
             source_ip: req
@@ -439,7 +453,7 @@ impl Gateway {
             ..Facts::default()
         };
         if let Some((_, c)) = &caller.token {
-            facts.scopes = c.scopes();
+            facts.scopes = route.scopes.expand(c.scopes());
             facts.chain = c.act.as_ref().map(|a| a.chain()).unwrap_or_default();
             facts.authorization_details = c
                 .authorization_details
@@ -664,7 +678,7 @@ impl Gateway {
             principal: caller.principal.clone(),
             action,
             target: policy_target,
-            facts: self.facts(caller, target, req),
+            facts: self.facts(route, caller, target, req),
         };
         let verdict = self.decide(&query);
         Decision {
@@ -1004,6 +1018,7 @@ mod tests {
                 resource: None,
                 required_scopes: Vec::new(),
                 tool_scopes: Default::default(),
+                scope_implies: Default::default(),
                 transaction_tokens: false,
                 exchange_audience: None,
             },
@@ -1011,6 +1026,7 @@ mod tests {
             metadata_path: String::new(),
             metadata_url: String::new(),
             upstream: crate::upstream::Upstream::parse(upstream).unwrap(),
+            scopes: Default::default(),
         };
         let target =
             |uri: &str| parse_target(&req(http::Version::HTTP_11, uri, &["gw:1"])).unwrap();

@@ -66,6 +66,10 @@ pub struct Route {
     pub required_scopes: Vec<String>,
     /// MCP: scopes per tool name.
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Its scope hierarchy (MCP 2026-07-28): a broader scope and the narrower scopes it
+    /// implies, e.g. `files` → `files:read`, `files:write`; a token granting the broader one is
+    /// sufficient wherever a narrower one is required.
+    pub scope_implies: BTreeMap<String, Vec<String>>,
     /// Attach a transaction token minted for each allowed request.
     pub transaction_tokens: bool,
     /// Forward `Authorization: Bearer` with the caller's token exchanged (RFC 8693, the gateway

@@ -125,8 +125,9 @@ pub async fn serve(
 }
 
 /// The routes that put the demo tool served at `upstream` (`http://HOST:PORT`) behind a
-/// gateway: `/weather` needs scope `weather.read`; the MCP server at `/mcp` needs `mcp`, and
-/// `read_file` and `delete_file` need `files.read` and `files.delete` too.
+/// gateway: `/weather` needs scope `weather.read` (which `weather` implies); the MCP server at
+/// `/mcp` needs `mcp`, and `read_file` and `delete_file` need `files.read` and `files.delete`
+/// too (which `files` implies).
 pub fn routes(upstream: &str) -> Vec<Route> {
     let scopes = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     vec![
@@ -139,6 +140,9 @@ pub fn routes(upstream: &str) -> Vec<Route> {
             resource: None,
             required_scopes: scopes(&["weather.read"]),
             tool_scopes: Default::default(),
+            scope_implies: [("weather".to_owned(), scopes(&["weather.read"]))]
+                .into_iter()
+                .collect(),
             transaction_tokens: true,
             exchange_audience: None,
         },
@@ -156,6 +160,9 @@ pub fn routes(upstream: &str) -> Vec<Route> {
             ]
             .into_iter()
             .collect(),
+            scope_implies: [("files".to_owned(), scopes(&["files.read", "files.delete"]))]
+                .into_iter()
+                .collect(),
             transaction_tokens: true,
             exchange_audience: None,
         },

@@ -327,6 +327,7 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
     });
     assert_eq!(meta["resource"], resource);
     assert_eq!(meta["authorization_servers"][0], s.issuer.as_str());
+    assert_eq!(meta["scopes_supported"], json!(["weather.read", "weather"]));
 
     let token = s.token(resource, "weather.read");
     let (status, _, body) = s.get("/weather?city=Paris", &token);
@@ -437,6 +438,14 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
     );
     assert!(challenge.contains("scope=\"weather.read\""), "{challenge}");
     s.audit_until(|r| r["decision"] == "deny" && r["resource"] == "weather");
+    // MCP 2026-07-28 scope hierarchies: the route's broader `weather` implies `weather.read`,
+    // and a narrower or merely similar scope implies nothing broader.
+    let (status, _, body) = s.get("/weather", &s.token(resource, "weather"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.get("/weather", &s.token(resource, "weather.write")).0,
+        403
+    );
     // Tampered and forged tokens.
     let mut tampered = token.clone();
     tampered.insert(tampered.len() - 3, 'A');

@@ -119,6 +119,10 @@ pub struct RouteSection {
     /// MCP: scopes per tool.
     #[serde(default)]
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// The route's scope hierarchy: a broader scope and the narrower ones it implies
+    /// (`files = ["files:read", "files:write"]`; MCP 2026-07-28).
+    #[serde(default)]
+    pub scope_implies: BTreeMap<String, Vec<String>>,
     /// Attach a transaction token [default: true].
     pub transaction_tokens: Option<bool>,
     /// Forward a token exchanged for this audience (the upstream takes OAuth tokens).
@@ -140,6 +144,7 @@ impl RouteSection {
             resource: self.resource.clone(),
             required_scopes: self.required_scopes.clone(),
             tool_scopes: self.tool_scopes.clone(),
+            scope_implies: self.scope_implies.clone(),
             transaction_tokens: self.transaction_tokens.unwrap_or(true),
             exchange_audience: self.exchange_audience.clone(),
         }
