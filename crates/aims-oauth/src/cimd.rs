@@ -66,7 +66,7 @@ impl AuthorizationServer {
             .fetcher
             .json(client_id, MAX_DOCUMENT)
             .await
-            .map_err(|e| invalid(client_id, e))?;
+            .map_err(|e| OAuthError::fetch_failed(e, |e| invalid(client_id, e)))?;
         document_metadata(client_id, &doc)
     }
 }

@@ -558,11 +558,9 @@ impl AuthorizationServer {
         &self,
         uri: &str,
     ) -> Result<Vec<(Option<String>, aims_credentials::PublicKey)>, OAuthError> {
-        let doc = self
-            .fetcher
-            .json(uri, MAX_JWKS)
-            .await
-            .map_err(|e| invalid(format!("client jwks_uri: {e}")))?;
+        let doc = self.fetcher.json(uri, MAX_JWKS).await.map_err(|e| {
+            OAuthError::fetch_failed(e, |e| invalid(format!("client jwks_uri: {e}")))
+        })?;
         let set: JwkSet = serde_json::from_value((*doc).clone())
             .map_err(|e| invalid(format!("client jwks_uri {uri}: {e}")))?;
         ClientMetadata::keys_of(&set)

@@ -187,6 +187,18 @@ impl OAuthError {
         )
     }
 
+    /// A failed fetch of a URL a client named: `temporarily_unavailable` when too many fetches
+    /// are in flight (the client may retry), else what `refused` makes of it.
+    pub fn fetch_failed(
+        e: aims_outbound::fetch::FetchError,
+        refused: impl FnOnce(aims_outbound::fetch::FetchError) -> Self,
+    ) -> Self {
+        match e {
+            aims_outbound::fetch::FetchError::Busy { .. } => Self::unavailable(e.to_string()),
+            other => refused(other),
+        }
+    }
+
     /// `server_error` (500): a fault of ours, logged; the client learns nothing more.
     pub fn server_error(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");

@@ -8,7 +8,9 @@
 //!
 //! Documents are cached by URL (bounded) for their `Cache-Control: max-age` (at most a day;
 //! five minutes when absent; `no-store` or `no-cache` not at all); failures for ten seconds, so
-//! a broken client cannot make the server fetch in a loop.
+//! a broken client cannot make the server fetch in a loop. At most [`IN_FLIGHT`] fetches run at
+//! once: a client metadata document is fetched before its client is known, so a flood of
+//! unauthenticated requests naming fresh URLs gets `Busy`, never unbounded outbound parallelism.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +32,8 @@ const FAILURE_TTL: Duration = Duration::from_secs(10);
 const CACHE_ENTRIES: usize = 4096;
 /// Connect plus transfer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Fetches running at once, at most.
+pub const IN_FLIGHT: usize = 32;
 
 /// Outbound fetch settings.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +106,12 @@ pub enum FetchError {
     /// The HTTP client cannot be built (its TLS configuration).
     #[error("HTTP client: {0}")]
     Client(String),
+    /// As many fetches as allowed are running; try again (not remembered as a failure).
+    #[error("{url}: too many fetches in flight, try again")]
+    Busy {
+        /// The URL.
+        url: String,
+    },
 }
 
 /// Whether `ip` is outside the public unicast address space (RFC 6890 special-purpose
@@ -180,6 +190,7 @@ pub struct Fetcher {
     http: reqwest::Client,
     allow_private: bool,
     cache: Mutex<HashMap<String, Entry>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -282,6 +293,7 @@ impl Fetcher {
             http: guarded_client(settings, TIMEOUT)?,
             allow_private: settings.allow_private_networks,
             cache: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
         })
     }
 
@@ -295,6 +307,11 @@ impl Fetcher {
         }) {
             return hit;
         }
+        let Ok(_running) = self.in_flight.try_acquire() else {
+            return Err(FetchError::Busy {
+                url: url.to_owned(),
+            });
+        };
         let (value, ttl) = match self.fetch(url, max).await {
             Ok((v, ttl)) => (Ok(Arc::new(v)), ttl),
             Err(e) => (Err(e), FAILURE_TTL),
@@ -538,6 +555,50 @@ mod tests {
             read_limited(&small, resp, 1 << 20).await.unwrap().len(),
             128 << 10
         );
+    }
+
+    /// Issue 19: a flood of fresh URLs whose servers never answer holds at most `IN_FLIGHT`
+    /// fetches; the next is refused at once, not queued, and not remembered as a failure.
+    #[tokio::test]
+    async fn fetches_in_flight_are_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                conns.push(conn); // accepted, never answered
+            }
+        });
+        let fetcher = Arc::new(
+            Fetcher::new(&FetchSettings {
+                ca_file: None,
+                allow_private_networks: true,
+            })
+            .unwrap(),
+        );
+        let slow: Vec<_> = (0..IN_FLIGHT)
+            .map(|i| {
+                let f = fetcher.clone();
+                tokio::spawn(async move { f.json(&format!("https://{addr}/c/{i}"), 1024).await })
+            })
+            .collect();
+        while fetcher.in_flight.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let url = format!("https://{addr}/c/next");
+        assert!(matches!(
+            fetcher.json(&url, 1024).await,
+            Err(FetchError::Busy { .. })
+        ));
+        assert!(fetcher.cache.lock().unwrap().get(&url).is_none());
+        for f in slow {
+            assert!(matches!(
+                f.await.unwrap(),
+                Err(FetchError::Transport { .. })
+            ));
+        }
+        assert_eq!(fetcher.in_flight.available_permits(), IN_FLIGHT);
+        held.abort();
     }
 
     #[test]
