@@ -118,8 +118,9 @@ pub fn create_wpt(
     sign(key, &JwsHeader::new(key, Some(WPT_TYP), None), &claims)
 }
 
-/// The only value of a header field that must appear at most once.
-pub(crate) fn single_header<'a>(
+/// The only value of a header field that must appear at most once (several, or one that is
+/// not ASCII, is malformed: the decision and the action must read the same value).
+pub fn single_header<'a>(
     headers: &'a HeaderMap,
     name: &str,
 ) -> Result<Option<&'a str>, AuthnError> {

@@ -699,7 +699,14 @@ impl Gateway {
         decision: &Decision,
         trace_id: &str,
     ) -> Result<(Option<Minted>, String), Early> {
-        let incoming_txn = headers.get(TXN_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        // draft-ietf-oauth-transaction-tokens (Txn-Token header): exactly one token.
+        let incoming_txn =
+            aims_authn::wpt::single_header(headers, TXN_TOKEN_HEADER).map_err(|e| {
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "invalid_request", "error_description": e.to_string()}),
+                )
+            })?;
         if !decision.verdict.allowed || !route.route.transaction_tokens {
             return Ok((None, trace_id.to_owned()));
         }

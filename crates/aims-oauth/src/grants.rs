@@ -816,6 +816,17 @@ impl AuthorizationServer {
             )
         })?;
         let scopes = narrowed_scopes(Some(requested), Some(held))?;
+        // txn-tokens (Security Considerations): a Txn-Token never carries the access token it
+        // was minted from, which would travel on to every workload of the call chain.
+        if let Some(token) = form.get("subject_token").filter(|t| !t.is_empty()) {
+            for name in ["request_details", "request_context"] {
+                if form.get(name).is_some_and(|v| v.contains(token)) {
+                    return Err(OAuthError::invalid_request(format!(
+                        "{name} must not contain the subject token"
+                    )));
+                }
+            }
+        }
         let details = Self::context_param(form, "request_details")?;
         let mut rctx = Self::context_param(form, "request_context")?
             .unwrap_or_else(|| Value::Object(serde_json::Map::new()));

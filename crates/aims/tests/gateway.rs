@@ -1820,6 +1820,19 @@ fn gateway_workload_api_and_admin_attacks_get_their_exact_refusals() {
             "invalid_token",
         ),
         (
+            "two Txn-Token fields (txn-tokens: exactly one; the first is not picked)",
+            reqwest::Method::GET,
+            "/weather",
+            h(&[
+                ("authorization", &b_token),
+                ("txn-token", "a.b.c"),
+                ("txn-token", "d.e.f"),
+            ]),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
             "a DPoP-bound token as Bearer (RFC 9449 §7.1)",
             reqwest::Method::GET,
             "/weather",
