@@ -113,6 +113,22 @@ pub(crate) fn is_hand_off(a: &str, trust_domain: &TrustDomain) -> bool {
     SpiffeId::parse(a).is_ok_and(|id| id.is_member_of(trust_domain))
 }
 
+/// The target of a grant for another authorization server (identity chaining §2.3.3; ID-JAG
+/// §9.3): never this server itself, and never a workload of this trust domain.
+pub(crate) fn check_other_authorization_server(
+    target: &str,
+    issuer: &str,
+    trust_domain: &TrustDomain,
+) -> Result<(), OAuthError> {
+    if target == issuer || is_hand_off(target, trust_domain) {
+        return Err(OAuthError::invalid_target(format!(
+            "{target} is not another authorization server: a grant is for one this server trusts \
+             to redeem it"
+        )));
+    }
+    Ok(())
+}
+
 /// RFC 8693 §2.1: may `client` present `subject` at all?
 pub(crate) fn check_entitled(
     resources: &ResourceRegistry,

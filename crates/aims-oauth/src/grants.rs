@@ -309,6 +309,30 @@ impl AuthorizationServer {
         Ok(verified)
     }
 
+    /// Identity chaining §2.4.2: the subject of a grant from `iss` must be one this server can
+    /// identify as that issuer's to name: never a workload of this trust domain (another
+    /// authorization server does not speak for it), and one of the issuer's configured
+    /// `subjects` when it has any.
+    fn check_foreign_subject(&self, iss: &str, sub: &str) -> Result<(), OAuthError> {
+        if audience::is_hand_off(sub, &self.settings.trust_domain) {
+            return Err(OAuthError::invalid_grant(format!(
+                "{iss} cannot name {sub}, a workload of this trust domain"
+            )));
+        }
+        let allowed = self
+            .settings
+            .trusted_issuers
+            .iter()
+            .find(|t| t.issuer == iss)
+            .is_some_and(|t| t.may_name(sub));
+        if !allowed {
+            return Err(OAuthError::invalid_grant(format!(
+                "{sub} is not a subject {iss} may name here"
+            )));
+        }
+        Ok(())
+    }
+
     /// Uses the `jti` of an assertion from `iss` once: a replay is `invalid_grant`.
     async fn spend_assertion(&self, iss: &str, claims: &Value) -> Result<(), OAuthError> {
         let now = self.now();
@@ -442,6 +466,7 @@ impl AuthorizationServer {
             .map_err(|e| OAuthError::invalid_grant(format!("assertion claims: {e}")))?;
         let audience =
             self.check_grant_bounds(&grant, binding, audience, header.typ_is(ID_JAG_TYP))?;
+        self.check_foreign_subject(&iss, &grant.sub)?;
         // The grant is for the client it names (identity chaining §2.3.2; ID-JAG's client_id).
         if grant.client_id.as_deref() != Some(client.client_id.as_str()) {
             return Err(OAuthError::invalid_grant(format!(
@@ -923,6 +948,11 @@ impl AuthorizationServer {
                 "name exactly one target authorization server (audience or resource)",
             ));
         };
+        audience::check_other_authorization_server(
+            target,
+            &self.settings.issuer,
+            &self.settings.trust_domain,
+        )?;
         audience::check_audiences(
             &self.resources,
             &self.settings.trust_domain,

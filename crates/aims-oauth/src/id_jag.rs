@@ -81,11 +81,11 @@ impl AuthorizationServer {
             )));
         }
         // §9.3: never to itself (this server would be redeeming its own assertion).
-        if *target == self.settings.issuer {
-            return Err(OAuthError::invalid_target(
-                "an ID-JAG is for another authorization server",
-            ));
-        }
+        crate::audience::check_other_authorization_server(
+            target,
+            &self.settings.issuer,
+            &self.settings.trust_domain,
+        )?;
         let resource = resources(form)?;
         let scopes = narrowed_scopes(form.scopes()?, None)?;
         let g = Grant {

@@ -27,6 +27,22 @@ pub struct TrustedIssuer {
     pub jwks_uri: String,
     /// Extra CA certificates (PEM) to trust for `jwks_uri`.
     pub ca_file: Option<PathBuf>,
+    /// The subjects its grants may name (identity chaining §2.4.2: a subject this server cannot
+    /// identify is refused): each an exact subject, or a prefix when it ends in `/` or `:`
+    /// (`spiffe://partner.org/`). Empty: any subject but a workload of this trust domain, which
+    /// no other authorization server speaks for.
+    pub subjects: Vec<String>,
+}
+
+impl TrustedIssuer {
+    /// Whether its grants may name `sub` (beside the rule that none names a workload of this
+    /// trust domain).
+    pub fn may_name(&self, sub: &str) -> bool {
+        self.subjects.is_empty()
+            || self.subjects.iter().any(|s| {
+                s == sub || ((s.ends_with('/') || s.ends_with(':')) && sub.starts_with(s.as_str()))
+            })
+    }
 }
 
 /// A resource this authorization server issues tokens for (RFC 8707 resource indicator): the
@@ -157,5 +173,29 @@ impl AsSettings {
         self.mtls_base
             .as_ref()
             .map(|b| format!("{b}{}", aims_token::wire::TOKEN_PATH))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trusted_issuer_names_only_the_subjects_it_is_given() {
+        let issuer = |subjects: &[&str]| TrustedIssuer {
+            issuer: "https://as.partner.org".into(),
+            jwks_uri: "https://as.partner.org/jwks".into(),
+            ca_file: None,
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert!(issuer(&[]).may_name("anyone"));
+        let pinned = issuer(&["spiffe://partner.org/", "user:", "alice"]);
+        assert!(pinned.may_name("spiffe://partner.org/agent/a"));
+        assert!(pinned.may_name("user:42"));
+        assert!(pinned.may_name("alice"));
+        // An exact entry is not a prefix; a prefix is matched from the start.
+        assert!(!pinned.may_name("alice2"));
+        assert!(!pinned.may_name("spiffe://partner.org.evil/agent/a"));
+        assert!(!pinned.may_name("spiffe://other.org/agent/a"));
     }
 }

@@ -1803,6 +1803,22 @@ async fn identity_chaining_across_two_trust_domains() {
         let (s, v) = redeem(grant, svid_for_b.clone(), "https://api.other.org/").await;
         assert_eq!((s, error(&v)), (400, want), "{why}: {v}");
     }
+    // Identity chaining §2.4.2: a subject B cannot identify as A's to name is refused: A does
+    // not speak for B's own workloads.
+    let (s, v) = redeem(
+        grant_of("JWT", json!({"sub": "spiffe://other.org/agent/payroll"})),
+        svid_for_b.clone(),
+        "https://api.other.org/",
+    )
+    .await;
+    assert_eq!((s, error(&v)), (400, "invalid_grant"), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("a workload of this trust domain"),
+        "{v}"
+    );
     let scopeless = grant_of("JWT", json!({"scope": null}));
     let (s, v, _) = b
         .post(

@@ -350,6 +350,7 @@ pub async fn start_trusting(td: &str, home: &As) -> As {
             issuer: issuer.clone(),
             jwks_uri: format!("{issuer}/oauth2/jwks"),
             ca_file: Some(ca),
+            subjects: Vec::new(),
         });
     })
     .await

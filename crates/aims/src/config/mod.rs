@@ -214,6 +214,9 @@ pub struct TrustedIssuerSection {
     pub jwks_uri: String,
     /// Extra CA certificates (PEM) for `jwks_uri`.
     pub ca_file: Option<PathBuf>,
+    /// The subjects its grants may name: exact, or prefixes ending in `/` or `:`.
+    #[serde(default)]
+    pub subjects: Vec<String>,
 }
 
 /// A `transaction_token_services` list, which may name only workloads of `trust_domain`: a
@@ -313,6 +316,7 @@ impl OAuthSection {
                 issuer: t.issuer.trim_end_matches('/').to_owned(),
                 jwks_uri: t.jwks_uri.clone(),
                 ca_file: t.ca_file.clone(),
+                subjects: t.subjects.clone(),
             });
         }
         Ok(())
