@@ -855,8 +855,18 @@ impl AuthorizationServer {
         let details = Self::context_param(form, "request_details")?;
         let mut rctx = Self::context_param(form, "request_context")?
             .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        // The service has the last word on rctx: the connection's address, unless the caller is
+        // one of this trust domain's transaction-token services (a gateway asking on behalf of
+        // the caller it fronts), whose `req_ip` names that original caller.
         if let (Some(conn), Some(obj)) = (connection, rctx.as_object_mut()) {
-            obj.insert("req_ip".into(), Value::String(conn.remote.ip().to_string()));
+            let from_edge = self.txn_services.is_edge_service(workload)
+                && obj
+                    .get("req_ip")
+                    .and_then(Value::as_str)
+                    .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+            if !from_edge {
+                obj.insert("req_ip".into(), Value::String(conn.remote.ip().to_string()));
+            }
         }
         let (txn, req_wl, tctx) = match &subject.txn {
             // A replacement keeps txn, sub and tctx, and extends the chain of workloads.

@@ -1027,6 +1027,9 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
             server: Some("spiffe://example.org/svc/orders".into()),
             exchange_to: Vec::new(),
         }];
+        // The orders service is a transaction-token service of the trust domain too (as a
+        // gateway is): the req_ip it names is the caller it fronts.
+        s.oauth.txn_token_services = vec![id("spiffe://example.org/svc/orders")];
     })
     .await;
     let (_, v) = a
@@ -1040,7 +1043,8 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
                subject: String,
                subject_type: &'static str,
                scope: &'static str,
-               audience: &'static str| {
+               audience: &'static str,
+               context: &'static str| {
         let a = &a;
         async move {
             let assertion = a.jwt_svid(&workload).await;
@@ -1060,7 +1064,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
                         ("audience", audience),
                         ("scope", scope),
                         ("request_details", r#"{"order":"42","amount":10}"#),
-                        ("request_context", r#"{"channel":"api"}"#),
+                        ("request_context", context),
                     ],
                 )
                 .await;
@@ -1073,6 +1077,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         ACCESS_TOKEN_TYPE,
         "orders:read",
         "example.org",
+        r#"{"channel":"api"}"#,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -1083,20 +1088,42 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
     );
     assert!(v.get("refresh_token").is_none());
     let t1 = v["access_token"].as_str().unwrap().to_owned();
-    let claims: aims_token::claims::TxnClaims = aims_token::claims::verify_own(
-        a.server.issuer.as_ref(),
-        &a.issuer,
-        &t1,
-        aims_token::claims::TXN_TYP,
-        a.now(),
-    )
-    .unwrap();
+    let txn_claims = |t: &str| -> aims_token::claims::TxnClaims {
+        aims_token::claims::verify_own(
+            a.server.issuer.as_ref(),
+            &a.issuer,
+            t,
+            aims_token::claims::TXN_TYP,
+            a.now(),
+        )
+        .unwrap()
+    };
+    let claims = txn_claims(&t1);
     assert_eq!(claims.aud, "example.org");
     assert_eq!(claims.sub, "spiffe://example.org/agent/front");
     assert_eq!(claims.scope, "orders:read");
     assert_eq!(claims.req_wl, "spiffe://example.org/svc/orders");
     assert_eq!(claims.tctx.as_ref().unwrap()["order"], "42");
     assert_eq!(claims.rctx.as_ref().unwrap()["req_ip"], "127.0.0.1");
+    // A transaction-token service names the caller it fronts; any other workload's claim is
+    // replaced by the address it connected from.
+    for (workload, want) in [
+        ("spiffe://example.org/svc/orders", "203.0.113.7"),
+        ("spiffe://example.org/agent/front", "127.0.0.1"),
+    ] {
+        let (s, v) = txn(
+            workload.into(),
+            access.clone(),
+            ACCESS_TOKEN_TYPE,
+            "orders:read",
+            "example.org",
+            r#"{"req_ip":"203.0.113.7"}"#,
+        )
+        .await;
+        assert_eq!(s, 200, "{workload}: {v}");
+        let c = txn_claims(v["access_token"].as_str().unwrap());
+        assert_eq!(c.rctx.unwrap()["req_ip"], want, "{workload}");
+    }
     assert!(claims.exp - claims.iat <= 60);
     assert!(!t1.contains(&access), "never embeds the access token");
     // A replacement keeps txn and context, extends the chain, and cannot widen.
@@ -1106,17 +1133,11 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         "urn:ietf:params:oauth:token-type:txn_token",
         "orders:read",
         "spiffe://example.org",
+        r#"{"channel":"api"}"#,
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let c2: aims_token::claims::TxnClaims = aims_token::claims::verify_own(
-        a.server.issuer.as_ref(),
-        &a.issuer,
-        v["access_token"].as_str().unwrap(),
-        aims_token::claims::TXN_TYP,
-        a.now(),
-    )
-    .unwrap();
+    let c2 = txn_claims(v["access_token"].as_str().unwrap());
     assert_eq!(c2.txn, claims.txn);
     assert_eq!(
         c2.req_wl,
@@ -1128,6 +1149,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         "urn:ietf:params:oauth:token-type:txn_token",
         "orders:write",
         "example.org",
+        r#"{"channel":"api"}"#,
     )
     .await;
     assert_eq!((s, error(&v)), (400, "invalid_scope"));
@@ -1138,6 +1160,7 @@ async fn transaction_tokens_for_workloads_of_the_trust_domain_only() {
         ACCESS_TOKEN_TYPE,
         "orders:read",
         "other.org",
+        r#"{"channel":"api"}"#,
     )
     .await;
     assert_eq!((s, error(&v)), (400, "invalid_target"));
