@@ -359,6 +359,53 @@ fn the_policy_is_reviewed_and_applied_through_the_cli() {
     );
     assert!(assert_ok(&aims.cli(&["policy", "show", "1"])).starts_with("// version 1"));
     assert!(assert_ok(&common::run(&["policy", "schema"])).contains("namespace Aims"));
+    // Issue 19: an application (the AuthZEN interop's Todo app) applied beside the policies,
+    // and read back part by part.
+    let todo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/authzen-todo");
+    let (schema, entities) = (
+        todo.join("todo.cedarschema"),
+        todo.join("citadel.entities.json"),
+    );
+    let with_todo = aims.dir.path().join("with-todo.cedar");
+    std::fs::write(
+        &with_todo,
+        format!(
+            "{shown}\n{}",
+            std::fs::read_to_string(todo.join("todo.cedar")).unwrap()
+        ),
+    )
+    .unwrap();
+    let refused = aims.cli(&["policy", "apply", with_todo.to_str().unwrap()]);
+    assert!(
+        !refused.status.success(),
+        "Todo policies without the Todo schema"
+    );
+    let applied = assert_ok(&aims.cli(&[
+        "policy",
+        "apply",
+        with_todo.to_str().unwrap(),
+        "--application-schema",
+        schema.to_str().unwrap(),
+        "--application-entities",
+        entities.to_str().unwrap(),
+    ]));
+    assert!(applied.contains("Policy version 3 (sha256:"), "{applied}");
+    let shown = assert_ok(&aims.cli(&["policy", "show"]));
+    assert!(shown.contains("// with an application"), "{shown}");
+    assert_eq!(
+        assert_ok(&aims.cli(&["policy", "show", "--application-schema"])),
+        std::fs::read_to_string(&schema).unwrap()
+    );
+    assert_eq!(
+        assert_ok(&aims.cli(&["policy", "show", "3", "--application-entities"])),
+        std::fs::read_to_string(&entities).unwrap()
+    );
+    let none = aims.cli(&["policy", "show", "1", "--application-schema"]);
+    assert!(
+        stderr(&none).contains("has no application"),
+        "{}",
+        stderr(&none)
+    );
 }
 
 fn csr_with(sans: Vec<rcgen::SanType>) -> String {

@@ -18,6 +18,12 @@ pub enum PolicyCommand {
         /// A recorded version instead of the one in force.
         #[arg(value_name = "VERSION")]
         number: Option<u64>,
+        /// Print the version's application schema instead of its policies.
+        #[arg(long, conflicts_with = "application_entities")]
+        application_schema: bool,
+        /// Print the version's application entities instead of its policies.
+        #[arg(long)]
+        application_entities: bool,
     },
     /// List every version put in force.
     History {
@@ -127,19 +133,36 @@ fn read(file: &PathBuf) -> anyhow::Result<String> {
 /// Runs `aims policy …`.
 pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
-        PolicyCommand::Show { admin, number } => {
+        PolicyCommand::Show {
+            admin,
+            number,
+            application_schema,
+            application_entities,
+        } => {
             let doc = match number {
                 Some(v) => {
                     aims_policy::service::stored_document(&admin.client().policy_version(v).await?)
                 }
                 None => admin.client().current_policy().await?,
             };
+            if application_schema || application_entities {
+                let app = doc.application.as_ref().with_context(|| {
+                    format!("policy version {} has no application", doc.version)
+                })?;
+                let part = if application_schema {
+                    &app.schema
+                } else {
+                    &app.entities
+                };
+                print!("{part}");
+                return Ok(());
+            }
             println!("// version {} ({})", doc.version, doc.hash);
             if let Some(app) = &doc.application {
                 // Comments, so that the output applies again as it is.
                 println!(
                     "// with an application: a schema of {} lines and {} bytes of entities \
-                     (re-apply with --application-schema/--application-entities)",
+                     (aims policy show --application-schema / --application-entities)",
                     app.schema.lines().count(),
                     app.entities.len()
                 );
