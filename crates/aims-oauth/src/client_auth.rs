@@ -27,7 +27,7 @@ use aims_credentials::jose::{
     ASYMMETRIC_ALGORITHMS, Audience, CompactJws, check_time, sha256_b64url,
 };
 use aims_credentials::{WitProfile, verify_wit};
-use aims_token::wire::{JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION};
+use aims_token::wire::{JWT_BEARER_ASSERTION, JWT_BEARER_GRANT, JWT_SPIFFE_ASSERTION};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
@@ -181,6 +181,23 @@ impl AuthorizationServer {
                 "more than one client authentication method in one request",
             ));
         }
+        // MCP workload identity federation (SEP-1933), AIMS AZ-15: a workload's JWT-SVID for
+        // this issuer, presented as the JWT bearer grant with no other credential,
+        // authenticates the workload as the SPIFFE client assertion would (same checks: the
+        // issuer the only audience). An assertion that is no such JWT-SVID (an ID-JAG of a
+        // public client) goes on to the checks below.
+        let svid_grant_client = match form.get("assertion") {
+            Some(grant)
+                if used == 0
+                    && form.get("grant_type") == Some(JWT_BEARER_GRANT)
+                    && connection.and_then(|c| c.peer_spiffe_id.as_ref()).is_none() =>
+            {
+                self.jwt_svid_client(grant, form.get("client_id"))
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
         let mut client = if let Some(assertion) = assertion {
             match form.require("client_assertion_type")? {
                 JWT_SPIFFE_ASSERTION => {
@@ -213,6 +230,8 @@ impl AuthorizationServer {
                 .map_err(|_| invalid("client_id is missing"))?;
             self.secret_client(id, secret, AuthMethod::ClientSecretPost)
                 .await?
+        } else if let Some(svid_client) = svid_grant_client {
+            svid_client
         } else if public == PublicClients::Accepted
             && connection.and_then(|c| c.peer_spiffe_id.as_ref()).is_none()
             && let Some(id) = form.get("client_id")

@@ -14,9 +14,12 @@
 //!   when a [`DpopKey`](dpop::DpopKey) is given.
 //! * [`dpop`]: RFC 9449 proofs.
 //! * [`txn`]: forwarding a transaction token along the calls of one task.
+//! * [`mcp`]: MCP authorization under the Rust MCP SDK: discovery, the grants of MCP's
+//!   authorization extensions, DPoP, step-up.
 #![forbid(unsafe_code)]
 
 pub mod dpop;
+pub mod mcp;
 pub mod oauth;
 pub mod source;
 pub mod txn;
@@ -32,6 +35,10 @@ pub enum SdkError {
     /// The Workload API answered something this SDK cannot use.
     #[error("Workload API answer: {0}")]
     Invalid(String),
+    /// MCP authorization could not go on: discovery failed, or an answer did not pass a check
+    /// (a resource, issuer, `state` or `iss` that is not the one expected).
+    #[error("authorization: {0}")]
+    Authorization(String),
     /// The authorization server answered with an OAuth error (RFC 6749 §5.2).
     #[error("{error}: {description}")]
     OAuth {

@@ -23,8 +23,8 @@ use crate::SdkError;
 use crate::dpop::DpopKey;
 use crate::source::JwtSource;
 
-/// A token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
-#[derive(Debug, Clone, Deserialize)]
+/// A token response (RFC 6749 §5.1, RFC 8693 §2.2.1). `Debug` shows no token.
+#[derive(Clone, Deserialize)]
 pub struct Token {
     /// The token.
     pub access_token: String,
@@ -41,6 +41,21 @@ pub struct Token {
     /// Granted RFC 9396 details.
     #[serde(default)]
     pub authorization_details: Option<Value>,
+    /// A refresh token (RFC 6749 §6), when one was issued.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("issued_token_type", &self.issued_token_type)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A pushed authorization request's answer (RFC 9126 §2.2).
@@ -134,8 +149,7 @@ impl TokenClient {
     }
 
     /// POSTs `form` to the endpoint at `path`, authenticated with the agent's JWT-SVID; the
-    /// JSON answer of a 2xx, else the OAuth error. Retries once with the server's DPoP nonce
-    /// when asked (RFC 9449 §8).
+    /// JSON answer of a 2xx, else the OAuth error.
     async fn post(
         &self,
         path: &str,
@@ -149,45 +163,19 @@ impl TokenClient {
         if let Some(id) = &self.client_id {
             body.push(("client_id", id));
         }
-        let url = format!("{}{path}", self.issuer);
-        let mut nonce: Option<String> = None;
-        for _ in 0..2 {
-            let mut req = self.http.post(&url).form(&body);
-            if let Some(key) = dpop {
-                req = req.header("DPoP", key.proof("POST", &url, None, nonce.as_deref())?);
-            }
-            if let Some(trace) = &self.trace_id {
-                let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-                req = req.header("traceparent", format!("00-{trace}-{span}-01"));
-            }
-            let resp = req.send().await?;
-            let status = resp.status().as_u16();
-            let server_nonce = resp
-                .headers()
-                .get("dpop-nonce")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let v: Value = resp.json().await?;
-            if (200..300).contains(&status) {
-                return Ok(v);
-            }
-            let error = v["error"].as_str().unwrap_or("invalid_response").to_owned();
-            if error == "use_dpop_nonce" && nonce.is_none() && server_nonce.is_some() {
-                nonce = server_nonce;
-                continue;
-            }
-            return Err(SdkError::OAuth {
-                status,
-                error,
-                description: v["error_description"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+        let mut headers = Vec::new();
+        if let Some(trace) = &self.trace_id {
+            let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+            headers.push(("traceparent", format!("00-{trace}-{span}-01")));
         }
-        Err(SdkError::Invalid(
-            "the server kept asking for a DPoP nonce".into(),
-        ))
+        post_form(
+            &self.http,
+            &format!("{}{path}", self.issuer),
+            &body,
+            &headers,
+            dpop,
+        )
+        .await
     }
 
     /// Pushes an authorization request (RFC 9126 §2.1) with `params` (`response_type`,
@@ -352,6 +340,56 @@ impl TokenClient {
         )
         .await
     }
+}
+
+/// POSTs `form` to an OAuth endpoint at `url` with `headers`; the JSON answer of a 2xx, else
+/// the OAuth error (RFC 6749 §5.2). With a DPoP key, each attempt carries a fresh proof, and a
+/// server that asks for a nonce gets the request once more with it (RFC 9449 §8).
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, String)],
+    dpop: Option<&DpopKey>,
+) -> Result<Value, SdkError> {
+    let mut nonce: Option<String> = None;
+    for _ in 0..2 {
+        let mut req = http.post(url).form(form);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        if let Some(key) = dpop {
+            req = req.header("DPoP", key.proof("POST", url, None, nonce.as_deref())?);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let server_nonce = resp
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let v: Value = resp.json().await?;
+        if (200..300).contains(&status) {
+            return Ok(v);
+        }
+        let error = v["error"].as_str().unwrap_or("invalid_response").to_owned();
+        if error == "use_dpop_nonce" && nonce.is_none() && server_nonce.is_some() && dpop.is_some()
+        {
+            nonce = server_nonce;
+            continue;
+        }
+        return Err(SdkError::OAuth {
+            status,
+            error,
+            description: v["error_description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    Err(SdkError::Invalid(
+        "the server kept asking for a DPoP nonce".into(),
+    ))
 }
 
 #[cfg(test)]

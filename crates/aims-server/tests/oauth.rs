@@ -14,7 +14,7 @@ use aims_credentials::jose::{Audience, JwsHeader, sign};
 use aims_credentials::{AuthorityPolicy, CaManager, KeyType, MemoryKeyManager, PrivateKey};
 use aims_token::claims::AccessClaims;
 use aims_token::presentation::{SenderProof, verify_access_token};
-use aims_token::wire::{ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
+use aims_token::wire::{ACCESS_TOKEN_TYPE, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
 use common::{
     As, JWT_SPIFFE_ASSERTION, RESOURCE, dpop_proof, dpop_verifier, id, start_as, start_as_in,
 };
@@ -34,6 +34,22 @@ fn rogue(td: &str) -> CaManager {
     );
     ca.tick(SystemTime::now()).unwrap();
     ca
+}
+
+/// A JWT-SVID of `sub` for `a`'s issuer, signed by a CA of `td` that `a` does not trust.
+fn rogue_jwt_svid(a: &As, td: &str, sub: &str) -> String {
+    rogue(td)
+        .active()
+        .unwrap()
+        .jwt
+        .mint_jwt_svid(
+            &id(sub),
+            std::slice::from_ref(&a.issuer),
+            Duration::from_secs(60),
+            a.clock.now(),
+        )
+        .unwrap()
+        .token
 }
 
 fn uuid_like() -> String {
@@ -170,19 +186,7 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
         .token;
     assert_eq!(post(vec![("client_assertion", two)]).await.0, 401);
     // A foreign trust domain we do not federate with.
-    let other = rogue("other.org");
-    let foreign = other
-        .active()
-        .unwrap()
-        .jwt
-        .mint_jwt_svid(
-            &id("spiffe://other.org/agent/x"),
-            std::slice::from_ref(&a.issuer),
-            Duration::from_secs(60),
-            a.clock.now(),
-        )
-        .unwrap()
-        .token;
+    let foreign = rogue_jwt_svid(&a, "other.org", "spiffe://other.org/agent/x");
     let (s, v) = post(vec![("client_assertion", foreign)]).await;
     assert_eq!(s, 401);
     assert!(
@@ -193,18 +197,7 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
         "{v}"
     );
     // Our trust domain's name, a key outside our bundle.
-    let impostor = rogue("example.org")
-        .active()
-        .unwrap()
-        .jwt
-        .mint_jwt_svid(
-            &id(agent),
-            std::slice::from_ref(&a.issuer),
-            Duration::from_secs(60),
-            a.clock.now(),
-        )
-        .unwrap()
-        .token;
+    let impostor = rogue_jwt_svid(&a, "example.org", agent);
     assert_eq!(post(vec![("client_assertion", impostor)]).await.0, 401);
     // alg none and HS256 with a public key.
     let b64 = |v: &Value| {
@@ -244,6 +237,69 @@ async fn client_credentials_with_a_jwt_svid_and_every_bad_assertion() {
     ])
     .await;
     assert_eq!(s, 401);
+}
+
+/// MCP workload identity federation (SEP-1933), AIMS AZ-15: a workload's JWT-SVID presented as
+/// the JWT bearer grant with no other client credential is both the grant and the client's
+/// authentication, under the same checks as the SPIFFE client assertion.
+#[tokio::test]
+async fn a_jwt_svid_alone_is_a_jwt_bearer_grant_for_its_workload() {
+    let a = start_as("example.org", |_| {}).await;
+    let agent = "spiffe://example.org/agent/planner";
+    let grant = |assertion: String, extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", JWT_BEARER_GRANT.into()),
+            ("assertion", assertion),
+            ("resource", RESOURCE.into()),
+            ("scope", "read".into()),
+        ];
+        form.extend(extra);
+        let a = &a;
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, v, _) = a.post("/oauth2/token", &f).await;
+            (s, v)
+        }
+    };
+    let (s, v) = grant(a.jwt_svid(agent).await, vec![]).await;
+    assert_eq!(s, 200, "{v}");
+    let c = a.verify(v["access_token"].as_str().unwrap(), RESOURCE);
+    assert_eq!((c.sub.as_str(), c.client_id.as_str()), (agent, agent));
+    assert!(c.act.is_none());
+    // client_id naming another workload.
+    let (s, v) = grant(
+        a.jwt_svid(agent).await,
+        vec![("client_id", "spiffe://example.org/agent/other".into())],
+    )
+    .await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    // Another audience, two audiences, a foreign trust domain, junk: no client at all.
+    let mint = |aud: Vec<String>| {
+        let a = &a;
+        async move {
+            a.server
+                .issuer
+                .mint_jwt_svid(&id(agent), &aud, None)
+                .await
+                .unwrap()
+                .token
+        }
+    };
+    let foreign = rogue_jwt_svid(&a, "other.org", "spiffe://other.org/agent/x");
+    for bad in [
+        mint(vec!["https://elsewhere".into()]).await,
+        mint(vec![a.issuer.clone(), "https://x".into()]).await,
+        foreign,
+        "not.a.jwt".into(),
+    ] {
+        let (s, v) = grant(bad, vec![]).await;
+        assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
+    }
+    // Expired.
+    let soon = a.jwt_svid(agent).await;
+    a.clock.advance(Duration::from_secs(301 + 61));
+    let (s, v) = grant(soon, vec![]).await;
+    assert_eq!((s, error(&v)), (401, "invalid_client"), "{v}");
 }
 
 /// AIMS MO-8: no token without its decision on record. When the audit log cannot take the

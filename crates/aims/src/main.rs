@@ -89,6 +89,10 @@ enum Command {
     Policy(cmd::policy::PolicyCommand),
     /// Check that the server on a data directory answers.
     Health(cmd::AdminArgs),
+    /// Call an MCP server's tools as an OAuth client (MCP authorization: discovery, client
+    /// credentials, JWT bearer, ID-JAG, DPoP).
+    #[command(subcommand)]
+    Mcp(cmd::mcp::McpCommand),
     /// Run the demo tool `aims up` puts behind its gateway, standalone: an HTTP API at
     /// `/weather` and an MCP server (streamable HTTP, on the `rmcp` SDK) at `/mcp` with `echo`,
     /// `read_file` and `delete_file`.
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             Command::Svid(c) => cmd::svid::run(c).await,
             Command::Bundle(c) => cmd::bundle::run(c).await,
             Command::Health(a) => cmd::health(a).await,
+            Command::Mcp(c) => cmd::mcp::run(c).await,
             Command::DemoTool(a) => demo_tool::run(a).await,
         };
         if let Some(t) = traces {

@@ -2031,3 +2031,108 @@ fn gateway_workload_api_and_admin_attacks_get_their_exact_refusals() {
     assert_eq!(status, "400", "{body}");
     assert!(count + 4 + 2 >= 23);
 }
+
+/// Issue 19: `aims mcp` (the MCP client of `aims-sdk`) against AIMS itself, as a tool user's
+/// MCP client would come: it knows only the gateway's MCP URL. From the gateway's 401 it finds
+/// the AS (RFC 9728), gets a DPoP-bound token for that resource (the AS supports DPoP) with its
+/// `private_key_jwt` client, sees the tools its scope allows, and steps up to the scope a tool
+/// needs (403 `insufficient_scope`). A scope its client may not have ends in a clear refusal.
+/// A workload with a JWT-SVID needs no client secret at all (JWT bearer, SEP-1933).
+#[test]
+fn aims_mcp_finds_the_as_steps_up_and_calls_tools_through_the_gateway() {
+    let s = Stack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let jwk = key
+        .public_key()
+        .to_jwk(Some("sig"), None, Some(key.jws_algorithm()));
+    let jwks = dir.path().join("mcp-cli.jwks");
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let pem = dir.path().join("mcp-cli.pem");
+    std::fs::write(&pem, key.to_pkcs8_pem().as_bytes()).unwrap();
+    assert_ok(&s.aims.cli(&[
+        "client",
+        "create",
+        "--client-id",
+        "mcp-cli",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--scope",
+        "mcp files.read",
+        "--grant-type",
+        "client_credentials",
+    ]));
+    let url = format!("{}/mcp", s.gateway);
+    let ca = s.aims.web_ca();
+    let mcp = |args: &[&str], credentials: &[&str]| {
+        let mut full = vec!["mcp"];
+        full.extend_from_slice(&args[..1]);
+        full.push(&url);
+        full.extend_from_slice(&args[1..]);
+        full.extend_from_slice(&["--ca-file", ca.to_str().unwrap()]);
+        full.extend_from_slice(credentials);
+        common::run(&full)
+    };
+    let client = [
+        "--client-id",
+        "mcp-cli",
+        "--private-key-file",
+        pem.to_str().unwrap(),
+    ];
+    // The route's scope `mcp` from the challenge: the tools that scope allows.
+    let tools: Value = serde_json::from_str(&assert_ok(&mcp(&["tools"], &client))).unwrap();
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo"], "{tools}");
+    // read_file needs files.read too: the client steps up and the call goes through.
+    let out = assert_ok(&mcp(
+        &[
+            "call",
+            "read_file",
+            "--arguments",
+            r#"{"path":"/etc/hosts"}"#,
+        ],
+        &client,
+    ));
+    assert!(out.contains("contents of /etc/hosts"), "{out}");
+    // delete_file needs files.delete, which this client may not have: the AS refuses the
+    // step-up, and the client says so instead of asking again.
+    let refused = mcp(
+        &["call", "delete_file", "--arguments", r#"{"path":"/tmp/x"}"#],
+        &client,
+    );
+    assert!(!refused.status.success());
+    let err = common::stderr(&refused);
+    assert!(err.contains("invalid_scope"), "{err}");
+    // Another client's key is refused at the token endpoint.
+    let other = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let other_pem = dir.path().join("other.pem");
+    std::fs::write(&other_pem, other.to_pkcs8_pem().as_bytes()).unwrap();
+    let refused = mcp(
+        &["tools"],
+        &[
+            "--client-id",
+            "mcp-cli",
+            "--private-key-file",
+            other_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        common::stderr(&refused).contains("invalid_client"),
+        "{}",
+        common::stderr(&refused)
+    );
+    // The test process's JWT-SVID by the JWT bearer grant: no client credential at all.
+    let svid = dir.path().join("svid.jwt");
+    std::fs::write(&svid, s.jwt_svid()).unwrap();
+    let out = assert_ok(&mcp(
+        &["call", "echo", "--arguments", r#"{"text":"hello"}"#],
+        &["--assertion-file", svid.to_str().unwrap()],
+    ));
+    assert!(out.contains("hello"), "{out}");
+}

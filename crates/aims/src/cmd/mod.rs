@@ -9,6 +9,7 @@ pub mod compliance;
 pub mod demo;
 pub mod entry;
 pub mod gateway;
+pub mod mcp;
 pub mod node;
 pub mod policy;
 pub mod replicas;
