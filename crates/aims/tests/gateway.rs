@@ -2127,12 +2127,29 @@ fn aims_mcp_finds_the_as_steps_up_and_calls_tools_through_the_gateway() {
         "{}",
         common::stderr(&refused)
     );
-    // The test process's JWT-SVID by the JWT bearer grant: no client credential at all.
-    let svid = dir.path().join("svid.jwt");
-    std::fs::write(&svid, s.jwt_svid()).unwrap();
+    // A workload's JWT-SVID from the Workload API by the JWT bearer grant: no client
+    // credential at all. The same JWT-SVID for another audience is refused.
+    let socket = s.aims.workload_socket();
     let out = assert_ok(&mcp(
         &["call", "echo", "--arguments", r#"{"text":"hello"}"#],
-        &["--assertion-file", svid.to_str().unwrap()],
+        &["--workload-api", "--socket", socket.to_str().unwrap()],
     ));
     assert!(out.contains("hello"), "{out}");
+    let elsewhere = dir.path().join("elsewhere.jwt");
+    let svid = common::api(
+        std::path::Path::new(common::aims_bin()),
+        &socket,
+        &["fetch", "jwt", "--audience", "https://elsewhere.example"],
+    );
+    std::fs::write(&elsewhere, common::stdout(&svid).trim()).unwrap();
+    let refused = mcp(
+        &["tools"],
+        &["--assertion-file", elsewhere.to_str().unwrap()],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        common::stderr(&refused).contains("invalid_client"),
+        "{}",
+        common::stderr(&refused)
+    );
 }

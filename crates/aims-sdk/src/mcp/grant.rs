@@ -17,6 +17,7 @@ use crate::dpop::DpopKey;
 use crate::mcp::authorize::{Browser, authorization_code};
 use crate::mcp::discovery::AuthorizationServer;
 use crate::oauth::{Token, post_form};
+use crate::source::JwtSource;
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3).
 pub enum ClientAuth {
@@ -131,7 +132,7 @@ pub enum Grant {
     /// identity federation, SEP-1933): e.g. a JWT-SVID for the authorization server.
     JwtBearer {
         /// The assertion.
-        assertion: String,
+        assertion: Assertion,
         /// The client, if the server knows one.
         client: Option<ClientAuth>,
     },
@@ -163,6 +164,25 @@ pub enum Grant {
         /// Where the person's authorization request goes.
         browser: Browser,
     },
+}
+
+/// The JWT a workload presents by the JWT bearer grant.
+#[derive(Debug)]
+pub enum Assertion {
+    /// A JWT obtained elsewhere.
+    Jwt(String),
+    /// A JWT-SVID for the authorization server found, fresh from the Workload API: the
+    /// workload needs no other credential (AIMS AZ-15).
+    JwtSvid(std::sync::Arc<JwtSource>),
+}
+
+impl Assertion {
+    async fn for_issuer(&self, issuer: &str) -> Result<String, SdkError> {
+        match self {
+            Self::Jwt(jwt) => Ok(jwt.clone()),
+            Self::JwtSvid(source) => source.token(issuer).await,
+        }
+    }
 }
 
 /// What a token is asked for.
@@ -204,7 +224,10 @@ impl Grant {
             }
             Self::JwtBearer { assertion, .. } => {
                 form.push(("grant_type", JWT_BEARER_GRANT.to_owned()));
-                form.push(("assertion", assertion.clone()));
+                form.push((
+                    "assertion",
+                    assertion.for_issuer(&target.server.issuer).await?,
+                ));
             }
             Self::IdJag {
                 idp_token_endpoint,

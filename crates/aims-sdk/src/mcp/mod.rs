@@ -24,7 +24,7 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
 pub use authorize::Browser;
-pub use grant::{ClientAuth, Grant};
+pub use grant::{Assertion, ClientAuth, Grant};
 pub use transport::AuthorizedHttp;
 
 use crate::SdkError;

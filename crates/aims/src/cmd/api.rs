@@ -24,16 +24,19 @@ pub struct SocketArgs {
 }
 
 impl SocketArgs {
-    fn client(&self) -> anyhow::Result<WorkloadApiClient> {
-        let endpoint = self
-            .socket
+    /// The endpoint: `--socket`, else `$SPIFFE_ENDPOINT_SOCKET`, else the local stack's.
+    pub fn endpoint(&self) -> String {
+        self.socket
             .clone()
             .or_else(|| std::env::var(aims_workload_api::ENDPOINT_SOCKET_ENV).ok())
             .unwrap_or_else(|| {
                 let p = Path::new(crate::config::DEFAULT_DATA_DIR).join("agent.sock");
                 std::path::absolute(&p).unwrap_or(p).display().to_string()
-            });
-        Ok(WorkloadApiClient::connect(Some(&endpoint))?)
+            })
+    }
+
+    fn client(&self) -> anyhow::Result<WorkloadApiClient> {
+        Ok(WorkloadApiClient::connect(Some(&self.endpoint()))?)
     }
 }
 

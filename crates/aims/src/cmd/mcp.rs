@@ -5,10 +5,13 @@
 //! calls tools. Secrets are read from files, never from the command line.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::api::SocketArgs;
 use aims_credentials::PrivateKey;
-use aims_sdk::mcp::{AuthorizedHttp, Browser, ClientAuth, Grant, McpAuth};
+use aims_sdk::mcp::{Assertion, AuthorizedHttp, Browser, ClientAuth, Grant, McpAuth};
+use aims_sdk::source::JwtSource;
 use anyhow::{Context as _, bail};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
@@ -48,8 +51,8 @@ pub enum GrantKind {
 /// Which MCP server, and how this client obtains its token.
 ///
 /// Without `--grant`, the grant follows from the credentials given: `--id-token-file`
-/// (enterprise-managed authorization: an ID-JAG from the IdP), `--assertion-file` (a
-/// workload's JWT by the JWT bearer grant), `--client-secret-file` or `--private-key-file`
+/// (enterprise-managed authorization: an ID-JAG from the IdP), `--assertion-file` or
+/// `--workload-api` (a workload's JWT by the JWT bearer grant), `--client-secret-file` or `--private-key-file`
 /// (client credentials), else a person's authorization at a browser (a client registered
 /// dynamically unless `--client-id` names one).
 #[derive(Debug, clap::Args)]
@@ -77,9 +80,15 @@ pub struct McpArgs {
     #[arg(long)]
     pub private_key_file: Option<PathBuf>,
     /// JWT bearer grant (RFC 7523; MCP workload identity federation): a file holding the
-    /// workload's JWT, e.g. a JWT-SVID for the authorization server.
-    #[arg(long)]
+    /// workload's JWT.
+    #[arg(long, conflicts_with = "workload_api")]
     pub assertion_file: Option<PathBuf>,
+    /// JWT bearer grant with this process's JWT-SVID for the authorization server, fetched
+    /// from the Workload API when needed: no credential to keep.
+    #[arg(long)]
+    pub workload_api: bool,
+    #[command(flatten)]
+    pub workload: SocketArgs,
     /// Enterprise-managed authorization: a file holding the person's ID token from the IdP.
     #[arg(long, requires_all = ["idp_token_endpoint", "idp_client_id"])]
     pub id_token_file: Option<PathBuf>,
@@ -132,7 +141,7 @@ impl McpArgs {
     fn grant_kind(&self) -> GrantKind {
         self.grant.unwrap_or(if self.id_token_file.is_some() {
             GrantKind::IdJag
-        } else if self.assertion_file.is_some() {
+        } else if self.assertion_file.is_some() || self.workload_api {
             GrantKind::JwtBearer
         } else if self.client_secret_file.is_some() || self.private_key_file.is_some() {
             GrantKind::ClientCredentials
@@ -161,11 +170,15 @@ impl McpArgs {
                 client: client.context("--client-id is needed for an ID-JAG")?,
             },
             GrantKind::JwtBearer => Grant::JwtBearer {
-                assertion: read_secret(
-                    self.assertion_file
-                        .as_deref()
-                        .context("--assertion-file is needed for the JWT bearer grant")?,
-                )?,
+                assertion: match &self.assertion_file {
+                    Some(f) => Assertion::Jwt(read_secret(f)?),
+                    None if self.workload_api => {
+                        let endpoint = self.workload.endpoint();
+                        let socket = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
+                        Assertion::JwtSvid(Arc::new(JwtSource::new(Path::new(socket), None)))
+                    }
+                    None => bail!("the JWT bearer grant needs --assertion-file or --workload-api"),
+                },
                 client,
             },
             GrantKind::ClientCredentials => match client {
