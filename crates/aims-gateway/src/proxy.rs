@@ -721,17 +721,15 @@ impl Gateway {
             (Some(t), _) => self.txn.replace(t, rctx()).await,
             (None, Some((token, claims))) => {
                 let details = json!({"tool": route.route.name, "trace": trace_id});
-                self.txn
-                    .start(token, claims, rctx(), details, trace_id)
-                    .await
+                self.txn.start(token, claims, rctx(), details).await
             }
             // A caller without a token (X509-SVID, WPT, HTTP signature): no transaction.
             (None, None) => return Ok((None, trace_id.to_owned())),
         };
         match minted {
             Ok(m) => {
-                let txn = m.txn.clone();
-                Ok((Some(m), txn))
+                let trace = m.trace.clone();
+                Ok((Some(m), trace))
             }
             // A transaction token the caller forwarded that will not be replaced: the
             // caller's credential is bad, not the service (txn-tokens §8).

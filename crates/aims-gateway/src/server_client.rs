@@ -12,7 +12,7 @@ use aims_credentials::bundle::certs_from_pem;
 use aims_credentials::jose::CompactJws;
 use aims_credentials::{PublicKey, SlotKey};
 use aims_policy::PolicyDocument;
-use aims_token::claims::AccessClaims;
+use aims_token::claims::{AccessClaims, TxnClaims};
 use aims_token::keys::TokenKeys;
 use aims_token::wire::{ACCESS_TOKEN_TYPE, AS_METADATA_PATH, TOKEN_EXCHANGE_GRANT, TXN_TOKEN_TYPE};
 use serde_json::Value;
@@ -90,6 +90,14 @@ pub(crate) fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
         .and_then(|jws| jws.claims::<Value>())
         .ok()
         .and_then(|c| c[name].as_str().map(str::to_owned))
+}
+
+/// The task of a transaction token ([`TxnClaims::task_trace`]), read without verifying it.
+pub(crate) fn unverified_task_trace(jwt: &str) -> Option<String> {
+    CompactJws::parse(jwt)
+        .and_then(|jws| jws.claims::<TxnClaims>())
+        .ok()
+        .map(|c| c.task_trace().to_owned())
 }
 
 /// What a transaction token is asked for with.
@@ -343,7 +351,8 @@ impl ServerClient {
             .ok_or_else(|| GatewayError::Server(format!("{what} response without a token")))
     }
 
-    /// A transaction token (txn-tokens-11 §7) and its transaction id (`txn`), the gateway
+    /// A transaction token (txn-tokens-11 §7) and the task it belongs to
+    /// ([`TxnClaims::task_trace`]), the gateway
     /// asking as the workload at the edge of the trust domain: a new transaction for a request
     /// made with an access token (with `request_details` as its context), or the replacement of
     /// a transaction token the caller forwarded (txn-tokens §7.4: same `txn` and context, the
@@ -375,10 +384,10 @@ impl ServerClient {
         let token = self
             .exchange_token("transaction token", subject, &params)
             .await?;
-        // Our own AS answered over mutual TLS; the txn id is read, not verified.
-        let txn = unverified_claim(&token, "txn")
-            .ok_or_else(|| GatewayError::Server("transaction token without txn".into()))?;
-        Ok((token, txn))
+        // Our own AS answered over mutual TLS; the task is read, not verified.
+        let trace = unverified_task_trace(&token)
+            .ok_or_else(|| GatewayError::Server("a transaction token without its claims".into()))?;
+        Ok((token, trace))
     }
 
     /// RFC 8693: `access_token` exchanged for a token for `audience`, with the gateway as the

@@ -37,7 +37,7 @@ fn new_span_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// W3C Trace Context §3.2 (`00-traceid-parentid-flags`), else a forwarded transaction's id,
+/// W3C Trace Context §3.2 (`00-traceid-parentid-flags`), else a forwarded transaction's task,
 /// else a new trace.
 pub fn from_headers(headers: &HeaderMap) -> TraceIds {
     let parent = headers
@@ -51,11 +51,11 @@ pub fn from_headers(headers: &HeaderMap) -> TraceIds {
             parent: Some(span),
         };
     }
-    // The transaction's id names the trace; read unverified: it only labels spans.
+    // The transaction's task names the trace; read unverified: it only labels spans.
     let txn = headers
         .get(TXN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|t| crate::server_client::unverified_claim(t, "txn"))
+        .and_then(crate::server_client::unverified_task_trace)
         .filter(|t| is_trace_id(t));
     TraceIds {
         trace_id: txn.unwrap_or_else(new_trace_id),

@@ -27,8 +27,8 @@ use crate::settings::{GatewaySettings, TxnTokenIssuer};
 pub(crate) struct Minted {
     /// The token.
     pub token: String,
-    /// Its transaction id.
-    pub txn: String,
+    /// The task it belongs to ([`TxnClaims::task_trace`]).
+    pub trace: String,
     /// What the call's audit record says was issued (minted here), else `None` (the AIMS
     /// server records its own issuance).
     pub issued: Option<String>,
@@ -93,25 +93,24 @@ impl TxnTokens {
     }
 
     /// A new transaction for a call made with `token` (`claims` validated for this route):
-    /// `txn` is the call's trace id, `tctx` the call's `details`.
+    /// a fresh `txn`, the call's `details` (with its `trace`) as `tctx`.
     pub(crate) async fn start(
         &self,
         token: &str,
         claims: &AccessClaims,
         rctx: Value,
         details: Value,
-        trace_id: &str,
     ) -> Result<Minted, GatewayError> {
         let scope = claims.scope.as_deref().unwrap_or_default();
         let Some(edge) = &self.edge else {
             let subject = TxnSubject::AccessToken(token);
-            let (token, txn) = self
+            let (token, trace) = self
                 .server
                 .txn_token(subject, scope, &rctx, &details)
                 .await?;
             return Ok(Minted {
                 token,
-                txn,
+                trace,
                 issued: None,
             });
         };
@@ -121,11 +120,7 @@ impl TxnTokens {
                 "the access token has no scope to give the transaction".into(),
             ));
         }
-        let txn = if aims_core::trace_context::is_trace_id(trace_id) {
-            trace_id.to_owned()
-        } else {
-            uuid::Uuid::new_v4().simple().to_string()
-        };
+        let txn = uuid::Uuid::new_v4().simple().to_string();
         let now = now_unix();
         edge.mint(|iss: &SpiffeId| TxnClaims {
             iss: iss.to_string(),
@@ -152,13 +147,13 @@ impl TxnTokens {
     ) -> Result<Minted, GatewayError> {
         let Some(edge) = &self.edge else {
             let subject = TxnSubject::TxnToken(forwarded);
-            let (token, txn) = self
+            let (token, trace) = self
                 .server
                 .txn_token(subject, "", &rctx, &Value::Null)
                 .await?;
             return Ok(Minted {
                 token,
-                txn,
+                trace,
                 issued: None,
             });
         };
@@ -226,7 +221,7 @@ impl Edge {
         metrics::counter!("aims_gateway_txn_tokens_minted_total").increment(1);
         Ok(Minted {
             issued: Some(format!("txn_token:{}", sha256_b64url(token.as_bytes()))),
-            txn: claims.txn,
+            trace: claims.task_trace().to_owned(),
             token,
         })
     }

@@ -885,21 +885,29 @@ impl AuthorizationServer {
                     prev.tctx.clone(),
                 )
             }
-            // A new transaction takes the task's id: the trace the request details name (the
-            // gateway's) or the one the caller sent; else a fresh one. 32 hex digits either
-            // way, so the id doubles as a W3C trace id (AIMS MO-9, MO-11).
-            None => (
-                details
-                    .as_ref()
-                    .and_then(|d| d.get("trace"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .or_else(|| client.trace_id.clone())
-                    .filter(|t| aims_core::trace_context::is_trace_id(t))
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-                workload.to_string(),
-                details,
-            ),
+            // A new transaction: a fresh id (txn-tokens §4.2), and the task it belongs to in
+            // its context: the trace the request details name (the gateway's), else the one
+            // the caller sent (AIMS MO-9, MO-11), so recipients and the audit log join the
+            // hops of one task.
+            None => {
+                let trace = client
+                    .trace_id
+                    .clone()
+                    .filter(|t| aims_core::trace_context::is_trace_id(t));
+                let tctx = match (details, trace) {
+                    (Some(Value::Object(mut d)), Some(t)) => {
+                        d.entry("trace").or_insert(Value::String(t));
+                        Some(Value::Object(d))
+                    }
+                    (None, Some(t)) => Some(serde_json::json!({ "trace": t })),
+                    (details, _) => details,
+                };
+                (
+                    uuid::Uuid::new_v4().simple().to_string(),
+                    workload.to_string(),
+                    tctx,
+                )
+            }
         };
         let g = Grant {
             grant_type: TXN_TOKEN_TYPE.into(),

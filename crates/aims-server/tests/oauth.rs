@@ -2503,20 +2503,28 @@ async fn a_traceparent_names_the_task_in_the_audit_log_and_the_transaction() {
             .await
         }
     };
+    let issued = |v: &Value| {
+        aims_credentials::jose::CompactJws::parse(v["access_token"].as_str().unwrap())
+            .unwrap()
+            .claims::<Value>()
+            .unwrap()
+    };
     let (s, v, _) = txn_request(traceparent.clone()).await;
     assert_eq!(s, 200, "{v}");
-    let txn = aims_credentials::jose::CompactJws::parse(v["access_token"].as_str().unwrap())
-        .unwrap()
-        .claims::<Value>()
-        .unwrap();
-    assert_eq!(txn["txn"], task, "the transaction is the task");
+    let txn = issued(&v);
+    // The transaction belongs to the task (its context says so) but has an id of its own
+    // (txn-tokens §4.2): a second transaction of the same task gets another.
+    assert_eq!(txn["tctx"]["trace"], task, "the transaction names its task");
+    assert_ne!(txn["txn"], task);
+    let (s, v, _) = txn_request(traceparent.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let again = issued(&v);
+    assert_eq!(again["tctx"]["trace"], task);
+    assert_ne!(again["txn"], txn["txn"], "one id per transaction");
     let (s, v, _) = txn_request("00-zz-not-a-trace-01".into()).await;
     assert_eq!(s, 200, "{v}");
-    let other = aims_credentials::jose::CompactJws::parse(v["access_token"].as_str().unwrap())
-        .unwrap()
-        .claims::<Value>()
-        .unwrap();
-    assert_ne!(other["txn"], task);
+    let other = issued(&v);
+    assert!(other.get("tctx").is_none(), "{other}");
     assert_eq!(other["txn"].as_str().unwrap().len(), 32);
 
     a.server.audit.append(&[]).await.unwrap();

@@ -145,6 +145,20 @@ pub struct TxnClaims {
     pub rctx: Option<serde_json::Value>,
 }
 
+impl TxnClaims {
+    /// The task this transaction belongs to, as a W3C trace id (AIMS MO-9, MO-11): the
+    /// `trace` member of the transaction context when it holds one, else the transaction id.
+    /// Each transaction has its own `txn` (txn-tokens §4.2); one task may span several.
+    pub fn task_trace(&self) -> &str {
+        self.tctx
+            .as_ref()
+            .and_then(|c| c.get("trace"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| aims_core::trace_context::is_trace_id(t))
+            .unwrap_or(&self.txn)
+    }
+}
+
 /// `typ` of ID tokens (OpenID Connect Core §2 leaves it open; `JWT` as RFC 7519 §5.1).
 pub const ID_TYP: &str = "JWT";
 

@@ -352,11 +352,15 @@ fn an_agent_calls_an_http_tool_through_the_gateway_which_forwards_a_transaction_
     assert_eq!(txn_claims["rctx"]["path"], "/weather");
     assert_eq!(body["received"]["agent"], agent.as_str());
 
-    // The decision is in the audit log with the MO-8 fields, correlated by the txn id.
-    let records = s.audit_until(|r| r["correlation_id"] == txn_claims["txn"]);
+    // The decision is in the audit log with the MO-8 fields, correlated by the task the
+    // transaction names (its context's trace; the transaction has an id of its own).
+    let task = &txn_claims["tctx"]["trace"];
+    assert_eq!(task.as_str().map(str::len), Some(32), "{txn_claims}");
+    assert_ne!(&txn_claims["txn"], task);
+    let records = s.audit_until(|r| r["correlation_id"] == *task);
     let r = &records
         .iter()
-        .find(|e| e["record"]["correlation_id"] == txn_claims["txn"])
+        .find(|e| e["record"]["correlation_id"] == *task)
         .unwrap()["record"];
     assert_eq!(r["kind"], "decision");
     assert_eq!(r["action"], "call");
@@ -774,7 +778,7 @@ required_scopes = ["weather.read"]
     assert!(
         out.lines().any(|l| {
             let e: Value = serde_json::from_str(l).unwrap();
-            e["record"]["source"] == gw_id && e["record"]["correlation_id"] == txn["txn"]
+            e["record"]["source"] == gw_id && e["record"]["correlation_id"] == txn["tctx"]["trace"]
         }),
         "{out}"
     );
@@ -885,7 +889,10 @@ fn opaque_tokens_are_introspected_and_sync_audit_records_are_durable_before_the_
     let txn = claims(body["received"]["txn_token"].as_str().unwrap());
     // Sync mode: no waiting for the record.
     let out = assert_ok(&s.aims.cli(&["audit", "list", "--output", "json"]));
-    assert!(out.contains(txn["txn"].as_str().unwrap()), "{out}");
+    assert!(
+        out.contains(txn["tctx"]["trace"].as_str().unwrap()),
+        "{out}"
+    );
     // An opaque token for another resource is refused too.
     let other = s.token(&resource_of(&s.aims, "demo-mcp"), "mcp");
     assert_eq!(s.get("/weather", &other).0, 401);
@@ -1047,8 +1054,10 @@ fn one_task_across_hops(issuer: &str) {
         "gateway" => assert_eq!(minter, "spiffe://aims.local/aims/gateway"),
         _ => assert_eq!(minter, s.issuer),
     }
+    // The transaction has an id of its own (txn-tokens §4.2) and names its task.
     assert_eq!(txn.len(), 32);
-    assert!(txn.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(txn, trace);
+    assert_eq!(claims(&txn_token)["tctx"]["trace"], trace);
 
     // The tool calls on, forwarding the transaction token: same transaction.
     let (status, _, second) = s.call(
@@ -1063,20 +1072,24 @@ fn one_task_across_hops(issuer: &str) {
     assert_eq!(status, 200, "{second}");
     let replaced = claims(second["received"]["txn_token"].as_str().unwrap());
     assert_eq!(replaced["txn"], txn.as_str());
+    assert_eq!(replaced["tctx"]["trace"], trace);
     assert_eq!(replaced["iss"], minter.as_str());
     let wl = replaced["req_wl"].as_str().unwrap();
     assert_eq!(wl.matches("/aims/gateway").count(), 2, "{wl}");
-    // Without a traceparent, the upstream's trace is named after the transaction.
+    // Without a traceparent, the upstream's trace is the task the transaction names.
     assert!(
         second["received"]["traceparent"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("00-{txn}-")),
+            .starts_with(&format!("00-{trace}-")),
         "{second}"
     );
 
-    let out = assert_ok(&s.aims.cli(&["audit", "trace", &txn]));
-    assert!(out.starts_with(&format!("task {txn}: 2 records")), "{out}");
+    let out = assert_ok(&s.aims.cli(&["audit", "trace", trace]));
+    assert!(
+        out.starts_with(&format!("task {trace}: 2 records")),
+        "{out}"
+    );
     assert_eq!(out.matches("call weather → allow").count(), 2, "{out}");
 }
 
