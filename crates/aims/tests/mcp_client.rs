@@ -9,8 +9,11 @@
 //! another resource, an authorization server whose metadata names another issuer, an answer
 //! from a mix-up issuer or without the promised `iss`, a scope that will never be granted.
 
-use std::path::PathBuf;
-use std::process::Command;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::mcp_conformance as suite;
 
 /// Every client authorization scenario of the suite that applies to 2025-11-25 or later.
 const SCENARIOS: &[&str] = &[
@@ -54,22 +57,6 @@ const NOT_APPLICABLE: &[&str] = &[
     "auth/2025-03-26-oauth-endpoint-fallback",
 ];
 
-fn suite_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/mcp-conformance")
-}
-
-fn suite(args: &[&str]) -> Command {
-    let dir = suite_dir();
-    let index = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    assert!(
-        index.exists(),
-        "interop/mcp-conformance has no node_modules: run `npm ci` there (scripts/test does)"
-    );
-    let mut cmd = Command::new(dir.join("node_modules/.bin/node"));
-    cmd.arg(index).args(args).current_dir(dir);
-    cmd
-}
-
 #[test]
 fn aims_mcp_passes_the_client_authorization_scenarios_of_the_mcp_conformance_suite() {
     // The suite's list and ours agree: a scenario added to the suite fails here until it is
@@ -88,7 +75,7 @@ fn aims_mcp_passes_the_client_authorization_scenarios_of_the_mcp_conformance_sui
         "the suite's client authorization scenarios changed"
     );
 
-    let node = suite_dir().join("node_modules/.bin/node");
+    let node = common::repo_root().join("interop/mcp-conformance/node_modules/.bin/node");
     let client = format!("{} aims-client.mjs", node.display());
     let mut failed = Vec::new();
     for scenario in SCENARIOS {

@@ -47,8 +47,9 @@ impl AuthorizedHttp {
     /// Sends one request built by `build`, answering the server's challenges: a DPoP nonce
     /// once, a 401 with one new token, a 403 `insufficient_scope` with one token for more
     /// scopes (step-up). A challenge still standing after that is the caller's error: a
-    /// server cannot make the client ask again and again.
-    async fn send(
+    /// server cannot make the client ask again and again. `build` may be called more than
+    /// once; each call starts from a fresh request to `uri`.
+    pub async fn send(
         &self,
         method: Method,
         uri: &str,

@@ -18,6 +18,8 @@ use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
+mod proxy;
+
 /// `aims mcp …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum McpCommand {
@@ -32,6 +34,16 @@ pub enum McpCommand {
         /// Its arguments: a JSON object.
         #[arg(long, default_value = "{}")]
         arguments: String,
+    },
+    /// Serve a local MCP endpoint (`http://LISTEN/mcp`) that forwards to the server and
+    /// authorizes each request: for MCP clients that cannot authorize themselves; the token
+    /// and its key stay in this process.
+    Proxy {
+        #[command(flatten)]
+        server: McpArgs,
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8790")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -217,6 +229,12 @@ impl McpArgs {
 /// Runs `aims mcp …`.
 pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
     let (server, call) = match &cmd {
+        McpCommand::Proxy { server, listen } => {
+            let http = server.http()?;
+            let auth = McpAuth::new(http.clone(), server.grant()?);
+            return proxy::serve(*listen, server.url.clone(), AuthorizedHttp::new(http, auth))
+                .await;
+        }
         McpCommand::Tools(server) => (server, None),
         McpCommand::Call {
             server,

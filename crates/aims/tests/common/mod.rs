@@ -15,6 +15,20 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The MCP conformance suite (`interop/mcp-conformance`: `@modelcontextprotocol/conformance`
+/// on Node 22 from npm) with `args`, run in its directory.
+pub fn mcp_conformance(args: &[&str]) -> Command {
+    let dir = repo_root().join("interop/mcp-conformance");
+    let index = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    assert!(
+        index.exists(),
+        "interop/mcp-conformance has no node_modules: run `npm ci` there (scripts/test does)"
+    );
+    let mut cmd = Command::new(dir.join("node_modules/.bin/node"));
+    cmd.arg(index).args(args).current_dir(dir);
+    cmd
+}
+
 /// A child process with its stderr in a log file; killed if dropped while running.
 pub struct Proc {
     name: &'static str,
