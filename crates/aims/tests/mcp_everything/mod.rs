@@ -33,6 +33,8 @@ fn wire<T: serde::de::DeserializeOwned>(mut v: Value) -> T {
     serde_json::from_value(v).expect("the fixture writes valid MCP")
 }
 
+mod mrtr;
+
 #[derive(Debug, Clone, Default)]
 struct Everything;
 
@@ -66,6 +68,32 @@ impl ServerHandler for Everything {
             tool("test_multiple_content_types", "Mixed content"),
             tool("test_error_handling", "Always fails"),
             tool("test_tool_with_progress", "Reports progress"),
+            tool("test_input_required_result_elicitation", "Asks the user's name"),
+            tool("test_input_required_result_sampling", "Asks the client's model"),
+            tool("test_input_required_result_list_roots", "Asks the client's roots"),
+            tool("test_input_required_result_request_state", "Round-trips its state"),
+            tool("test_input_required_result_multiple_inputs", "Asks three things at once"),
+            tool("test_input_required_result_multi_round", "Asks twice"),
+            tool("test_input_required_result_tampered_state", "Checks its state's integrity"),
+            tool("test_input_required_result_capabilities", "Asks only what the client can answer"),
+            tool("test_missing_capability", "Needs the client's sampling"),
+            tool("test_streaming_elicitation", "Asks the user mid-call"),
+            tool("test_logging_tool", "Logs only at a level the client asked for"),
+            // SEP-1613, SEP-2106: 2020-12 keywords the listing must carry unchanged.
+            {"name": "json_schema_2020_12_tool",
+             "description": "Tool with JSON Schema 2020-12 features",
+             "inputSchema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                "$defs": {"address": {"$anchor": "addressDef", "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+                "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                    "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                    "phone": {"type": "string"}, "email": {"type": "string"}},
+                "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                "if": {"properties": {"contactMethod": {"const": "phone"}},
+                       "required": ["contactMethod"]},
+                "then": {"required": ["phone"]}, "else": {"required": ["email"]},
+                "additionalProperties": false}},
         ]})))
     }
 
@@ -74,6 +102,16 @@ impl ServerHandler for Everything {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if mrtr::handles(&request.name) {
+            let params = serde_json::to_value(&request).unwrap_or_default();
+            let meta = serde_json::to_value(&context.meta).unwrap_or_default();
+            return match mrtr::tool(&request.name, &params, &meta)? {
+                mrtr::Answer::Input(r) => Ok(CallToolResponse::InputRequired(r)),
+                mrtr::Answer::Done(text) => Ok(CallToolResponse::Complete(wire(
+                    json!({"content": [{"type": "text", "text": text}]}),
+                ))),
+            };
+        }
         let content = match request.name.as_ref() {
             "test_simple_text" => {
                 json!([{"type": "text", "text": "This is a simple text response for testing."}])
@@ -93,6 +131,10 @@ impl ServerHandler for Everything {
                 {"type": "resource", "resource": {"uri": "test://mixed-content-resource",
                     "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}}
             ]),
+            // SEP-2575: no log message unless the request's `_meta` asks for a level; this
+            // fixture never logs.
+            "test_logging_tool" => json!([{"type": "text", "text": "done, quietly"}]),
+            "json_schema_2020_12_tool" => json!([{"type": "text", "text": "schema kept"}]),
             "test_error_handling" => {
                 let r: CallToolResult = wire(json!({"isError": true, "content": [
                     {"type": "text", "text": "This tool intentionally returns an error for testing"}]}));
@@ -159,8 +201,9 @@ impl ServerHandler for Everything {
                    "text": json!({"id": id, "templateTest": true,
                                   "data": format!("Data for ID: {id}")}).to_string()})
         } else {
-            return Err(ErrorData::resource_not_found(
-                format!("no resource {uri}"),
+            // SEP-2164: Invalid Params, naming the URI.
+            return Err(ErrorData::invalid_params(
+                "Resource not found",
                 Some(json!({"uri": uri})),
             ));
         };
@@ -180,6 +223,7 @@ impl ServerHandler for Everything {
             {"name": "test_prompt_with_embedded_resource", "description": "An embedded resource",
              "arguments": [{"name": "resourceUri", "required": true}]},
             {"name": "test_prompt_with_image", "description": "An image"},
+            {"name": "test_input_required_result_prompt", "description": "Asks for context"},
         ]})))
     }
 
@@ -197,6 +241,15 @@ impl ServerHandler for Everything {
                 .unwrap_or_default()
                 .to_owned()
         };
+        if request.name == "test_input_required_result_prompt" {
+            let params = serde_json::to_value(&request).unwrap_or_default();
+            return match mrtr::prompt(&params) {
+                mrtr::Answer::Input(r) => Ok(GetPromptResponse::InputRequired(r)),
+                mrtr::Answer::Done(text) => Ok(GetPromptResponse::Complete(wire(json!({
+                    "messages": [{"role": "user", "content": {"type": "text", "text": text}}]
+                })))),
+            };
+        }
         let messages = match request.name.as_str() {
             "test_simple_prompt" => json!([{"role": "user", "content": {"type": "text",
                 "text": "This is a simple prompt for testing."}}]),
