@@ -1,4 +1,4 @@
-// The MCP conformance suite's client command for AIMS: runs `aims mcp call <url> test-tool`
+// The MCP conformance suite's client command for AIMS: runs `aims mcp call|tools <url> …`
 // (the aims-sdk MCP client) with the flags the scenario's context calls for. The suite passes
 // the context in MCP_CONFORMANCE_CONTEXT and the server URL as the last argument; secrets go
 // to files of a private temporary directory, never onto a command line. AIMS_BIN names the
@@ -19,7 +19,13 @@ const file = (name, content) => {
 };
 
 const scenario = process.env.MCP_CONFORMANCE_SCENARIO ?? '';
-const args = ['mcp', 'call', url, 'test-tool'];
+// The core scenarios name their own tool; the authorization scenarios' servers have `test-tool`.
+const args =
+  scenario === 'tools_call'
+    ? ['mcp', 'call', url, 'add_numbers', '--arguments', '{"a":1,"b":2}']
+    : scenario.startsWith('auth/')
+      ? ['mcp', 'call', url, 'test-tool']
+      : ['mcp', 'tools', url];
 // A pre-registered client signs a person in; the client credentials scenarios do not.
 if (ctx.client_secret && !scenario.startsWith('auth/client-credentials') && !ctx.idp_id_token) {
   args.push('--grant', 'authorization-code');

@@ -50,6 +50,11 @@ const SCENARIOS: &[&str] = &[
     "auth/wif-jwt-bearer",
 ];
 
+/// Core client scenarios of 2026-07-28 that an MCP client calling tools takes part in: a tool
+/// call with typed arguments, the per-request `_meta` and `MCP-Protocol-Version` obligations,
+/// and a tool schema whose network `$ref` must not be fetched.
+const CORE: &[&str] = &["tools_call", "request-metadata", "json-schema-ref-no-deref"];
+
 /// Scenarios of the 2025-03-26 revision only (removed in 2025-06-18): a server without
 /// protected resource metadata, whose client guesses endpoints. `aims mcp` does not guess.
 const NOT_APPLICABLE: &[&str] = &[
@@ -78,8 +83,16 @@ fn aims_mcp_passes_the_client_authorization_scenarios_of_the_mcp_conformance_sui
     let node = common::repo_root().join("interop/mcp-conformance/node_modules/.bin/node");
     let client = format!("{} aims-client.mjs", node.display());
     let mut failed = Vec::new();
-    for scenario in SCENARIOS {
-        let out = suite(&["client", "--command", &client, "--scenario", scenario])
+    let runs = SCENARIOS
+        .iter()
+        .map(|s| (*s, None))
+        .chain(CORE.iter().map(|s| (*s, Some("2026-07-28"))));
+    for (scenario, revision) in runs {
+        let mut args = vec!["client", "--command", &client, "--scenario", scenario];
+        if let Some(r) = revision {
+            args.extend(["--spec-version", r]);
+        }
+        let out = suite(&args)
             .env("AIMS_BIN", env!("CARGO_BIN_EXE_aims"))
             .env("AIMS_LOG", "warn")
             .output()
