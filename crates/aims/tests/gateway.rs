@@ -2087,6 +2087,36 @@ fn aims_mcp_finds_the_as_steps_up_and_calls_tools_through_the_gateway() {
         full.extend_from_slice(credentials);
         common::run(&full)
     };
+    // Pinned to another authorization server: refused before any credential is sent.
+    let refused = mcp(
+        &["tools"],
+        &[
+            "--client-id",
+            "mcp-cli",
+            "--private-key-file",
+            pem.to_str().unwrap(),
+            "--issuer",
+            "https://as.elsewhere.example",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        common::stderr(&refused).contains("nothing was sent"),
+        "{}",
+        common::stderr(&refused)
+    );
+    let pinned = assert_ok(&mcp(
+        &["tools"],
+        &[
+            "--client-id",
+            "mcp-cli",
+            "--private-key-file",
+            pem.to_str().unwrap(),
+            "--issuer",
+            &s.issuer,
+        ],
+    ));
+    assert!(pinned.contains("echo"), "{pinned}");
     let client = [
         "--client-id",
         "mcp-cli",

@@ -37,6 +37,8 @@ use discovery::{AuthorizationServer, ProtectedResource};
 pub struct McpAuth {
     http: reqwest::Client,
     grant: Grant,
+    /// The only authorization server this client's credentials may go to, when pinned.
+    issuer: Option<String>,
     state: Mutex<State>,
 }
 
@@ -44,6 +46,7 @@ impl std::fmt::Debug for McpAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpAuth")
             .field("grant", &self.grant)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -66,9 +69,18 @@ impl McpAuth {
     /// A client obtaining its tokens by `grant`; `http` reaches the authorization servers
     /// (and the IdP) and must not follow redirects to other hosts blindly.
     pub fn new(http: reqwest::Client, grant: Grant) -> Arc<Self> {
+        Self::pinned(http, grant, None)
+    }
+
+    /// As [`new`](Self::new), but the credentials go to the authorization server `issuer`
+    /// alone: a resource whose metadata names another is refused before anything is sent.
+    /// An MCP server chooses the authorization server, so a client with a reusable credential
+    /// (a secret) should pin the one it was registered with.
+    pub fn pinned(http: reqwest::Client, grant: Grant, issuer: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             http,
             grant,
+            issuer,
             state: Mutex::new(State::default()),
         })
     }
@@ -140,6 +152,11 @@ impl McpAuth {
                     "the protected resource names no authorization server".into(),
                 )
             })?;
+            if let Some(pin) = self.issuer.as_deref().filter(|pin| *pin != issuer) {
+                return Err(SdkError::Authorization(format!(
+                    "the MCP server sends this client to {issuer}, not to {pin}; nothing was sent"
+                )));
+            }
             let server_meta = match state.found.take() {
                 Some((_, known)) if known.issuer == *issuer => known,
                 _ => {

@@ -110,6 +110,11 @@ pub struct McpArgs {
     /// This client's `client_id` at the IdP.
     #[arg(long)]
     pub idp_client_id: Option<String>,
+    /// The authorization server (its issuer) this client's credentials may go to; an MCP
+    /// server naming another is refused before anything is sent. Pin it when the client has a
+    /// secret: otherwise the MCP server chooses where the secret goes.
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// Extra CA certificates (PEM) to trust, e.g. `aims up`'s local CA.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -231,7 +236,7 @@ pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
     let (server, call) = match &cmd {
         McpCommand::Proxy { server, listen } => {
             let http = server.http()?;
-            let auth = McpAuth::new(http.clone(), server.grant()?);
+            let auth = McpAuth::pinned(http.clone(), server.grant()?, server.issuer.clone());
             return proxy::serve(*listen, server.url.clone(), AuthorizedHttp::new(http, auth))
                 .await;
         }
@@ -251,7 +256,13 @@ pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
     };
     let grant = server.grant()?;
     let http = server.http()?;
-    let auth = McpAuth::new(http.clone(), grant);
+    if server.issuer.is_none() && server.client_secret_file.is_some() {
+        eprintln!(
+            "warning: the client secret goes to whichever authorization server the MCP server \
+             names; pin yours with --issuer"
+        );
+    }
+    let auth = McpAuth::pinned(http.clone(), grant, server.issuer.clone());
     let transport = StreamableHttpClientTransport::with_client(
         AuthorizedHttp::new(http, auth),
         StreamableHttpClientTransportConfig::with_uri(server.url.as_str()),
