@@ -2087,17 +2087,16 @@ fn aims_mcp_finds_the_as_steps_up_and_calls_tools_through_the_gateway() {
         full.extend_from_slice(credentials);
         common::run(&full)
     };
+    let client = [
+        "--client-id",
+        "mcp-cli",
+        "--private-key-file",
+        pem.to_str().unwrap(),
+    ];
     // Pinned to another authorization server: refused before any credential is sent.
     let refused = mcp(
         &["tools"],
-        &[
-            "--client-id",
-            "mcp-cli",
-            "--private-key-file",
-            pem.to_str().unwrap(),
-            "--issuer",
-            "https://as.elsewhere.example",
-        ],
+        &[&client[..], &["--issuer", "https://as.elsewhere.example"]].concat(),
     );
     assert!(!refused.status.success());
     assert!(
@@ -2107,22 +2106,9 @@ fn aims_mcp_finds_the_as_steps_up_and_calls_tools_through_the_gateway() {
     );
     let pinned = assert_ok(&mcp(
         &["tools"],
-        &[
-            "--client-id",
-            "mcp-cli",
-            "--private-key-file",
-            pem.to_str().unwrap(),
-            "--issuer",
-            &s.issuer,
-        ],
+        &[&client[..], &["--issuer", s.issuer.as_str()]].concat(),
     ));
     assert!(pinned.contains("echo"), "{pinned}");
-    let client = [
-        "--client-id",
-        "mcp-cli",
-        "--private-key-file",
-        pem.to_str().unwrap(),
-    ];
     // The route's scope `mcp` from the challenge: the tools that scope allows.
     let tools: Value = serde_json::from_str(&assert_ok(&mcp(&["tools"], &client))).unwrap();
     let names: Vec<&str> = tools
