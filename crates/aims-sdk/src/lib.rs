@@ -32,8 +32,8 @@ pub enum SdkError {
     /// The Workload API could not be reached or refused.
     #[error("Workload API: {0}")]
     WorkloadApi(String),
-    /// The Workload API answered something this SDK cannot use.
-    #[error("Workload API answer: {0}")]
+    /// The Workload API or a server answered something this SDK cannot use.
+    #[error("unusable answer: {0}")]
     Invalid(String),
     /// MCP authorization could not go on: discovery failed, or an answer did not pass a check
     /// (a resource, issuer, `state` or `iss` that is not the one expected).

@@ -342,6 +342,27 @@ impl TokenClient {
     }
 }
 
+/// The body of `resp`, refused when longer than `max`.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, SdkError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(SdkError::Invalid(format!(
+                "{}: the answer is longer than {max} bytes",
+                resp.url()
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The largest answer an OAuth endpoint may give.
+const MAX_OAUTH_ANSWER: usize = 256 * 1024;
+
 /// POSTs `form` to an OAuth endpoint at `url` with `headers`; the JSON answer of a 2xx, else
 /// the OAuth error (RFC 6749 §5.2). With a DPoP key, each attempt carries a fresh proof, and a
 /// server that asks for a nonce gets the request once more with it (RFC 9449 §8).
@@ -368,7 +389,9 @@ pub(crate) async fn post_form(
             .get("dpop-nonce")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let v: Value = resp.json().await?;
+        let body = read_limited(resp, MAX_OAUTH_ANSWER).await?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| SdkError::Invalid(format!("{url} answered {status} with no JSON: {e}")))?;
         if (200..300).contains(&status) {
             return Ok(v);
         }

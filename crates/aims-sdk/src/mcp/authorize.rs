@@ -26,8 +26,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::SdkError;
-use crate::mcp::discovery::read_limited;
 use crate::mcp::grant::{ClientAuth, Target};
+use crate::oauth::read_limited;
 
 /// How long the person has to sign in and consent.
 const PERSON_TIMEOUT: Duration = Duration::from_secs(300);

@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::SdkError;
+use crate::oauth::read_limited;
 
 /// The largest metadata document read.
 const MAX_METADATA: usize = 64 * 1024;
@@ -193,24 +194,6 @@ async fn first_found<T: serde::de::DeserializeOwned>(
     Err(SdkError::Authorization(format!(
         "no metadata found ({last})"
     )))
-}
-
-/// The body of `resp`, refused when longer than `max`.
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, SdkError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Err(SdkError::Authorization(format!(
-                "{}: the answer is longer than {max} bytes",
-                resp.url()
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

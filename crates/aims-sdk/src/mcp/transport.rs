@@ -19,8 +19,8 @@ use sse_stream::{Sse, SseStream};
 
 use super::McpAuth;
 use super::challenge::Challenge;
-use super::discovery::read_limited;
 use crate::SdkError;
+use crate::oauth::read_limited;
 
 /// The largest JSON answer read, and the largest server-sent event.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
