@@ -118,7 +118,7 @@ pub struct McpArgs {
     /// Extra CA certificates (PEM) to trust, e.g. `aims up`'s local CA.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// Seconds each HTTP request may take.
+    /// Seconds an HTTP request may wait for the server between reads.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
 }
@@ -219,9 +219,25 @@ impl McpArgs {
         })
     }
 
+    /// The HTTP client that reaches the MCP server and the authorization servers,
+    /// authorizing each request with this client's grant.
+    fn authorized_http(&self) -> anyhow::Result<AuthorizedHttp> {
+        let grant = self.grant()?;
+        if self.issuer.is_none() && self.client_secret_file.is_some() {
+            eprintln!(
+                "warning: the client secret goes to whichever authorization server the MCP \
+                 server names; pin yours with --issuer"
+            );
+        }
+        let http = self.http()?;
+        let auth = McpAuth::pinned(http.clone(), grant, self.issuer.clone());
+        Ok(AuthorizedHttp::new(http, auth))
+    }
+
     fn http(&self) -> anyhow::Result<reqwest::Client> {
+        // Idle time, not total time: an event stream (progress, a proxied GET) may last.
         let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(self.timeout))
+            .read_timeout(Duration::from_secs(self.timeout))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &self.ca_file {
@@ -235,10 +251,7 @@ impl McpArgs {
 pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
     let (server, call) = match &cmd {
         McpCommand::Proxy { server, listen } => {
-            let http = server.http()?;
-            let auth = McpAuth::pinned(http.clone(), server.grant()?, server.issuer.clone());
-            return proxy::serve(*listen, server.url.clone(), AuthorizedHttp::new(http, auth))
-                .await;
+            return proxy::serve(*listen, server.url.clone(), server.authorized_http()?).await;
         }
         McpCommand::Tools(server) => (server, None),
         McpCommand::Call {
@@ -254,17 +267,8 @@ pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
             )
         }
     };
-    let grant = server.grant()?;
-    let http = server.http()?;
-    if server.issuer.is_none() && server.client_secret_file.is_some() {
-        eprintln!(
-            "warning: the client secret goes to whichever authorization server the MCP server \
-             names; pin yours with --issuer"
-        );
-    }
-    let auth = McpAuth::pinned(http.clone(), grant, server.issuer.clone());
     let transport = StreamableHttpClientTransport::with_client(
-        AuthorizedHttp::new(http, auth),
+        server.authorized_http()?,
         StreamableHttpClientTransportConfig::with_uri(server.url.as_str()),
     );
     // MCP 2026-07-28 (`server/discover`, per-request metadata) first; a server of an

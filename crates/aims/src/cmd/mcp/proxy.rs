@@ -91,6 +91,17 @@ fn is_loopback_name(value: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The headers of the client's request that go on to the MCP server.
+fn forwarded(headers: &HeaderMap) -> Vec<(HeaderName, axum::http::HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            REQUEST_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-param-")
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response {
     let body = json!({"jsonrpc": "2.0", "id": null,
                       "error": {"code": -32000, "message": message}});
@@ -115,13 +126,7 @@ async fn forward(
     if ![Method::POST, Method::GET, Method::DELETE].contains(&method) {
         return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST, GET or DELETE");
     }
-    let pass: Vec<(HeaderName, axum::http::HeaderValue)> = headers
-        .iter()
-        .filter(|(name, _)| {
-            REQUEST_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-param-")
-        })
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
+    let pass = forwarded(&headers);
     let sent = proxy
         .http
         .send(method, &proxy.upstream, |mut req| {
@@ -157,7 +162,56 @@ async fn forward(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_clients_own_credentials_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer stolen"),
+            ("dpop", "eyJ.proof.sig"),
+            ("cookie", "session=1"),
+            ("host", "127.0.0.1:8790"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("mcp-session-id", "s1"),
+            ("mcp-method", "tools/call"),
+            ("mcp-param-region", "eu"),
+            ("content-type", "application/json"),
+        ] {
+            h.insert(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        let mut names: Vec<String> = forwarded(&h).iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "mcp-method",
+                "mcp-param-region",
+                "mcp-session-id"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn it_listens_on_loopback_only() {
+        let http = reqwest::Client::new();
+        let auth = aims_sdk::mcp::McpAuth::new(
+            http.clone(),
+            aims_sdk::mcp::Grant::JwtBearer {
+                assertion: aims_sdk::mcp::Assertion::Jwt("x".into()),
+                client: None,
+            },
+        );
+        let refused = serve(
+            "0.0.0.0:0".parse().unwrap(),
+            "https://mcp.example/mcp".into(),
+            AuthorizedHttp::new(http, auth),
+        )
+        .await;
+        assert!(refused.unwrap_err().to_string().contains("loopback only"));
+    }
 
     #[test]
     fn only_loopback_names_pass() {
