@@ -342,22 +342,13 @@ impl TokenClient {
     }
 }
 
-/// The body of `resp`, refused when longer than `max`.
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, SdkError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Err(SdkError::Invalid(format!(
-                "{}: the answer is longer than {max} bytes",
-                resp.url()
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+/// The body of `resp`, refused as soon as it is known to exceed `max` bytes
+/// (`aims_outbound::fetch::read_limited`).
+pub(crate) async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, SdkError> {
+    let url = resp.url().to_string();
+    aims_outbound::fetch::read_limited(&url, resp, max)
+        .await
+        .map_err(|e| SdkError::Invalid(e.to_string()))
 }
 
 /// The largest answer an OAuth endpoint may give.

@@ -319,6 +319,39 @@ mod tests {
     const ISSUER: &str = "https://as.example.org";
     const NOW: i64 = 1_800_000_000;
 
+    #[test]
+    fn a_transaction_names_its_task_only_by_a_trace_id() {
+        let txn = |tctx: Option<Value>| TxnClaims {
+            iss: ISSUER.into(),
+            iat: NOW,
+            exp: NOW + 60,
+            aud: "example.org".into(),
+            txn: "0af7651916cd43dd8448eb211c80319c".into(),
+            sub: "alice".into(),
+            scope: "read".into(),
+            req_wl: "spiffe://example.org/gw".into(),
+            tctx,
+            rctx: None,
+        };
+        let task = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(txn(Some(json!({"trace": task}))).task_trace(), task);
+        // No context, no trace, or a trace that is no W3C trace id (a forged label, a
+        // header injection, all zeros): the transaction's own id.
+        for tctx in [
+            None,
+            Some(json!({"tool": "wx"})),
+            Some(json!({"trace": "not-a-trace\r\nx: y"})),
+            Some(json!({"trace": "00000000000000000000000000000000"})),
+            Some(json!({"trace": 42})),
+        ] {
+            assert_eq!(
+                txn(tctx.clone()).task_trace(),
+                "0af7651916cd43dd8448eb211c80319c",
+                "{tctx:?}"
+            );
+        }
+    }
+
     /// Published keys that tests retire and replace.
     struct Keys(Mutex<Vec<SlotKey>>);
 
