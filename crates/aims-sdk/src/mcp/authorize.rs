@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::SdkError;
+use crate::mcp::discovery::parse;
 use crate::mcp::grant::{ClientAuth, Target};
 use crate::oauth::read_limited;
 
@@ -104,8 +105,9 @@ pub(crate) async fn authorization_code(
         .unwrap_or_default();
     let verifier = random_b64url();
     let state = random_b64url();
-    let mut url = reqwest::Url::parse(endpoint)
-        .map_err(|e| SdkError::Authorization(format!("authorization endpoint: {e}")))?;
+    // The URL goes to the person's browser: http(s) only, so an authorization server cannot
+    // have it open a `file:`, `javascript:` or other URL.
+    let mut url = parse(endpoint)?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -323,6 +325,19 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_browser_is_sent_to_web_urls_only() {
+        assert!(parse("https://as.example/authorize").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "-x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -128,7 +128,8 @@ pub async fn authorization_server(
     Ok(meta)
 }
 
-fn parse(url: &str) -> Result<Url, SdkError> {
+/// `url` parsed, when it is an http(s) URL with a host.
+pub(crate) fn parse(url: &str) -> Result<Url, SdkError> {
     let u = Url::parse(url).map_err(|e| SdkError::Authorization(format!("URL {url:?}: {e}")))?;
     if !matches!(u.scheme(), "https" | "http") || u.host().is_none() {
         return Err(SdkError::Authorization(format!(
